@@ -1,0 +1,303 @@
+#include "chunkserver/chunk_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <memory>
+
+namespace quorumfs {
+namespace {
+
+Status ErrnoStatus(const std::string& what, int err) {
+  StatusCode code = (err == ENOSPC || err == EDQUOT) ? StatusCode::kNoSpace : StatusCode::kIoError;
+  return Status(code, what + ": " + std::strerror(err));
+}
+
+Status MakeDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + path, errno);
+  return Status::Ok();
+}
+
+Status FsyncPath(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open " + path, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("fsync " + path, err);
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, const void* data, size_t size, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write " + path, errno);
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+bool IsHexName(const char* name, size_t len) {
+  if (std::strlen(name) != len) return false;
+  for (size_t i = 0; i < len; ++i) {
+    if (!std::isxdigit(static_cast<unsigned char>(name[i])) || std::isupper(name[i])) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> SortedHexEntries(const std::string& dir, size_t len) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (struct dirent* e = ::readdir(d)) {
+    if (IsHexName(e->d_name, len)) out.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& data_dir) {
+  std::unique_ptr<ChunkStore> store(new ChunkStore(data_dir));
+  for (const char* sub : {"/chunks", "/tmp", "/quarantine", "/hints"}) {
+    QFS_RETURN_IF_ERROR(MakeDir(data_dir + sub));
+  }
+  // Leftover temp files are puts that never completed (crash); they were never acknowledged.
+  if (DIR* d = ::opendir((data_dir + "/tmp").c_str())) {
+    while (struct dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ::unlink((data_dir + "/tmp/" + e->d_name).c_str());
+    }
+    ::closedir(d);
+  }
+  QFS_RETURN_IF_ERROR(store->Scan());
+  return store;
+}
+
+Status ChunkStore::Scan() {
+  uint64_t count = 0, bytes = 0;
+  std::string root = dir_ + "/chunks";
+  for (const auto& a : SortedHexEntries(root, 2)) {
+    for (const auto& b : SortedHexEntries(root + "/" + a, 2)) {
+      std::string d = root + "/" + a + "/" + b;
+      for (const auto& name : SortedHexEntries(d, 64)) {
+        struct stat st;
+        if (::stat((d + "/" + name).c_str(), &st) == 0) {
+          ++count;
+          bytes += static_cast<uint64_t>(st.st_size);
+        }
+      }
+    }
+  }
+  count_ = count;
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
+std::string ChunkStore::PathOf(const ChunkId& id) const {
+  std::string hex = id.ToHex();
+  return dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+}
+
+std::string ChunkStore::HintPathOf(const ChunkId& id) const {
+  return dir_ + "/hints/" + id.ToHex();
+}
+
+Status ChunkStore::Put(const ChunkId& id, const void* data, size_t size, const std::string& hint) {
+  if (ChunkId::Of(data, size) != id) {
+    return InvalidArgument("hash mismatch: bytes hash to " + ChunkId::Of(data, size).ToHex() +
+                           ", not " + id.ToHex());
+  }
+  return PutVerified(id, data, size, hint);
+}
+
+Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
+                               const std::string& hint) {
+  if (size > kMaxChunkBytes) {
+    return Status(StatusCode::kTooLarge, "chunk of " + std::to_string(size) + " bytes (max 16 MiB)");
+  }
+  std::string path = PathOf(id);
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    // Already stored: refresh the last-put time durably instead of rewriting.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("open " + path, errno);
+    int rc = ::futimens(fd, nullptr);
+    int err = errno;
+    if (rc == 0) rc = ::fsync(fd), err = errno;
+    ::close(fd);
+    if (rc != 0) return ErrnoStatus("refresh " + path, err);
+    if (hint.empty()) ::unlink(HintPathOf(id).c_str());
+    return Status::Ok();
+  }
+  std::string hex = id.ToHex();
+  std::string d1 = dir_ + "/chunks/" + hex.substr(0, 2);
+  std::string d2 = d1 + "/" + hex.substr(2, 2);
+  QFS_RETURN_IF_ERROR(MakeDir(d1));
+  QFS_RETURN_IF_ERROR(MakeDir(d2));
+  std::string tmp = dir_ + "/tmp/" + hex + "." + std::to_string(::getpid()) + "." +
+                    std::to_string(tmp_seq_.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("create " + tmp, errno);
+  Status st_write = WriteAll(fd, data, size, tmp);
+  if (st_write.ok() && ::fdatasync(fd) != 0) st_write = ErrnoStatus("fdatasync " + tmp, errno);
+  ::close(fd);
+  if (!st_write.ok()) {
+    ::unlink(tmp.c_str());
+    return st_write;
+  }
+  if (!hint.empty()) {
+    Status h = WriteHint(id, hint);
+    if (!h.ok()) {
+      ::unlink(tmp.c_str());
+      return h;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Status s = ErrnoStatus("rename " + tmp, errno);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  QFS_RETURN_IF_ERROR(FsyncPath(d2, O_RDONLY | O_DIRECTORY));
+  ++count_;
+  bytes_ += size;
+  return Status::Ok();
+}
+
+Status ChunkStore::WriteHint(const ChunkId& id, const std::string& hint) {
+  std::string path = HintPathOf(id);
+  std::string tmp = path + ".tmp" + std::to_string(tmp_seq_.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("create " + tmp, errno);
+  Status s = WriteAll(fd, hint.data(), hint.size(), tmp);
+  if (s.ok() && ::fdatasync(fd) != 0) s = ErrnoStatus("fdatasync " + tmp, errno);
+  ::close(fd);
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoStatus("rename " + tmp, errno);
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
+Result<std::string> ChunkStore::Get(const ChunkId& id) {
+  std::string path = PathOf(id);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return NotFound("chunk " + id.ToHex() + " not stored here");
+    return ErrnoStatus("open " + path, errno);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus("stat " + path, err);
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::pread(fd, &out[done], out.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return ErrnoStatus("read " + path, err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return out;
+}
+
+bool ChunkStore::Has(const ChunkId& id) {
+  struct stat st;
+  return ::stat(PathOf(id).c_str(), &st) == 0;
+}
+
+Result<StoredChunk> ChunkStore::Stat(const ChunkId& id) {
+  struct stat st;
+  if (::stat(PathOf(id).c_str(), &st) != 0) {
+    if (errno == ENOENT) return NotFound("chunk " + id.ToHex() + " not stored here");
+    return ErrnoStatus("stat " + PathOf(id), errno);
+  }
+  StoredChunk c;
+  c.id = id;
+  c.size = static_cast<uint64_t>(st.st_size);
+  c.last_put_ns = MtimeNs(st);
+  char buf[128];
+  int fd = ::open(HintPathOf(id).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n > 0) c.hint.assign(buf, static_cast<size_t>(n));
+    ::close(fd);
+  }
+  return c;
+}
+
+Result<std::vector<StoredChunk>> ChunkStore::List(const ChunkId* after, size_t limit) {
+  std::vector<StoredChunk> out;
+  std::string after_hex = after ? after->ToHex() : "";
+  std::string root = dir_ + "/chunks";
+  for (const auto& a : SortedHexEntries(root, 2)) {
+    if (!after_hex.empty() && a < after_hex.substr(0, 2)) continue;
+    for (const auto& b : SortedHexEntries(root + "/" + a, 2)) {
+      if (!after_hex.empty() && a + b < after_hex.substr(0, 4)) continue;
+      for (const auto& name : SortedHexEntries(root + "/" + a + "/" + b, 64)) {
+        if (!after_hex.empty() && name <= after_hex) continue;
+        auto id = ChunkId::FromHex(name);
+        if (!id.ok()) continue;
+        auto st = Stat(*id);
+        if (!st.ok()) continue;  // deleted meanwhile
+        out.push_back(std::move(st).value());
+        if (out.size() >= limit) return out;
+      }
+    }
+  }
+  return out;
+}
+
+Result<bool> ChunkStore::DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns) {
+  std::string path = PathOf(id);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus("stat " + path, errno);
+  }
+  if (MtimeNs(st) >= cutoff_ns) return false;
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return ErrnoStatus("unlink " + path, errno);
+  }
+  ::unlink(HintPathOf(id).c_str());
+  --count_;
+  bytes_ -= static_cast<uint64_t>(st.st_size);
+  return true;
+}
+
+Result<bool> ChunkStore::VerifyOrQuarantine(const ChunkId& id) {
+  QFS_ASSIGN_OR_RETURN(std::string bytes, Get(id));
+  if (ChunkId::Of(bytes) == id) return false;
+  std::string path = PathOf(id);
+  std::string q = dir_ + "/quarantine/" + id.ToHex() + "." + std::to_string(std::time(nullptr));
+  if (::rename(path.c_str(), q.c_str()) != 0) return ErrnoStatus("quarantine " + path, errno);
+  ::unlink(HintPathOf(id).c_str());
+  --count_;
+  bytes_ -= bytes.size();
+  return true;
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,73 @@
+// ChunkStore: content-addressed chunk files under <data>/chunks/ab/cd/<sha256-hex>.
+// Thread-safe; every method blocks on the disk and runs on a worker thread, never the RPC loop.
+//
+// Durability: a put writes <data>/tmp/<unique>, fdatasyncs it, renames it into place and
+// fsyncs the directory before returning, so an acknowledged chunk survives a crash. A put of an
+// id already stored does not rewrite it; it sets the file's mtime (the last-put time that GC
+// compares, DESIGN.md "Chunks") and fsyncs the file. A failed put (disk full, I/O error)
+// leaves no partial file under chunks/.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/chunk_id.h"
+#include "common/status.h"
+
+namespace quorumfs {
+
+struct StoredChunk {
+  ChunkId id;
+  uint64_t size = 0;
+  int64_t last_put_ns = 0;
+  std::string hint;  // home node id for a sloppy replica; empty if this node is home
+};
+
+class ChunkStore {
+ public:
+  static constexpr uint64_t kMaxChunkBytes = 16 * 1024 * 1024;
+
+  // Creates the directory layout under `data_dir` if missing and counts stored chunks.
+  static Result<std::unique_ptr<ChunkStore>> Open(const std::string& data_dir);
+
+  // Verifies SHA-256(data) == id (InvalidArgument "hash mismatch" otherwise), then stores it
+  // durably. `hint` is recorded for sloppy replicas. NoSpace on a full disk.
+  Status Put(const ChunkId& id, const void* data, size_t size, const std::string& hint);
+  // Stores without hashing: REQUIRES the caller verified the hash.
+  Status PutVerified(const ChunkId& id, const void* data, size_t size, const std::string& hint);
+
+  // The stored bytes, unverified. NotFound if absent.
+  Result<std::string> Get(const ChunkId& id);
+  bool Has(const ChunkId& id);
+  Result<StoredChunk> Stat(const ChunkId& id);
+
+  // Up to `limit` chunks with id > after (all if after is null), in id order.
+  Result<std::vector<StoredChunk>> List(const ChunkId* after, size_t limit);
+
+  // Deletes the chunk if its last put is older than `cutoff_ns`. Returns whether it did.
+  Result<bool> DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns);
+
+  // Re-reads and re-hashes; if the bytes are bad moves the file to quarantine/ and returns
+  // true. NotFound if absent.
+  Result<bool> VerifyOrQuarantine(const ChunkId& id);
+
+  uint64_t chunk_count() const { return count_.load(); }
+  uint64_t chunk_bytes() const { return bytes_.load(); }
+  std::string PathOf(const ChunkId& id) const;
+
+ private:
+  explicit ChunkStore(std::string data_dir) : dir_(std::move(data_dir)) {}
+  Status Scan();
+  Status WriteHint(const ChunkId& id, const std::string& hint);
+  std::string HintPathOf(const ChunkId& id) const;
+
+  std::string dir_;
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint64_t> tmp_seq_{0};
+};
+
+}  // namespace quorumfs

@@ -1,0 +1,207 @@
+// quorumfs-chunkserver: one node of a quorumfs cluster. Stores chunks and metadata records
+// for the keys rendezvous placement gives it, and answers the RPCs in
+// schema/chunkserver.capnp. See README.md for usage.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+
+#include "chunkserver/chunk_store.h"
+#include "chunkserver/record_store.h"
+#include "chunkserver/service.h"
+#include "common/cluster_config.h"
+#include "common/rpc_connection.h"
+#include "common/worker_pool.h"
+
+namespace quorumfs {
+namespace {
+
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "quorumfs-chunkserver: %s\n", message.c_str());
+  std::fflush(stderr);
+  std::_Exit(2);
+}
+
+std::string RandomHex(size_t bytes) {
+  std::random_device rd;
+  std::string out;
+  static const char* kHex = "0123456789abcdef";
+  for (size_t i = 0; i < bytes; ++i) {
+    unsigned v = rd() & 0xff;
+    out.push_back(kHex[v >> 4]);
+    out.push_back(kHex[v & 15]);
+  }
+  return out;
+}
+
+// Writes `content` to `path` atomically and durably.
+bool WriteFileDurably(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// Takes an exclusive lock on <dir>/LOCK for the life of the process.
+void LockDataDir(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) Die("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "?";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    Die("data dir " + dir + " is in use by another process (pid " + holder + ")");
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    Die("cannot write " + path + ": " + std::strerror(errno));
+  }
+  // fd stays open (and locked) until exit.
+}
+
+std::string LoadOrCreateIncarnation(const std::string& dir) {
+  std::string path = dir + "/INCARNATION";
+  std::ifstream in(path);
+  std::string value;
+  if (in >> value && value.size() == 32) return value;
+  value = RandomHex(16);
+  if (!WriteFileDurably(path, value + "\n")) Die("cannot write " + path + ": " + std::strerror(errno));
+  return value;
+}
+
+// Accepts connections until the listener is dropped.
+class Server {
+ public:
+  Server(capnp::Capability::Client bootstrap) : bootstrap_(kj::mv(bootstrap)), tasks_(handler_) {}
+
+  kj::Promise<void> Listen(kj::ConnectionReceiver& listener) {
+    return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
+      auto conn = kj::heap<RpcConnection>(kj::mv(stream), bootstrap_);
+      auto done = conn->OnDisconnect();
+      tasks_.add(done.attach(kj::mv(conn)));
+      return Listen(listener);
+    });
+  }
+
+ private:
+  struct ErrorHandler : public kj::TaskSet::ErrorHandler {
+    // A broken or garbled connection only ends that connection.
+    void taskFailed(kj::Exception&& e) override {
+      if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+        std::fprintf(stderr, "quorumfs-chunkserver: connection closed: %s\n",
+                     e.getDescription().cStr());
+      }
+    }
+  };
+  capnp::Capability::Client bootstrap_;
+  ErrorHandler handler_;
+  kj::TaskSet tasks_;
+};
+
+int Run(int argc, char** argv) {
+  CLI::App app{"quorumfs-chunkserver: one node of a quorumfs cluster"};
+  std::string id, listen, data, cluster_path = "/etc/quorumfs/cluster.conf";
+  bool rejoin = false;
+  int disk_threads = 4;
+  app.add_option("--id", id, "this node's id in the cluster file")->required();
+  app.add_option("--listen", listen, "address to listen on, host:port (default: the node's address)");
+  app.add_option("--data", data, "data directory (created if missing)")->required();
+  app.add_option("--cluster", cluster_path, "cluster file")->capture_default_str();
+  app.add_flag("--rejoin", rejoin,
+               "this node lost its data: serve, but do not vote until fsck --repair refills it");
+  app.add_option("--disk-threads", disk_threads, "threads for chunk I/O")->check(CLI::Range(1, 64));
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = ClusterConfig::Load(cluster_path);
+  if (!config.ok()) Die(config.status().message());
+  const NodeInfo* self = config->FindNode(id);
+  if (!self) Die("node id '" + id + "' is not in " + cluster_path);
+  if (listen.empty()) listen = self->address;
+
+  if (::mkdir(data.c_str(), 0755) != 0 && errno != EEXIST) {
+    Die("cannot create data dir " + data + ": " + std::strerror(errno));
+  }
+  LockDataDir(data);
+  std::string incarnation = LoadOrCreateIncarnation(data);
+  std::string rejoin_marker = data + "/REJOINING";
+  if (rejoin && !WriteFileDurably(rejoin_marker, "1\n")) {
+    Die("cannot write " + rejoin_marker + ": " + std::strerror(errno));
+  }
+  bool voting = ::access(rejoin_marker.c_str(), F_OK) != 0;
+
+  auto chunks = ChunkStore::Open(data);
+  if (!chunks.ok()) Die(chunks.status().message());
+  auto records = RecordStore::Open(data + "/meta");
+  if (!records.ok()) Die(records.status().message());
+  WorkerPool pool(disk_threads);
+
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  ::signal(SIGPIPE, SIG_IGN);
+  auto io = kj::setupAsyncIo();
+
+  kj::Own<kj::ConnectionReceiver> listener;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+    auto addr = io.provider->getNetwork().parseAddress(listen).wait(io.waitScope);
+    listener = addr->listen();
+  })) {
+    Die("cannot listen on " + listen + ": " + std::string(e->getDescription().cStr()));
+  }
+
+  ServiceOptions options;
+  options.node_id = id;
+  options.data_dir = data;
+  options.incarnation = incarnation;
+  options.voting = voting;
+  options.disk_threads = disk_threads;
+  ServiceState state;
+  auto shared_config = std::make_shared<const ClusterConfig>(std::move(config).value());
+  capnp::Capability::Client bootstrap = kj::heap<ChunkserverService>(
+      options, shared_config, **chunks, **records, pool, state);
+  std::fprintf(stderr, "quorumfs-chunkserver: node %s listening on %s (port %u), data %s%s\n",
+               id.c_str(), listen.c_str(), listener->getPort(), data.c_str(),
+               voting ? "" : ", rejoining (not voting)");
+  std::fflush(stderr);
+  // Tests read the actual port (--listen 127.0.0.1:0) from this file.
+  WriteFileDurably(data + "/PORT", std::to_string(listener->getPort()) + "\n");
+
+  {
+    Server server(bootstrap);
+    auto serving = server.Listen(*listener);
+    auto signal = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(
+        io.unixEventPort.onSignal(SIGINT));
+    signal.exclusiveJoin(serving.then([]() { return siginfo_t{}; })).wait(io.waitScope);
+    // Stop accepting, refuse new requests, let in-flight ones finish (bounded).
+    state.shutting_down = true;
+    listener = nullptr;
+    for (int i = 0; i < 1000 && state.in_flight > 0; ++i) {
+      io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+    }
+  }
+  records->reset();  // waits for queued syncs, closes LevelDB
+  std::fprintf(stderr, "quorumfs-chunkserver: node %s stopped\n", id.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace quorumfs
+
+int main(int argc, char** argv) { return quorumfs::Run(argc, argv); }

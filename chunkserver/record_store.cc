@@ -1,0 +1,169 @@
+#include "chunkserver/record_store.h"
+
+#include <leveldb/db.h>
+#include <leveldb/write_batch.h>
+
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+std::string RowKey(const std::string& key) { return "R" + key; }
+std::string FloorKey(const std::string& range) { return "F" + range; }
+
+std::string EncodeBallot(const Ballot& b) { return EncodeU64(b.counter) + EncodeU64(b.proposer); }
+
+}  // namespace
+
+Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir) {
+  leveldb::Options options;
+  options.create_if_missing = true;
+  options.paranoid_checks = true;
+  leveldb::DB* db = nullptr;
+  leveldb::Status s = leveldb::DB::Open(options, dir, &db);
+  if (!s.ok()) return IoError("open LevelDB at " + dir + ": " + s.ToString());
+  std::unique_ptr<RecordStore> store(new RecordStore());
+  store->db_.reset(db);
+  std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
+  for (it->Seek("R"); it->Valid() && it->key().starts_with("R"); it->Next()) {
+    ++store->record_count_;
+  }
+  store->sync_thread_ = std::thread([s = store.get()] { s->SyncLoop(); });
+  return store;
+}
+
+RecordStore::~RecordStore() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (sync_thread_.joinable()) sync_thread_.join();
+}
+
+uint64_t RecordStore::sync_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return syncs_;
+}
+
+Result<std::optional<AcceptorState>> RecordStore::LoadRecord(const std::string& key) {
+  auto it = overlay_rows_.find(key);
+  if (it != overlay_rows_.end()) return it->second.row;
+  std::string raw;
+  leveldb::Status s = db_->Get(leveldb::ReadOptions(), RowKey(key), &raw);
+  if (s.IsNotFound()) return std::optional<AcceptorState>();
+  if (!s.ok()) return IoError("LevelDB get: " + s.ToString());
+  QFS_ASSIGN_OR_RETURN(AcceptorState state, AcceptorState::Decode(raw));
+  return std::optional<AcceptorState>(std::move(state));
+}
+
+Result<Ballot> RecordStore::LoadFloor(const std::string& range) {
+  auto it = overlay_floors_.find(range);
+  if (it != overlay_floors_.end()) return it->second.first;
+  std::string raw;
+  leveldb::Status s = db_->Get(leveldb::ReadOptions(), FloorKey(range), &raw);
+  if (s.IsNotFound()) return Ballot{};
+  if (!s.ok()) return IoError("LevelDB get: " + s.ToString());
+  if (raw.size() != 16) return Status(StatusCode::kCorruption, "malformed ballot floor row");
+  return Ballot{DecodeU64(raw), DecodeU64(std::string_view(raw).substr(8))};
+}
+
+kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
+  if (write.empty()) return Status::Ok();
+  // Keys touched by this batch stay in the overlay until it is durable.
+  std::vector<std::string> rows, floors;
+  for (const auto& [key, row] : write.rows) {
+    auto& e = overlay_rows_[key];
+    bool existed_before = e.pending > 0 ? e.row.has_value() : LoadRecordDurableExists(key);
+    if (row && !existed_before) ++record_count_;
+    if (!row && existed_before) --record_count_;
+    e.row = row;
+    ++e.pending;
+    rows.push_back(key);
+  }
+  for (const auto& [range, ballot] : write.floors) {
+    auto& e = overlay_floors_[range];
+    e.first = ballot;
+    ++e.second;
+    floors.push_back(range);
+  }
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(Pending{std::move(write), kj::mv(paf.fulfiller)});
+  }
+  cv_.notify_one();
+  return paf.promise.then([this, rows = std::move(rows), floors = std::move(floors)](Status s) {
+    for (const auto& key : rows) {
+      auto it = overlay_rows_.find(key);
+      if (it != overlay_rows_.end() && --it->second.pending == 0) overlay_rows_.erase(it);
+    }
+    for (const auto& range : floors) {
+      auto it = overlay_floors_.find(range);
+      if (it != overlay_floors_.end() && --it->second.second == 0) overlay_floors_.erase(it);
+    }
+    return s;
+  });
+}
+
+bool RecordStore::LoadRecordDurableExists(const std::string& key) {
+  std::string raw;
+  return db_->Get(leveldb::ReadOptions(), RowKey(key), &raw).ok();
+}
+
+void RecordStore::SyncLoop() {
+  for (;;) {
+    std::deque<Pending> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      batch.swap(queue_);
+    }
+    leveldb::WriteBatch wb;
+    for (const auto& p : batch) {
+      for (const auto& [key, row] : p.write.rows) {
+        if (row) {
+          wb.Put(RowKey(key), row->Encode());
+        } else {
+          wb.Delete(RowKey(key));
+        }
+      }
+      for (const auto& [range, ballot] : p.write.floors) wb.Put(FloorKey(range), EncodeBallot(ballot));
+    }
+    leveldb::WriteOptions wo;
+    wo.sync = true;
+    leveldb::Status s = db_->Write(wo, &wb);
+    Status status = s.ok() ? Status::Ok()
+                           : Status(s.IsIOError() && s.ToString().find("space") != std::string::npos
+                                        ? StatusCode::kNoSpace
+                                        : StatusCode::kIoError,
+                                    "LevelDB write: " + s.ToString());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++syncs_;
+    }
+    for (auto& p : batch) p.done->fulfill(Status(status));
+  }
+}
+
+Result<std::vector<std::pair<std::string, AcceptorState>>> RecordStore::Scan(
+    const std::string& prefix, const std::string& after, size_t limit) {
+  std::vector<std::pair<std::string, AcceptorState>> out;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
+  std::string start = RowKey(after.empty() || after < prefix ? prefix : after);
+  for (it->Seek(start); it->Valid() && out.size() < limit; it->Next()) {
+    std::string key = it->key().ToString().substr(1);
+    if (it->key().size() < 1 || it->key()[0] != 'R' || key.compare(0, prefix.size(), prefix) != 0) {
+      break;
+    }
+    if (!after.empty() && key <= after) continue;
+    auto state = AcceptorState::Decode(std::string_view(it->value().data(), it->value().size()));
+    if (!state.ok()) return state.status().WithContext("row " + DescribeKey(key));
+    out.emplace_back(std::move(key), std::move(state).value());
+  }
+  if (!it->status().ok()) return IoError("LevelDB scan: " + it->status().ToString());
+  return out;
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,106 @@
+#include "common/acceptor.h"
+
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+struct Loaded {
+  std::optional<AcceptorState> row;
+  Ballot floor;
+  // The ballot a request must beat (prepare) or reach (accept).
+  Ballot Promised() const { return row ? row->promised : floor; }
+};
+
+Result<Loaded> Load(AcceptorStorage& storage, const std::string& key) {
+  Loaded l;
+  QFS_ASSIGN_OR_RETURN(l.row, storage.LoadRecord(key));
+  QFS_ASSIGN_OR_RETURN(l.floor, storage.LoadFloor(FloorRangeOf(key)));
+  return l;
+}
+
+}  // namespace
+
+bool& AcceptorCore::UnsafeIgnoreFloorForTesting() {
+  static bool ignore = false;
+  return ignore;
+}
+
+Result<AcceptorResult<PrepareReply>> AcceptorCore::Prepare(AcceptorStorage& storage,
+                                                           const std::string& key,
+                                                           Ballot ballot) {
+  QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
+  AcceptorResult<PrepareReply> r;
+  if (!(ballot > l.Promised())) {
+    r.reply.promised = false;
+    r.reply.promised_ballot = l.Promised();
+    if (l.row) r.reply.accepted_ballot = l.row->accepted;
+    return r;
+  }
+  AcceptorState next = l.row.value_or(AcceptorState{});
+  next.promised = ballot;
+  r.reply.promised = true;
+  r.reply.promised_ballot = ballot;
+  r.reply.accepted_ballot = next.accepted;
+  r.reply.value = next.value;
+  r.write.rows.emplace_back(key, std::move(next));
+  return r;
+}
+
+Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storage,
+                                                         const std::string& key, Ballot ballot,
+                                                         std::string value) {
+  QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
+  AcceptorResult<AcceptReply> r;
+  bool ok;
+  if (l.row) {
+    ok = ballot >= l.row->promised;
+  } else {
+    ok = UnsafeIgnoreFloorForTesting() ? ballot >= l.floor : ballot > l.floor;
+  }
+  if (!ok) {
+    r.reply.accepted = false;
+    r.reply.promised_ballot = l.Promised();
+    return r;
+  }
+  AcceptorState next;
+  next.promised = ballot;
+  next.accepted = ballot;
+  next.value = std::move(value);
+  r.reply.accepted = true;
+  r.reply.promised_ballot = ballot;
+  r.write.rows.emplace_back(key, std::move(next));
+  return r;
+}
+
+Result<ReadAcceptedReply> AcceptorCore::ReadAccepted(AcceptorStorage& storage,
+                                                     const std::string& key) {
+  QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
+  ReadAcceptedReply r;
+  r.promised_ballot = l.Promised();
+  if (l.row) {
+    r.accepted_ballot = l.row->accepted;
+    r.value = l.row->value;
+  }
+  return r;
+}
+
+Result<AcceptorResult<DeleteRecordReply>> AcceptorCore::DeleteRecord(AcceptorStorage& storage,
+                                                                     const std::string& key,
+                                                                     Ballot accepted_ballot) {
+  QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
+  AcceptorResult<DeleteRecordReply> r;
+  if (!l.row || l.row->accepted != accepted_ballot) {
+    r.reply.deleted = false;
+    if (l.row) r.reply.accepted_ballot = l.row->accepted;
+    return r;
+  }
+  Ballot floor = MaxBallot(l.floor, MaxBallot(l.row->promised, l.row->accepted));
+  r.reply.deleted = true;
+  r.reply.accepted_ballot = accepted_ballot;
+  r.write.rows.emplace_back(key, std::nullopt);
+  r.write.floors.emplace_back(FloorRangeOf(key), floor);
+  return r;
+}
+
+}  // namespace quorumfs

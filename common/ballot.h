@@ -1,0 +1,36 @@
+// Ballot: the CASPaxos proposal number (counter, proposer id). The proposer id is a random
+// 64-bit number drawn at every process start, so two proposers never share a ballot, even
+// across restarts or clock steps. Ballot (0, 0) is "none"; (0, creator) is the one
+// skip-prepare write of a freshly allocated inode (DESIGN.md, "Metadata").
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+
+namespace quorumfs {
+
+struct Ballot {
+  uint64_t counter = 0;
+  uint64_t proposer = 0;
+
+  bool IsNone() const { return counter == 0 && proposer == 0; }
+  bool operator==(const Ballot& o) const {
+    return counter == o.counter && proposer == o.proposer;
+  }
+  bool operator!=(const Ballot& o) const { return !(*this == o); }
+  bool operator<(const Ballot& o) const {
+    return std::tie(counter, proposer) < std::tie(o.counter, o.proposer);
+  }
+  bool operator>(const Ballot& o) const { return o < *this; }
+  bool operator<=(const Ballot& o) const { return !(o < *this); }
+  bool operator>=(const Ballot& o) const { return !(*this < o); }
+
+  std::string ToString() const {
+    return "(" + std::to_string(counter) + "," + std::to_string(proposer) + ")";
+  }
+};
+
+inline Ballot MaxBallot(const Ballot& a, const Ballot& b) { return a < b ? b : a; }
+
+}  // namespace quorumfs

@@ -1,0 +1,77 @@
+#include "common/cluster_client.h"
+
+#include <signal.h>
+
+#include <future>
+
+namespace quorumfs {
+
+ClusterClient::ClusterClient(std::shared_ptr<const ClusterConfig> config,
+                             ClusterClientOptions options)
+    : config_(std::move(config)), options_(options), hashers_(options.hash_threads) {
+  std::promise<void> ready;
+  auto ready_future = ready.get_future();
+  thread_ = std::thread([this, &ready]() { LoopMain([&ready]() { ready.set_value(); }); });
+  ready_future.wait();
+}
+
+ClusterClient::~ClusterClient() {
+  executor_->executeSync([this]() { stop_->fulfill(); });
+  thread_.join();
+}
+
+void ClusterClient::LoopMain(std::function<void()> ready) {
+  auto io = kj::setupAsyncIo();
+  io_ = &io;
+  executor_ = &kj::getCurrentThreadExecutor();
+  rpc_ = std::make_unique<RpcCluster>(*io.provider, io.provider->getTimer(), options_.rpc);
+  rpc_->SetConfig(config_);
+  proposer_ = std::make_unique<Proposer>(*rpc_, io.provider->getTimer(), options_.proposer);
+  proposer_->SetConfig(config_);
+  chunks_ = std::make_unique<ChunkClient>(*rpc_, &hashers_);
+  chunks_->SetConfig(config_);
+  allocator_ = std::make_unique<InodeAllocator>(*proposer_);
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  stop_ = kj::mv(paf.fulfiller);
+  ready();
+  paf.promise.wait(io.waitScope);
+  allocator_.reset();
+  chunks_.reset();
+  proposer_.reset();
+  rpc_.reset();
+  io_ = nullptr;
+}
+
+Result<RecordValue> ClusterClient::Change(const std::string& key, ChangeFn f) {
+  return RunSync<Result<RecordValue>>([&]() { return proposer_->Change(key, f); });
+}
+
+Result<RecordValue> ClusterClient::Read(const std::string& key) {
+  return RunSync<Result<RecordValue>>([&]() { return proposer_->Read(key); });
+}
+
+Result<RecordValue> ClusterClient::CreateFresh(const std::string& key, const std::string& payload) {
+  return RunSync<Result<RecordValue>>([&]() { return proposer_->CreateFresh(key, payload); });
+}
+
+Result<ChunkId> ClusterClient::PutChunk(std::string data) {
+  ChunkId id = ChunkId::Of(data);
+  auto shared = std::make_shared<const std::string>(std::move(data));
+  Status s = RunSync<Status>([&]() { return chunks_->Put(id, shared); });
+  if (!s.ok()) return s;
+  return id;
+}
+
+Result<std::string> ClusterClient::GetChunk(const ChunkId& id) {
+  return RunSync<Result<std::string>>([&]() { return chunks_->Get(id); });
+}
+
+Result<uint64_t> ClusterClient::AllocateInode() {
+  return RunSync<Result<uint64_t>>([&]() { return allocator_->Allocate(); });
+}
+
+Result<NodeStatsInfo> ClusterClient::Stats(const std::string& node) {
+  return RunSync<Result<NodeStatsInfo>>([&]() { return rpc_->Stats(node); });
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,76 @@
+// ClusterClient: everything a program needs to use a quorumfs cluster (records, chunks, node
+// admin calls), with its own event-loop thread that owns every connection. Other threads hand
+// work to that loop through executor(); the blocking helpers below do that and wait, so they
+// are for tools and tests, never for FUSE worker threads (which must only queue work:
+// DESIGN.md, "The mount").
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/chunk_client.h"
+#include "common/cluster_config.h"
+#include "common/inode_allocator.h"
+#include "common/proposer.h"
+#include "common/rpc_cluster.h"
+#include "common/worker_pool.h"
+
+namespace quorumfs {
+
+struct ClusterClientOptions {
+  RpcClusterOptions rpc;
+  ProposerOptions proposer;
+  int hash_threads = 2;
+};
+
+class ClusterClient {
+ public:
+  // Starts the loop thread and returns once it is ready.
+  ClusterClient(std::shared_ptr<const ClusterConfig> config, ClusterClientOptions options);
+  ~ClusterClient();  // stops the loop thread (in-flight work is cancelled)
+
+  // Loop-thread objects: use only from the loop thread (e.g. inside RunSync's function).
+  Proposer& proposer() { return *proposer_; }
+  ChunkClient& chunks() { return *chunks_; }
+  RpcCluster& rpc() { return *rpc_; }
+  InodeAllocator& allocator() { return *allocator_; }
+  kj::Timer& timer() { return io_->provider->getTimer(); }
+  const kj::Executor& executor() const { return *executor_; }
+  const ClusterConfig& config() const { return *config_; }
+
+  // Runs fn on the loop thread and waits for its promise. Not for FUSE threads.
+  template <typename T>
+  T RunSync(std::function<kj::Promise<T>()> fn) {
+    return executor_->executeSync([&fn]() { return fn(); });
+  }
+
+  // Blocking conveniences built on RunSync.
+  Result<RecordValue> Change(const std::string& key, ChangeFn f);
+  Result<RecordValue> Read(const std::string& key);
+  Result<RecordValue> CreateFresh(const std::string& key, const std::string& payload);
+  Result<ChunkId> PutChunk(std::string data);
+  Result<std::string> GetChunk(const ChunkId& id);
+  Result<uint64_t> AllocateInode();
+  Result<NodeStatsInfo> Stats(const std::string& node);
+
+ private:
+  void LoopMain(std::function<void()> ready);
+
+  std::shared_ptr<const ClusterConfig> config_;
+  ClusterClientOptions options_;
+  WorkerPool hashers_;
+  std::thread thread_;
+  const kj::Executor* executor_ = nullptr;
+  kj::AsyncIoContext* io_ = nullptr;
+  std::unique_ptr<RpcCluster> rpc_;
+  std::unique_ptr<Proposer> proposer_;
+  std::unique_ptr<ChunkClient> chunks_;
+  std::unique_ptr<InodeAllocator> allocator_;
+  kj::Own<kj::PromiseFulfiller<void>> stop_;  // loop thread only
+};
+
+}  // namespace quorumfs

@@ -1,0 +1,386 @@
+#include "common/proposer.h"
+
+#include <algorithm>
+
+#include "common/record.h"
+#include "common/record_key.h"
+
+namespace quorumfs {
+
+struct Proposer::ChangeOp {
+  std::string key;
+  ChangeFn f;
+  uint64_t change_id = 0;
+  kj::TimePoint deadline = kj::origin<kj::TimePoint>();
+  int attempt = 0;
+  // Set once an accept carrying this change's id went out: later attempts must find out
+  // whether it was chosen before applying f again.
+  bool write_sent = false;
+  uint64_t sent_version = 0;
+  std::string sent_payload;
+  Status last_error;
+};
+
+namespace {
+
+template <typename Reply>
+std::vector<Vote> VotesOf(const std::vector<std::optional<Result<Reply>>>& replies,
+                          bool (*yes)(const Reply&)) {
+  std::vector<Vote> votes(replies.size(), Vote::kPending);
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (!replies[i]) continue;
+    if (!replies[i]->ok()) {
+      votes[i] = Vote::kNo;
+    } else if (!(*replies[i])->voting) {
+      votes[i] = Vote::kAbstain;
+    } else {
+      votes[i] = yes(**replies[i]) ? Vote::kYes : Vote::kNo;
+    }
+  }
+  return votes;
+}
+
+bool PromiseYes(const PrepareReply& r) { return r.promised; }
+bool AcceptYes(const AcceptReply& r) { return r.accepted; }
+bool ReadYes(const ReadAcceptedReply&) { return true; }
+
+// First error among replies, for the message of a NoQuorum status.
+template <typename Reply>
+std::string DescribeFailures(const QuorumSpec& spec,
+                             const std::vector<std::optional<Result<Reply>>>& replies) {
+  std::string out;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    std::string what;
+    if (!replies[i]) {
+      what = "no reply";
+    } else if (!replies[i]->ok()) {
+      what = replies[i]->status().ToString();
+    } else if (!(*replies[i])->voting) {
+      what = "rejoining, not voting";
+    } else {
+      continue;
+    }
+    if (!out.empty()) out += "; ";
+    out += spec.targets[i] + ": " + what;
+  }
+  return out;
+}
+
+template <typename Reply>
+bool AllEpochMismatch(const std::vector<std::optional<Result<Reply>>>& replies) {
+  bool any = false;
+  for (const auto& r : replies) {
+    if (r && !r->ok() && r->status().code() == StatusCode::kEpochMismatch) any = true;
+  }
+  return any;
+}
+
+}  // namespace
+
+Proposer::Proposer(RecordTransport& transport, kj::Timer& timer, ProposerOptions options)
+    : transport_(transport), timer_(timer), options_(options) {
+  std::random_device rd;
+  uint64_t seed = options_.rng_seed ? options_.rng_seed
+                                    : (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  rng_.seed(seed);
+  while (options_.proposer_id == 0) options_.proposer_id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+Proposer::~Proposer() = default;
+
+void Proposer::SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
+
+QuorumSpec Proposer::SpecFor(const std::string& key) const {
+  auto groups = ReplicaGroupsFor(*config_, RecordPlacementKey(key));
+  if (options_.unsafe_ignore_joint_quorum && groups.size() > 1) groups.resize(1);
+  return QuorumSpec::FromGroups(groups);
+}
+
+Ballot Proposer::NextBallot() { return Ballot{++max_counter_, options_.proposer_id}; }
+
+void Proposer::Observe(const Ballot& b) { max_counter_ = std::max(max_counter_, b.counter); }
+
+kj::Duration Proposer::Backoff(int attempt) {
+  int64_t lo = options_.backoff_min / kj::NANOSECONDS;
+  int64_t hi = std::min<int64_t>(options_.backoff_max / kj::NANOSECONDS,
+                                 lo << std::min(attempt, 16));
+  std::uniform_int_distribution<int64_t> dist(lo / 2, std::max(lo, hi));
+  return dist(rng_) * kj::NANOSECONDS;
+}
+
+kj::Promise<Result<RecordValue>> Proposer::Change(std::string key, ChangeFn f) {
+  Status valid = ValidateRecordKey(key);
+  if (!valid.ok()) return Result<RecordValue>(valid);
+  auto op = std::make_shared<ChangeOp>();
+  op->key = std::move(key);
+  op->f = std::move(f);
+  op->change_id = rng_() | 1;
+  op->deadline = timer_.now() + options_.op_timeout;
+  ++counters_.changes;
+  return RunChange(std::move(op));
+}
+
+kj::Promise<Result<RecordValue>> Proposer::RunChange(std::shared_ptr<ChangeOp> op) {
+  return Attempt(op).then([this, op](Result<RecordValue>&& r) {
+    if (!r.ok() && r.status().code() == StatusCode::kUnknownOutcome) ++counters_.unknown;
+    return kj::mv(r);
+  });
+}
+
+kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op) {
+  auto fail_status = [op](StatusCode code, std::string message) {
+    if (op->write_sent) {
+      return Status(StatusCode::kUnknownOutcome,
+                    DescribeKey(op->key) + ": change may or may not have been applied (" +
+                        message + ")");
+    }
+    return Status(code, DescribeKey(op->key) + ": " + message);
+  };
+  if (timer_.now() >= op->deadline) {
+    return Result<RecordValue>(
+        fail_status(StatusCode::kTimedOut, "no decision within the operation timeout"));
+  }
+  auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
+  Ballot ballot = NextBallot();
+  const int R = config_->read_quorum;
+  const int W = config_->write_quorum;
+
+  auto send = [this, spec, op, ballot](size_t i) {
+    return transport_.Prepare(spec->targets[i], op->key, ballot);
+  };
+  auto decide = [spec, R](const std::vector<std::optional<Result<PrepareReply>>>& replies) {
+    auto votes = VotesOf(replies, &PromiseYes);
+    return spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
+  };
+  return Gather<PrepareReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
+      .then([this, op, spec, ballot, R, W,
+             fail_status](Gathered<PrepareReply>&& g) -> kj::Promise<Result<RecordValue>> {
+        auto votes = VotesOf(g.replies, &PromiseYes);
+        bool conflict = false;
+        for (const auto& r : g.replies) {
+          if (r && r->ok()) {
+            Observe((*r)->promised_ballot);
+            Observe((*r)->accepted_ballot);
+            if ((*r)->voting && !(*r)->promised) conflict = true;
+          }
+        }
+        if (!spec->Satisfied(votes, R)) {
+          if (conflict) {
+            ++counters_.conflicts;
+            return timer_.afterDelay(Backoff(op->attempt++)).then([this, op]() {
+              return Attempt(op);
+            });
+          }
+          StatusCode code = AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch
+                                                        : StatusCode::kNoQuorum;
+          return Result<RecordValue>(fail_status(
+              code, "prepare reached fewer than " + std::to_string(R) +
+                        " replicas: " + DescribeFailures(*spec, g.replies)));
+        }
+        // The value with the highest accepted ballot among the promises.
+        const PrepareReply* best = nullptr;
+        for (size_t i = 0; i < g.replies.size(); ++i) {
+          if (votes[i] != Vote::kYes) continue;
+          const PrepareReply& r = **g.replies[i];
+          if (!best || r.accepted_ballot > best->accepted_ballot) best = &r;
+        }
+        RecordEnvelope env;
+        bool exists = best->value.has_value();
+        if (exists) {
+          auto decoded = RecordEnvelope::Decode(*best->value);
+          if (!decoded.ok()) return Result<RecordValue>(decoded.status().WithContext(DescribeKey(op->key)));
+          env = std::move(decoded).value();
+        }
+        // Is that value already chosen (W identical accepted ballots in every group)?
+        std::vector<Vote> same(votes.size(), Vote::kNo);
+        for (size_t i = 0; i < g.replies.size(); ++i) {
+          if (votes[i] == Vote::kYes && (*g.replies[i])->accepted_ballot == best->accepted_ballot &&
+              (*g.replies[i])->value == best->value) {
+            same[i] = Vote::kYes;
+          }
+        }
+        bool already_chosen = spec->Satisfied(same, W);
+
+        Decision decision;
+        RecordValue result;
+        if (op->write_sent && env.Contains(op->change_id)) {
+          // Our earlier accept was chosen (or is adopted now). Make sure it stays chosen.
+          decision = Decision::Keep();
+          result.payload = op->sent_payload;
+          result.version = op->sent_version;
+        } else {
+          if (op->write_sent &&
+              op->sent_version + RecordEnvelope::kRecentChanges <= env.version) {
+            return Result<RecordValue>(
+                fail_status(StatusCode::kUnknownOutcome, "too many concurrent changes to tell"));
+          }
+          std::optional<std::string> current;
+          if (exists) current = env.payload;
+          decision = op->f(current);
+          if (decision.kind == Decision::kWrite) {
+            env.Apply(op->change_id, std::move(decision.payload));
+            result.payload = env.payload;
+            result.version = env.version;
+          } else {
+            result.payload = current;
+            result.version = env.version;
+          }
+        }
+        bool need_accept = decision.kind == Decision::kWrite || (exists && !already_chosen);
+        if (!need_accept) {
+          if (decision.kind == Decision::kAbort) return Result<RecordValue>(decision.status);
+          return Result<RecordValue>(std::move(result));
+        }
+        auto value = std::make_shared<std::string>(env.Encode());
+        if (decision.kind == Decision::kWrite) {
+          op->write_sent = true;
+          op->sent_version = env.version;
+          op->sent_payload = env.payload;
+        }
+        auto send = [this, spec, op, ballot, value](size_t i) {
+          return transport_.Accept(spec->targets[i], op->key, ballot, *value);
+        };
+        auto decide = [spec, W](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+          auto votes = VotesOf(replies, &AcceptYes);
+          return spec->Satisfied(votes, W) || spec->Hopeless(votes, W);
+        };
+        Status abort_status = decision.status;
+        bool aborted = decision.kind == Decision::kAbort;
+        return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
+                                   decide)
+            .then([this, op, spec, W, result = std::move(result), abort_status, aborted,
+                   fail_status](Gathered<AcceptReply>&& g) mutable
+                  -> kj::Promise<Result<RecordValue>> {
+              auto votes = VotesOf(g.replies, &AcceptYes);
+              if (spec->Satisfied(votes, W)) {
+                if (aborted) return Result<RecordValue>(abort_status);
+                return Result<RecordValue>(std::move(result));
+              }
+              bool conflict = false;
+              for (const auto& r : g.replies) {
+                if (r && r->ok()) {
+                  Observe((*r)->promised_ballot);
+                  if ((*r)->voting && !(*r)->accepted) conflict = true;
+                }
+              }
+              if (conflict || timer_.now() < op->deadline) {
+                // Lost the ballot, or replies went missing: find out in a new round whether
+                // our value made it (see the header), then apply f again if it did not.
+                if (conflict) ++counters_.conflicts;
+                return timer_.afterDelay(Backoff(op->attempt++)).then([this, op]() {
+                  return Attempt(op);
+                });
+              }
+              return Result<RecordValue>(fail_status(
+                  StatusCode::kNoQuorum, "accept reached fewer than " + std::to_string(W) +
+                                             " replicas: " + DescribeFailures(*spec, g.replies)));
+            });
+      });
+}
+
+kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
+  Status valid = ValidateRecordKey(key);
+  if (!valid.ok()) return Result<RecordValue>(valid);
+  auto spec = std::make_shared<QuorumSpec>(SpecFor(key));
+  auto skey = std::make_shared<std::string>(std::move(key));
+  const int R = config_->read_quorum;
+  const int W = config_->write_quorum;
+  const bool single = options_.unsafe_fast_read_single_reply;
+
+  // The fast read holds when every group has R voting replies and W of them carry the
+  // highest accepted ballot seen (with the same value). Returns the agreed reply or null.
+  auto fast = [spec, R, W, single](const std::vector<std::optional<Result<ReadAcceptedReply>>>&
+                                       replies) -> const ReadAcceptedReply* {
+    auto votes = VotesOf(replies, &ReadYes);
+    const ReadAcceptedReply* best = nullptr;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (votes[i] != Vote::kYes) continue;
+      if (!best || (*replies[i])->accepted_ballot > best->accepted_ballot) best = &**replies[i];
+    }
+    if (!best) return nullptr;
+    if (single) return best;
+    if (!spec->Satisfied(votes, R)) return nullptr;
+    std::vector<Vote> same(votes.size(), Vote::kNo);
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (votes[i] == Vote::kYes && (*replies[i])->accepted_ballot == best->accepted_ballot &&
+          (*replies[i])->value == best->value) {
+        same[i] = Vote::kYes;
+      }
+    }
+    return spec->Satisfied(same, W) ? best : nullptr;
+  };
+  auto send = [this, spec, skey](size_t i) {
+    return transport_.ReadAccepted(spec->targets[i], *skey);
+  };
+  auto decide = [spec, R, fast](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
+    auto votes = VotesOf(r, &ReadYes);
+    return fast(r) != nullptr || spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
+  };
+  return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
+                                   decide)
+      .then([this, skey, fast](Gathered<ReadAcceptedReply>&& g) -> kj::Promise<Result<RecordValue>> {
+        for (const auto& r : g.replies) {
+          if (r && r->ok()) Observe((*r)->accepted_ballot);
+        }
+        if (const ReadAcceptedReply* best = fast(g.replies)) {
+          ++counters_.fast_reads;
+          RecordValue v;
+          if (best->value) {
+            auto env = RecordEnvelope::Decode(*best->value);
+            if (!env.ok()) return Result<RecordValue>(env.status().WithContext(DescribeKey(*skey)));
+            v.payload = std::move(env->payload);
+            v.version = env->version;
+          }
+          return Result<RecordValue>(std::move(v));
+        }
+        ++counters_.slow_reads;
+        return Change(*skey, [](const std::optional<std::string>&) { return Decision::Keep(); });
+      });
+}
+
+kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::string payload) {
+  Status valid = ValidateRecordKey(key);
+  if (!valid.ok()) return Result<RecordValue>(valid);
+  auto op = std::make_shared<ChangeOp>();
+  op->key = std::move(key);
+  op->change_id = rng_() | 1;
+  op->deadline = timer_.now() + options_.op_timeout;
+  op->f = [payload](const std::optional<std::string>& current) {
+    if (current) return Decision::Abort(Status(StatusCode::kAlreadyExists, "record exists"));
+    return Decision::Write(payload);
+  };
+  ++counters_.changes;
+  RecordEnvelope env;
+  env.Apply(op->change_id, payload);
+  op->write_sent = true;
+  op->sent_version = env.version;
+  op->sent_payload = env.payload;
+  auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
+  auto value = std::make_shared<std::string>(env.Encode());
+  Ballot ballot{0, options_.proposer_id};
+  const int W = config_->write_quorum;
+  auto send = [this, spec, op, ballot, value](size_t i) {
+    return transport_.Accept(spec->targets[i], op->key, ballot, *value);
+  };
+  auto decide = [spec, W](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+    auto votes = VotesOf(replies, &AcceptYes);
+    return spec->Satisfied(votes, W) || spec->Hopeless(votes, W);
+  };
+  return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
+      .then([this, op, spec, W](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
+        auto votes = VotesOf(g.replies, &AcceptYes);
+        if (spec->Satisfied(votes, W)) {
+          RecordValue v;
+          v.payload = op->sent_payload;
+          v.version = op->sent_version;
+          return Result<RecordValue>(std::move(v));
+        }
+        for (const auto& r : g.replies) {
+          if (r && r->ok()) Observe((*r)->promised_ballot);
+        }
+        // Contested or short of replies: the full protocol decides (and is exactly-once).
+        return RunChange(op);
+      });
+}
+
+}  // namespace quorumfs

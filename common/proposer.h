@@ -1,0 +1,116 @@
+// Proposer: CASPaxos over a key's replica set (DESIGN.md, "Metadata: linearizable records
+// without a leader"). Runs on one kj event loop; no sockets or real clocks inside, so the
+// simulator drives this exact code.
+//
+// Exactly-once changes. Every Change() draws a change id; the value it writes carries the ids
+// of the record's last RecordEnvelope::kRecentChanges changes and a version that rises by one
+// per change. When an accept round ends without a quorum (conflict, lost replies) the change
+// may or may not have been chosen. The next attempt reads the record through a full prepare
+// round: if its id is there the change was chosen (Paxos: any value chosen at a lower ballot
+// is, or is an ancestor of, the value a completed prepare adopts); if it is absent while the
+// window of recent ids still covers the version it would have had, it never will be chosen and
+// f is applied afresh; otherwise the outcome is reported as UnknownOutcome.
+#pragma once
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "common/ballot.h"
+#include "common/cluster_config.h"
+#include "common/quorum.h"
+#include "common/record_transport.h"
+#include "common/status.h"
+
+namespace quorumfs {
+
+struct ProposerOptions {
+  uint64_t proposer_id = 0;  // 0: draw a random one (production); the simulator sets it
+  uint64_t rng_seed = 0;     // 0: seed from std::random_device
+  kj::Duration round_timeout = 1 * kj::SECONDS;  // one prepare or accept round
+  kj::Duration op_timeout = 10 * kj::SECONDS;    // a whole Change/Read, retries included
+  kj::Duration backoff_min = 200 * kj::MICROSECONDS;
+  kj::Duration backoff_max = 20 * kj::MILLISECONDS;
+
+  // Negative controls for the simulator: each breaks one rule; never set in production.
+  bool unsafe_fast_read_single_reply = false;  // fast read with fewer than W agreeing replies
+  bool unsafe_ignore_joint_quorum = false;     // quorum only in the new replica set
+};
+
+// What a change function decides after seeing the current payload.
+struct Decision {
+  enum Kind { kWrite, kKeep, kAbort };
+  Kind kind = kKeep;
+  std::string payload;  // kWrite: the new payload
+  Status status;        // kAbort: returned to the caller
+
+  static Decision Write(std::string payload) { return Decision{kWrite, std::move(payload), {}}; }
+  static Decision Keep() { return Decision{kKeep, {}, {}}; }
+  static Decision Abort(Status s) { return Decision{kAbort, {}, std::move(s)}; }
+};
+
+// `current` is nullopt when the record was never written. f may run more than once (once per
+// attempt) and must be a pure function of `current`.
+using ChangeFn = std::function<Decision(const std::optional<std::string>& current)>;
+
+struct RecordValue {
+  std::optional<std::string> payload;  // nullopt: never written
+  uint64_t version = 0;                // 0 when never written
+};
+
+class Proposer {
+ public:
+  // `transport` and `timer` must outlive the proposer. REQUIRES: SetConfig before first use.
+  Proposer(RecordTransport& transport, kj::Timer& timer, ProposerOptions options);
+  ~Proposer();
+
+  void SetConfig(std::shared_ptr<const ClusterConfig> config);
+  const ClusterConfig& config() const { return *config_; }
+  uint64_t id() const { return options_.proposer_id; }
+
+  // Applies f atomically and linearizably. Returns the record after this change (kWrite:
+  // the value written; kKeep: the current value). kAbort returns f's status once the value f
+  // saw is known to be chosen. Errors: NoQuorum (fewer than R/W replicas answered; the
+  // change did not happen), UnknownOutcome (it may still happen; re-read), InvalidArgument.
+  kj::Promise<Result<RecordValue>> Change(std::string key, ChangeFn f);
+
+  // Linearizable read: one round trip when W replies agree on the highest accepted ballot,
+  // otherwise Change(key, keep), which also repairs lagging replicas.
+  kj::Promise<Result<RecordValue>> Read(std::string key);
+
+  // The first write of a key only this process can be creating (a freshly allocated inode):
+  // accept at ballot (0, id) without prepare, once. If that does not reach W, falls back to
+  // the full protocol. AlreadyExists if the key holds another value.
+  kj::Promise<Result<RecordValue>> CreateFresh(std::string key, std::string payload);
+
+  struct Counters {
+    uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  struct ChangeOp;
+  friend struct ChangeOp;
+
+  QuorumSpec SpecFor(const std::string& key) const;
+  Ballot NextBallot();
+  void Observe(const Ballot& b);
+  kj::Duration Backoff(int attempt);
+  kj::Promise<Result<RecordValue>> RunChange(std::shared_ptr<ChangeOp> op);
+  kj::Promise<Result<RecordValue>> Attempt(std::shared_ptr<ChangeOp> op);
+
+  RecordTransport& transport_;
+  kj::Timer& timer_;
+  ProposerOptions options_;
+  std::shared_ptr<const ClusterConfig> config_;
+  std::mt19937_64 rng_;
+  uint64_t max_counter_ = 0;
+  Counters counters_;
+};
+
+}  // namespace quorumfs

@@ -1,0 +1,90 @@
+// Quorum bookkeeping shared by the record proposer and the chunk client.
+//
+// QuorumSpec describes the replica groups of one key (one group, or two during a membership
+// change: DESIGN.md, "Cluster configuration") over a flat list of target nodes. A request is
+// satisfied when every group has `need` positive votes, and hopeless once some group cannot
+// reach `need` even if every outstanding node answered yes.
+//
+// Gather() sends one request per target and resolves as soon as `decide` says so, when every
+// target has answered, or when `timeout` passes — whichever is first. Requests still in flight
+// keep running in the background (a late accept still repairs a lagging replica).
+#pragma once
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/placement.h"
+#include "common/status.h"
+
+namespace quorumfs {
+
+enum class Vote { kPending, kYes, kNo, kAbstain };
+
+struct QuorumSpec {
+  std::vector<std::string> targets;        // union of the groups, no repeats
+  std::vector<std::vector<size_t>> groups;  // indices into targets
+
+  static QuorumSpec FromGroups(const std::vector<ReplicaGroup>& groups);
+
+  // True when every group has at least `need` kYes votes.
+  bool Satisfied(const std::vector<Vote>& votes, int need) const;
+  // True when some group can no longer reach `need` kYes votes.
+  bool Hopeless(const std::vector<Vote>& votes, int need) const;
+};
+
+template <typename Reply>
+struct Gathered {
+  std::vector<std::optional<Result<Reply>>> replies;  // by target index; nullopt: no answer
+  bool timed_out = false;
+};
+
+template <typename Reply>
+kj::Promise<Gathered<Reply>> Gather(
+    kj::Timer& timer, kj::Duration timeout, size_t count,
+    std::function<kj::Promise<Result<Reply>>(size_t)> send,
+    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide) {
+  struct State {
+    Gathered<Reply> result;
+    size_t answered = 0;
+    bool done = false;
+    kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide;
+  };
+  auto state = std::make_shared<State>();
+  state->result.replies.resize(count);
+  state->decide = std::move(decide);
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  state->fulfiller = kj::mv(paf.fulfiller);
+  if (count == 0 || state->decide(state->result.replies)) {
+    state->done = true;
+    return Gathered<Reply>(state->result);
+  }
+  for (size_t i = 0; i < count; ++i) {
+    send(i)
+        .then([state, i](Result<Reply>&& reply) {
+          if (state->done) return;
+          state->result.replies[i] = std::move(reply);
+          ++state->answered;
+          if (state->answered == state->result.replies.size() ||
+              state->decide(state->result.replies)) {
+            state->done = true;
+            state->fulfiller->fulfill();
+          }
+        })
+        .detach([](kj::Exception&&) {});
+  }
+  return paf.promise
+      .exclusiveJoin(timer.afterDelay(timeout).then([state]() { state->result.timed_out = true; }))
+      .then([state]() {
+        state->done = true;
+        return kj::mv(state->result);
+      });
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,438 @@
+#include "common/rpc_cluster.h"
+
+#include <algorithm>
+
+namespace quorumfs {
+
+struct RpcCluster::Node {
+  std::string id;
+  std::string address;
+  kj::Own<RpcConnection> conn;
+  kj::Maybe<rpc::Chunkserver::Client> client;
+  kj::Maybe<kj::ForkedPromise<void>> connecting;
+  kj::Promise<void> watch = nullptr;
+  kj::TimePoint retry_at = kj::origin<kj::TimePoint>();
+  int failures = 0;
+  std::string last_error;
+};
+
+namespace {
+
+StatusCode CodeFromRpc(rpc::ErrorCode code) {
+  switch (code) {
+    case rpc::ErrorCode::OK: return StatusCode::kOk;
+    case rpc::ErrorCode::INVALID_ARGUMENT: return StatusCode::kInvalidArgument;
+    case rpc::ErrorCode::EPOCH_MISMATCH: return StatusCode::kEpochMismatch;
+    case rpc::ErrorCode::HASH_MISMATCH: return StatusCode::kInvalidArgument;
+    case rpc::ErrorCode::NO_SPACE: return StatusCode::kNoSpace;
+    case rpc::ErrorCode::IO_ERROR: return StatusCode::kIoError;
+    case rpc::ErrorCode::NOT_FOUND: return StatusCode::kNotFound;
+    case rpc::ErrorCode::TOO_LARGE: return StatusCode::kTooLarge;
+    case rpc::ErrorCode::CORRUPTION: return StatusCode::kCorruption;
+    case rpc::ErrorCode::SHUTTING_DOWN: return StatusCode::kUnavailable;
+  }
+  return StatusCode::kIoError;
+}
+
+Ballot FromRpc(rpc::Ballot::Reader b) { return Ballot{b.getCounter(), b.getProposer()}; }
+
+void ToRpc(rpc::Ballot::Builder out, const Ballot& b) {
+  out.setCounter(b.counter);
+  out.setProposer(b.proposer);
+}
+
+capnp::Data::Reader AsData(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+capnp::Data::Reader AsData(const ChunkId& id) {
+  return capnp::Data::Reader(id.bytes().data(), ChunkId::kSize);
+}
+
+std::string ToString(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+}  // namespace
+
+Status StatusFromRpc(rpc::Error::Reader error) {
+  if (error.getCode() == rpc::ErrorCode::OK) return Status::Ok();
+  std::string message = error.getMessage();
+  if (message.empty()) message = "error from server";
+  return Status(CodeFromRpc(error.getCode()), message);
+}
+
+RpcCluster::RpcCluster(kj::AsyncIoProvider& io, kj::Timer& timer, RpcClusterOptions options)
+    : io_(io), timer_(timer), options_(options) {}
+
+RpcCluster::~RpcCluster() = default;
+
+void RpcCluster::SetConfig(std::shared_ptr<const ClusterConfig> config) {
+  config_ = std::move(config);
+  for (const auto& n : config_->nodes) {
+    auto it = nodes_.find(n.id);
+    if (it != nodes_.end() && it->second->address != n.address) {
+      Disconnect(*it->second, "address changed");
+      it->second->address = n.address;
+    }
+  }
+}
+
+RpcCluster::Node& RpcCluster::NodeFor(const std::string& id) {
+  auto it = nodes_.find(id);
+  if (it != nodes_.end()) return *it->second;
+  auto node = kj::heap<Node>();
+  node->id = id;
+  if (const NodeInfo* info = config_->FindNode(id)) node->address = info->address;
+  Node& ref = *node;
+  nodes_.emplace(id, kj::mv(node));
+  return ref;
+}
+
+void RpcCluster::Disconnect(Node& node, const std::string& why) {
+  node.client = nullptr;
+  node.watch = nullptr;
+  node.conn = nullptr;
+  node.last_error = why;
+}
+
+kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
+  KJ_IF_MAYBE(c, node.client) { return *c; }
+  KJ_IF_MAYBE(p, node.connecting) {
+    return p->addBranch().then([&node]() -> rpc::Chunkserver::Client {
+      KJ_IF_MAYBE(c, node.client) { return *c; }
+      KJ_FAIL_REQUIRE("unreachable", node.last_error) { break; }
+      return capnp::Capability::Client(nullptr).castAs<rpc::Chunkserver>();
+    });
+  }
+  if (node.address.empty()) {
+    return KJ_EXCEPTION(DISCONNECTED, "node has no address in the cluster file", node.id);
+  }
+  if (timer_.now() < node.retry_at) {
+    return KJ_EXCEPTION(DISCONNECTED, "unreachable (backing off)", node.last_error);
+  }
+  Node* n = &node;
+  auto attempt =
+      io_.getNetwork()
+          .parseAddress(node.address)
+          .then([](kj::Own<kj::NetworkAddress> addr) {
+            return addr->connect().attach(kj::mv(addr));
+          })
+          .then([this, n](kj::Own<kj::AsyncIoStream> stream) {
+            n->conn = kj::heap<RpcConnection>(kj::mv(stream));
+            n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
+            n->failures = 0;
+            n->watch = n->conn->OnDisconnect()
+                           .then([this, n]() { Disconnect(*n, "connection closed"); },
+                                 [this, n](kj::Exception&& e) {
+                                   Disconnect(*n, e.getDescription().cStr());
+                                 })
+                           .eagerlyEvaluate(nullptr);
+          });
+  auto bounded = timer_.timeoutAfter(options_.connect_timeout, kj::mv(attempt))
+                     .catch_([this, n](kj::Exception&& e) {
+                       ++n->failures;
+                       auto backoff = std::min<int64_t>(
+                           options_.reconnect_max / kj::NANOSECONDS,
+                           (options_.reconnect_min / kj::NANOSECONDS) << std::min(n->failures, 16));
+                       n->retry_at = timer_.now() + backoff * kj::NANOSECONDS;
+                       n->last_error = e.getDescription().cStr();
+                     })
+                     .then([n]() { n->connecting = nullptr; })
+                     .fork();
+  node.connecting = kj::mv(bounded);
+  return Connect(node);
+}
+
+template <typename T, typename Fn>
+kj::Promise<Result<T>> RpcCluster::Call(const std::string& node_id, Fn fn) {
+  Node& node = NodeFor(node_id);
+  Node* n = &node;
+  std::string id = node_id;
+  auto work = Connect(node).then(
+      [fn = kj::mv(fn)](rpc::Chunkserver::Client client) mutable { return fn(client); });
+  return timer_.timeoutAfter(options_.call_timeout, kj::mv(work))
+      .catch_([this, n, id](kj::Exception&& e) -> Result<T> {
+        std::string desc = e.getDescription().cStr();
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) {
+          if (n->client != nullptr) Disconnect(*n, desc);
+          return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
+        }
+        if (e.getType() == kj::Exception::Type::OVERLOADED) {
+          return Status(StatusCode::kTimedOut, "node " + id + ": " + desc);
+        }
+        return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
+      });
+}
+
+kj::Promise<Result<PrepareReply>> RpcCluster::Prepare(const std::string& node,
+                                                      const std::string& key, Ballot ballot) {
+  uint64_t epoch = config_->epoch;
+  return Call<PrepareReply>(node, [key, ballot, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.prepareRequest();
+    req.setEpoch(epoch);
+    req.setKey(AsData(key));
+    ToRpc(req.initBallot(), ballot);
+    return req.send().then([](capnp::Response<rpc::Chunkserver::PrepareResults>&& r)
+                               -> Result<PrepareReply> {
+      Status s = StatusFromRpc(r.getError());
+      if (!s.ok()) return s;
+      PrepareReply reply;
+      reply.voting = r.getVoting();
+      reply.promised = r.getPromised();
+      auto st = r.getState();
+      reply.promised_ballot = FromRpc(st.getPromised());
+      reply.accepted_ballot = FromRpc(st.getAccepted());
+      if (st.getHasValue()) reply.value = ToString(st.getValue());
+      return reply;
+    });
+  });
+}
+
+kj::Promise<Result<AcceptReply>> RpcCluster::Accept(const std::string& node, const std::string& key,
+                                                    Ballot ballot, const std::string& value) {
+  uint64_t epoch = config_->epoch;
+  return Call<AcceptReply>(node, [key, ballot, value, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.acceptRequest();
+    req.setEpoch(epoch);
+    req.setKey(AsData(key));
+    ToRpc(req.initBallot(), ballot);
+    req.setValue(AsData(value));
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::AcceptResults>&& r) -> Result<AcceptReply> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          AcceptReply reply;
+          reply.voting = r.getVoting();
+          reply.accepted = r.getAccepted();
+          reply.promised_ballot = FromRpc(r.getPromised());
+          return reply;
+        });
+  });
+}
+
+kj::Promise<Result<ReadAcceptedReply>> RpcCluster::ReadAccepted(const std::string& node,
+                                                                const std::string& key) {
+  uint64_t epoch = config_->epoch;
+  return Call<ReadAcceptedReply>(node, [key, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.readAcceptedRequest();
+    req.setEpoch(epoch);
+    req.setKey(AsData(key));
+    return req.send().then([](capnp::Response<rpc::Chunkserver::ReadAcceptedResults>&& r)
+                               -> Result<ReadAcceptedReply> {
+      Status s = StatusFromRpc(r.getError());
+      if (!s.ok()) return s;
+      ReadAcceptedReply reply;
+      reply.voting = r.getVoting();
+      auto st = r.getState();
+      reply.promised_ballot = FromRpc(st.getPromised());
+      reply.accepted_ballot = FromRpc(st.getAccepted());
+      if (st.getHasValue()) reply.value = ToString(st.getValue());
+      return reply;
+    });
+  });
+}
+
+kj::Promise<Status> RpcCluster::PutChunk(const std::string& node, const ChunkId& id,
+                                         std::shared_ptr<const std::string> data,
+                                         const std::string& hint) {
+  uint64_t epoch = config_->epoch;
+  return Call<bool>(node,
+                    [id, data, hint, epoch](rpc::Chunkserver::Client& c) {
+                      auto req = c.putChunkRequest(
+                          capnp::MessageSize{data->size() / sizeof(capnp::word) + 64, 0});
+                      req.setEpoch(epoch);
+                      req.setId(AsData(id));
+                      req.setData(AsData(*data));
+                      req.setHint(hint);
+                      return req.send().then(
+                          [](capnp::Response<rpc::Chunkserver::PutChunkResults>&& r)
+                              -> Result<bool> {
+                            Status s = StatusFromRpc(r.getError());
+                            if (!s.ok()) return s;
+                            return true;
+                          });
+                    })
+      .then([](Result<bool>&& r) { return r.ok() ? Status::Ok() : r.status(); });
+}
+
+kj::Promise<Result<std::string>> RpcCluster::GetChunk(const std::string& node, const ChunkId& id) {
+  uint64_t epoch = config_->epoch;
+  return Call<std::string>(node, [id, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.getChunkRequest();
+    req.setEpoch(epoch);
+    req.setId(AsData(id));
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::GetChunkResults>&& r) -> Result<std::string> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          return ToString(r.getData());
+        });
+  });
+}
+
+kj::Promise<Result<bool>> RpcCluster::ReportCorrupt(const std::string& node, const ChunkId& id) {
+  uint64_t epoch = config_->epoch;
+  return Call<bool>(node, [id, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.reportCorruptRequest();
+    req.setEpoch(epoch);
+    req.setId(AsData(id));
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::ReportCorruptResults>&& r) -> Result<bool> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          return r.getQuarantined();
+        });
+  });
+}
+
+kj::Promise<Result<NodeStatsInfo>> RpcCluster::Stats(const std::string& node) {
+  return Call<NodeStatsInfo>(node, [](rpc::Chunkserver::Client& c) {
+    return c.statsRequest().send().then(
+        [](capnp::Response<rpc::Chunkserver::StatsResults>&& r) -> Result<NodeStatsInfo> {
+          auto s = r.getStats();
+          NodeStatsInfo info;
+          info.node_id = s.getNodeId();
+          info.incarnation = s.getIncarnation();
+          info.version = s.getVersion();
+          info.epoch = s.getEpoch();
+          info.capacity = s.getCapacity();
+          info.used = s.getUsed();
+          info.available = s.getAvailable();
+          info.chunk_count = s.getChunkCount();
+          info.chunk_bytes = s.getChunkBytes();
+          info.record_count = s.getRecordCount();
+          info.voting = s.getVoting();
+          info.uptime_ns = s.getUptimeNs();
+          return info;
+        });
+  });
+}
+
+kj::Promise<Result<std::vector<bool>>> RpcCluster::HasChunks(const std::string& node,
+                                                             const std::vector<ChunkId>& ids) {
+  uint64_t epoch = config_->epoch;
+  return Call<std::vector<bool>>(node, [ids, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.hasChunksRequest();
+    req.setEpoch(epoch);
+    auto list = req.initIds(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) list.set(i, AsData(ids[i]));
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::HasChunksResults>&& r) -> Result<std::vector<bool>> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          std::vector<bool> out;
+          for (bool b : r.getPresent()) out.push_back(b);
+          return out;
+        });
+  });
+}
+
+kj::Promise<Result<std::pair<std::vector<ListedChunk>, bool>>> RpcCluster::ListChunks(
+    const std::string& node, const std::optional<ChunkId>& after, uint32_t limit) {
+  uint64_t epoch = config_->epoch;
+  using Page = std::pair<std::vector<ListedChunk>, bool>;
+  return Call<Page>(node, [after, limit, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.listChunksRequest();
+    req.setEpoch(epoch);
+    if (after) req.setAfter(AsData(*after));
+    req.setLimit(limit);
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::ListChunksResults>&& r) -> Result<Page> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          Page page;
+          for (auto c : r.getChunks()) {
+            auto id = ChunkId::FromBytes(c.getId().begin(), c.getId().size());
+            if (!id.ok()) return id.status();
+            page.first.push_back(ListedChunk{*id, c.getSize(), c.getLastPut(), c.getHint()});
+          }
+          page.second = r.getNext().size() > 0;
+          return page;
+        });
+  });
+}
+
+kj::Promise<Result<bool>> RpcCluster::DeleteChunk(const std::string& node, const ChunkId& id,
+                                                  int64_t mark_start_ns, int64_t grace_ns) {
+  uint64_t epoch = config_->epoch;
+  return Call<bool>(node, [id, mark_start_ns, grace_ns, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.deleteChunkRequest();
+    req.setEpoch(epoch);
+    req.setId(AsData(id));
+    req.setMarkStart(mark_start_ns);
+    req.setGraceNs(grace_ns);
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::DeleteChunkResults>&& r) -> Result<bool> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          return r.getDeleted();
+        });
+  });
+}
+
+kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> RpcCluster::ScanRecords(
+    const std::string& node, const std::string& prefix, const std::string& after,
+    uint32_t limit) {
+  uint64_t epoch = config_->epoch;
+  using Page = std::pair<std::vector<ScannedRecord>, bool>;
+  return Call<Page>(node, [prefix, after, limit, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.scanRecordsRequest();
+    req.setEpoch(epoch);
+    req.setPrefix(AsData(prefix));
+    req.setAfter(AsData(after));
+    req.setLimit(limit);
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::ScanRecordsResults>&& r) -> Result<Page> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          Page page;
+          for (auto rec : r.getRecords()) {
+            ScannedRecord out;
+            out.key = ToString(rec.getKey());
+            out.promised = FromRpc(rec.getPromised());
+            out.accepted = FromRpc(rec.getAccepted());
+            if (rec.getHasValue()) out.value = ToString(rec.getValue());
+            page.first.push_back(std::move(out));
+          }
+          page.second = r.getNext().size() > 0;
+          return page;
+        });
+  });
+}
+
+kj::Promise<Result<bool>> RpcCluster::DeleteRecord(const std::string& node, const std::string& key,
+                                                   Ballot ballot) {
+  uint64_t epoch = config_->epoch;
+  return Call<bool>(node, [key, ballot, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.deleteRecordRequest();
+    req.setEpoch(epoch);
+    req.setKey(AsData(key));
+    ToRpc(req.initBallot(), ballot);
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::DeleteRecordResults>&& r) -> Result<bool> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          return r.getDeleted();
+        });
+  });
+}
+
+kj::Promise<Status> RpcCluster::FinishRejoin(const std::string& node) {
+  uint64_t epoch = config_->epoch;
+  return Call<bool>(node,
+                    [epoch](rpc::Chunkserver::Client& c) {
+                      auto req = c.finishRejoinRequest();
+                      req.setEpoch(epoch);
+                      return req.send().then(
+                          [](capnp::Response<rpc::Chunkserver::FinishRejoinResults>&& r)
+                              -> Result<bool> {
+                            Status s = StatusFromRpc(r.getError());
+                            if (!s.ok()) return s;
+                            return true;
+                          });
+                    })
+      .then([](Result<bool>&& r) { return r.ok() ? Status::Ok() : r.status(); });
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,112 @@
+// RpcCluster: the client's connections to every chunkserver, over Cap'n Proto. Lives on one kj
+// event loop thread, which owns every connection; other threads reach it through that loop's
+// kj::Executor (see ClusterClient).
+//
+// Connections are made on first use and re-made after a failure with exponential backoff;
+// while a node is backing off, calls to it fail at once with Unavailable, so a dead node costs
+// at most one timeout per call and never a hang. Every call has a deadline (call_timeout).
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/timer.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/chunk_transport.h"
+#include "common/cluster_config.h"
+#include "common/record_transport.h"
+#include "common/rpc_connection.h"
+#include "schema/chunkserver.capnp.h"
+
+namespace quorumfs {
+
+struct RpcClusterOptions {
+  kj::Duration call_timeout = 5 * kj::SECONDS;
+  kj::Duration connect_timeout = 1 * kj::SECONDS;
+  kj::Duration reconnect_min = 20 * kj::MILLISECONDS;
+  kj::Duration reconnect_max = 1 * kj::SECONDS;
+};
+
+struct NodeStatsInfo {
+  std::string node_id, incarnation, version;
+  uint64_t epoch = 0, capacity = 0, used = 0, available = 0;
+  uint64_t chunk_count = 0, chunk_bytes = 0, record_count = 0;
+  bool voting = true;
+  int64_t uptime_ns = 0;
+};
+
+struct ScannedRecord {
+  std::string key;
+  Ballot promised, accepted;
+  std::optional<std::string> value;
+};
+
+struct ListedChunk {
+  ChunkId id;
+  uint64_t size = 0;
+  int64_t last_put_ns = 0;
+  std::string hint;
+};
+
+class RpcCluster : public RecordTransport, public ChunkTransport {
+ public:
+  RpcCluster(kj::AsyncIoProvider& io, kj::Timer& timer, RpcClusterOptions options);
+  ~RpcCluster() override;
+
+  void SetConfig(std::shared_ptr<const ClusterConfig> config);
+
+  // RecordTransport
+  kj::Promise<Result<PrepareReply>> Prepare(const std::string& node, const std::string& key,
+                                            Ballot ballot) override;
+  kj::Promise<Result<AcceptReply>> Accept(const std::string& node, const std::string& key,
+                                          Ballot ballot, const std::string& value) override;
+  kj::Promise<Result<ReadAcceptedReply>> ReadAccepted(const std::string& node,
+                                                      const std::string& key) override;
+  // ChunkTransport
+  kj::Promise<Status> PutChunk(const std::string& node, const ChunkId& id,
+                               std::shared_ptr<const std::string> data,
+                               const std::string& hint) override;
+  kj::Promise<Result<std::string>> GetChunk(const std::string& node, const ChunkId& id) override;
+  kj::Promise<Result<bool>> ReportCorrupt(const std::string& node, const ChunkId& id) override;
+
+  // Admin calls (fsck, status).
+  kj::Promise<Result<NodeStatsInfo>> Stats(const std::string& node);
+  kj::Promise<Result<std::vector<bool>>> HasChunks(const std::string& node,
+                                                   const std::vector<ChunkId>& ids);
+  // Returns the page and whether more follow.
+  kj::Promise<Result<std::pair<std::vector<ListedChunk>, bool>>> ListChunks(
+      const std::string& node, const std::optional<ChunkId>& after, uint32_t limit);
+  kj::Promise<Result<bool>> DeleteChunk(const std::string& node, const ChunkId& id,
+                                        int64_t mark_start_ns, int64_t grace_ns);
+  kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> ScanRecords(
+      const std::string& node, const std::string& prefix, const std::string& after,
+      uint32_t limit);
+  kj::Promise<Result<bool>> DeleteRecord(const std::string& node, const std::string& key,
+                                         Ballot ballot);
+  kj::Promise<Status> FinishRejoin(const std::string& node);
+
+ private:
+  struct Node;
+  Node& NodeFor(const std::string& id);
+  kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);
+  void Disconnect(Node& node, const std::string& why);
+
+  // Runs `fn(client)` against `node` with the call deadline; converts every exception into a
+  // Status (and drops the connection if it broke).
+  template <typename T, typename Fn>
+  kj::Promise<Result<T>> Call(const std::string& node, Fn fn);
+
+  kj::AsyncIoProvider& io_;
+  kj::Timer& timer_;
+  RpcClusterOptions options_;
+  std::shared_ptr<const ClusterConfig> config_;
+  std::map<std::string, kj::Own<Node>> nodes_;
+};
+
+// Maps an rpc::Error to a Status (Ok when code is ok).
+Status StatusFromRpc(rpc::Error::Reader error);
+
+}  // namespace quorumfs
