@@ -129,6 +129,11 @@ int Run(int argc, char** argv) {
                "this node lost its data: serve, but do not vote until fsck --repair refills it");
   app.add_option("--disk-threads", disk_threads, "threads for chunk I/O")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
+  // Before any thread starts (the disk and sync threads), so every thread has them blocked and
+  // the event loop alone receives them.
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  ::signal(SIGPIPE, SIG_IGN);
 
   auto config = ClusterConfig::Load(cluster_path);
   if (!config.ok()) Die(config.status().message());
@@ -153,9 +158,6 @@ int Run(int argc, char** argv) {
   if (!records.ok()) Die(records.status().message());
   WorkerPool pool(disk_threads);
 
-  kj::UnixEventPort::captureSignal(SIGTERM);
-  kj::UnixEventPort::captureSignal(SIGINT);
-  ::signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
 
   kj::Own<kj::ConnectionReceiver> listener;
@@ -163,7 +165,12 @@ int Run(int argc, char** argv) {
     auto addr = io.provider->getNetwork().parseAddress(listen).wait(io.waitScope);
     listener = addr->listen();
   })) {
-    Die("cannot listen on " + listen + ": " + std::string(e->getDescription().cStr()));
+    std::string why = e->getDescription().cStr();
+    for (const char* known : {"Address already in use", "Cannot assign requested address",
+                              "Permission denied"}) {
+      if (why.find(known) != std::string::npos) why = known;
+    }
+    Die("cannot listen on " + listen + ": " + why);
   }
 
   ServiceOptions options;

@@ -55,6 +55,9 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
   bool ok;
   if (l.row) {
     ok = ballot >= l.row->promised;
+    // A counter-0 ballot is the one skip-prepare write of a fresh key; it never replaces a
+    // value (it would, if a second process wrongly believed it created the key).
+    if (ballot.counter == 0 && l.row->value && l.row->accepted != ballot) ok = false;
   } else {
     ok = UnsafeIgnoreFloorForTesting() ? ballot >= l.floor : ballot > l.floor;
   }

@@ -9,6 +9,7 @@
 //    before a deletion can never resurrect the key.
 //  - prepare(b): promise iff b > promised; reply with the accepted ballot and value.
 //  - accept(b, v): accept iff b >= promised (b > floor if absent); promised = accepted = b.
+//    A ballot with counter 0 (skip-prepare create) is refused where a value is already held.
 //  - readAccepted: report state, change nothing.
 //  - deleteRecord(key, b): delete iff the row's accepted ballot is still b, raising the
 //    floor to at least the row's promised and accepted ballots in the same batch.

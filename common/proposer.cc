@@ -18,6 +18,13 @@ struct Proposer::ChangeOp {
   bool write_sent = false;
   uint64_t sent_version = 0;
   std::string sent_payload;
+  // The three fields above as they were before the latest write went out, restored when
+  // every replica refused that write.
+  struct {
+    bool write_sent = false;
+    uint64_t sent_version = 0;
+    std::string sent_payload;
+  } before_last;
   Status last_error;
 };
 
@@ -233,6 +240,7 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         }
         auto value = std::make_shared<std::string>(env.Encode());
         if (decision.kind == Decision::kWrite) {
+          op->before_last = {op->write_sent, op->sent_version, op->sent_payload};
           op->write_sent = true;
           op->sent_version = env.version;
           op->sent_payload = env.payload;
@@ -246,9 +254,10 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         };
         Status abort_status = decision.status;
         bool aborted = decision.kind == Decision::kAbort;
+        bool is_write = decision.kind == Decision::kWrite;
         return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
-            .then([this, op, spec, W, result = std::move(result), abort_status, aborted,
+            .then([this, op, spec, W, result = std::move(result), abort_status, aborted, is_write,
                    fail_status](Gathered<AcceptReply>&& g) mutable
                   -> kj::Promise<Result<RecordValue>> {
               auto votes = VotesOf(g.replies, &AcceptYes);
@@ -257,11 +266,22 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
                 return Result<RecordValue>(std::move(result));
               }
               bool conflict = false;
+              bool rejected_everywhere = true;
               for (const auto& r : g.replies) {
                 if (r && r->ok()) {
                   Observe((*r)->promised_ballot);
                   if ((*r)->voting && !(*r)->accepted) conflict = true;
+                  if ((*r)->accepted) rejected_everywhere = false;
+                } else {
+                  rejected_everywhere = false;  // no answer: it may have been accepted
                 }
+              }
+              // Every replica refused it: this accept is stored nowhere and, promises only
+              // rising, never will be. A later attempt may apply f without the id check.
+              if (rejected_everywhere && is_write) {
+                op->write_sent = op->before_last.write_sent;
+                op->sent_version = op->before_last.sent_version;
+                op->sent_payload = op->before_last.sent_payload;
               }
               if (conflict || timer_.now() < op->deadline) {
                 // Lost the ballot, or replies went missing: find out in a new round whether
@@ -375,9 +395,16 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
           v.version = op->sent_version;
           return Result<RecordValue>(std::move(v));
         }
+        bool rejected_everywhere = true;
         for (const auto& r : g.replies) {
-          if (r && r->ok()) Observe((*r)->promised_ballot);
+          if (r && r->ok()) {
+            Observe((*r)->promised_ballot);
+            if ((*r)->accepted) rejected_everywhere = false;
+          } else {
+            rejected_everywhere = false;
+          }
         }
+        if (rejected_everywhere) op->write_sent = false;  // stored nowhere, never will be
         // Contested or short of replies: the full protocol decides (and is exactly-once).
         return RunChange(op);
       });

@@ -14,9 +14,9 @@ RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream,
       network_(*stream_, capnp::rpc::twoparty::Side::SERVER, RpcReaderOptions()),
       rpc_(capnp::makeRpcServer(network_, kj::mv(bootstrap))) {}
 
-RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream)
+RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream, capnp::ReaderOptions options)
     : stream_(kj::mv(stream)),
-      network_(*stream_, capnp::rpc::twoparty::Side::CLIENT, RpcReaderOptions()),
+      network_(*stream_, capnp::rpc::twoparty::Side::CLIENT, options),
       rpc_(capnp::makeRpcClient(network_)) {}
 
 capnp::Capability::Client RpcConnection::Bootstrap() {

@@ -18,8 +18,10 @@ class RpcConnection {
  public:
   // Server side: serves `bootstrap` on `stream`.
   RpcConnection(kj::Own<kj::AsyncIoStream> stream, capnp::Capability::Client bootstrap);
-  // Client side.
-  explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream);
+  // Client side. `options` other than the default is for tests that must send what a normal
+  // client refuses to (a message over the limit).
+  explicit RpcConnection(kj::Own<kj::AsyncIoStream> stream,
+                         capnp::ReaderOptions options = RpcReaderOptions());
 
   // Client side: the server's bootstrap capability.
   capnp::Capability::Client Bootstrap();

@@ -1,0 +1,221 @@
+// Bad input from the network is refused with a clear error and never crashes a server or
+// corrupts stored state; after each case the server still serves.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+
+#include "common/chunk_id.h"
+#include "common/record_key.h"
+#include "common/rpc_cluster.h"
+#include "common/rpc_connection.h"
+#include "schema/chunkserver.capnp.h"
+#include "tests/test_cluster.h"
+
+namespace quorumfs {
+namespace {
+
+using testing::TestCluster;
+
+class BadInputTest : public ::testing::Test {
+ protected:
+  BadInputTest() : io_holder_(new kj::AsyncIoContext(kj::setupAsyncIo())), io_(*io_holder_) {}
+  ~BadInputTest() override { conns_.clear(); }
+
+  rpc::Chunkserver::Client Connect(int node, capnp::ReaderOptions options = RpcReaderOptions()) {
+    auto addr = io_.provider->getNetwork()
+                    .parseAddress("127.0.0.1:" + std::to_string(cluster_.port(node)))
+                    .wait(io_.waitScope);
+    auto stream = addr->connect().wait(io_.waitScope);
+    conns_.push_back(kj::heap<RpcConnection>(kj::mv(stream), options));
+    return conns_.back()->Bootstrap().castAs<rpc::Chunkserver>();
+  }
+
+  // The server answers a stats call on a fresh connection.
+  void ExpectServing(int node) {
+    auto c = Connect(node);
+    auto r = c.statsRequest().send().wait(io_.waitScope);
+    EXPECT_EQ(std::string(r.getStats().getNodeId().cStr()), cluster_.node_id(node));
+  }
+
+  void RawSend(int node, const std::string& bytes) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(cluster_.port(node)));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ::shutdown(fd, SHUT_WR);
+    char buf[256];
+    while (::read(fd, buf, sizeof(buf)) > 0) {
+    }
+    ::close(fd);
+  }
+
+  TestCluster cluster_;
+  // Held by pointer: kj's destructors are noexcept(false), gtest's fixture destructor is not.
+  std::unique_ptr<kj::AsyncIoContext> io_holder_;
+  kj::AsyncIoContext& io_;
+  std::vector<kj::Own<RpcConnection>> conns_;
+};
+
+capnp::Data::Reader AsData(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+TEST_F(BadInputTest, WrongHashIsRefusedAndNothingStored) {
+  auto c = Connect(0);
+  std::string data = "the real bytes";
+  ChunkId other = ChunkId::Of("different bytes");
+  auto req = c.putChunkRequest();
+  req.setEpoch(1);
+  req.setId(capnp::Data::Reader(other.bytes().data(), 32));
+  req.setData(AsData(data));
+  auto r = req.send().wait(io_.waitScope);
+  EXPECT_EQ(r.getError().getCode(), rpc::ErrorCode::HASH_MISMATCH);
+  EXPECT_NE(std::string(r.getError().getMessage().cStr()).find("hash mismatch"), std::string::npos);
+  auto get = c.getChunkRequest();
+  get.setEpoch(1);
+  get.setId(capnp::Data::Reader(other.bytes().data(), 32));
+  EXPECT_EQ(get.send().wait(io_.waitScope).getError().getCode(), rpc::ErrorCode::NOT_FOUND);
+  ExpectServing(0);
+}
+
+TEST_F(BadInputTest, MalformedChunkRequests) {
+  auto c = Connect(0);
+  {
+    auto req = c.putChunkRequest();
+    req.setEpoch(1);
+    req.setId(AsData("short id"));
+    req.setData(AsData("x"));
+    EXPECT_EQ(req.send().wait(io_.waitScope).getError().getCode(),
+              rpc::ErrorCode::INVALID_ARGUMENT);
+  }
+  {
+    ChunkId empty = ChunkId::Of("");
+    auto req = c.putChunkRequest();
+    req.setEpoch(1);
+    req.setId(capnp::Data::Reader(empty.bytes().data(), 32));
+    EXPECT_EQ(req.send().wait(io_.waitScope).getError().getCode(),
+              rpc::ErrorCode::INVALID_ARGUMENT);
+  }
+  {
+    auto req = c.listChunksRequest();
+    req.setEpoch(1);
+    req.setLimit(0);
+    EXPECT_EQ(req.send().wait(io_.waitScope).getError().getCode(),
+              rpc::ErrorCode::INVALID_ARGUMENT);
+  }
+  ExpectServing(0);
+}
+
+TEST_F(BadInputTest, OversizedMessageIsRefusedAndServerKeepsServing) {
+  std::string big(18 * 1024 * 1024, 'x');
+  ChunkId id = ChunkId::Of(big);
+  auto send_big = [&](rpc::Chunkserver::Client& c) -> std::string {
+    auto req = c.putChunkRequest(capnp::MessageSize{big.size() / 8 + 64, 0});
+    req.setEpoch(1);
+    req.setId(capnp::Data::Reader(id.bytes().data(), 32));
+    req.setData(AsData(big));
+    auto result = kj::runCatchingExceptions([&]() { req.send().wait(io_.waitScope); });
+    KJ_IF_MAYBE(e, result) { return e->getDescription().cStr(); }
+    return "";
+  };
+  // Our own client refuses to send it.
+  auto normal = Connect(0);
+  std::string why = send_big(normal);
+  EXPECT_NE(why.find("larger than our single-message size limit"), std::string::npos) << why;
+  // A client with a laxer limit sends it; the server refuses it and drops that connection.
+  capnp::ReaderOptions lax;
+  lax.traversalLimitInWords = 64 * 1024 * 1024 / 8;
+  auto sloppy = Connect(0, lax);
+  why = send_big(sloppy);
+  EXPECT_FALSE(why.empty()) << "an 18 MiB message must be refused by the server";
+  std::printf("server refused the 18 MiB message: %s\n", why.c_str());
+  ExpectServing(0);
+  // A 16 MiB chunk (the largest legal) is accepted.
+  std::string max_chunk(16 * 1024 * 1024, 'y');
+  ChunkId max_id = ChunkId::Of(max_chunk);
+  auto c2 = Connect(0);
+  auto ok = c2.putChunkRequest(capnp::MessageSize{max_chunk.size() / 8 + 64, 0});
+  ok.setEpoch(1);
+  ok.setId(capnp::Data::Reader(max_id.bytes().data(), 32));
+  ok.setData(AsData(max_chunk));
+  EXPECT_EQ(ok.send().wait(io_.waitScope).getError().getCode(), rpc::ErrorCode::OK);
+}
+
+TEST_F(BadInputTest, GarbledAndTruncatedBytesOnTheSocket) {
+  std::mt19937_64 rng(7);
+  std::string junk(64 * 1024, '\0');
+  for (auto& ch : junk) ch = static_cast<char>(rng());
+  RawSend(0, junk);
+  ExpectServing(0);
+  // A segment table announcing 1000 words, followed by 10 bytes and EOF.
+  std::string truncated("\0\0\0\0\xe8\x03\0\0", 8);
+  truncated += std::string(10, 'z');
+  RawSend(0, truncated);
+  ExpectServing(0);
+  // A segment table announcing 2^29 segments.
+  RawSend(0, std::string("\xff\xff\xff\x1f\0\0\0\0", 8));
+  ExpectServing(0);
+}
+
+TEST_F(BadInputTest, UnknownRecordKeyPrefixAndOversizedValues) {
+  auto c = Connect(0);
+  for (std::string key : {std::string("Q/whatever"), std::string("I/short"), std::string(""),
+                          std::string(600, 'D')}) {
+    auto req = c.prepareRequest();
+    req.setEpoch(1);
+    req.setKey(AsData(key));
+    req.initBallot().setCounter(1);
+    auto r = req.send().wait(io_.waitScope);
+    EXPECT_NE(r.getError().getCode(), rpc::ErrorCode::OK) << key;
+  }
+  {
+    auto req = c.prepareRequest();
+    req.setEpoch(1);
+    req.setKey(AsData("Q/whatever"));
+    auto r = req.send().wait(io_.waitScope);
+    EXPECT_NE(std::string(r.getError().getMessage().cStr()).find("unknown record key prefix"),
+              std::string::npos);
+  }
+  {
+    auto req = c.acceptRequest();
+    req.setEpoch(1);
+    req.setKey(AsData(InodeKey(1)));
+    req.initBallot().setCounter(1);
+    std::string value(2 * 1024 * 1024, 'v');
+    req.setValue(AsData(value));
+    EXPECT_EQ(req.send().wait(io_.waitScope).getError().getCode(), rpc::ErrorCode::TOO_LARGE);
+  }
+  // Nothing was stored by the refused requests.
+  auto scan = c.scanRecordsRequest();
+  scan.setEpoch(1);
+  scan.setLimit(100);
+  auto rows = scan.send().wait(io_.waitScope);
+  EXPECT_EQ(rows.getError().getCode(), rpc::ErrorCode::OK);
+  EXPECT_EQ(rows.getRecords().size(), 0u);
+  ExpectServing(0);
+}
+
+TEST_F(BadInputTest, WrongEpochIsRefusedNamingBothEpochs) {
+  auto c = Connect(0);
+  auto req = c.readAcceptedRequest();
+  req.setEpoch(5);
+  req.setKey(AsData(InodeKey(1)));
+  auto r = req.send().wait(io_.waitScope);
+  EXPECT_EQ(r.getError().getCode(), rpc::ErrorCode::EPOCH_MISMATCH);
+  std::string msg = r.getError().getMessage();
+  EXPECT_NE(msg.find("epoch 5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("epoch 1"), std::string::npos) << msg;
+  ExpectServing(0);
+}
+
+}  // namespace
+}  // namespace quorumfs

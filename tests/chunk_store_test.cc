@@ -1,0 +1,164 @@
+#include "chunkserver/chunk_store.h"
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace quorumfs {
+namespace {
+
+class ChunkStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/quorumfs-chunkstore-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override { (void)std::system(("rm -rf '" + dir_ + "'").c_str()); }
+  std::string dir_;
+};
+
+TEST_F(ChunkStoreTest, PutGetAndLayout) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::string data = "hello chunk";
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  std::string hex = id.ToHex();
+  struct stat st;
+  EXPECT_EQ(::stat((dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex).c_str(), &st), 0);
+  auto got = (*store)->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, data);
+  EXPECT_EQ((*store)->chunk_count(), 1u);
+  EXPECT_EQ((*store)->chunk_bytes(), data.size());
+  EXPECT_EQ((*store)->Get(ChunkId::Of("absent")).status().code(), StatusCode::kNotFound);
+  // Reopen counts what is on disk.
+  store->reset();
+  auto again = ChunkStore::Open(dir_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->chunk_count(), 1u);
+}
+
+TEST_F(ChunkStoreTest, HashMismatchStoresNothing) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  ChunkId wrong = ChunkId::Of("other");
+  Status s = (*store)->Put(wrong, "bytes", 5, "");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("hash mismatch"), std::string::npos);
+  EXPECT_FALSE((*store)->Has(wrong));
+  EXPECT_EQ((*store)->chunk_count(), 0u);
+}
+
+TEST_F(ChunkStoreTest, RePutRefreshesLastPutTimeAndHint) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string data = "refresh me";
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "b").ok());
+  auto first = (*store)->Stat(id);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->hint, "b");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  auto second = (*store)->Stat(id);
+  ASSERT_TRUE(second.ok());
+  EXPECT_GT(second->last_put_ns, first->last_put_ns);
+  EXPECT_EQ(second->hint, "");  // now stored by its home node
+  EXPECT_EQ((*store)->chunk_count(), 1u);
+}
+
+TEST_F(ChunkStoreTest, ListPagesInIdOrder) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::vector<ChunkId> ids;
+  for (int i = 0; i < 50; ++i) {
+    std::string d = "chunk " + std::to_string(i);
+    ids.push_back(ChunkId::Of(d));
+    ASSERT_TRUE((*store)->Put(ids.back(), d.data(), d.size(), "").ok());
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<ChunkId> listed;
+  std::optional<ChunkId> after;
+  for (;;) {
+    auto page = (*store)->List(after ? &*after : nullptr, 7);
+    ASSERT_TRUE(page.ok());
+    for (const auto& c : *page) listed.push_back(c.id);
+    if (page->size() < 7) break;
+    after = page->back().id;
+  }
+  EXPECT_EQ(listed, ids);
+}
+
+TEST_F(ChunkStoreTest, DeleteOnlyIfOlderThanCutoff) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string data = "gc me";
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  auto st = (*store)->Stat(id);
+  ASSERT_TRUE(st.ok());
+  auto kept = (*store)->DeleteIfOlder(id, st->last_put_ns);  // not older: kept
+  ASSERT_TRUE(kept.ok());
+  EXPECT_FALSE(*kept);
+  EXPECT_TRUE((*store)->Has(id));
+  auto gone = (*store)->DeleteIfOlder(id, st->last_put_ns + 1);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(*gone);
+  EXPECT_FALSE((*store)->Has(id));
+  EXPECT_EQ((*store)->chunk_count(), 0u);
+}
+
+TEST_F(ChunkStoreTest, CorruptReplicaIsQuarantined) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string data = "precious bytes";
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  auto healthy = (*store)->VerifyOrQuarantine(id);
+  ASSERT_TRUE(healthy.ok());
+  EXPECT_FALSE(*healthy);
+  {
+    std::fstream f((*store)->PathOf(id), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3);
+    f.put('X');
+  }
+  auto bad = (*store)->VerifyOrQuarantine(id);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_TRUE(*bad);
+  EXPECT_FALSE((*store)->Has(id));
+}
+
+// A full disk is an ENOSPC-style error, never a crash or a partial chunk. Uses a small tmpfs
+// in a private mount namespace (needs root, which CI has).
+TEST_F(ChunkStoreTest, DiskFullIsNoSpaceAndLeavesNothing) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root (CI runs as root)";
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k"), 0);
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string small(64 * 1024, 's');
+  ASSERT_TRUE((*store)->Put(ChunkId::Of(small), small.data(), small.size(), "").ok());
+  std::string big(1024 * 1024, 'b');
+  ChunkId big_id = ChunkId::Of(big);
+  Status s = (*store)->Put(big_id, big.data(), big.size(), "");
+  EXPECT_EQ(s.code(), StatusCode::kNoSpace) << s.ToString();
+  EXPECT_FALSE((*store)->Has(big_id));
+  EXPECT_EQ((*store)->chunk_count(), 1u);
+  // The temp file was removed: the small chunk's space is all that is used, so another small
+  // chunk still fits.
+  std::string small2(64 * 1024, 't');
+  EXPECT_TRUE((*store)->Put(ChunkId::Of(small2), small2.data(), small2.size(), "").ok());
+  ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+}  // namespace
+}  // namespace quorumfs

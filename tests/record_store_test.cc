@@ -1,0 +1,98 @@
+#include "chunkserver/record_store.h"
+
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+#include <kj/async.h>
+#include <kj/vector.h>
+
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+class RecordStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/quorumfs-recordstore-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+  }
+  void TearDown() override { (void)std::system(("rm -rf '" + dir_ + "'").c_str()); }
+  std::string dir_;
+  // Held by pointer: kj's destructors are noexcept(false), gtest's fixture destructor is not.
+  std::unique_ptr<kj::EventLoop> loop_ = std::make_unique<kj::EventLoop>();
+  std::unique_ptr<kj::WaitScope> scope_ = std::make_unique<kj::WaitScope>(*loop_);
+  kj::WaitScope& ws_ = *scope_;
+};
+
+AcceptorWrite Put(const std::string& key, Ballot b, std::string value) {
+  AcceptorWrite w;
+  AcceptorState s;
+  s.promised = b;
+  s.accepted = b;
+  s.value = std::move(value);
+  w.rows.emplace_back(key, s);
+  return w;
+}
+
+TEST_F(RecordStoreTest, CommitIsDurableAcrossReopen) {
+  {
+    auto store = RecordStore::Open(dir_ + "/meta");
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Status s = (*store)->Commit(Put(InodeKey(1), Ballot{3, 9}, "v")).wait(ws_);
+    ASSERT_TRUE(s.ok());
+    AcceptorWrite floor;
+    floor.floors.emplace_back(FloorRangeOf(InodeKey(5000)), Ballot{7, 1});
+    ASSERT_TRUE((*store)->Commit(floor).wait(ws_).ok());
+  }
+  auto store = RecordStore::Open(dir_ + "/meta");
+  ASSERT_TRUE(store.ok());
+  auto row = (*store)->LoadRecord(InodeKey(1));
+  ASSERT_TRUE(row.ok());
+  ASSERT_TRUE(row->has_value());
+  EXPECT_EQ((*row)->accepted, (Ballot{3, 9}));
+  EXPECT_EQ((*row)->value, "v");
+  EXPECT_EQ(*(*store)->LoadFloor(FloorRangeOf(InodeKey(5000))), (Ballot{7, 1}));
+  EXPECT_EQ((*store)->record_count(), 1u);
+}
+
+TEST_F(RecordStoreTest, PendingWritesAreVisibleBeforeTheirSync) {
+  auto store = RecordStore::Open(dir_ + "/meta");
+  ASSERT_TRUE(store.ok());
+  auto p = (*store)->Commit(Put(InodeKey(2), Ballot{1, 1}, "pending"));
+  // Decided against the overlay, before the sync finished.
+  auto row = (*store)->LoadRecord(InodeKey(2));
+  ASSERT_TRUE(row.ok() && row->has_value());
+  EXPECT_EQ((*row)->value, "pending");
+  ASSERT_TRUE(p.wait(ws_).ok());
+  AcceptorWrite del;
+  del.rows.emplace_back(InodeKey(2), std::nullopt);
+  auto p2 = (*store)->Commit(del);
+  EXPECT_FALSE((*store)->LoadRecord(InodeKey(2))->has_value());
+  ASSERT_TRUE(p2.wait(ws_).ok());
+  EXPECT_FALSE((*store)->LoadRecord(InodeKey(2))->has_value());
+  EXPECT_EQ((*store)->record_count(), 0u);
+}
+
+TEST_F(RecordStoreTest, ConcurrentCommitsShareSyncs) {
+  auto store = RecordStore::Open(dir_ + "/meta");
+  ASSERT_TRUE(store.ok());
+  uint64_t before = (*store)->sync_count();
+  kj::Vector<kj::Promise<Status>> all;
+  for (int i = 0; i < 500; ++i) {
+    all.add((*store)->Commit(Put(InodeKey(100 + i), Ballot{1, 1}, "x")));
+  }
+  for (auto& p : all) ASSERT_TRUE(p.wait(ws_).ok());
+  uint64_t syncs = (*store)->sync_count() - before;
+  EXPECT_LT(syncs, 500u) << "no group commit";
+  EXPECT_EQ((*store)->record_count(), 500u);
+  auto rows = (*store)->Scan("I/", "", 1000);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->size(), 500u);
+  auto page = (*store)->Scan("I/", InodeKey(100 + 249), 1000);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->size(), 250u);
+}
+
+}  // namespace
+}  // namespace quorumfs

@@ -1,0 +1,1195 @@
+#include "tests/sim/sim_cluster.h"
+
+#include <kj/async.h>
+#include <kj/debug.h>
+#include <kj/timer.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <utility>
+
+#include "common/acceptor.h"
+#include "common/ballot.h"
+#include "common/cluster_config.h"
+#include "common/placement.h"
+#include "common/proposer.h"
+#include "common/quorum.h"
+#include "common/record.h"
+#include "common/record_key.h"
+#include "common/record_transport.h"
+#include "common/status.h"
+
+namespace quorumfs::sim {
+
+FaultOptions NoFaults() {
+  FaultOptions f;
+  f.drop_rate = 0;
+  f.dup_rate = 0;
+  f.crashes = false;
+  f.wipe_rate = 0;
+  f.max_wipes = 0;
+  return f;
+}
+
+void SimStats::Add(const SimStats& o) {
+  ops += o.ops;
+  ok += o.ok;
+  failed += o.failed;
+  unknown += o.unknown;
+  reads += o.reads;
+  writes += o.writes;
+  cas += o.cas;
+  cas_succeeded += o.cas_succeeded;
+  cas_mismatch += o.cas_mismatch;
+  creates += o.creates;
+  rebalance_ops += o.rebalance_ops;
+  messages += o.messages;
+  dropped += o.dropped;
+  duplicated += o.duplicated;
+  refused += o.refused;
+  crashes += o.crashes;
+  wipes += o.wipes;
+  fast_reads += o.fast_reads;
+  slow_reads += o.slow_reads;
+  conflicts += o.conflicts;
+  sim_time_us += o.sim_time_us;
+  keys_checked += o.keys_checked;
+  checker_gave_up += o.checker_gave_up;
+  final_stage = std::max(final_stage, o.final_stage);
+}
+
+std::string SimStats::ToString() const {
+  std::ostringstream out;
+  out << "ops " << ops << " (ok " << ok << ", failed " << failed << ", unknown " << unknown
+      << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << "], writes "
+      << writes << ", cas " << cas << " [succeeded " << cas_succeeded << ", mismatch "
+      << cas_mismatch << "], creates " << creates << ", rebalance " << rebalance_ops
+      << "), conflicts " << conflicts << ", messages " << messages << " (dropped " << dropped
+      << ", duplicated " << duplicated << ", refused " << refused << "), crashes " << crashes
+      << ", wipes " << wipes << ", simulated " << sim_time_us / 1000 << " ms, keys checked "
+      << keys_checked << " (checker gave up on " << checker_gave_up << ")";
+  return out.str();
+}
+
+std::string SimResult::Report() const {
+  std::ostringstream out;
+  out << "seed " << seed << ": " << violations.size() << " violation(s), " << errors.size()
+      << " error(s)\n";
+  for (const auto& e : errors) out << "error: " << e << "\n";
+  for (const auto& v : violations) out << "violation: " << v << "\n";
+  for (const auto& key : violating_keys) {
+    auto it = histories.find(key);
+    if (it == histories.end()) continue;
+    out << "history of " << key << " (" << it->second.size() << " ops):\n"
+        << FormatHistory(it->second);
+  }
+  out << "stats: " << stats.ToString() << "\n";
+  return out.str();
+}
+
+namespace {
+
+// The status the CAS change function aborts with when the current value differs from the
+// expected one. The proposer never returns this code by itself.
+constexpr StatusCode kCasMismatch = StatusCode::kRange;
+
+constexpr int64_t kRoundTimeoutMs = 50;
+constexpr int64_t kOpTimeoutMs = 2000;
+
+std::string Quote(const std::optional<std::string>& v) { return v ? "'" + *v + "'" : "<absent>"; }
+
+// ---- Disk ----------------------------------------------------------------------------------
+
+// Acceptor rows in two layers: durable, and written but not yet synced (volatile, in write
+// order). A sync makes a prefix of the volatile writes durable, like one write-ahead log.
+class SimStorage final : public AcceptorStorage {
+ public:
+  Result<std::optional<AcceptorState>> LoadRecord(const std::string& key) override {
+    for (auto b = pending_.rbegin(); b != pending_.rend(); ++b) {
+      for (auto r = b->write.rows.rbegin(); r != b->write.rows.rend(); ++r) {
+        if (r->first == key) return r->second;
+      }
+    }
+    auto it = rows_.find(key);
+    if (it == rows_.end()) return std::optional<AcceptorState>();
+    return std::optional<AcceptorState>(it->second);
+  }
+
+  Result<Ballot> LoadFloor(const std::string& range) override {
+    Ballot floor;
+    auto it = floors_.find(range);
+    if (it != floors_.end()) floor = it->second;
+    for (const auto& b : pending_) {
+      for (const auto& f : b.write.floors) {
+        if (f.first == range) floor = MaxBallot(floor, f.second);
+      }
+    }
+    return floor;
+  }
+
+  // Adds a write to the volatile layer; returns its sequence number.
+  uint64_t Append(AcceptorWrite write) {
+    pending_.push_back(Batch{++next_seq_, std::move(write)});
+    return next_seq_;
+  }
+
+  // Makes every write up to `seq` durable.
+  void SyncThrough(uint64_t seq) {
+    while (!pending_.empty() && pending_.front().seq <= seq) {
+      for (auto& r : pending_.front().write.rows) {
+        if (r.second) {
+          rows_[r.first] = std::move(*r.second);
+        } else {
+          rows_.erase(r.first);
+        }
+      }
+      for (auto& f : pending_.front().write.floors) {
+        floors_[f.first] = MaxBallot(floors_[f.first], f.second);
+      }
+      pending_.pop_front();
+    }
+    durable_seq_ = std::max(durable_seq_, seq);
+  }
+
+  // The sequence number of the newest write, durable or not.
+  uint64_t LastSeq() const { return pending_.empty() ? durable_seq_ : pending_.back().seq; }
+  uint64_t DurableSeq() const { return durable_seq_; }
+
+  void DropVolatile() { pending_.clear(); }
+  void Wipe() {
+    pending_.clear();
+    rows_.clear();
+    floors_.clear();
+  }
+
+ private:
+  struct Batch {
+    uint64_t seq;
+    AcceptorWrite write;
+  };
+  std::map<std::string, AcceptorState> rows_;
+  std::map<std::string, Ballot> floors_;
+  std::deque<Batch> pending_;
+  uint64_t next_seq_ = 0;
+  uint64_t durable_seq_ = 0;
+};
+
+struct Node {
+  std::string id;
+  SimStorage storage;
+  bool up = true;
+  bool voting = true;
+  uint64_t incarnation = 0;
+  kj::TimePoint disk_free = kj::origin<kj::TimePoint>();  // syncs complete in order
+  // Replies waiting for the writes before them to become durable (barrier: a write sequence).
+  struct Held {
+    uint64_t barrier;
+    std::function<void()> send;
+  };
+  std::deque<Held> held;
+};
+
+void SetVoting(PrepareReply& r, bool voting) { r.voting = voting; }
+void SetVoting(AcceptReply& r, bool voting) { r.voting = voting; }
+void SetVoting(ReadAcceptedReply& r, bool voting) { r.voting = voting; }
+
+template <typename Reply>
+struct PendingCall {
+  kj::Own<kj::PromiseFulfiller<Result<Reply>>> fulfiller;
+  void Resolve(Result<Reply> r) {
+    if (fulfiller->isWaiting()) fulfiller->fulfill(std::move(r));
+  }
+};
+
+template <typename Reply>
+using Handler = std::function<Result<AcceptorResult<Reply>>(AcceptorStorage&)>;
+
+template <typename Reply, typename Yes>
+std::vector<Vote> VotesOf(const std::vector<std::optional<Result<Reply>>>& replies, Yes yes) {
+  std::vector<Vote> votes(replies.size(), Vote::kPending);
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (!replies[i]) continue;
+    if (!replies[i]->ok()) {
+      votes[i] = Vote::kNo;
+    } else if (!(*replies[i])->voting) {
+      votes[i] = Vote::kAbstain;
+    } else {
+      votes[i] = yes(**replies[i]) ? Vote::kYes : Vote::kNo;
+    }
+  }
+  return votes;
+}
+
+// ---- Workload bookkeeping --------------------------------------------------------------------
+
+struct KeyState {
+  std::string key;
+  std::string name;  // printable
+  bool fresh = false;
+  int creator = -1;
+  bool create_started = false;
+  bool create_returned = false;
+  int reserved = 0;  // operations started on this key (the cap counts these)
+  std::vector<Operation> history;
+};
+
+enum class OpType { kRead, kWrite, kCas, kCreate };
+
+class Sim;
+
+class SimTransport final : public RecordTransport {
+ public:
+  SimTransport(Sim& sim, int client) : sim_(sim), client_(client) {}
+  kj::Promise<Result<PrepareReply>> Prepare(const std::string& node, const std::string& key,
+                                            Ballot ballot) override;
+  kj::Promise<Result<AcceptReply>> Accept(const std::string& node, const std::string& key,
+                                          Ballot ballot, const std::string& value) override;
+  kj::Promise<Result<ReadAcceptedReply>> ReadAccepted(const std::string& node,
+                                                      const std::string& key) override;
+
+ private:
+  Sim& sim_;
+  int client_;
+};
+
+// Negative control: a last-writer-wins register over the same acceptors. A write is an accept
+// at ballot (now, client) sent to every replica without prepare; a read takes the highest
+// accepted value among R replies without repairing anything; a CAS is a read then a write.
+class LwwClient {
+ public:
+  LwwClient(RecordTransport& transport, kj::Timer& timer, uint64_t id, kj::TimePoint origin)
+      : transport_(transport), timer_(timer), id_(id), origin_(origin) {}
+
+  void SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
+
+  struct ReadOutcome {
+    OpOutcome outcome = OpOutcome::kFailed;
+    std::optional<std::string> value;
+  };
+
+  kj::Promise<ReadOutcome> Read(std::string key) {
+    auto spec = Spec(key);
+    const int R = config_->read_quorum;
+    auto skey = std::make_shared<std::string>(std::move(key));
+    auto send = [this, spec, skey](size_t i) {
+      return transport_.ReadAccepted(spec->targets[i], *skey);
+    };
+    auto decide = [spec, R](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
+      auto votes = VotesOf(r, [](const ReadAcceptedReply&) { return true; });
+      return spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
+    };
+    return Gather<ReadAcceptedReply>(timer_, kRoundTimeoutMs * kj::MILLISECONDS,
+                                     spec->targets.size(), send, decide)
+        .then([spec, R](Gathered<ReadAcceptedReply>&& g) {
+          auto votes = VotesOf(g.replies, [](const ReadAcceptedReply&) { return true; });
+          ReadOutcome out;
+          if (!spec->Satisfied(votes, R)) return out;
+          const ReadAcceptedReply* best = nullptr;
+          for (size_t i = 0; i < votes.size(); ++i) {
+            if (votes[i] != Vote::kYes) continue;
+            const ReadAcceptedReply& r = **g.replies[i];
+            if (!best || r.accepted_ballot > best->accepted_ballot) best = &r;
+          }
+          out.outcome = OpOutcome::kOk;
+          out.value = best->value;
+          return out;
+        });
+  }
+
+  kj::Promise<OpOutcome> Write(std::string key, std::string value) {
+    auto spec = Spec(key);
+    const int W = config_->write_quorum;
+    Ballot ballot{static_cast<uint64_t>((timer_.now() - origin_) / kj::NANOSECONDS), id_};
+    auto skey = std::make_shared<std::string>(std::move(key));
+    auto svalue = std::make_shared<std::string>(std::move(value));
+    auto send = [this, spec, skey, svalue, ballot](size_t i) {
+      return transport_.Accept(spec->targets[i], *skey, ballot, *svalue);
+    };
+    auto decide = [spec, W](const std::vector<std::optional<Result<AcceptReply>>>& r) {
+      auto votes = VotesOf(r, [](const AcceptReply& a) { return a.accepted; });
+      return spec->Satisfied(votes, W) || spec->Hopeless(votes, W);
+    };
+    return Gather<AcceptReply>(timer_, kRoundTimeoutMs * kj::MILLISECONDS, spec->targets.size(),
+                               send, decide)
+        .then([spec, W](Gathered<AcceptReply>&& g) {
+          auto votes = VotesOf(g.replies, [](const AcceptReply& a) { return a.accepted; });
+          return spec->Satisfied(votes, W) ? OpOutcome::kOk : OpOutcome::kUnknown;
+        });
+  }
+
+ private:
+  std::shared_ptr<QuorumSpec> Spec(const std::string& key) const {
+    return std::make_shared<QuorumSpec>(
+        QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, RecordPlacementKey(key))));
+  }
+
+  RecordTransport& transport_;
+  kj::Timer& timer_;
+  uint64_t id_;
+  kj::TimePoint origin_;
+  std::shared_ptr<const ClusterConfig> config_;
+};
+
+struct Client {
+  int index = 0;
+  std::unique_ptr<SimTransport> transport;
+  std::unique_ptr<Proposer> proposer;
+  std::unique_ptr<LwwClient> lww;
+  size_t stage = 0;
+  int ops_done = 0;
+  int switch_after = 0;  // ops_done at which the client may move to the next configuration
+  bool done = false;
+  uint64_t next_value = 0;
+  std::map<std::string, std::optional<std::string>> last_seen;  // by key, for CAS
+};
+
+// ---- The simulation ---------------------------------------------------------------------------
+
+class Sim final : public kj::TaskSet::ErrorHandler {
+ public:
+  explicit Sim(const SimOptions& options)
+      : options_(options),
+        rng_(options.seed),
+        timer_(kj::origin<kj::TimePoint>() + 1 * kj::SECONDS),
+        ws_(loop_),
+        tasks_(kj::heap<kj::TaskSet>(*this)) {
+    start_ = timer_.now();
+  }
+
+  ~Sim() {
+    // Cancel everything still running, then let the event loop forget the promises that the
+    // cancellation rejected, before the loop itself goes away.
+    tasks_ = nullptr;
+    for (auto& n : nodes_) n->held.clear();
+    calls_.clear();
+    ws_.poll();
+  }
+
+  void taskFailed(kj::Exception&& e) override {
+    result_.errors.push_back(std::string("exception: ") + kj::str(e).cStr());
+  }
+
+  SimResult Run();
+
+  template <typename Reply>
+  kj::Promise<Result<Reply>> Call(int from, const std::string& node_id, std::string what,
+                                  Handler<Reply> handle);
+
+  bool tracing() const { return options_.trace; }
+
+ private:
+  // -- randomness and time
+  bool Chance(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
+  int64_t Uniform(int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng_);
+  }
+  kj::Duration UniformUs(int64_t lo_us, int64_t hi_us) {
+    return Uniform(lo_us * 1000, hi_us * 1000) * kj::NANOSECONDS;
+  }
+  kj::Duration NetDelay() {
+    const FaultOptions& f = options_.faults;
+    if (Chance(f.net_very_slow_rate)) return UniformUs(f.net_max_us, f.net_very_slow_max_us);
+    if (Chance(f.net_slow_rate)) return UniformUs(f.net_max_us, f.net_slow_max_us);
+    return UniformUs(f.net_min_us, f.net_max_us);
+  }
+  kj::Duration DiskDelay() {
+    const FaultOptions& f = options_.faults;
+    if (Chance(f.disk_slow_rate)) return UniformUs(f.disk_max_us, f.disk_slow_max_us);
+    return UniformUs(f.disk_min_us, f.disk_max_us);
+  }
+  int64_t NowNs() const { return (timer_.now() - start_) / kj::NANOSECONDS; }
+
+  void Trace(const std::string& line) {
+    if (!options_.trace) return;
+    std::fprintf(stderr, "[%10.3f ms] %s\n", NowNs() / 1e6, line.c_str());
+  }
+
+  void After(kj::Duration delay, std::function<void()> fn) {
+    tasks_->add(timer_.afterDelay(delay).then(kj::mv(fn)));
+  }
+  void AtTime(kj::TimePoint t, std::function<void()> fn) {
+    tasks_->add(timer_.atTime(t).then(kj::mv(fn)));
+  }
+
+  Node* FindNode(const std::string& id) {
+    for (auto& n : nodes_) {
+      if (n->id == id) return n.get();
+    }
+    return nullptr;
+  }
+
+  // -- network and acceptors
+  template <typename Reply>
+  void Deliver(Node* node, std::shared_ptr<PendingCall<Reply>> call, const Handler<Reply>& handle,
+               const std::string& what);
+  template <typename Reply>
+  void SendReply(std::shared_ptr<PendingCall<Reply>> call, const Reply& reply);
+  void ReleaseHeld(Node* node);
+
+  // -- faults
+  void ScheduleFault();
+  void InjectFault();
+  void Crash(Node* node, bool wipe);
+
+  // -- workload
+  void Setup();
+  kj::Promise<void> ClientLoop(Client& c);
+  kj::Promise<void> RunOp(Client& c, KeyState& k, OpType type);
+  bool PickOp(Client& c, KeyState** key, OpType* type);
+  void Record(Client& c, KeyState& k, Operation op);
+  OpOutcome Classify(const Status& s, const std::string& what);
+  std::string NewValue(Client& c) {
+    return "c" + std::to_string(c.index) + "." + std::to_string(++c.next_value);
+  }
+
+  // -- membership
+  bool CanAdvance(const Client& c) const;
+  void Advance(Client& c);
+  void Progress();  // advances idle clients, starts rebalances, notices the end
+  kj::Promise<void> RebalanceKey(size_t stage, size_t i);
+  std::shared_ptr<const ClusterConfig> MakeConfig(const std::vector<std::string>& nodes,
+                                                  const std::vector<std::string>& previous,
+                                                  uint64_t epoch) const;
+
+  void CheckHistories();
+
+  SimOptions options_;
+  std::mt19937_64 rng_;
+  kj::TimerImpl timer_;  // declared before the loop: destroyed after every timer promise
+  kj::EventLoop loop_;
+  kj::WaitScope ws_;
+  kj::TimePoint start_ = kj::origin<kj::TimePoint>();
+  SimResult result_;
+
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::shared_ptr<void>> calls_;  // every call, so none is rejected mid-run
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<KeyState> keys_;
+  std::vector<std::shared_ptr<const ClusterConfig>> stages_;
+  std::vector<bool> joint_;
+  std::vector<int> rebalance_;  // per stage: 0 not started, 1 running, 2 done
+  std::unique_ptr<SimTransport> rebalance_transport_;
+  std::unique_ptr<Proposer> rebalancer_;
+  int wipes_ = 0;
+  bool workload_done_ = false;
+
+  kj::Own<kj::TaskSet> tasks_;  // declared last: destroyed first
+};
+
+kj::Promise<Result<PrepareReply>> SimTransport::Prepare(const std::string& node,
+                                                        const std::string& key, Ballot ballot) {
+  std::string what = sim_.tracing() ? "prepare " + DescribeKey(key) + " " + ballot.ToString() : "";
+  return sim_.Call<PrepareReply>(client_, node, std::move(what),
+                                 [key, ballot](AcceptorStorage& s) {
+                                   return AcceptorCore::Prepare(s, key, ballot);
+                                 });
+}
+
+kj::Promise<Result<AcceptReply>> SimTransport::Accept(const std::string& node,
+                                                      const std::string& key, Ballot ballot,
+                                                      const std::string& value) {
+  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() : "";
+  return sim_.Call<AcceptReply>(client_, node, std::move(what),
+                                [key, ballot, value](AcceptorStorage& s) {
+                                  return AcceptorCore::Accept(s, key, ballot, value);
+                                });
+}
+
+kj::Promise<Result<ReadAcceptedReply>> SimTransport::ReadAccepted(const std::string& node,
+                                                                  const std::string& key) {
+  std::string what = sim_.tracing() ? "readAccepted " + DescribeKey(key) : "";
+  return sim_.Call<ReadAcceptedReply>(
+      client_, node, std::move(what),
+      [key](AcceptorStorage& s) -> Result<AcceptorResult<ReadAcceptedReply>> {
+        auto r = AcceptorCore::ReadAccepted(s, key);
+        if (!r.ok()) return r.status();
+        return AcceptorResult<ReadAcceptedReply>{std::move(r).value(), {}};
+      });
+}
+
+template <typename Reply>
+kj::Promise<Result<Reply>> Sim::Call(int from, const std::string& node_id, std::string what,
+                                     Handler<Reply> handle) {
+  auto paf = kj::newPromiseAndFulfiller<Result<Reply>>();
+  auto call = std::make_shared<PendingCall<Reply>>();
+  call->fulfiller = kj::mv(paf.fulfiller);
+  calls_.push_back(call);
+  ++result_.stats.messages;
+  Node* node = FindNode(node_id);
+  if (node == nullptr) {
+    result_.errors.push_back("request to unknown node " + node_id);
+    call->Resolve(Status(StatusCode::kUnavailable, "unknown node " + node_id));
+    return kj::mv(paf.promise);
+  }
+  if (options_.trace) what = "client " + std::to_string(from) + " -> " + node_id + ": " + what;
+  if (!node->up && Chance(options_.faults.fail_fast_rate)) {
+    ++result_.stats.refused;
+    Trace(what + ": refused (node down)");
+    After(NetDelay(), [call, node_id]() {
+      call->Resolve(Status(StatusCode::kUnavailable, node_id + ": connection refused"));
+    });
+    return kj::mv(paf.promise);
+  }
+  int copies = 1;
+  if (Chance(options_.faults.dup_rate)) {
+    ++copies;
+    ++result_.stats.duplicated;
+  }
+  auto shared_handle = std::make_shared<Handler<Reply>>(std::move(handle));
+  for (int i = 0; i < copies; ++i) {
+    if (Chance(options_.faults.drop_rate)) {
+      ++result_.stats.dropped;
+      Trace(what + ": request lost");
+      continue;
+    }
+    After(NetDelay(), [this, node, call, shared_handle, what]() {
+      Deliver<Reply>(node, call, *shared_handle, what);
+    });
+  }
+  return kj::mv(paf.promise);
+}
+
+std::string DescribeReply(const PrepareReply& r) {
+  return std::string(r.promised ? "promised" : "refused") + " p=" + r.promised_ballot.ToString() +
+         " a=" + r.accepted_ballot.ToString() + (r.voting ? "" : " (not voting)");
+}
+std::string DescribeReply(const AcceptReply& r) {
+  return std::string(r.accepted ? "accepted" : "refused") + " p=" + r.promised_ballot.ToString() +
+         (r.voting ? "" : " (not voting)");
+}
+std::string DescribeReply(const ReadAcceptedReply& r) {
+  return "p=" + r.promised_ballot.ToString() + " a=" + r.accepted_ballot.ToString() +
+         (r.voting ? "" : " (not voting)");
+}
+
+template <typename Reply>
+void Sim::Deliver(Node* node, std::shared_ptr<PendingCall<Reply>> call,
+                  const Handler<Reply>& handle, const std::string& what) {
+  if (!node->up) {
+    Trace(what + ": lost (node down)");
+    return;
+  }
+  auto r = handle(node->storage);
+  if (!r.ok()) {
+    result_.errors.push_back("acceptor " + node->id + " failed: " + r.status().ToString());
+    return;
+  }
+  AcceptorResult<Reply> res = std::move(r).value();
+  SetVoting(res.reply, node->voting);
+  if (!res.write.empty()) {
+    uint64_t seq = node->storage.Append(std::move(res.write));
+    kj::TimePoint done = std::max(timer_.now() + DiskDelay(), node->disk_free);
+    node->disk_free = done;
+    uint64_t incarnation = node->incarnation;
+    AtTime(done, [this, node, incarnation, seq]() {
+      if (node->incarnation != incarnation) return;  // crashed before the sync finished
+      node->storage.SyncThrough(seq);
+      ReleaseHeld(node);
+    });
+  }
+  if (options_.trace) Trace(what + ": " + DescribeReply(res.reply));
+  // The reply may only leave once every write this node made before it is durable: its own,
+  // and any it read (a reply reporting a write that a crash can still undo is a lie).
+  uint64_t barrier = node->storage.LastSeq();
+  if (options_.unsafe_reply_before_durable || barrier <= node->storage.DurableSeq()) {
+    SendReply(call, res.reply);
+  } else {
+    Reply reply = res.reply;
+    node->held.push_back(Node::Held{barrier, [this, call, reply]() { SendReply(call, reply); }});
+  }
+}
+
+void Sim::ReleaseHeld(Node* node) {
+  while (!node->held.empty() && node->held.front().barrier <= node->storage.DurableSeq()) {
+    auto send = std::move(node->held.front().send);
+    node->held.pop_front();
+    send();
+  }
+}
+
+template <typename Reply>
+void Sim::SendReply(std::shared_ptr<PendingCall<Reply>> call, const Reply& reply) {
+  int copies = 1;
+  if (Chance(options_.faults.dup_rate)) {
+    ++copies;
+    ++result_.stats.duplicated;
+  }
+  for (int i = 0; i < copies; ++i) {
+    if (Chance(options_.faults.drop_rate)) {
+      ++result_.stats.dropped;
+      continue;
+    }
+    After(NetDelay(), [call, reply]() { call->Resolve(reply); });
+  }
+}
+
+// ---- Faults -----------------------------------------------------------------------------------
+
+void Sim::ScheduleFault() {
+  std::exponential_distribution<double> gap(1.0 / options_.faults.crash_interval_mean_us);
+  After(static_cast<int64_t>(gap(rng_) * 1000) * kj::NANOSECONDS, [this]() {
+    if (workload_done_) return;
+    InjectFault();
+    ScheduleFault();
+  });
+}
+
+void Sim::InjectFault() {
+  std::vector<Node*> up;
+  int unavailable = 0;
+  for (auto& n : nodes_) {
+    if (n->up) up.push_back(n.get());
+    if (!n->up || !n->voting) ++unavailable;
+  }
+  if (up.empty()) return;
+  int budget = options_.replicas - options_.write_quorum;
+  if (unavailable >= budget && !Chance(options_.faults.over_budget_rate)) return;
+  Node* victim = up[Uniform(0, static_cast<int64_t>(up.size()) - 1)];
+  bool wipe = wipes_ < options_.faults.max_wipes && Chance(options_.faults.wipe_rate);
+  Crash(victim, wipe);
+}
+
+void Sim::Crash(Node* node, bool wipe) {
+  node->up = false;
+  ++node->incarnation;
+  node->held.clear();
+  if (wipe) {
+    node->storage.Wipe();
+    ++wipes_;
+    ++result_.stats.wipes;
+  } else {
+    node->storage.DropVolatile();
+  }
+  ++result_.stats.crashes;
+  Trace("node " + node->id + (wipe ? " crashed and lost its disk" : " crashed"));
+  uint64_t incarnation = node->incarnation;
+  After(UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
+        [this, node, incarnation, wipe]() {
+          if (node->incarnation != incarnation) return;
+          node->up = true;
+          node->disk_free = timer_.now();
+          // A node that lost its disk restarts with --rejoin and does not vote (it is never
+          // refilled in the simulation). The negative control lets it vote at once.
+          if (wipe) node->voting = options_.unsafe_wiped_node_votes;
+          Trace("node " + node->id + " restarted" +
+                (node->voting ? "" : " (rejoining, not voting)"));
+        });
+}
+
+// ---- Setup and membership -------------------------------------------------------------------
+
+std::shared_ptr<const ClusterConfig> Sim::MakeConfig(const std::vector<std::string>& nodes,
+                                                     const std::vector<std::string>& previous,
+                                                     uint64_t epoch) const {
+  auto config = std::make_shared<ClusterConfig>();
+  config->epoch = epoch;
+  config->replicas = options_.replicas;
+  config->write_quorum = options_.write_quorum;
+  config->read_quorum = options_.read_quorum;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    NodeInfo info;
+    info.id = nodes[i];
+    info.host = "127.0.0.1";
+    info.port = static_cast<uint16_t>(7101 + i);
+    info.address = info.host + ":" + std::to_string(info.port);
+    config->nodes.push_back(info);
+  }
+  config->previous = previous;
+  return config;
+}
+
+void Sim::Setup() {
+  const int n = options_.replicas;
+  std::vector<std::string> ids;
+  for (int i = 0; i < n + (options_.membership_change ? 1 : 0); ++i) {
+    ids.push_back(std::string(1, static_cast<char>('a' + i)));
+  }
+  for (const auto& id : ids) {
+    auto node = std::make_unique<Node>();
+    node->id = id;
+    node->disk_free = timer_.now();
+    nodes_.push_back(std::move(node));
+  }
+  std::vector<std::string> initial(ids.begin(), ids.begin() + n);
+  stages_.push_back(MakeConfig(initial, {}, 1));
+  joint_.push_back(false);
+  if (options_.membership_change) {
+    // Add the new node, then remove the first one; each change goes through a joint
+    // configuration, a rebalance of every key, and the final configuration.
+    std::vector<std::string> grown = ids;
+    std::vector<std::string> shrunk(ids.begin() + 1, ids.end());
+    stages_.push_back(MakeConfig(grown, initial, 2));
+    joint_.push_back(true);
+    stages_.push_back(MakeConfig(grown, {}, 3));
+    joint_.push_back(false);
+    stages_.push_back(MakeConfig(shrunk, grown, 4));
+    joint_.push_back(true);
+    stages_.push_back(MakeConfig(shrunk, {}, 5));
+    joint_.push_back(false);
+  }
+  rebalance_.assign(stages_.size(), 0);
+
+  for (int i = 0; i < options_.keys; ++i) {
+    KeyState k;
+    k.key = InodeKey(1 + i);
+    k.name = DescribeKey(k.key);
+    keys_.push_back(std::move(k));
+  }
+  for (int i = 0; i < options_.fresh_keys; ++i) {
+    KeyState k;
+    k.key = InodeKey(1000 + i);
+    k.name = DescribeKey(k.key);
+    k.fresh = true;
+    k.creator = static_cast<int>(Uniform(0, options_.clients - 1));
+    keys_.push_back(std::move(k));
+  }
+
+  std::vector<uint64_t> used_ids;
+  auto fresh_id = [&]() {
+    uint64_t id;
+    do {
+      id = rng_() | 1;
+    } while (std::find(used_ids.begin(), used_ids.end(), id) != used_ids.end());
+    used_ids.push_back(id);
+    return id;
+  };
+  auto proposer_options = [&]() {
+    ProposerOptions po;
+    po.proposer_id = fresh_id();
+    po.rng_seed = rng_() | 1;
+    po.round_timeout = kRoundTimeoutMs * kj::MILLISECONDS;
+    po.op_timeout = kOpTimeoutMs * kj::MILLISECONDS;
+    po.unsafe_fast_read_single_reply = options_.unsafe_fast_read_single_reply;
+    po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
+    return po;
+  };
+  for (int i = 0; i < options_.clients; ++i) {
+    auto c = std::make_unique<Client>();
+    c->index = i;
+    c->transport = std::make_unique<SimTransport>(*this, i);
+    if (options_.client_kind == ClientKind::kProposer) {
+      c->proposer = std::make_unique<Proposer>(*c->transport, timer_, proposer_options());
+      c->proposer->SetConfig(stages_[0]);
+    } else {
+      c->lww = std::make_unique<LwwClient>(*c->transport, timer_, static_cast<uint64_t>(i + 1),
+                                           start_);
+      c->lww->SetConfig(stages_[0]);
+    }
+    c->switch_after = static_cast<int>(Uniform(3, 12));
+    clients_.push_back(std::move(c));
+  }
+  if (options_.membership_change) {
+    rebalance_transport_ = std::make_unique<SimTransport>(*this, options_.clients);
+    rebalancer_ = std::make_unique<Proposer>(*rebalance_transport_, timer_, proposer_options());
+    rebalancer_->SetConfig(stages_[0]);
+  }
+}
+
+bool Sim::CanAdvance(const Client& c) const {
+  size_t s = c.stage;
+  if (s + 1 >= stages_.size()) return false;
+  // At most two neighbouring configurations are in use at once.
+  for (const auto& o : clients_) {
+    if (o->stage < s) return false;
+  }
+  // Nobody leaves a joint configuration before every key has been moved under it.
+  if (joint_[s] && rebalance_[s] != 2) return false;
+  return true;
+}
+
+void Sim::Advance(Client& c) {
+  ++c.stage;
+  if (c.proposer) c.proposer->SetConfig(stages_[c.stage]);
+  if (c.lww) c.lww->SetConfig(stages_[c.stage]);
+  c.switch_after = c.ops_done + static_cast<int>(Uniform(2, 10));
+  Trace("client " + std::to_string(c.index) + " switched to configuration " +
+        std::to_string(c.stage) + " (epoch " + std::to_string(stages_[c.stage]->epoch) + ")");
+}
+
+void Sim::Progress() {
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    // Clients that finished their operations follow the others through the configurations.
+    for (auto& c : clients_) {
+      if (c->done && CanAdvance(*c)) {
+        Advance(*c);
+        changed = true;
+      }
+    }
+    // A joint configuration every client uses gets its rebalance.
+    for (size_t s = 0; s < stages_.size(); ++s) {
+      if (!joint_[s] || rebalance_[s] != 0) continue;
+      bool all = true;
+      for (auto& c : clients_) all = all && c->stage == s;
+      if (!all) continue;
+      rebalance_[s] = 1;
+      Trace("rebalance under configuration " + std::to_string(s) + " starts");
+      rebalancer_->SetConfig(stages_[s]);
+      tasks_->add(RebalanceKey(s, 0));
+    }
+  }
+  bool finished = true;
+  for (auto& c : clients_) {
+    finished = finished && c->done && c->stage + 1 == stages_.size();
+  }
+  if (finished && !workload_done_) {
+    workload_done_ = true;
+    Trace("workload done");
+  }
+}
+
+kj::Promise<void> Sim::RebalanceKey(size_t stage, size_t i) {
+  if (i == keys_.size()) {
+    rebalance_[stage] = 2;
+    Trace("rebalance under configuration " + std::to_string(stage) + " done");
+    Progress();
+    return kj::READY_NOW;
+  }
+  // Re-write the current payload so that it is accepted by a quorum of the new replica set
+  // (a plain Keep may skip the accept when the value is already chosen in the old set).
+  Operation op;
+  op.client = options_.clients;  // the rebalancer
+  op.kind = OpKind::kRead;
+  op.invoke_time = NowNs();
+  return rebalancer_
+      ->Change(keys_[i].key,
+               [](const std::optional<std::string>& current) {
+                 return current ? Decision::Write(*current) : Decision::Keep();
+               })
+      .then([this, stage, i, op](Result<RecordValue>&& r) mutable -> kj::Promise<void> {
+        ++result_.stats.rebalance_ops;
+        if (r.ok()) {
+          // Writing back the value it read changes nothing: to the register it is a read.
+          op.value = r->payload;
+          op.outcome = OpOutcome::kOk;
+          op.return_time = NowNs();
+          keys_[i].history.push_back(op);
+          return RebalanceKey(stage, i + 1);
+        }
+        Classify(r.status(), "rebalance of " + keys_[i].name);
+        return timer_.afterDelay(5 * kj::MILLISECONDS).then([this, stage, i]() {
+          return RebalanceKey(stage, i);
+        });
+      });
+}
+
+// ---- Workload ---------------------------------------------------------------------------------
+
+bool Sim::PickOp(Client& c, KeyState** key, OpType* type) {
+  const int cap = options_.max_ops_per_key;
+  struct Candidate {
+    KeyState* key;
+    bool read_only;
+    bool create;
+  };
+  std::vector<Candidate> candidates;
+  for (auto& k : keys_) {
+    if (k.reserved >= cap) continue;
+    if (!k.fresh || k.create_returned) {
+      candidates.push_back({&k, false, false});
+    } else if (k.creator == c.index) {
+      if (!k.create_started) candidates.push_back({&k, false, true});
+    } else if (k.reserved < cap - 1) {  // one slot stays for the create
+      // Nobody but the creator writes a fresh key before its creation returned: the one
+      // skip-prepare write is only safe for a key no other proposer writes.
+      candidates.push_back({&k, true, false});
+    }
+  }
+  if (candidates.empty()) return false;
+  const Candidate& pick = candidates[Uniform(0, static_cast<int64_t>(candidates.size()) - 1)];
+  *key = pick.key;
+  if (pick.create) {
+    *type = OpType::kCreate;
+  } else if (pick.read_only) {
+    *type = OpType::kRead;
+  } else {
+    int64_t roll = Uniform(0, 99);
+    *type = roll < 35 ? OpType::kRead : roll < 65 ? OpType::kWrite : OpType::kCas;
+  }
+  return true;
+}
+
+kj::Promise<void> Sim::ClientLoop(Client& c) {
+  return timer_.afterDelay(UniformUs(0, options_.max_think_us))
+      .then([this, &c]() -> kj::Promise<void> {
+        if (c.ops_done >= c.switch_after && CanAdvance(c)) Advance(c);
+        Progress();
+        KeyState* key = nullptr;
+        OpType type = OpType::kRead;
+        if (!PickOp(c, &key, &type)) {
+          c.done = true;
+          Trace("client " + std::to_string(c.index) + " done");
+          Progress();
+          return kj::READY_NOW;
+        }
+        ++key->reserved;
+        if (type == OpType::kCreate) key->create_started = true;
+        return RunOp(c, *key, type).then([this, &c]() {
+          ++c.ops_done;
+          return ClientLoop(c);
+        });
+      });
+}
+
+OpOutcome Sim::Classify(const Status& s, const std::string& what) {
+  switch (s.code()) {
+    case StatusCode::kNoQuorum:
+    case StatusCode::kTimedOut:
+    case StatusCode::kEpochMismatch:
+      return OpOutcome::kFailed;
+    case StatusCode::kUnknownOutcome:
+      return OpOutcome::kUnknown;
+    default:
+      result_.errors.push_back(what + ": unexpected status " + s.ToString());
+      return OpOutcome::kUnknown;
+  }
+}
+
+void Sim::Record(Client& c, KeyState& k, Operation op) {
+  op.return_time = NowNs();
+  auto& st = result_.stats;
+  ++st.ops;
+  switch (op.outcome) {
+    case OpOutcome::kOk:
+      ++st.ok;
+      break;
+    case OpOutcome::kFailed:
+      ++st.failed;
+      break;
+    case OpOutcome::kUnknown:
+      ++st.unknown;
+      break;
+  }
+  if (op.kind == OpKind::kCas && op.outcome == OpOutcome::kOk) {
+    if (op.cas_succeeded) {
+      ++st.cas_succeeded;
+    } else {
+      ++st.cas_mismatch;
+    }
+  }
+  Trace("client " + std::to_string(c.index) + " " + k.name + ": " + DescribeOperation(op));
+  k.history.push_back(std::move(op));
+}
+
+kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
+  Operation op;
+  op.client = c.index;
+  op.invoke_time = NowNs();
+  std::string what = "client " + std::to_string(c.index) + " on " + k.name;
+  switch (type) {
+    case OpType::kRead: {
+      ++result_.stats.reads;
+      op.kind = OpKind::kRead;
+      if (c.lww) {
+        return c.lww->Read(k.key).then([this, &c, &k, op](LwwClient::ReadOutcome r) mutable {
+          op.outcome = r.outcome;
+          op.value = r.value;
+          if (r.outcome == OpOutcome::kOk) c.last_seen[k.key] = r.value;
+          Record(c, k, std::move(op));
+        });
+      }
+      return c.proposer->Read(k.key).then(
+          [this, &c, &k, op, what](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              op.outcome = OpOutcome::kOk;
+              op.value = r->payload;
+              c.last_seen[k.key] = r->payload;
+            } else {
+              op.outcome = Classify(r.status(), what + ": read");
+            }
+            Record(c, k, std::move(op));
+          });
+    }
+    case OpType::kWrite: {
+      ++result_.stats.writes;
+      op.kind = OpKind::kWrite;
+      std::string value = NewValue(c);
+      op.value = value;
+      if (c.lww) {
+        return c.lww->Write(k.key, value).then([this, &c, &k, op, value](OpOutcome o) mutable {
+          op.outcome = o;
+          if (o == OpOutcome::kOk) c.last_seen[k.key] = value;
+          Record(c, k, std::move(op));
+        });
+      }
+      return c.proposer
+          ->Change(k.key, [value](const std::optional<std::string>&) {
+            return Decision::Write(value);
+          })
+          .then([this, &c, &k, op, value, what](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              op.outcome = OpOutcome::kOk;
+              c.last_seen[k.key] = value;
+              if (r->payload != value) {
+                result_.errors.push_back(what + ": write returned " + Quote(r->payload));
+              }
+            } else {
+              op.outcome = Classify(r.status(), what + ": write");
+            }
+            Record(c, k, std::move(op));
+          });
+    }
+    case OpType::kCas: {
+      ++result_.stats.cas;
+      op.kind = OpKind::kCas;
+      std::optional<std::string> expected;
+      auto seen = c.last_seen.find(k.key);
+      if (seen != c.last_seen.end() && !Chance(0.1)) expected = seen->second;
+      std::string value = NewValue(c);
+      op.expected = expected;
+      op.value = value;
+      if (c.lww) {
+        return c.lww->Read(k.key).then(
+            [this, &c, &k, op, expected, value](LwwClient::ReadOutcome r) mutable
+            -> kj::Promise<void> {
+              if (r.outcome != OpOutcome::kOk) {
+                op.outcome = OpOutcome::kFailed;
+                Record(c, k, std::move(op));
+                return kj::READY_NOW;
+              }
+              if (r.value != expected) {
+                op.outcome = OpOutcome::kOk;
+                op.cas_succeeded = false;
+                c.last_seen[k.key] = r.value;
+                Record(c, k, std::move(op));
+                return kj::READY_NOW;
+              }
+              return c.lww->Write(k.key, value).then([this, &c, &k, op, value](OpOutcome o) mutable {
+                op.outcome = o;
+                op.cas_succeeded = true;
+                if (o == OpOutcome::kOk) c.last_seen[k.key] = value;
+                Record(c, k, std::move(op));
+              });
+            });
+      }
+      // What the change function saw last, so the next CAS of this client can succeed.
+      auto saw = std::make_shared<std::optional<std::string>>();
+      return c.proposer
+          ->Change(k.key,
+                   [expected, value, saw](const std::optional<std::string>& current) {
+                     *saw = current;
+                     if (current != expected) {
+                       return Decision::Abort(Status(kCasMismatch, "cas mismatch"));
+                     }
+                     return Decision::Write(value);
+                   })
+          .then([this, &c, &k, op, value, saw, what](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = true;
+              c.last_seen[k.key] = value;
+              if (r->payload != value) {
+                result_.errors.push_back(what + ": cas returned " + Quote(r->payload));
+              }
+            } else if (r.status().code() == kCasMismatch) {
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = false;
+              c.last_seen[k.key] = *saw;
+            } else {
+              op.outcome = Classify(r.status(), what + ": cas");
+            }
+            Record(c, k, std::move(op));
+          });
+    }
+    case OpType::kCreate: {
+      ++result_.stats.creates;
+      // A create is a CAS from absent; only this client ever creates this key, once.
+      op.kind = OpKind::kCas;
+      op.expected = std::nullopt;
+      std::string value = NewValue(c);
+      op.value = value;
+      auto finish = [this, &c, &k](Operation op) {
+        k.create_returned = true;
+        Record(c, k, std::move(op));
+      };
+      if (c.lww) {
+        return c.lww->Write(k.key, value).then([&c, &k, op, value, finish](OpOutcome o) mutable {
+          op.outcome = o;
+          op.cas_succeeded = true;
+          if (o == OpOutcome::kOk) c.last_seen[k.key] = value;
+          finish(std::move(op));
+        });
+      }
+      return c.proposer->CreateFresh(k.key, value)
+          .then([this, &c, &k, op, value, what, finish](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = true;
+              c.last_seen[k.key] = value;
+            } else if (r.status().code() == StatusCode::kAlreadyExists) {
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = false;
+            } else {
+              op.outcome = Classify(r.status(), what + ": create");
+            }
+            finish(std::move(op));
+          });
+    }
+  }
+  return kj::READY_NOW;
+}
+
+void Sim::CheckHistories() {
+  for (auto& k : keys_) {
+    ++result_.stats.keys_checked;
+    CheckResult check = CheckRegisterHistory(k.history, options_.checker_max_states);
+    if (check.gave_up) ++result_.stats.checker_gave_up;
+    if (!check.linearizable) {
+      result_.violations.push_back(k.name + ": " + check.explanation);
+      result_.violating_keys.push_back(k.name);
+    }
+    result_.histories[k.name] = std::move(k.history);
+  }
+}
+
+SimResult Sim::Run() {
+  result_.seed = options_.seed;
+  Setup();
+  for (auto& c : clients_) tasks_->add(ClientLoop(*c));
+  if (options_.faults.crashes) ScheduleFault();
+  const kj::TimePoint limit = start_ + options_.max_sim_time_ms * kj::MILLISECONDS;
+  while (true) {
+    ws_.poll();
+    if (workload_done_) break;
+    KJ_IF_MAYBE(next, timer_.nextEvent()) {
+      if (*next > limit) {
+        result_.errors.push_back("run did not finish within " +
+                                 std::to_string(options_.max_sim_time_ms) + " ms simulated");
+        break;
+      }
+      timer_.advanceTo(*next);
+    } else {
+      result_.errors.push_back("no event left but the workload is not done");
+      break;
+    }
+  }
+  result_.stats.sim_time_us = NowNs() / 1000;
+  for (auto& c : clients_) {
+    if (c->proposer) {
+      const auto& counters = c->proposer->counters();
+      result_.stats.fast_reads += counters.fast_reads;
+      result_.stats.slow_reads += counters.slow_reads;
+      result_.stats.conflicts += counters.conflicts;
+    }
+    result_.stats.final_stage =
+        std::max(result_.stats.final_stage, static_cast<int>(c->stage));
+  }
+  CheckHistories();
+  return std::move(result_);
+}
+
+}  // namespace
+
+SimResult RunSimulation(const SimOptions& options) {
+  Sim sim(options);
+  return sim.Run();
+}
+
+}  // namespace quorumfs::sim

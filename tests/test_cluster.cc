@@ -1,0 +1,180 @@
+#include "tests/test_cluster.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace quorumfs {
+namespace testing {
+namespace {
+
+bool CanConnect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+int PickFreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TestCluster::TestCluster(TestClusterOptions options) : options_(options) {
+  char tmpl[] = "/tmp/quorumfs-test-XXXXXX";
+  dir_ = ::mkdtemp(tmpl);
+  cluster_file_ = dir_ + "/cluster.conf";
+  std::ostringstream conf;
+  conf << "epoch = " << options.epoch << "\nreplicas = " << options.replicas
+       << "\nwrite_quorum = " << options.write_quorum << "\nread_quorum = " << options.read_quorum
+       << "\n";
+  for (int i = 0; i < options.nodes; ++i) {
+    ports_.push_back(PickFreePort());
+    conf << "node " << node_id(i) << " 127.0.0.1:" << ports_.back() << "\n";
+  }
+  std::ofstream(cluster_file_) << conf.str();
+  auto parsed = ClusterConfig::Parse(conf.str(), cluster_file_);
+  EXPECT_TRUE(parsed.ok()) << parsed.status().ToString();
+  config_ = std::make_shared<const ClusterConfig>(parsed.value());
+  pids_.assign(options.nodes, -1);
+  if (options.start) {
+    for (int i = 0; i < options.nodes; ++i) Start(i);
+  }
+}
+
+TestCluster::~TestCluster() {
+  for (size_t i = 0; i < pids_.size(); ++i) {
+    if (pids_[i] > 0) Kill(static_cast<int>(i));
+  }
+  if (!::testing::Test::HasFailure() || !std::getenv("QUORUMFS_KEEP_TEST_DIRS")) {
+    std::string cmd = "rm -rf '" + dir_ + "'";
+    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir_.c_str());
+  }
+}
+
+std::string TestCluster::node_id(int i) const { return std::string(1, static_cast<char>('a' + i)); }
+
+std::string TestCluster::data_dir(int i) const { return dir_ + "/" + node_id(i); }
+
+std::string TestCluster::Log(int i) const {
+  std::ifstream in(dir_ + "/" + node_id(i) + ".log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void TestCluster::Start(int i, bool rejoin) {
+  ASSERT_LE(pids_[i], 0) << "node " << node_id(i) << " already running";
+  std::vector<std::string> args = {QUORUMFS_CHUNKSERVER_BIN, "--id",      node_id(i),
+                                   "--data",                 data_dir(i), "--cluster",
+                                   cluster_file_};
+  if (rejoin) args.push_back("--rejoin");
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    pids_[i] = Spawn(args, dir_ + "/" + node_id(i) + ".log");
+    for (int t = 0; t < 500; ++t) {
+      if (CanConnect(ports_[i])) return;
+      int status;
+      if (::waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {
+        pids_[i] = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (pids_[i] > 0) break;
+    // The port may have been taken by someone else meanwhile (or the previous process of this
+    // node is still releasing its lock): retry.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_GT(pids_[i], 0) << "node " << node_id(i) << " did not start:\n" << Log(i);
+  ASSERT_TRUE(CanConnect(ports_[i])) << "node " << node_id(i) << " not listening:\n" << Log(i);
+}
+
+void TestCluster::Kill(int i) {
+  if (pids_[i] <= 0) return;
+  ::kill(pids_[i], SIGKILL);
+  int status;
+  ::waitpid(pids_[i], &status, 0);
+  pids_[i] = -1;
+}
+
+int TestCluster::Terminate(int i) {
+  if (pids_[i] <= 0) return -1;
+  ::kill(pids_[i], SIGTERM);
+  int status = 0;
+  ::waitpid(pids_[i], &status, 0);
+  pids_[i] = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::pair<int, std::string> TestCluster::RunOnce(const std::vector<std::string>& args) {
+  std::vector<std::string> full = {QUORUMFS_CHUNKSERVER_BIN};
+  full.insert(full.end(), args.begin(), args.end());
+  std::string log = dir_ + "/runonce.log";
+  ::unlink(log.c_str());
+  pid_t pid = Spawn(full, log);
+  int status = 0;
+  for (int t = 0; t < 500; ++t) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      std::ifstream in(log);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return {-1, "did not exit within 5 s"};
+}
+
+std::shared_ptr<const ClusterConfig> TestCluster::ConfigWithEpoch(uint64_t epoch) const {
+  ClusterConfig c = *config_;
+  c.epoch = epoch;
+  return std::make_shared<const ClusterConfig>(c);
+}
+
+}  // namespace testing
+}  // namespace quorumfs
