@@ -1,1 +1,259 @@
-int main() { return 0; }
+// quorumfs-bench-core: micro-benchmark of the cluster core on loopback (N=3, W=2, R=2).
+// Starts its own three chunkservers in a temp dir, then measures, each run three times with the
+// median printed and min-max beside it:
+//   - the disk budget: sequential write + fsync rate of the data disk divided by N
+//   - chunk put MB/s (1 MiB chunks, `--window` in flight)
+//   - chunk get MB/s, from the servers' page cache and cold (caches dropped; needs root)
+//   - record changes/s with 1 and 16 concurrent proposers on distinct keys, p50/p99 latency
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <kj/vector.h>
+
+#include "common/cluster_client.h"
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+struct Stat {
+  double median, min, max;
+};
+
+Stat Summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return Stat{v[v.size() / 2], v.front(), v.back()};
+}
+
+void Row(const char* name, const char* unit, const Stat& s, const std::string& note = "") {
+  std::printf("| %-34s | %10.1f | %10.1f - %-10.1f | %-6s | %s\n", name, s.median, s.min, s.max,
+              unit, note.c_str());
+}
+
+bool DropCaches() {
+  ::sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  if (!f) return false;
+  f << "3\n";
+  return static_cast<bool>(f);
+}
+
+// Sequential write + fsync of `mib` MiB in `dir`: MB/s.
+double DiskWriteRate(const std::string& dir, int mib) {
+  std::string path = dir + "/disk-probe";
+  std::string buf(1 << 20, 'd');
+  auto t0 = Clock::now();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  for (int i = 0; i < mib; ++i) {
+    buf[0] = static_cast<char>(i);
+    if (::write(fd, buf.data(), buf.size()) < 0) break;
+  }
+  ::fsync(fd);
+  ::close(fd);
+  double s = Seconds(Clock::now() - t0);
+  ::unlink(path.c_str());
+  return mib * 1.048576 / s;
+}
+
+class Servers {
+ public:
+  Servers(const std::string& bin, const std::string& dir) : dir_(dir) {
+    std::string conf = "epoch = 1\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+    for (int i = 0; i < 3; ++i) {
+      int port = 20000 + static_cast<int>(::getpid() % 20000) + i;
+      conf += "node " + std::string(1, 'a' + i) + " 127.0.0.1:" + std::to_string(port) + "\n";
+    }
+    cluster_file_ = dir + "/cluster.conf";
+    std::ofstream(cluster_file_) << conf;
+    for (int i = 0; i < 3; ++i) {
+      std::string id(1, 'a' + i);
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        int fd = ::open((dir + "/" + id + ".log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        ::dup2(fd, 2);
+        ::execl(bin.c_str(), bin.c_str(), "--id", id.c_str(), "--data", (dir + "/" + id).c_str(),
+                "--cluster", cluster_file_.c_str(), nullptr);
+        ::_exit(127);
+      }
+      pids_.push_back(pid);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ~Servers() {
+    for (pid_t p : pids_) ::kill(p, SIGTERM);
+    for (pid_t p : pids_) ::waitpid(p, nullptr, 0);
+  }
+  const std::string& cluster_file() const { return cluster_file_; }
+
+ private:
+  std::string dir_, cluster_file_;
+  std::vector<pid_t> pids_;
+};
+
+// Runs `count` operations with `window` in flight on the client loop; returns seconds and
+// fills per-operation latencies (seconds).
+double Pipeline(ClusterClient& client, int count, int window,
+                std::function<kj::Promise<bool>(int)> op, std::vector<double>* latencies) {
+  auto t0 = Clock::now();
+  bool ok = client.RunSync<bool>([&]() -> kj::Promise<bool> {
+    struct State {
+      int next = 0, done = 0;
+      bool failed = false;
+    };
+    auto st = std::make_shared<State>();
+    auto paf = kj::newPromiseAndFulfiller<bool>();
+    auto fulfiller = std::make_shared<kj::Own<kj::PromiseFulfiller<bool>>>(kj::mv(paf.fulfiller));
+    auto launch = std::make_shared<std::function<void()>>();
+    *launch = [st, count, op, latencies, fulfiller, launch_weak = std::weak_ptr<std::function<void()>>(launch)]() {
+      int i = st->next++;
+      auto start = Clock::now();
+      op(i).then([st, count, latencies, fulfiller, start, launch_weak](bool ok) {
+             if (latencies) latencies->push_back(Seconds(Clock::now() - start));
+             if (!ok) st->failed = true;
+             ++st->done;
+             if (st->done == count) {
+               (*fulfiller)->fulfill(!st->failed);
+             } else if (st->next < count) {
+               if (auto l = launch_weak.lock()) (*l)();
+             }
+           })
+          .detach([](kj::Exception&& e) { std::fprintf(stderr, "bench op failed: %s\n", e.getDescription().cStr()); });
+    };
+    for (int i = 0; i < window && i < count; ++i) (*launch)();
+    return paf.promise.attach(kj::heap<std::shared_ptr<std::function<void()>>>(launch));
+  });
+  if (!ok) std::fprintf(stderr, "some operations failed\n");
+  return Seconds(Clock::now() - t0);
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"quorumfs-bench-core: cluster core micro-benchmark (3 local chunkservers)"};
+  std::string bin, dir = "/tmp";
+  int chunks = 256, changes = 2000, runs = 3, window = 16;
+  app.add_option("--chunkserver", bin, "path of quorumfs-chunkserver (default: beside this binary)");
+  app.add_option("--dir", dir, "where the data dirs go (the disk measured)");
+  app.add_option("--chunks", chunks, "1 MiB chunks per run");
+  app.add_option("--changes", changes, "record changes per run");
+  app.add_option("--runs", runs, "runs per measurement");
+  app.add_option("--window", window, "chunk operations in flight");
+  CLI11_PARSE(app, argc, argv);
+  if (bin.empty()) {
+    std::string self = argv[0];
+    bin = self.substr(0, self.rfind('/') + 1) + "quorumfs-chunkserver";
+  }
+  char tmpl[4096];
+  std::snprintf(tmpl, sizeof(tmpl), "%s/quorumfs-bench-XXXXXX", dir.c_str());
+  std::string root = ::mkdtemp(tmpl);
+
+  std::vector<double> disk;
+  for (int r = 0; r < runs; ++r) disk.push_back(DiskWriteRate(root, 256));
+  Stat disk_stat = Summarize(disk);
+  double budget = disk_stat.median / 3;
+
+  Servers servers(bin, root);
+  auto config = ClusterConfig::Load(servers.cluster_file());
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    return 1;
+  }
+  ClusterClient client(std::make_shared<const ClusterConfig>(*config), ClusterClientOptions{});
+
+  std::mt19937_64 rng(1);
+  std::vector<double> put, get_warm, get_cold;
+  for (int r = 0; r < runs; ++r) {
+    std::vector<std::shared_ptr<const std::string>> data;
+    std::vector<ChunkId> ids;
+    for (int i = 0; i < chunks; ++i) {
+      std::string d(1 << 20, '\0');
+      for (size_t j = 0; j < d.size(); j += 8) {
+        uint64_t v = rng();
+        std::memcpy(&d[j], &v, 8);
+      }
+      ids.push_back(ChunkId::Of(d));
+      data.push_back(std::make_shared<const std::string>(std::move(d)));
+    }
+    double s = Pipeline(client, chunks, window, [&](int i) {
+      return client.chunks().Put(ids[i], data[i]).then([](Status st) {
+        if (!st.ok()) std::fprintf(stderr, "put: %s\n", st.ToString().c_str());
+        return st.ok();
+      });
+    }, nullptr);
+    put.push_back(chunks * 1.048576 / s);
+    s = Pipeline(client, chunks, window, [&](int i) {
+      return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
+    }, nullptr);
+    get_warm.push_back(chunks * 1.048576 / s);
+    if (DropCaches()) {
+      s = Pipeline(client, chunks, window, [&](int i) {
+        return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
+      }, nullptr);
+      get_cold.push_back(chunks * 1.048576 / s);
+    }
+  }
+
+  std::vector<double> one_rate, one_p50, one_p99, many_rate, many_p50, many_p99;
+  uint64_t key_base = 1 << 20;
+  for (int r = 0; r < runs; ++r) {
+    for (int concurrency : {1, 16}) {
+      std::vector<double> lat;
+      uint64_t base = key_base;
+      key_base += changes;
+      double s = Pipeline(client, changes, concurrency, [&, base](int i) {
+        std::string payload(200, 'p');
+        return client.proposer()
+            .Change(InodeKey(base + i), [payload](const std::optional<std::string>&) {
+              return Decision::Write(payload);
+            })
+            .then([](Result<RecordValue> v) { return v.ok(); });
+      }, &lat);
+      std::sort(lat.begin(), lat.end());
+      double rate = changes / s;
+      double p50 = lat[lat.size() / 2] * 1e3, p99 = lat[lat.size() * 99 / 100] * 1e3;
+      if (concurrency == 1) {
+        one_rate.push_back(rate), one_p50.push_back(p50), one_p99.push_back(p99);
+      } else {
+        many_rate.push_back(rate), many_p50.push_back(p50), many_p99.push_back(p99);
+      }
+    }
+  }
+
+  std::printf("quorumfs cluster core, 3 chunkservers on loopback, N=3 W=2 R=2, %d runs\n", runs);
+  std::printf("| %-34s | %10s | %-23s | %-6s | %s\n", "measure", "median", "min - max", "unit", "note");
+  Row("disk write+fsync (data dir)", "MB/s", disk_stat);
+  Row("budget = disk / N", "MB/s", Stat{budget, disk_stat.min / 3, disk_stat.max / 3});
+  Stat put_stat = Summarize(put);
+  char note[128];
+  std::snprintf(note, sizeof(note), "%.0f%% of budget (target >= 90%%)", 100 * put_stat.median / budget);
+  Row("chunk put, 1 MiB, pipelined", "MB/s", put_stat, note);
+  Row("chunk get, page cache", "MB/s", Summarize(get_warm), "target >= 1200");
+  if (!get_cold.empty()) Row("chunk get, cold", "MB/s", Summarize(get_cold));
+  Row("record change, 1 proposer", "ops/s", Summarize(one_rate));
+  Row("  p50 latency", "ms", Summarize(one_p50), "target <= 1 ms");
+  Row("  p99 latency", "ms", Summarize(one_p99));
+  Row("record change, 16 concurrent", "ops/s", Summarize(many_rate), "target >= 5000");
+  Row("  p50 latency", "ms", Summarize(many_p50));
+  Row("  p99 latency", "ms", Summarize(many_p99));
+  std::fflush(stdout);
+  if (std::system(("rm -rf '" + root + "'").c_str()) != 0) return 1;
+  return 0;
+}
+
+}  // namespace
+}  // namespace quorumfs
+
+int main(int argc, char** argv) { return quorumfs::Run(argc, argv); }

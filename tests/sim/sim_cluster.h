@@ -119,6 +119,7 @@ struct SimResult {
   // a stuck run, exceptions). Empty means the run passed.
   std::vector<std::string> violations;
   std::vector<std::string> errors;
+  std::vector<std::string> violating_keys;
   SimStats stats;
   std::map<std::string, std::vector<Operation>> histories;  // by printable key
 
