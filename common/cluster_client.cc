@@ -31,10 +31,16 @@ void ClusterClient::LoopMain(std::function<void()> ready) {
   chunks_ = std::make_unique<ChunkClient>(*rpc_, &hashers_);
   chunks_->SetConfig(config_);
   allocator_ = std::make_unique<InodeAllocator>(*proposer_);
+  lister_ = std::make_unique<RpcRecordLister>(*rpc_);
+  lister_->SetConfig(config_);
+  ns_ = std::make_unique<Namespace>(*proposer_, *allocator_, *lister_, io.provider->getTimer(),
+                                    SystemWallClock(), options_.ns);
   auto paf = kj::newPromiseAndFulfiller<void>();
   stop_ = kj::mv(paf.fulfiller);
   ready();
   paf.promise.wait(io.waitScope);
+  ns_.reset();
+  lister_.reset();
   allocator_.reset();
   chunks_.reset();
   proposer_.reset();

@@ -15,8 +15,10 @@
 #include "common/chunk_client.h"
 #include "common/cluster_config.h"
 #include "common/inode_allocator.h"
+#include "common/namespace.h"
 #include "common/proposer.h"
 #include "common/rpc_cluster.h"
+#include "common/rpc_record_lister.h"
 #include "common/worker_pool.h"
 
 namespace quorumfs {
@@ -24,6 +26,7 @@ namespace quorumfs {
 struct ClusterClientOptions {
   RpcClusterOptions rpc;
   ProposerOptions proposer;
+  NamespaceOptions ns;
   int hash_threads = 2;
 };
 
@@ -38,6 +41,7 @@ class ClusterClient {
   ChunkClient& chunks() { return *chunks_; }
   RpcCluster& rpc() { return *rpc_; }
   InodeAllocator& allocator() { return *allocator_; }
+  Namespace& ns() { return *ns_; }
   kj::Timer& timer() { return io_->provider->getTimer(); }
   const kj::Executor& executor() const { return *executor_; }
   const ClusterConfig& config() const { return *config_; }
@@ -70,6 +74,8 @@ class ClusterClient {
   std::unique_ptr<Proposer> proposer_;
   std::unique_ptr<ChunkClient> chunks_;
   std::unique_ptr<InodeAllocator> allocator_;
+  std::unique_ptr<RpcRecordLister> lister_;
+  std::unique_ptr<Namespace> ns_;
   kj::Own<kj::PromiseFulfiller<void>> stop_;  // loop thread only
 };
 

@@ -10,21 +10,17 @@ namespace quorumfs {
 struct Proposer::ChangeOp {
   std::string key;
   ChangeFn f;
-  uint64_t change_id = 0;
   kj::TimePoint deadline = kj::origin<kj::TimePoint>();
   int attempt = 0;
-  // Set once an accept carrying this change's id went out: later attempts must find out
-  // whether it was chosen before applying f again.
-  bool write_sent = false;
-  uint64_t sent_version = 0;
-  std::string sent_payload;
-  // The three fields above as they were before the latest write went out, restored when
-  // every replica refused that write.
-  struct {
-    bool write_sent = false;
-    uint64_t sent_version = 0;
-    std::string sent_payload;
-  } before_last;
+  // Every write an attempt sent, each under its own change id (attempts apply f to different
+  // values, so one id could not tell which of them was chosen). Later attempts must find out
+  // whether one of them was chosen before applying f again; the one that was is the result.
+  struct SentWrite {
+    uint64_t change_id = 0;
+    uint64_t version = 0;
+    std::string payload;
+  };
+  std::vector<SentWrite> sent;
   Status last_error;
 };
 
@@ -121,7 +117,6 @@ kj::Promise<Result<RecordValue>> Proposer::Change(std::string key, ChangeFn f) {
   auto op = std::make_shared<ChangeOp>();
   op->key = std::move(key);
   op->f = std::move(f);
-  op->change_id = rng_() | 1;
   op->deadline = timer_.now() + options_.op_timeout;
   ++counters_.changes;
   return RunChange(std::move(op));
@@ -136,7 +131,7 @@ kj::Promise<Result<RecordValue>> Proposer::RunChange(std::shared_ptr<ChangeOp> o
 
 kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op) {
   auto fail_status = [op](StatusCode code, std::string message) {
-    if (op->write_sent) {
+    if (!op->sent.empty()) {
       return Status(StatusCode::kUnknownOutcome,
                     DescribeKey(op->key) + ": change may or may not have been applied (" +
                         message + ")");
@@ -210,22 +205,27 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
 
         Decision decision;
         RecordValue result;
-        if (op->write_sent && env.Contains(op->change_id)) {
-          // Our earlier accept was chosen (or is adopted now). Make sure it stays chosen.
+        const ChangeOp::SentWrite* mine = nullptr;
+        for (const auto& s : op->sent) {
+          if (env.Contains(s.change_id)) mine = &s;
+        }
+        if (mine) {
+          // One of our earlier accepts was chosen (or is adopted now). Make sure it stays chosen.
           decision = Decision::Keep();
-          result.payload = op->sent_payload;
-          result.version = op->sent_version;
+          result.payload = mine->payload;
+          result.version = mine->version;
         } else {
-          if (op->write_sent &&
-              op->sent_version + RecordEnvelope::kRecentChanges <= env.version) {
-            return Result<RecordValue>(
-                fail_status(StatusCode::kUnknownOutcome, "too many concurrent changes to tell"));
+          for (const auto& s : op->sent) {
+            if (s.version + RecordEnvelope::kRecentChanges <= env.version) {
+              return Result<RecordValue>(fail_status(StatusCode::kUnknownOutcome,
+                                                     "too many concurrent changes to tell"));
+            }
           }
           std::optional<std::string> current;
           if (exists) current = env.payload;
           decision = op->f(current);
           if (decision.kind == Decision::kWrite) {
-            env.Apply(op->change_id, std::move(decision.payload));
+            env.Apply(rng_() | 1, std::move(decision.payload));
             result.payload = env.payload;
             result.version = env.version;
           } else {
@@ -233,17 +233,24 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
             result.version = env.version;
           }
         }
-        bool need_accept = decision.kind == Decision::kWrite || (exists && !already_chosen);
+        // An earlier write of ours that was not chosen may sit, at a ballot above the value seen
+        // now, on replicas this prepare did not hear from; a later proposer could still adopt
+        // it. Only an accept at this attempt's higher ballot rules that out, even when f keeps
+        // or aborts; with no value to accept, the outcome stays unknown.
+        bool supersede = !op->sent.empty() && mine == nullptr;
+        if (supersede && decision.kind != Decision::kWrite && !exists) {
+          return Result<RecordValue>(fail_status(
+              StatusCode::kUnknownOutcome, "an earlier write of this change may still be chosen"));
+        }
+        bool need_accept = decision.kind == Decision::kWrite ||
+                           (exists && (!already_chosen || supersede));
         if (!need_accept) {
           if (decision.kind == Decision::kAbort) return Result<RecordValue>(decision.status);
           return Result<RecordValue>(std::move(result));
         }
         auto value = std::make_shared<std::string>(env.Encode());
         if (decision.kind == Decision::kWrite) {
-          op->before_last = {op->write_sent, op->sent_version, op->sent_payload};
-          op->write_sent = true;
-          op->sent_version = env.version;
-          op->sent_payload = env.payload;
+          op->sent.push_back({env.recent.back(), env.version, env.payload});
         }
         auto send = [this, spec, op, ballot, value](size_t i) {
           return transport_.Accept(spec->targets[i], op->key, ballot, *value);
@@ -278,11 +285,7 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
               }
               // Every replica refused it: this accept is stored nowhere and, promises only
               // rising, never will be. A later attempt may apply f without the id check.
-              if (rejected_everywhere && is_write) {
-                op->write_sent = op->before_last.write_sent;
-                op->sent_version = op->before_last.sent_version;
-                op->sent_payload = op->before_last.sent_payload;
-              }
+              if (rejected_everywhere && is_write) op->sent.pop_back();
               if (conflict || timer_.now() < op->deadline) {
                 // Lost the ballot, or replies went missing: find out in a new round whether
                 // our value made it (see the header), then apply f again if it did not.
@@ -363,7 +366,6 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
   if (!valid.ok()) return Result<RecordValue>(valid);
   auto op = std::make_shared<ChangeOp>();
   op->key = std::move(key);
-  op->change_id = rng_() | 1;
   op->deadline = timer_.now() + options_.op_timeout;
   op->f = [payload](const std::optional<std::string>& current) {
     if (current) return Decision::Abort(Status(StatusCode::kAlreadyExists, "record exists"));
@@ -371,10 +373,8 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
   };
   ++counters_.changes;
   RecordEnvelope env;
-  env.Apply(op->change_id, payload);
-  op->write_sent = true;
-  op->sent_version = env.version;
-  op->sent_payload = env.payload;
+  env.Apply(rng_() | 1, payload);
+  op->sent.push_back({env.recent.back(), env.version, env.payload});
   auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
   auto value = std::make_shared<std::string>(env.Encode());
   Ballot ballot{0, options_.proposer_id};
@@ -391,8 +391,8 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
         auto votes = VotesOf(g.replies, &AcceptYes);
         if (spec->Satisfied(votes, W)) {
           RecordValue v;
-          v.payload = op->sent_payload;
-          v.version = op->sent_version;
+          v.payload = op->sent.back().payload;
+          v.version = op->sent.back().version;
           return Result<RecordValue>(std::move(v));
         }
         bool rejected_everywhere = true;
@@ -404,7 +404,7 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
             rejected_everywhere = false;
           }
         }
-        if (rejected_everywhere) op->write_sent = false;  // stored nowhere, never will be
+        if (rejected_everywhere) op->sent.clear();  // stored nowhere, never will be
         // Contested or short of replies: the full protocol decides (and is exactly-once).
         return RunChange(op);
       });

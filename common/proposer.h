@@ -2,14 +2,16 @@
 // without a leader"). Runs on one kj event loop; no sockets or real clocks inside, so the
 // simulator drives this exact code.
 //
-// Exactly-once changes. Every Change() draws a change id; the value it writes carries the ids
-// of the record's last RecordEnvelope::kRecentChanges changes and a version that rises by one
-// per change. When an accept round ends without a quorum (conflict, lost replies) the change
-// may or may not have been chosen. The next attempt reads the record through a full prepare
-// round: if its id is there the change was chosen (Paxos: any value chosen at a lower ballot
-// is, or is an ancestor of, the value a completed prepare adopts); if it is absent while the
-// window of recent ids still covers the version it would have had, it never will be chosen and
-// f is applied afresh; otherwise the outcome is reported as UnknownOutcome.
+// Exactly-once changes. Every write a Change() attempt sends draws a change id; the value it
+// writes carries the ids of the record's last RecordEnvelope::kRecentChanges changes and a
+// version that rises by one per change. When an accept round ends without a quorum (conflict,
+// lost replies) the change may or may not have been chosen. The next attempt reads the record
+// through a full prepare round: if the id of one of its writes is there, that write was chosen
+// and is the result (Paxos: any value chosen at a lower ballot is, or is an ancestor of, the
+// value a completed prepare adopts); if none is while the window of recent ids still covers the
+// versions they would have had, none has been chosen: f is applied afresh and the attempt's
+// accept (made even when f keeps or aborts) rules out that a later proposer adopts an earlier
+// write; otherwise the outcome is reported as UnknownOutcome.
 #pragma once
 
 #include <kj/async.h>

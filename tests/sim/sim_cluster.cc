@@ -1,3 +1,9 @@
+// GCC 12 at -O2 reports false -Wmaybe-uninitialized inside kj's promise nodes (an ExceptionOr
+// holding a value with a union member); which instantiations it flags depends on inlining.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "tests/sim/sim_cluster.h"
 
 #include <kj/async.h>
@@ -12,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 #include "common/acceptor.h"
@@ -47,6 +54,7 @@ void SimStats::Add(const SimStats& o) {
   cas += o.cas;
   cas_succeeded += o.cas_succeeded;
   cas_mismatch += o.cas_mismatch;
+  updates += o.updates;
   creates += o.creates;
   rebalance_ops += o.rebalance_ops;
   messages += o.messages;
@@ -69,7 +77,7 @@ std::string SimStats::ToString() const {
   out << "ops " << ops << " (ok " << ok << ", failed " << failed << ", unknown " << unknown
       << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << "], writes "
       << writes << ", cas " << cas << " [succeeded " << cas_succeeded << ", mismatch "
-      << cas_mismatch << "], creates " << creates << ", rebalance " << rebalance_ops
+      << cas_mismatch << "], updates " << updates << ", creates " << creates << ", rebalance " << rebalance_ops
       << "), conflicts " << conflicts << ", messages " << messages << " (dropped " << dropped
       << ", duplicated " << duplicated << ", refused " << refused << "), crashes " << crashes
       << ", wipes " << wipes << ", simulated " << sim_time_us / 1000 << " ms, keys checked "
@@ -103,6 +111,27 @@ constexpr int64_t kRoundTimeoutMs = 50;
 constexpr int64_t kOpTimeoutMs = 2000;
 
 std::string Quote(const std::optional<std::string>& v) { return v ? "'" + *v + "'" : "<absent>"; }
+
+// A stored value for the trace: the envelope's payload, version and change ids (low 16 bits),
+// or the raw bytes (the last-writer-wins client stores bare payloads).
+std::string DescribeValue(const std::optional<std::string>& v) {
+  if (!v) return "<none>";
+  auto env = RecordEnvelope::Decode(*v);
+  if (!env.ok()) return "'" + *v + "'";
+  std::string ids;
+  for (uint64_t id : env->recent) ids += (ids.empty() ? "" : ",") + std::to_string(id & 0xffff);
+  return "'" + env->payload + "' v" + std::to_string(env->version) + " [" + ids + "]";
+}
+
+// 16 hex digits of a hash of a payload ("-" for absent): deterministic across runs.
+std::string HashOf(const std::optional<std::string>& v) {
+  if (!v) return "-";
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char ch : *v) h = (h ^ ch) * 1099511628211ULL;
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
 
 // ---- Disk ----------------------------------------------------------------------------------
 
@@ -199,11 +228,15 @@ void SetVoting(PrepareReply& r, bool voting) { r.voting = voting; }
 void SetVoting(AcceptReply& r, bool voting) { r.voting = voting; }
 void SetVoting(ReadAcceptedReply& r, bool voting) { r.voting = voting; }
 
+// One request: resolved by the first reply (or refusal) that arrives, never rejected.
 template <typename Reply>
 struct PendingCall {
-  kj::Own<kj::PromiseFulfiller<Result<Reply>>> fulfiller;
+  kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+  std::optional<Result<Reply>> result;
   void Resolve(Result<Reply> r) {
-    if (fulfiller->isWaiting()) fulfiller->fulfill(std::move(r));
+    if (result) return;
+    result = std::move(r);
+    fulfiller->fulfill();
   }
 };
 
@@ -239,7 +272,7 @@ struct KeyState {
   std::vector<Operation> history;
 };
 
-enum class OpType { kRead, kWrite, kCas, kCreate };
+enum class OpType { kRead, kWrite, kCas, kUpdate, kCreate };
 
 class Sim;
 
@@ -494,7 +527,9 @@ kj::Promise<Result<PrepareReply>> SimTransport::Prepare(const std::string& node,
 kj::Promise<Result<AcceptReply>> SimTransport::Accept(const std::string& node,
                                                       const std::string& key, Ballot ballot,
                                                       const std::string& value) {
-  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() : "";
+  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() +
+                                          " " + DescribeValue(value)
+                                    : "";
   return sim_.Call<AcceptReply>(client_, node, std::move(what),
                                 [key, ballot, value](AcceptorStorage& s) {
                                   return AcceptorCore::Accept(s, key, ballot, value);
@@ -516,16 +551,17 @@ kj::Promise<Result<ReadAcceptedReply>> SimTransport::ReadAccepted(const std::str
 template <typename Reply>
 kj::Promise<Result<Reply>> Sim::Call(int from, const std::string& node_id, std::string what,
                                      Handler<Reply> handle) {
-  auto paf = kj::newPromiseAndFulfiller<Result<Reply>>();
+  auto paf = kj::newPromiseAndFulfiller<void>();
   auto call = std::make_shared<PendingCall<Reply>>();
   call->fulfiller = kj::mv(paf.fulfiller);
   calls_.push_back(call);
+  auto promise = paf.promise.then([call]() { return std::move(*call->result); });
   ++result_.stats.messages;
   Node* node = FindNode(node_id);
   if (node == nullptr) {
     result_.errors.push_back("request to unknown node " + node_id);
     call->Resolve(Status(StatusCode::kUnavailable, "unknown node " + node_id));
-    return kj::mv(paf.promise);
+    return promise;
   }
   if (options_.trace) what = "client " + std::to_string(from) + " -> " + node_id + ": " + what;
   if (!node->up && Chance(options_.faults.fail_fast_rate)) {
@@ -534,7 +570,7 @@ kj::Promise<Result<Reply>> Sim::Call(int from, const std::string& node_id, std::
     After(NetDelay(), [call, node_id]() {
       call->Resolve(Status(StatusCode::kUnavailable, node_id + ": connection refused"));
     });
-    return kj::mv(paf.promise);
+    return promise;
   }
   int copies = 1;
   if (Chance(options_.faults.dup_rate)) {
@@ -552,20 +588,21 @@ kj::Promise<Result<Reply>> Sim::Call(int from, const std::string& node_id, std::
       Deliver<Reply>(node, call, *shared_handle, what);
     });
   }
-  return kj::mv(paf.promise);
+  return promise;
 }
 
 std::string DescribeReply(const PrepareReply& r) {
   return std::string(r.promised ? "promised" : "refused") + " p=" + r.promised_ballot.ToString() +
-         " a=" + r.accepted_ballot.ToString() + (r.voting ? "" : " (not voting)");
+         " a=" + r.accepted_ballot.ToString() + (r.promised ? " " + DescribeValue(r.value) : "") +
+         (r.voting ? "" : " (not voting)");
 }
 std::string DescribeReply(const AcceptReply& r) {
   return std::string(r.accepted ? "accepted" : "refused") + " p=" + r.promised_ballot.ToString() +
          (r.voting ? "" : " (not voting)");
 }
 std::string DescribeReply(const ReadAcceptedReply& r) {
-  return "p=" + r.promised_ballot.ToString() + " a=" + r.accepted_ballot.ToString() +
-         (r.voting ? "" : " (not voting)");
+  return "p=" + r.promised_ballot.ToString() + " a=" + r.accepted_ballot.ToString() + " " +
+         DescribeValue(r.value) + (r.voting ? "" : " (not voting)");
 }
 
 template <typename Reply>
@@ -597,6 +634,7 @@ void Sim::Deliver(Node* node, std::shared_ptr<PendingCall<Reply>> call,
   // The reply may only leave once every write this node made before it is durable: its own,
   // and any it read (a reply reporting a write that a crash can still undo is a lie).
   uint64_t barrier = node->storage.LastSeq();
+  if (options_.unsafe_read_unsynced && std::is_same_v<Reply, ReadAcceptedReply>) barrier = 0;
   if (options_.unsafe_reply_before_durable || barrier <= node->storage.DurableSeq()) {
     SendReply(call, res.reply);
   } else {
@@ -911,7 +949,13 @@ bool Sim::PickOp(Client& c, KeyState** key, OpType* type) {
     *type = OpType::kRead;
   } else {
     int64_t roll = Uniform(0, 99);
-    *type = roll < 35 ? OpType::kRead : roll < 65 ? OpType::kWrite : OpType::kCas;
+    *type = roll < 35   ? OpType::kRead
+            : roll < 55 ? OpType::kWrite
+            : roll < 80 ? OpType::kCas
+                        : OpType::kUpdate;
+    if (*type == OpType::kUpdate && options_.client_kind != ClientKind::kProposer) {
+      *type = OpType::kCas;
+    }
   }
   return true;
 }
@@ -1096,6 +1140,51 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
               op.outcome = Classify(r.status(), what + ": cas");
             }
             Record(c, k, std::move(op));
+          });
+    }
+    case OpType::kUpdate: {
+      // A read-modify-write whose new payload depends on the current one: "<op>^<hash of
+      // current>". The change function remembers what it saw for each payload it produced, so
+      // the operation is recorded as the CAS that the returned payload implies.
+      ++result_.stats.updates;
+      op.kind = OpKind::kCas;
+      std::string id = NewValue(c);
+      auto produced = std::make_shared<std::map<std::string, std::optional<std::string>>>();
+      return c.proposer
+          ->Change(k.key,
+                   [id, produced](const std::optional<std::string>& current) {
+                     std::string payload = id + "^" + HashOf(current);
+                     (*produced)[payload] = current;
+                     return Decision::Write(payload);
+                   })
+          .then([this, &c, &k, op, produced, what](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = true;
+              op.value = r->payload;
+              c.last_seen[k.key] = r->payload;
+              auto it = r->payload ? produced->find(*r->payload) : produced->end();
+              if (it == produced->end()) {
+                result_.errors.push_back(what + ": update returned " + Quote(r->payload) +
+                                         ", which its change function never produced");
+              } else {
+                op.expected = it->second;
+              }
+              Record(c, k, std::move(op));
+              return;
+            }
+            op.outcome = Classify(r.status(), what + ": update");
+            if (op.outcome != OpOutcome::kUnknown || produced->empty()) {
+              Record(c, k, std::move(op));
+              return;
+            }
+            // Any one of the values it produced may take effect (at most one will).
+            for (const auto& [payload, current] : *produced) {
+              Operation each = op;
+              each.expected = current;
+              each.value = payload;
+              Record(c, k, std::move(each));
+            }
           });
     }
     case OpType::kCreate: {

@@ -12,8 +12,9 @@
 //    duplicates some (the acceptor processes the request twice; the caller's promise resolves
 //    once). A request to a node that is down is lost (the proposer's round timeout deals with
 //    it) or, sometimes, refused at once with Unavailable (like ECONNREFUSED).
-//  - Clients run random reads, writes, compare-and-sets and create-fresh operations on a few
-//    keys through one Proposer each, and record every operation for the linearizability checker.
+//  - Clients run random reads, writes, compare-and-sets, read-modify-writes and create-fresh
+//    operations on a few keys through one Proposer each, and record every operation for the
+//    linearizability checker.
 //  - Optionally the membership changes under load: {a,b,c} -> joint {a,b,c,d | a,b,c} ->
 //    rebalance -> {a,b,c,d} -> joint {b,c,d | a,b,c,d} -> rebalance -> {b,c,d}, clients
 //    switching one at a time at random points.
@@ -89,6 +90,7 @@ struct SimOptions {
   // Negative controls: each must make the checker find violations.
   ClientKind client_kind = ClientKind::kProposer;
   bool unsafe_reply_before_durable = false;    // acceptor replies before its write is synced
+  bool unsafe_read_unsynced = false;           // readAccepted reports writes not yet synced
   bool unsafe_wiped_node_votes = false;        // a wiped node comes back voting (no --rejoin)
   bool unsafe_fast_read_single_reply = false;  // ProposerOptions knob
   bool unsafe_ignore_joint_quorum = false;     // ProposerOptions knob
@@ -100,7 +102,8 @@ struct SimOptions {
 
 struct SimStats {
   int64_t ops = 0, ok = 0, failed = 0, unknown = 0;
-  int64_t reads = 0, writes = 0, cas = 0, cas_succeeded = 0, cas_mismatch = 0, creates = 0;
+  int64_t reads = 0, writes = 0, cas = 0, cas_succeeded = 0, cas_mismatch = 0, updates = 0;
+  int64_t creates = 0;
   int64_t rebalance_ops = 0;
   int64_t messages = 0, dropped = 0, duplicated = 0, refused = 0;
   int64_t crashes = 0, wipes = 0;

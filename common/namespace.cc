@@ -1,0 +1,1431 @@
+#include "common/namespace.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <chrono>
+#include <map>
+#include <random>
+#include <set>
+
+#include "common/placement.h"
+#include "common/record_key.h"
+
+namespace quorumfs {
+
+namespace {
+
+class SystemClock : public WallClock {
+ public:
+  int64_t NowNs() override {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
+Status Conflict(const std::string& why) { return Status(StatusCode::kConflict, why); }
+bool IsConflict(const Status& s) { return s.code() == StatusCode::kConflict; }
+
+// A change function: the current record (no foreign intent) -> the new record, nullopt to keep
+// it, or an error that aborts the change.
+using RecordFn = std::function<Result<std::optional<MetaRecord>>(const MetaRecord&)>;
+
+MetaRecord WithBody(RecordBody body) {
+  MetaRecord r;
+  r.body = std::move(body);
+  return r;
+}
+
+void RemoveBackPointer(Inode& inode, uint64_t parent, const std::string& name) {
+  auto it = std::find(inode.parents.begin(), inode.parents.end(), BackPointer{parent, name});
+  if (it != inode.parents.end()) inode.parents.erase(it);
+}
+
+}  // namespace
+
+WallClock& SystemWallClock() {
+  static SystemClock clock;
+  return clock;
+}
+
+Status ValidateName(const std::string& name) {
+  if (name.empty()) return Status(StatusCode::kNotFound, "empty name");
+  if (name.size() > kMaxNameSize) {
+    return Status(StatusCode::kNameTooLong, "name of " + std::to_string(name.size()) +
+                                                " bytes (max 255)");
+  }
+  if (name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
+    return InvalidArgument("name contains '/' or NUL");
+  }
+  if (name == "." || name == "..") return InvalidArgument("'.' and '..' are not entries");
+  return Status::Ok();
+}
+
+class Namespace::Impl {
+ public:
+  Impl(Proposer& proposer, InodeAllocator& allocator, RecordLister& lister, kj::Timer& timer,
+       WallClock& clock, const NamespaceOptions& options)
+      : proposer_(proposer),
+        allocator_(allocator),
+        lister_(lister),
+        timer_(timer),
+        clock_(clock),
+        o_(options),
+        fibers_(options.fiber_stack) {
+    std::random_device rd;
+    rng_.seed(options.client_id ? options.client_id * 0x9E3779B97F4A7C15ull
+                                : (static_cast<uint64_t>(rd()) << 32) ^ rd());
+  }
+
+  template <typename T>
+  kj::Promise<T> Run(std::function<T(kj::WaitScope&)> fn) {
+    return fibers_.startFiber([fn = std::move(fn)](kj::WaitScope& ws) { return fn(ws); });
+  }
+
+  uint64_t NewId() { return rng_() | 1; }
+  int64_t Now() { return clock_.NowNs(); }
+
+  void Backoff(kj::WaitScope& ws, int attempt) {
+    int64_t base = o_.busy_wait / kj::NANOSECONDS;
+    int64_t hi = std::min<int64_t>(base << std::min(attempt, 6), 100'000'000);
+    std::uniform_int_distribution<int64_t> d(base / 2, std::max(base, hi));
+    timer_.afterDelay(d(rng_) * kj::NANOSECONDS).wait(ws);
+  }
+
+  // ---- records -------------------------------------------------------------------------------
+
+  Result<MetaRecord> ReadRaw(kj::WaitScope& ws, const std::string& key) {
+    auto r = proposer_.Read(key).wait(ws);
+    if (!r.ok()) return r.status();
+    return MetaRecord::DecodeOptional(r->payload);
+  }
+
+  // A transaction's state as readers must take it; aborts it first if pending past its
+  // deadline and `abort_if_expired`.
+  Result<TxnState> TxnFate(kj::WaitScope& ws, uint64_t txn, bool abort_if_expired) {
+    QFS_ASSIGN_OR_RETURN(MetaRecord x, ReadRaw(ws, TxnKey(txn)));
+    const Txn* t = x.txn();
+    if (!t) {
+      // X is written before any intent and removed only after every intent is resolved.
+      return Internal("intent names transaction " + std::to_string(txn) + " with no record");
+    }
+    if (t->state != TxnState::kPending || !abort_if_expired || Now() <= t->deadline_ns) {
+      return t->state;
+    }
+    return SetTxnState(ws, txn, TxnState::kAborted);
+  }
+
+  // CAS X/txn from pending to `to`; returns the state it ends in (the other decision if someone
+  // decided first).
+  Result<TxnState> SetTxnState(kj::WaitScope& ws, uint64_t txn, TxnState to) {
+    for (int attempt = 0;; ++attempt) {
+      auto r = proposer_
+                   .Change(TxnKey(txn),
+                           [to](const std::optional<std::string>& payload) {
+                             auto rec = MetaRecord::DecodeOptional(payload);
+                             if (!rec.ok()) return Decision::Abort(rec.status());
+                             Txn* t = rec->txn();
+                             if (!t) return Decision::Abort(Internal("transaction record missing"));
+                             if (t->state != TxnState::kPending) return Decision::Keep();
+                             t->state = to;
+                             return Decision::Write(rec->Encode());
+                           })
+                   .wait(ws);
+      if (r.ok()) {
+        auto rec = MetaRecord::DecodeOptional(r->payload);
+        if (!rec.ok()) return rec.status();
+        return rec->txn()->state;
+      }
+      // The CAS is idempotent by state, so an unknown outcome is settled by trying again.
+      if (r.status().code() != StatusCode::kUnknownOutcome || attempt > 20) return r.status();
+    }
+  }
+
+  // Replaces an intent of `txn` by its outcome (committed: the intent's value).
+  Status ApplyIntent(kj::WaitScope& ws, const std::string& key, uint64_t txn, bool committed) {
+    for (int attempt = 0;; ++attempt) {
+      auto r = proposer_
+                   .Change(key,
+                           [txn, committed](const std::optional<std::string>& payload) {
+                             auto rec = MetaRecord::DecodeOptional(payload);
+                             if (!rec.ok()) return Decision::Abort(rec.status());
+                             if (!rec->intent || rec->intent->txn != txn) return Decision::Keep();
+                             if (committed) rec->body = std::move(rec->intent->value);
+                             rec->intent.reset();
+                             return Decision::Write(rec->Encode());
+                           })
+                   .wait(ws);
+      if (r.ok()) return Status::Ok();
+      if (r.status().code() != StatusCode::kUnknownOutcome || attempt > 20) return r.status();
+    }
+  }
+
+  // The body a reader sees: follows the intent if any.
+  Result<MetaRecord> ReadVisible(kj::WaitScope& ws, const std::string& key) {
+    QFS_ASSIGN_OR_RETURN(MetaRecord rec, ReadRaw(ws, key));
+    if (!rec.intent || o_.unsafe_read_ignores_intents) {
+      rec.intent.reset();
+      return rec;
+    }
+    QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, rec.intent->txn, true));
+    MetaRecord out;
+    out.body = fate == TxnState::kCommitted ? std::move(rec.intent->value) : std::move(rec.body);
+    return out;
+  }
+
+  Result<Inode> ReadInode(kj::WaitScope& ws, uint64_t ino) {
+    QFS_ASSIGN_OR_RETURN(MetaRecord rec, ReadVisible(ws, InodeKey(ino)));
+    if (!rec.inode()) return NotFound("no inode " + std::to_string(ino));
+    return *rec.inode();
+  }
+
+  // Resolves an intent of `txn` found on `key` by a plain change: applies or drops it once
+  // decided, waits while pending, aborts it past its deadline.
+  Status ResolveBlocking(kj::WaitScope& ws, const std::string& key, uint64_t txn, int attempt) {
+    QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, txn, true));
+    if (fate == TxnState::kPending) {
+      Backoff(ws, attempt);
+      return Status::Ok();
+    }
+    return ApplyIntent(ws, key, txn, fate == TxnState::kCommitted);
+  }
+
+  // A plain change: resolves any intent first, then applies fn. Unknown outcomes are retried
+  // (fn must be idempotent, e.g. through operation ids).
+  Result<MetaRecord> Change(kj::WaitScope& ws, const std::string& key, RecordFn fn) {
+    auto deadline = timer_.now() + o_.busy_timeout;
+    for (int attempt = 0;; ++attempt) {
+      uint64_t blocked = 0;
+      auto r = proposer_
+                   .Change(key,
+                           [&blocked, &fn](const std::optional<std::string>& payload) {
+                             blocked = 0;
+                             auto rec = MetaRecord::DecodeOptional(payload);
+                             if (!rec.ok()) return Decision::Abort(rec.status());
+                             if (rec->intent) {
+                               blocked = rec->intent->txn;
+                               return Decision::Keep();
+                             }
+                             auto next = fn(*rec);
+                             if (!next.ok()) return Decision::Abort(next.status());
+                             if (!*next) return Decision::Keep();
+                             return Decision::Write((*next)->Encode());
+                           })
+                   .wait(ws);
+      if (!r.ok()) {
+        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
+        return r.status();
+      }
+      if (blocked) {
+        if (timer_.now() > deadline) {
+          return Status(StatusCode::kBusy, DescribeKey(key) + " held by a pending transaction");
+        }
+        QFS_RETURN_IF_ERROR(ResolveBlocking(ws, key, blocked, attempt));
+        continue;
+      }
+      return MetaRecord::DecodeOptional(r->payload);
+    }
+  }
+
+  // ---- transactions --------------------------------------------------------------------------
+
+  struct TxnCtx {
+    Txn txn;
+    std::vector<std::string> attached;
+    bool holds_rename_lock = false;
+  };
+
+  Result<TxnCtx> BeginTxn(kj::WaitScope& ws, std::vector<std::string> participants) {
+    std::sort(participants.begin(), participants.end());
+    participants.erase(std::unique(participants.begin(), participants.end()), participants.end());
+    TxnCtx ctx;
+    ctx.txn.id = NewId();
+    ctx.txn.state = TxnState::kPending;
+    ctx.txn.created_ns = Now();
+    ctx.txn.deadline_ns = ctx.txn.created_ns + o_.txn_timeout_ns;
+    ctx.txn.participants = std::move(participants);
+    // The id is fresh and ours alone, so the first write may skip prepare.
+    auto r = proposer_.CreateFresh(TxnKey(ctx.txn.id), WithBody(ctx.txn).Encode()).wait(ws);
+    if (!r.ok()) return r.status();
+    return ctx;
+  }
+
+  bool Younger(const Txn& a, const Txn& b) {
+    return a.created_ns != b.created_ns ? a.created_ns > b.created_ns : a.id > b.id;
+  }
+
+  // Attaches this transaction's intent to `key`: fn computes the participant's new value from
+  // its current one. Conflict: this transaction is the younger one and must abort.
+  Status Attach(kj::WaitScope& ws, TxnCtx& ctx, const std::string& key, RecordFn fn) {
+    const uint64_t me = ctx.txn.id;
+    for (int attempt = 0;; ++attempt) {
+      uint64_t blocked = 0;
+      auto r = proposer_
+                   .Change(key,
+                           [&blocked, &fn, me](const std::optional<std::string>& payload) {
+                             blocked = 0;
+                             auto rec = MetaRecord::DecodeOptional(payload);
+                             if (!rec.ok()) return Decision::Abort(rec.status());
+                             if (rec->intent) {
+                               if (rec->intent->txn == me) return Decision::Keep();
+                               blocked = rec->intent->txn;
+                               return Decision::Keep();
+                             }
+                             auto next = fn(*rec);
+                             if (!next.ok()) return Decision::Abort(next.status());
+                             MetaRecord out = *rec;
+                             out.intent = Intent{me, *next ? (*next)->body : rec->body};
+                             return Decision::Write(out.Encode());
+                           })
+                   .wait(ws);
+      if (!r.ok()) {
+        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
+        return r.status();
+      }
+      if (!blocked) {
+        ctx.attached.push_back(key);
+        return Status::Ok();
+      }
+      QFS_ASSIGN_OR_RETURN(MetaRecord other_rec, ReadRaw(ws, TxnKey(blocked)));
+      const Txn* other = other_rec.txn();
+      if (!other) return Internal("intent names a transaction with no record");
+      TxnState fate = other->state;
+      if (fate == TxnState::kPending) {
+        if (Now() <= other->deadline_ns && Younger(ctx.txn, *other)) {
+          return Conflict("younger than transaction " + std::to_string(blocked));
+        }
+        QFS_ASSIGN_OR_RETURN(fate, SetTxnState(ws, blocked, TxnState::kAborted));
+      }
+      QFS_RETURN_IF_ERROR(ApplyIntent(ws, key, blocked, fate == TxnState::kCommitted));
+      if (attempt > 1000) return Status(StatusCode::kBusy, "attach kept meeting intents");
+    }
+  }
+
+  // Resolves this transaction's intents and releases its lock.
+  void Finish(kj::WaitScope& ws, TxnCtx& ctx, bool committed) {
+    for (const auto& key : ctx.attached) {
+      // Best effort; a failure leaves the intent for readers and fsck to resolve.
+      (void)ApplyIntent(ws, key, ctx.txn.id, committed);
+    }
+    if (ctx.holds_rename_lock) ReleaseRenameLock(ws, ctx.txn.id);
+  }
+
+  void Abort(kj::WaitScope& ws, TxnCtx& ctx) {
+    auto fate = SetTxnState(ws, ctx.txn.id, TxnState::kAborted);
+    bool committed = fate.ok() && *fate == TxnState::kCommitted;
+    Finish(ws, ctx, committed);
+  }
+
+  // Commits: the CAS of X from pending to committed. Conflict if someone aborted it first.
+  Status Commit(kj::WaitScope& ws, TxnCtx& ctx) {
+    QFS_ASSIGN_OR_RETURN(TxnState fate, SetTxnState(ws, ctx.txn.id, TxnState::kCommitted));
+    if (fate != TxnState::kCommitted) {
+      Finish(ws, ctx, false);
+      return Conflict("transaction aborted by another client");
+    }
+    Finish(ws, ctx, true);
+    return Status::Ok();
+  }
+
+  // Runs one transactional operation attempt after attempt while it loses conflicts.
+  Status RetryConflicts(kj::WaitScope& ws, std::function<Status(kj::WaitScope&)> attempt_fn) {
+    auto deadline = timer_.now() + o_.busy_timeout;
+    for (int attempt = 0;; ++attempt) {
+      Status s = attempt_fn(ws);
+      if (!IsConflict(s)) return s;
+      if (timer_.now() > deadline) return Status(StatusCode::kBusy, s.message());
+      Backoff(ws, attempt);
+    }
+  }
+
+  // ---- the rename lock -----------------------------------------------------------------------
+
+  Status AcquireRenameLock(kj::WaitScope& ws, TxnCtx& ctx) {
+    const std::string key = LockKey("rename");
+    for (int attempt = 0;; ++attempt) {
+      uint64_t holder = 0;
+      auto r = Change(ws, key, [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        holder = 0;
+        const Lock* l = rec.lock();
+        if (l && l->holder_txn != 0 && l->holder_txn != ctx.txn.id) {
+          holder = l->holder_txn;
+          return std::optional<MetaRecord>();
+        }
+        return std::optional<MetaRecord>(WithBody(Lock{ctx.txn.id, ctx.txn.deadline_ns}));
+      });
+      if (!r.ok()) return r.status();
+      if (!holder) {
+        ctx.holds_rename_lock = true;
+        return Status::Ok();
+      }
+      // The lock is as valid as its holder's transaction: decided or expired frees it.
+      QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, holder, true));
+      if (fate != TxnState::kPending) {
+        auto freed = Change(ws, key, [holder](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          const Lock* l = rec.lock();
+          if (!l || l->holder_txn != holder) return std::optional<MetaRecord>();
+          return std::optional<MetaRecord>(WithBody(Lock{}));
+        });
+        if (!freed.ok()) return freed.status();
+        continue;
+      }
+      if (Younger(ctx.txn, Txn{holder, TxnState::kPending, 0, 0, {}}) && attempt > 50) {
+        return Conflict("rename lock busy");
+      }
+      Backoff(ws, attempt);
+    }
+  }
+
+  void ReleaseRenameLock(kj::WaitScope& ws, uint64_t txn) {
+    (void)Change(ws, LockKey("rename"), [txn](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Lock* l = rec.lock();
+      if (!l || l->holder_txn != txn) return std::optional<MetaRecord>();
+      return std::optional<MetaRecord>(WithBody(Lock{}));
+    });
+  }
+
+  // ---- helpers for parent changes ------------------------------------------------------------
+
+  // Applies `apply` to a live directory's inode unless operation `op` already did.
+  RecordFn DirChange(uint64_t op, std::function<Status(Inode&)> apply) {
+    bool no_op_ids = o_.unsafe_parent_change_without_op_id;
+    return [op, apply, no_op_ids](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Inode* in = rec.inode();
+      if (!in) return NotFound("directory does not exist");
+      if (!in->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
+      if (!no_op_ids && in->HasOp(op)) return std::optional<MetaRecord>();
+      if (in->state != InodeState::kLive) return NotFound("directory is being removed");
+      MetaRecord out = rec;
+      Inode& d = *out.inode();
+      QFS_RETURN_IF_ERROR(apply(d));
+      d.RememberOp(op);
+      return std::optional<MetaRecord>(std::move(out));
+    };
+  }
+
+  // ---- operations ----------------------------------------------------------------------------
+
+  Result<Inode> DoEnsureRoot(kj::WaitScope& ws, uint32_t mode, uint32_t uid, uint32_t gid) {
+    int64_t now = Now();
+    auto r = Change(ws, InodeKey(kRootIno), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      if (rec.inode()) return std::optional<MetaRecord>();
+      Inode root;
+      root.ino = kRootIno;
+      root.type = FileType::kDirectory;
+      root.mode = mode & 07777;
+      root.uid = uid;
+      root.gid = gid;
+      root.nlink = 2;
+      root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = now;
+      root.parents.push_back(BackPointer{kRootIno, ""});
+      return std::optional<MetaRecord>(WithBody(root));
+    });
+    if (!r.ok()) return r.status();
+    return *r->inode();
+  }
+
+  Result<Inode> DoLookup(kj::WaitScope& ws, uint64_t parent, const std::string& name) {
+    if (name.size() > kMaxNameSize) return Status(StatusCode::kNameTooLong, "name over 255 bytes");
+    if (name == ".") return DoGetAttr(ws, parent);
+    if (name == "..") {
+      QFS_ASSIGN_OR_RETURN(Inode dir, ReadInode(ws, parent));
+      if (dir.parents.empty()) return NotFound("directory has no parent");
+      return DoGetAttr(ws, dir.parents.front().parent);
+    }
+    QFS_RETURN_IF_ERROR(ValidateName(name));
+    QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
+    if (!e.entry()) {
+      // Distinguish ENOTDIR for a lookup under a non-directory.
+      auto p = ReadInode(ws, parent);
+      if (p.ok() && !p->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
+      return NotFound(name + ": no such entry");
+    }
+    return ReadInode(ws, e.entry()->ino);
+  }
+
+  Result<Inode> DoGetAttr(kj::WaitScope& ws, uint64_t ino) { return ReadInode(ws, ino); }
+
+  Result<Inode> DoSetAttr(kj::WaitScope& ws, uint64_t ino, const SetAttrRequest& req) {
+    int64_t now = Now();
+    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Inode* cur = rec.inode();
+      if (!cur) return NotFound("no inode " + std::to_string(ino));
+      MetaRecord out = rec;
+      Inode& in = *out.inode();
+      bool changed = false;
+      if (req.mode) {
+        in.mode = *req.mode & 07777;
+        changed = true;
+      }
+      if ((req.uid && *req.uid != in.uid) || (req.gid && *req.gid != in.gid)) {
+        // As ext4 (Linux since 2.2.13, root included): chown clears setuid, and setgid when the
+        // group-execute bit is set, on anything but a directory.
+        if (!in.is_dir() && !req.mode) {
+          in.mode &= ~static_cast<uint32_t>(S_ISUID);
+          if (in.mode & S_IXGRP) in.mode &= ~static_cast<uint32_t>(S_ISGID);
+        }
+      }
+      if (req.uid) in.uid = *req.uid, changed = true;
+      if (req.gid) in.gid = *req.gid, changed = true;
+      if (req.size) {
+        if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
+        if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
+        TruncateLayout(in, *req.size);
+        in.size = *req.size;
+        in.mtime_ns = now;
+        changed = true;
+      }
+      if (req.atime_ns) in.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns, changed = true;
+      if (req.mtime_ns) in.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns, changed = true;
+      if (changed) in.ctime_ns = req.ctime_ns ? *req.ctime_ns : now;
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    if (!r.ok()) return r.status();
+    return *r->inode();
+  }
+
+  static void TruncateLayout(Inode& in, uint64_t size) {
+    if (in.chunk_size == 0) return;
+    uint64_t cs = in.chunk_size;
+    uint64_t keep = (size + cs - 1) / cs;
+    if (in.slots.size() > keep) in.slots.resize(keep);
+    if (!in.slots.empty() && size % cs != 0 && in.slots.size() == keep) {
+      Slot& last = in.slots.back();
+      uint32_t max_len = static_cast<uint32_t>(size % cs);
+      if (last.length > max_len) last.length = max_len;
+    }
+  }
+
+  Result<Inode> DoCreate(kj::WaitScope& ws, uint64_t parent, const std::string& name,
+                         const CreateRequest& req) {
+    QFS_RETURN_IF_ERROR(ValidateName(name));
+    if (req.type == FileType::kNone) return InvalidArgument("no file type");
+    if (req.type == FileType::kSymlink && req.symlink_target.empty()) {
+      return NotFound("empty symlink target");  // ENOENT, as symlink(2)
+    }
+    if (req.type == FileType::kSymlink && req.symlink_target.size() > kMaxSymlinkSize) {
+      return Status(StatusCode::kNameTooLong, "symlink target must be 1..4095 bytes");
+    }
+    // Cheap pre-checks so the common EEXIST/ENOENT do not allocate or write anything.
+    QFS_ASSIGN_OR_RETURN(Inode p, ReadInode(ws, parent));
+    if (!p.is_dir()) return Status(StatusCode::kNotDirectory, "parent is not a directory");
+    if (p.state != InodeState::kLive) return NotFound("parent directory is being removed");
+    QFS_ASSIGN_OR_RETURN(MetaRecord existing, ReadVisible(ws, DirEntryKey(parent, name)));
+    if (existing.entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
+
+    // A block CAS whose outcome is unknown at worst wastes a block, so it is simply retried
+    // (many clients taking their first block at once overflow the proposer's window).
+    auto ino_r = allocator_.Allocate().wait(ws);
+    for (int attempt = 0; !ino_r.ok() && attempt < 10 &&
+                          ino_r.status().code() == StatusCode::kUnknownOutcome;
+         ++attempt) {
+      Backoff(ws, attempt);
+      ino_r = allocator_.Allocate().wait(ws);
+    }
+    if (!ino_r.ok()) return ino_r.status();
+    const uint64_t ino = *ino_r;
+    const uint64_t op = NewId();
+    const bool is_dir = req.type == FileType::kDirectory;
+    int64_t now = Now();
+    Inode inode;
+    inode.ino = ino;
+    inode.type = req.type;
+    inode.mode = req.type == FileType::kSymlink ? 0777 : (req.mode & 07777);
+    inode.uid = req.uid;
+    inode.gid = req.gid;
+    inode.rdev = req.rdev;
+    inode.nlink = is_dir ? 2 : 1;
+    inode.atime_ns = inode.mtime_ns = inode.ctime_ns = inode.btime_ns = now;
+    inode.symlink_target = req.symlink_target;
+    inode.size = req.symlink_target.size();
+    inode.chunk_size = req.type == FileType::kRegular ? o_.default_chunk_size : 0;
+    inode.parents.push_back(BackPointer{parent, name});
+    inode.birth_deadline_ns = now + o_.birth_grace_ns;
+    if (p.mode & S_ISGID) {  // BSD group semantics of a setgid directory, as ext4
+      inode.gid = p.gid;
+      if (is_dir) inode.mode |= S_ISGID;
+    }
+
+    // Round 1: the inode (skip-prepare, once) beside the parent's change.
+    auto inode_write = proposer_.CreateFresh(InodeKey(ino), WithBody(inode).Encode());
+    Result<MetaRecord> parent_r = MetaRecord{};
+    if (!o_.unsafe_create_skips_parent_change) {
+      parent_r = Change(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
+        if (is_dir && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
+        d.entry_count += 1;
+        if (is_dir) d.nlink += 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      }));
+    }
+    auto inode_r = inode_write.wait(ws);
+    if (!parent_r.ok() || !inode_r.ok()) {
+      Status why = !parent_r.ok() ? parent_r.status() : inode_r.status();
+      if (parent_r.ok() && !o_.unsafe_create_skips_parent_change) UndoParentAdd(ws, parent, is_dir, now);
+      if (inode_r.ok()) MarkDying(ws, ino);
+      return why;
+    }
+    // Round 2: the entry, absent -> present (the O_EXCL point).
+    auto entry_r = Change(ws, DirEntryKey(parent, name), [ino, &req](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      if (const DirEntry* e = rec.entry()) {
+        if (e->ino == ino) return std::optional<MetaRecord>();  // ours, from a retried change
+        return Status(StatusCode::kAlreadyExists, "entry exists");
+      }
+      return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
+    });
+    if (!entry_r.ok()) {
+      // An unknown outcome may yet name the inode: undoing would leave an entry naming a dying
+      // inode and a count too low. Leave both for fsck (the count high, the inode adoptable).
+      if (entry_r.status().code() == StatusCode::kUnknownOutcome) return entry_r.status();
+      if (!o_.unsafe_create_skips_parent_change) UndoParentAdd(ws, parent, is_dir, now);
+      MarkDying(ws, ino);
+      return entry_r.status();
+    }
+    // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
+    if (Now() > inode.birth_deadline_ns - o_.clock_skew_ns) {
+      auto now_inode = ReadInode(ws, ino);
+      if (now_inode.ok() && !(now_inode->parents.size() == 1 &&
+                              now_inode->parents[0] == BackPointer{parent, name})) {
+        (void)Change(ws, DirEntryKey(parent, name), [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          if (!rec.entry() || rec.entry()->ino != ino) return std::optional<MetaRecord>();
+          return std::optional<MetaRecord>(MetaRecord{});
+        });
+        UndoParentAdd(ws, parent, is_dir, now);
+        return Conflict("inode adopted by fsck during a slow create");
+      }
+    }
+    return inode;
+  }
+
+  void UndoParentAdd(kj::WaitScope& ws, uint64_t parent, bool is_dir, int64_t now) {
+    (void)Change(ws, InodeKey(parent), DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
+      if (d.entry_count > 0) d.entry_count -= 1;
+      if (is_dir && d.nlink > 2) d.nlink -= 1;
+      d.ctime_ns = now;
+      return Status::Ok();
+    }));
+  }
+
+  void MarkDying(kj::WaitScope& ws, uint64_t ino) {
+    (void)Change(ws, InodeKey(ino), [](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      if (!rec.inode()) return std::optional<MetaRecord>();
+      MetaRecord out = rec;
+      out.inode()->state = InodeState::kDying;
+      out.inode()->nlink = 0;
+      out.inode()->parents.clear();
+      return std::optional<MetaRecord>(std::move(out));
+    });
+  }
+
+  Result<std::string> DoReadLink(kj::WaitScope& ws, uint64_t ino) {
+    QFS_ASSIGN_OR_RETURN(Inode in, ReadInode(ws, ino));
+    if (in.type != FileType::kSymlink) return InvalidArgument("not a symlink");
+    return in.symlink_target;
+  }
+
+  // The file-side change of removing entry (parent, name): nlink - 1, back-pointer gone; at 0
+  // dying, or unlinked-open under the caller's lease.
+  RecordFn DropLink(uint64_t op, uint64_t parent, const std::string& name, int64_t now,
+                    bool held_open, uint64_t holder, bool whole_dir) {
+    int64_t lease_until = now + o_.lease_ns;
+    return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Inode* cur = rec.inode();
+      if (!cur || cur->HasOp(op)) return std::optional<MetaRecord>();
+      MetaRecord out = rec;
+      Inode& in = *out.inode();
+      RemoveBackPointer(in, parent, name);
+      if (whole_dir) {
+        in.nlink = 0;
+      } else if (in.nlink > 0) {
+        in.nlink -= 1;
+      }
+      in.ctime_ns = now;
+      if (in.nlink == 0) {
+        if (held_open && !whole_dir) {
+          in.state = InodeState::kUnlinkedOpen;
+          in.lease_until_ns = lease_until;
+          in.lease_holder = holder;
+        } else {
+          in.state = InodeState::kDying;
+        }
+      }
+      in.RememberOp(op);
+      return std::optional<MetaRecord>(std::move(out));
+    };
+  }
+
+  Status DoUnlink(kj::WaitScope& ws, uint64_t parent, const std::string& name, bool held_open,
+                  uint64_t holder) {
+    QFS_RETURN_IF_ERROR(ValidateName(name));
+    return RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
+      QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
+      if (!e.entry()) return NotFound(name + ": no such entry");
+      DirEntry entry = *e.entry();
+      if (entry.type == FileType::kDirectory) return Status(StatusCode::kIsDirectory, "is a directory");
+      QFS_ASSIGN_OR_RETURN(Inode target, ReadInode(ws, entry.ino));
+      const uint64_t op = NewId();
+      int64_t now = Now();
+      auto parent_fn = DirChange(op, [now](Inode& d) -> Status {
+        if (d.entry_count > 0) d.entry_count -= 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      });
+      auto entry_fn = [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
+        return std::optional<MetaRecord>(MetaRecord{});
+      };
+      auto inode_fn = DropLink(op, parent, name, now, held_open, holder, false);
+      if (target.nlink > 1) {
+        // Other links remain: one transaction, so the count never disagrees with the entries.
+        QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(parent, name), InodeKey(parent),
+                                                       InodeKey(entry.ino)}));
+        std::map<std::string, RecordFn> fns = {{DirEntryKey(parent, name), entry_fn},
+                                               {InodeKey(parent), parent_fn},
+                                               {InodeKey(entry.ino), inode_fn}};
+        for (const auto& key : ctx.txn.participants) {
+          Status s = Attach(ws, ctx, key, fns[key]);
+          if (!s.ok()) {
+            Abort(ws, ctx);
+            return s;
+          }
+        }
+        return Commit(ws, ctx);
+      }
+      // Last link: the entry's tombstone is the linearization point; then the counts.
+      auto tomb = Change(ws, DirEntryKey(parent, name), entry_fn);
+      if (!tomb.ok()) return tomb.status();
+      auto p = Change(ws, InodeKey(parent), parent_fn);
+      auto i = Change(ws, InodeKey(entry.ino), inode_fn);
+      (void)p;  // a failure leaves the count high, which fsck repairs; never too low
+      (void)i;
+      return Status::Ok();
+    });
+  }
+
+  Status DoRmdir(kj::WaitScope& ws, uint64_t parent, const std::string& name) {
+    if (name == ".") return InvalidArgument("rmdir of '.'");
+    if (name == "..") return Status(StatusCode::kNotEmpty, "rmdir of '..'");
+    QFS_RETURN_IF_ERROR(ValidateName(name));
+    return RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
+      QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
+      if (!e.entry()) return NotFound(name + ": no such entry");
+      DirEntry entry = *e.entry();
+      if (entry.type != FileType::kDirectory) return Status(StatusCode::kNotDirectory, "not a directory");
+      const uint64_t dir = entry.ino;
+      if (dir == kRootIno) return Status(StatusCode::kBusy, "rmdir of the root");
+      const uint64_t op = NewId();
+      int64_t now = Now();
+      std::map<std::string, RecordFn> fns;
+      fns[DirEntryKey(parent, name)] = [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
+        return std::optional<MetaRecord>(MetaRecord{});
+      };
+      fns[InodeKey(parent)] = DirChange(op, [now](Inode& d) -> Status {
+        if (d.entry_count > 0) d.entry_count -= 1;
+        if (d.nlink > 2) d.nlink -= 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      });
+      // The dying mark: requires an empty directory and stops every later entry-adding change.
+      fns[InodeKey(dir)] = [now, parent, name](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        const Inode* d = rec.inode();
+        if (!d || !d->is_dir()) return Conflict("directory changed");
+        if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "directory not empty");
+        MetaRecord out = rec;
+        out.inode()->state = InodeState::kDying;
+        out.inode()->nlink = 0;
+        out.inode()->ctime_ns = now;
+        RemoveBackPointer(*out.inode(), parent, name);
+        return std::optional<MetaRecord>(std::move(out));
+      };
+      std::vector<std::string> keys = {DirEntryKey(parent, name), InodeKey(parent)};
+      if (!o_.unsafe_rmdir_without_dying_mark) keys.push_back(InodeKey(dir));
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, keys));
+      for (const auto& key : ctx.txn.participants) {
+        Status s = Attach(ws, ctx, key, fns[key]);
+        if (!s.ok()) {
+          Abort(ws, ctx);
+          return s;
+        }
+      }
+      if (o_.unsafe_rmdir_without_dying_mark) {
+        // Negative control: only look at the count, with no mark stopping concurrent creates.
+        auto d = ReadInode(ws, dir);
+        if (!d.ok() || d->entry_count != 0) {
+          Abort(ws, ctx);
+          return d.ok() ? Status(StatusCode::kNotEmpty, "directory not empty") : d.status();
+        }
+      }
+      // The scan: no live entry and no entry with an intent (counts may run high after a
+      // crash, never low, but check the entries themselves).
+      Status empty = CheckEmpty(ws, dir);
+      if (!empty.ok()) {
+        Abort(ws, ctx);
+        return empty;
+      }
+      return Commit(ws, ctx);
+    });
+  }
+
+  Status CheckEmpty(kj::WaitScope& ws, uint64_t dir) {
+    std::string prefix = DirEntryPrefix(dir);
+    std::string after;
+    for (;;) {
+      auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
+      if (!keys.ok()) return keys.status();
+      for (const auto& key : *keys) {
+        QFS_ASSIGN_OR_RETURN(MetaRecord raw, ReadRaw(ws, key));
+        if (raw.intent || raw.entry()) return Status(StatusCode::kNotEmpty, "directory not empty");
+      }
+      if (keys->size() < 256) return Status::Ok();
+      after = keys->back();
+    }
+  }
+
+  Result<Inode> DoLink(kj::WaitScope& ws, uint64_t ino, uint64_t new_parent, const std::string& new_name) {
+    QFS_RETURN_IF_ERROR(ValidateName(new_name));
+    Inode result;
+    Status s = RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
+      QFS_ASSIGN_OR_RETURN(Inode target, ReadInode(ws, ino));
+      if (target.is_dir()) return Status(StatusCode::kNotPermitted, "hard link to a directory");
+      if (target.state != InodeState::kLive || target.nlink == 0) return NotFound("inode is unlinked");
+      if (target.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "too many links");
+      // The new parent must be a directory (types never change). Checked here because a
+      // non-directory parent that is the target itself would share its I/ key with it.
+      QFS_ASSIGN_OR_RETURN(Inode np, ReadInode(ws, new_parent));
+      if (!np.is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
+      QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(new_parent, new_name)));
+      if (e.entry()) return Status(StatusCode::kAlreadyExists, new_name + " exists");
+      const uint64_t op = NewId();
+      int64_t now = Now();
+      std::map<std::string, RecordFn> fns;
+      FileType type = target.type;
+      fns[DirEntryKey(new_parent, new_name)] = [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (rec.entry()) return Status(StatusCode::kAlreadyExists, "entry exists");
+        return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
+      };
+      fns[InodeKey(new_parent)] = DirChange(op, [now](Inode& d) -> Status {
+        d.entry_count += 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      });
+      fns[InodeKey(ino)] = [new_parent, new_name, now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        const Inode* in = rec.inode();
+        if (!in || in->state != InodeState::kLive || in->nlink == 0) return NotFound("inode is unlinked");
+        if (in->nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "too many links");
+        MetaRecord out = rec;
+        out.inode()->nlink += 1;
+        out.inode()->parents.push_back(BackPointer{new_parent, new_name});
+        out.inode()->ctime_ns = now;
+        return std::optional<MetaRecord>(std::move(out));
+      };
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(new_parent, new_name),
+                                                     InodeKey(new_parent), InodeKey(ino)}));
+      for (const auto& key : ctx.txn.participants) {
+        Status st = Attach(ws, ctx, key, fns[key]);
+        if (!st.ok()) {
+          Abort(ws, ctx);
+          return st;
+        }
+      }
+      return Commit(ws, ctx);
+    });
+    if (!s.ok()) return s;
+    return ReadInode(ws, ino);
+  }
+
+  // True if `dir` is `ancestor` or inside it (reads follow intents).
+  Result<bool> IsInside(kj::WaitScope& ws, uint64_t dir, uint64_t ancestor) {
+    std::set<uint64_t> seen;
+    for (uint64_t cur = dir;;) {
+      if (cur == ancestor) return true;
+      if (cur == kRootIno) return false;
+      if (!seen.insert(cur).second) return Status(StatusCode::kLoop, "directory cycle");
+      QFS_ASSIGN_OR_RETURN(Inode in, ReadInode(ws, cur));
+      if (in.parents.empty()) return false;
+      cur = in.parents.front().parent;
+    }
+  }
+
+  Status DoRename(kj::WaitScope& ws, uint64_t p1, const std::string& n1, uint64_t p2,
+                  const std::string& n2, uint32_t flags) {
+    QFS_RETURN_IF_ERROR(ValidateName(n1));
+    QFS_RETURN_IF_ERROR(ValidateName(n2));
+    if ((flags & kRenameNoReplace) && (flags & kRenameExchange)) return InvalidArgument("flags");
+    return RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
+      QFS_ASSIGN_OR_RETURN(MetaRecord se, ReadVisible(ws, DirEntryKey(p1, n1)));
+      if (!se.entry()) return NotFound(n1 + ": no such entry");
+      const DirEntry src = *se.entry();
+      QFS_ASSIGN_OR_RETURN(MetaRecord de, ReadVisible(ws, DirEntryKey(p2, n2)));
+      std::optional<DirEntry> dst;
+      if (de.entry()) dst = *de.entry();
+      if (p1 == p2 && n1 == n2) return dst ? Status::Ok() : NotFound("no such entry");
+      if ((flags & kRenameNoReplace) && dst) return Status(StatusCode::kAlreadyExists, n2 + " exists");
+      if ((flags & kRenameExchange) && !dst) return NotFound(n2 + ": no such entry");
+      const bool exchange = flags & kRenameExchange;
+      const bool src_dir = src.type == FileType::kDirectory;
+      const bool dst_dir = dst && dst->type == FileType::kDirectory;
+      if (dst && dst->ino == src.ino) return Status::Ok();  // two links to one inode: no-op
+      if (dst && !exchange) {
+        if (src_dir && !dst_dir) return Status(StatusCode::kNotDirectory, "target is not a directory");
+        if (!src_dir && dst_dir) return Status(StatusCode::kIsDirectory, "target is a directory");
+      }
+      QFS_ASSIGN_OR_RETURN(Inode np, ReadInode(ws, p2));
+      if (!np.is_dir()) return Status(StatusCode::kNotDirectory, "target parent is not a directory");
+      const bool moves_dir = (src_dir || (exchange && dst_dir)) && p1 != p2;
+
+      std::vector<std::string> keys = {DirEntryKey(p1, n1), DirEntryKey(p2, n2), InodeKey(p1),
+                                       InodeKey(p2), InodeKey(src.ino)};
+      if (dst) keys.push_back(InodeKey(dst->ino));
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, keys));
+      auto fail = [&](Status s) {
+        Abort(ws, ctx);
+        return s;
+      };
+      if (moves_dir) {
+        if (!o_.unsafe_move_without_rename_lock) {
+          Status l = AcquireRenameLock(ws, ctx);
+          if (!l.ok()) return fail(l);
+        }
+        // Under the lock no other directory move runs, so these reads stay true until commit.
+        if (src_dir) {
+          auto inside = IsInside(ws, p2, src.ino);
+          if (!inside.ok()) return fail(inside.status());
+          if (*inside) return fail(InvalidArgument("cannot move a directory into itself"));
+        }
+        if (exchange && dst_dir) {
+          auto inside = IsInside(ws, p1, dst->ino);
+          if (!inside.ok()) return fail(inside.status());
+          if (*inside) return fail(InvalidArgument("cannot move a directory into itself"));
+        }
+      }
+      const uint64_t op = NewId();
+      int64_t now = Now();
+      std::map<std::string, RecordFn> fns;
+      fns[DirEntryKey(p1, n1)] = [src, dst, exchange](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (!rec.entry() || !(*rec.entry() == src)) return Conflict("source changed");
+        if (exchange) return std::optional<MetaRecord>(WithBody(*dst));
+        return std::optional<MetaRecord>(MetaRecord{});
+      };
+      fns[DirEntryKey(p2, n2)] = [src, dst](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        std::optional<DirEntry> now_dst;
+        if (rec.entry()) now_dst = *rec.entry();
+        if (now_dst.has_value() != dst.has_value() || (now_dst && !(*now_dst == *dst))) return Conflict("target changed");
+        return std::optional<MetaRecord>(WithBody(src));
+      };
+      // Parent counts: entries and subdirectory links moving between p1 and p2.
+      int64_t d1_count = 0, d2_count = 0, d1_links = 0, d2_links = 0;
+      if (!exchange) {
+        d1_count -= 1;
+        if (!dst) d2_count += 1;
+        if (src_dir) d1_links -= 1, d2_links += 1;
+        if (dst_dir) d2_links -= 1;
+      } else {
+        if (src_dir) d1_links -= 1, d2_links += 1;
+        if (dst_dir) d2_links -= 1, d1_links += 1;
+      }
+      if (p1 == p2) {
+        fns[InodeKey(p1)] = DirChange(op, [=](Inode& d) -> Status {
+          d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count + d2_count);
+          d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links + d2_links);
+          d.mtime_ns = d.ctime_ns = now;
+          return Status::Ok();
+        });
+      } else {
+        fns[InodeKey(p1)] = DirChange(op, [=](Inode& d) -> Status {
+          d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count);
+          d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links);
+          d.mtime_ns = d.ctime_ns = now;
+          return Status::Ok();
+        });
+        fns[InodeKey(p2)] = DirChange(op, [=](Inode& d) -> Status {
+          if (d2_links > 0 && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
+          d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d2_count);
+          d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d2_links);
+          d.mtime_ns = d.ctime_ns = now;
+          return Status::Ok();
+        });
+      }
+      auto move_inode = [now](uint64_t from_p, std::string from_n, uint64_t to_p, std::string to_n) {
+        return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          if (!rec.inode()) return Conflict("inode vanished");
+          MetaRecord out = rec;
+          RemoveBackPointer(*out.inode(), from_p, from_n);
+          out.inode()->parents.push_back(BackPointer{to_p, to_n});
+          out.inode()->ctime_ns = now;
+          return std::optional<MetaRecord>(std::move(out));
+        };
+      };
+      fns[InodeKey(src.ino)] = move_inode(p1, n1, p2, n2);
+      if (dst && exchange) {
+        fns[InodeKey(dst->ino)] = move_inode(p2, n2, p1, n1);
+      } else if (dst) {
+        if (dst_dir) {
+          fns[InodeKey(dst->ino)] = [now, p2, n2](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+            const Inode* d = rec.inode();
+            if (!d) return Conflict("target vanished");
+            if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "target directory not empty");
+            MetaRecord out = rec;
+            out.inode()->state = InodeState::kDying;
+            out.inode()->nlink = 0;
+            out.inode()->ctime_ns = now;
+            RemoveBackPointer(*out.inode(), p2, n2);
+            return std::optional<MetaRecord>(std::move(out));
+          };
+        } else {
+          fns[InodeKey(dst->ino)] = DropLink(op, p2, n2, now, false, 0, false);
+        }
+      }
+      for (const auto& key : ctx.txn.participants) {
+        Status st = Attach(ws, ctx, key, fns[key]);
+        if (!st.ok()) return fail(st);
+      }
+      if (dst_dir && !exchange) {
+        Status empty = CheckEmpty(ws, dst->ino);
+        if (!empty.ok()) return fail(empty);
+      }
+      return Commit(ws, ctx);
+    });
+  }
+
+  Result<DirListing> DoReadDir(kj::WaitScope& ws, uint64_t dir, uint64_t offset, uint32_t limit) {
+    QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
+    if (!d.is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
+    DirListing out;
+    // Offsets are (name hash >> 1) + 3: positive as an off_t, and 0..2 stay free for the
+    // caller's start, "." and "..". Entries after `offset` have hash >= (offset - 2) << 1.
+    std::string prefix = DirEntryPrefix(dir);
+    std::string after;
+    if (offset >= 3) {
+      uint64_t next = offset - 3 + 1;
+      if (next >= (uint64_t{1} << 63)) {
+        out.end = true;
+        return out;
+      }
+      after = prefix + EncodeU64(next << 1);
+    }
+    while (out.entries.size() < limit) {
+      auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, limit).wait(ws);
+      if (!keys.ok()) return keys.status();
+      // Read every key of the page at once.
+      std::vector<kj::Promise<Result<RecordValue>>> reads;
+      for (const auto& key : *keys) reads.push_back(proposer_.Read(key));
+      for (size_t i = 0; i < keys->size(); ++i) {
+        auto r = reads[i].wait(ws);
+        if (!r.ok()) return r.status();
+        QFS_ASSIGN_OR_RETURN(MetaRecord rec, MetaRecord::DecodeOptional(r->payload));
+        const std::string& key = (*keys)[i];
+        if (rec.intent && !o_.unsafe_read_ignores_intents) {
+          QFS_ASSIGN_OR_RETURN(rec, ReadVisible(ws, key));
+        }
+        if (const DirEntry* e = rec.entry()) {
+          DirListing::Entry entry;
+          entry.name = key.substr(prefix.size() + 9);
+          entry.ino = e->ino;
+          entry.type = e->type;
+          entry.offset = (DecodeU64(std::string_view(key).substr(prefix.size(), 8)) >> 1) + 3;
+          out.entries.push_back(std::move(entry));
+          if (out.entries.size() >= limit) {
+            // Do not split one hash across pages (the offset is the hash).
+            return out;
+          }
+        }
+      }
+      if (keys->size() < limit) {
+        out.end = true;
+        return out;
+      }
+      after = keys->back();
+    }
+    return out;
+  }
+
+  static Status ValidateXattrName(const std::string& name) {
+    if (name.empty() || name.size() > kMaxXattrNameSize) {
+      return Status(StatusCode::kRange, "xattr name must be 1..255 bytes");
+    }
+    for (const char* ns : {"user.", "trusted.", "security.", "system."}) {
+      if (name.rfind(ns, 0) == 0 && name.size() > std::strlen(ns)) return Status::Ok();
+    }
+    return Status(StatusCode::kNotSupported, "xattr namespace not supported");
+  }
+
+  Result<std::string> DoGetXattr(kj::WaitScope& ws, uint64_t ino, const std::string& name) {
+    QFS_RETURN_IF_ERROR(ValidateXattrName(name));
+    QFS_ASSIGN_OR_RETURN(Inode in, ReadInode(ws, ino));
+    for (const auto& x : in.xattrs) {
+      if (x.name == name) return x.value;
+    }
+    return Status(StatusCode::kNoData, "no such attribute");
+  }
+
+  Status DoSetXattr(kj::WaitScope& ws, uint64_t ino, const std::string& name,
+                    const std::string& value, uint32_t flags, bool remove) {
+    QFS_RETURN_IF_ERROR(ValidateXattrName(name));
+    if (value.size() > kMaxXattrValueSize) return Status(StatusCode::kTooLarge, "xattr value over 64 KiB");
+    int64_t now = Now();
+    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      if (!rec.inode()) return NotFound("no inode");
+      MetaRecord out = rec;
+      auto& xs = out.inode()->xattrs;
+      auto it = std::find_if(xs.begin(), xs.end(), [&](const Xattr& x) { return x.name == name; });
+      if (remove) {
+        if (it == xs.end()) return Status(StatusCode::kNoData, "no such attribute");
+        xs.erase(it);
+      } else {
+        if (it != xs.end() && (flags & kXattrCreate)) return Status(StatusCode::kAlreadyExists, "attribute exists");
+        if (it == xs.end() && (flags & kXattrReplace)) return Status(StatusCode::kNoData, "no such attribute");
+        size_t total = name.size() + value.size();
+        for (const auto& x : xs) {
+          if (x.name != name) total += x.name.size() + x.value.size();
+        }
+        if (total > kMaxXattrTotalSize) return Status(StatusCode::kNoSpace, "xattrs over 256 KiB");
+        if (it != xs.end()) {
+          it->value = value;
+        } else {
+          xs.push_back(Xattr{name, value});
+        }
+      }
+      out.inode()->ctime_ns = now;
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  Result<Inode> DoPublish(kj::WaitScope& ws, uint64_t ino, const LayoutUpdate& u,
+                          std::shared_ptr<LayoutConflict> conflict) {
+    int64_t now = Now();
+    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      conflict->current.clear();
+      const Inode* cur = rec.inode();
+      if (!cur) return NotFound("no inode");
+      if (cur->type != FileType::kRegular) return InvalidArgument("not a regular file");
+      MetaRecord out = rec;
+      Inode& in = *out.inode();
+      if (u.truncated_to) {
+        TruncateLayout(in, *u.truncated_to);
+        in.size = *u.truncated_to;
+      }
+      for (const auto& c : u.slots) {
+        Slot now_slot = c.index < in.slots.size() ? in.slots[c.index] : Slot{};
+        if (!(now_slot == c.base) && !u.truncated_to) {
+          conflict->current.emplace_back(c.index, now_slot);
+        }
+      }
+      if (!conflict->current.empty()) return Conflict("slots changed underneath the writer");
+      for (const auto& c : u.slots) {
+        if (in.slots.size() <= c.index) in.slots.resize(c.index + 1);
+        in.slots[c.index] = c.updated;
+      }
+      in.size = std::max(in.size, u.written_end);
+      if (u.truncated_to && u.written_end < *u.truncated_to) in.size = *u.truncated_to;
+      if (u.touch_mtime) in.mtime_ns = in.ctime_ns = now;
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    if (!r.ok()) return r.status();
+    return *r->inode();
+  }
+
+  Status DoLease(kj::WaitScope& ws, uint64_t ino, uint64_t holder, bool release) {
+    int64_t until = Now() + o_.lease_ns;
+    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Inode* in = rec.inode();
+      if (!in || in->state != InodeState::kUnlinkedOpen || in->lease_holder != holder) {
+        return std::optional<MetaRecord>();
+      }
+      MetaRecord out = rec;
+      if (release) {
+        out.inode()->state = InodeState::kDying;
+      } else {
+        out.inode()->lease_until_ns = until;
+      }
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  // ---- repair core ---------------------------------------------------------------------------
+
+  Result<int> DoResolveTransactions(kj::WaitScope& ws) {
+    int touched = 0;
+    std::string after;
+    for (;;) {
+      auto keys = lister_.ListKeys("", "X/", after, 256).wait(ws);
+      if (!keys.ok()) return keys.status();
+      for (const auto& key : *keys) {
+        QFS_ASSIGN_OR_RETURN(MetaRecord x, ReadRaw(ws, key));
+        const Txn* t = x.txn();
+        if (!t) continue;
+        TxnState fate = t->state;
+        if (fate == TxnState::kPending) {
+          if (Now() <= t->deadline_ns) continue;
+          QFS_ASSIGN_OR_RETURN(fate, SetTxnState(ws, t->id, TxnState::kAborted));
+        }
+        for (const auto& p : t->participants) {
+          QFS_RETURN_IF_ERROR(ApplyIntent(ws, p, t->id, fate == TxnState::kCommitted));
+        }
+        ++touched;
+      }
+      if (keys->size() < 256) return touched;
+      after = keys->back();
+    }
+  }
+
+  Result<bool> DoFixDirectoryCounts(kj::WaitScope& ws, uint64_t dir) {
+    QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
+    if (!d.is_dir()) return false;
+    uint64_t entries = 0, subdirs = 0;
+    std::string prefix = DirEntryPrefix(dir), after;
+    for (;;) {
+      auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
+      if (!keys.ok()) return keys.status();
+      for (const auto& key : *keys) {
+        QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, key));
+        if (const DirEntry* en = e.entry()) {
+          ++entries;
+          if (en->type == FileType::kDirectory) ++subdirs;
+        }
+      }
+      if (keys->size() < 256) break;
+      after = keys->back();
+    }
+    bool changed = false;
+    auto r = Change(ws, InodeKey(dir), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      changed = false;
+      if (!rec.inode()) return std::optional<MetaRecord>();
+      MetaRecord out = rec;
+      Inode& in = *out.inode();
+      uint32_t want_links = in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
+      if (in.entry_count == entries && in.nlink == want_links) return std::optional<MetaRecord>();
+      in.entry_count = entries;
+      in.nlink = want_links;
+      changed = true;
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    if (!r.ok()) return r.status();
+    return changed;
+  }
+
+  Result<bool> DoFixInode(kj::WaitScope& ws, uint64_t ino) {
+    QFS_ASSIGN_OR_RETURN(Inode in, ReadInode(ws, ino));
+    if (ino == kRootIno) return false;
+    // The entries that really name it, among its back-pointers.
+    std::vector<BackPointer> named;
+    for (const auto& bp : in.parents) {
+      QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(bp.parent, bp.name)));
+      if (e.entry() && e.entry()->ino == ino) named.push_back(bp);
+    }
+    bool changed = false;
+    int64_t now = Now();
+    // No entry names it yet, but a create may still be about to: leave it alone until its
+    // birth deadline (plus the skew bound) has passed.
+    if (named.empty() && in.state == InodeState::kLive &&
+        now <= in.birth_deadline_ns + o_.clock_skew_ns) {
+      return false;
+    }
+    bool adopt = named.empty() && in.state == InodeState::kLive &&
+                 now > in.birth_deadline_ns + o_.clock_skew_ns && !in.is_dir();
+    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      changed = false;
+      if (!rec.inode()) return std::optional<MetaRecord>();
+      MetaRecord out = rec;
+      Inode& cur = *out.inode();
+      if (cur.is_dir()) {
+        if (named.empty() && cur.state == InodeState::kLive &&
+            now > cur.birth_deadline_ns + o_.clock_skew_ns) {
+          cur.state = InodeState::kDying;
+          cur.nlink = 0;
+          changed = true;
+        }
+        if (!changed) return std::optional<MetaRecord>();
+        return std::optional<MetaRecord>(std::move(out));
+      }
+      uint32_t want = static_cast<uint32_t>(named.size());
+      if (cur.parents != named) cur.parents = named, changed = true;
+      if (cur.nlink != want && !(adopt && want == 0)) cur.nlink = want, changed = true;
+      if (want == 0 && cur.state == InodeState::kLive && !adopt && now > cur.birth_deadline_ns + o_.clock_skew_ns) {
+        cur.state = InodeState::kDying;
+        changed = true;
+      }
+      if (cur.state == InodeState::kUnlinkedOpen && cur.lease_until_ns < now) {
+        cur.state = InodeState::kDying;
+        changed = true;
+      }
+      if (!changed) return std::optional<MetaRecord>();
+      return std::optional<MetaRecord>(std::move(out));
+    });
+    if (!r.ok()) return r.status();
+    if (adopt) {
+      QFS_ASSIGN_OR_RETURN(uint64_t lf, EnsureLostFound(ws));
+      std::string name = "#" + std::to_string(ino);
+      auto linked = DoAdopt(ws, ino, lf, name, in.type);
+      if (!linked.ok()) return linked;
+      changed = true;
+    }
+    return changed;
+  }
+
+  Result<uint64_t> EnsureLostFound(kj::WaitScope& ws) {
+    auto found = DoLookup(ws, kRootIno, "lost+found");
+    if (found.ok()) return found->ino;
+    CreateRequest req;
+    req.type = FileType::kDirectory;
+    req.mode = 0700;
+    auto made = DoCreate(ws, kRootIno, "lost+found", req);
+    if (made.ok()) return made->ino;
+    if (made.status().code() == StatusCode::kAlreadyExists) {
+      QFS_ASSIGN_OR_RETURN(Inode again, DoLookup(ws, kRootIno, "lost+found"));
+      return again.ino;
+    }
+    return made.status();
+  }
+
+  // Names an unnamed inode in lost+found (a transaction like link, from nlink 0).
+  Result<bool> DoAdopt(kj::WaitScope& ws, uint64_t ino, uint64_t dir, const std::string& name, FileType type) {
+    Status s = RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
+      const uint64_t op = NewId();
+      int64_t now = Now();
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(dir, name), InodeKey(dir), InodeKey(ino)}));
+      std::map<std::string, RecordFn> fns;
+      fns[DirEntryKey(dir, name)] = [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (rec.entry()) {
+          if (rec.entry()->ino == ino) return std::optional<MetaRecord>();
+          return Status(StatusCode::kAlreadyExists, "entry exists");
+        }
+        return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
+      };
+      fns[InodeKey(dir)] = DirChange(op, [now](Inode& d) -> Status {
+        d.entry_count += 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      });
+      fns[InodeKey(ino)] = [dir, name, now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        if (!rec.inode()) return NotFound("inode vanished");
+        if (!rec.inode()->parents.empty()) return Status(StatusCode::kAlreadyExists, "named meanwhile");
+        MetaRecord out = rec;
+        out.inode()->nlink = 1;
+        out.inode()->parents = {BackPointer{dir, name}};
+        out.inode()->ctime_ns = now;
+        return std::optional<MetaRecord>(std::move(out));
+      };
+      for (const auto& key : ctx.txn.participants) {
+        Status st = Attach(ws, ctx, key, fns[key]);
+        if (!st.ok()) {
+          Abort(ws, ctx);
+          return st;
+        }
+      }
+      return Commit(ws, ctx);
+    });
+    if (!s.ok()) return s;
+    return true;
+  }
+
+ private:
+  Proposer& proposer_;
+  InodeAllocator& allocator_;
+  RecordLister& lister_;
+  kj::Timer& timer_;
+  WallClock& clock_;
+  NamespaceOptions o_;
+  kj::FiberPool fibers_;
+  std::mt19937_64 rng_;
+};
+
+Namespace::Namespace(Proposer& proposer, InodeAllocator& allocator, RecordLister& lister,
+                     kj::Timer& timer, WallClock& clock, NamespaceOptions options)
+    : options_(options) {
+  if (options_.client_id == 0) {
+    std::random_device rd;
+    options_.client_id = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1;
+  }
+  impl_ = std::make_unique<Impl>(proposer, allocator, lister, timer, clock, options_);
+}
+
+Namespace::~Namespace() = default;
+
+#define QFS_FIBER(T, body) impl_->Run<T>([=, impl = impl_.get()](kj::WaitScope & ws) -> T body)
+
+kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });
+}
+kj::Promise<Result<Inode>> Namespace::Lookup(uint64_t parent, std::string name) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoLookup(ws, parent, name); });
+}
+kj::Promise<Result<Inode>> Namespace::GetAttr(uint64_t ino) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoGetAttr(ws, ino); });
+}
+kj::Promise<Result<Inode>> Namespace::SetAttr(uint64_t ino, SetAttrRequest request) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoSetAttr(ws, ino, request); });
+}
+kj::Promise<Result<Inode>> Namespace::Create(uint64_t parent, std::string name,
+                                             CreateRequest request) {
+  return QFS_FIBER(Result<Inode>, {
+    for (int attempt = 0;; ++attempt) {
+      auto r = impl->DoCreate(ws, parent, name, request);
+      if (r.ok() || r.status().code() != StatusCode::kConflict || attempt > 3) return r;
+    }
+  });
+}
+kj::Promise<Result<std::string>> Namespace::ReadLink(uint64_t ino) {
+  return QFS_FIBER(Result<std::string>, { return impl->DoReadLink(ws, ino); });
+}
+kj::Promise<Status> Namespace::Unlink(uint64_t parent, std::string name, bool held_open,
+                                      uint64_t lease_holder) {
+  return QFS_FIBER(Status, { return impl->DoUnlink(ws, parent, name, held_open, lease_holder); });
+}
+kj::Promise<Status> Namespace::Rmdir(uint64_t parent, std::string name) {
+  return QFS_FIBER(Status, { return impl->DoRmdir(ws, parent, name); });
+}
+kj::Promise<Result<Inode>> Namespace::Link(uint64_t ino, uint64_t new_parent,
+                                           std::string new_name) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoLink(ws, ino, new_parent, new_name); });
+}
+kj::Promise<Status> Namespace::Rename(uint64_t parent, std::string name, uint64_t new_parent,
+                                      std::string new_name, uint32_t flags) {
+  return QFS_FIBER(Status, { return impl->DoRename(ws, parent, name, new_parent, new_name, flags); });
+}
+kj::Promise<Result<DirListing>> Namespace::ReadDir(uint64_t dir, uint64_t offset, uint32_t limit) {
+  return QFS_FIBER(Result<DirListing>, { return impl->DoReadDir(ws, dir, offset, limit); });
+}
+kj::Promise<Result<std::string>> Namespace::GetXattr(uint64_t ino, std::string name) {
+  return QFS_FIBER(Result<std::string>, { return impl->DoGetXattr(ws, ino, name); });
+}
+kj::Promise<Status> Namespace::SetXattr(uint64_t ino, std::string name, std::string value,
+                                        uint32_t flags) {
+  return QFS_FIBER(Status, { return impl->DoSetXattr(ws, ino, name, value, flags, false); });
+}
+kj::Promise<Result<std::vector<std::string>>> Namespace::ListXattr(uint64_t ino) {
+  return QFS_FIBER(Result<std::vector<std::string>>, {
+    QFS_ASSIGN_OR_RETURN(Inode in, impl->ReadInode(ws, ino));
+    std::vector<std::string> names;
+    for (const auto& x : in.xattrs) names.push_back(x.name);
+    return names;
+  });
+}
+kj::Promise<Status> Namespace::RemoveXattr(uint64_t ino, std::string name) {
+  return QFS_FIBER(Status, { return impl->DoSetXattr(ws, ino, name, "", 0, true); });
+}
+kj::Promise<Result<Inode>> Namespace::PublishLayout(uint64_t ino, LayoutUpdate update,
+                                                    std::shared_ptr<LayoutConflict> conflict) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoPublish(ws, ino, update, conflict); });
+}
+kj::Promise<Status> Namespace::RenewLease(uint64_t ino, uint64_t holder) {
+  return QFS_FIBER(Status, { return impl->DoLease(ws, ino, holder, false); });
+}
+kj::Promise<Status> Namespace::ReleaseLease(uint64_t ino, uint64_t holder) {
+  return QFS_FIBER(Status, { return impl->DoLease(ws, ino, holder, true); });
+}
+kj::Promise<Result<int>> Namespace::ResolveTransactions() {
+  return QFS_FIBER(Result<int>, { return impl->DoResolveTransactions(ws); });
+}
+kj::Promise<Result<bool>> Namespace::FixDirectoryCounts(uint64_t dir) {
+  return QFS_FIBER(Result<bool>, { return impl->DoFixDirectoryCounts(ws, dir); });
+}
+kj::Promise<Result<bool>> Namespace::FixInode(uint64_t ino) {
+  return QFS_FIBER(Result<bool>, { return impl->DoFixInode(ws, ino); });
+}
+
+}  // namespace quorumfs

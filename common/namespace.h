@@ -1,0 +1,213 @@
+// Namespace: the POSIX file-system namespace as leaderless transactions over CASPaxos records
+// (DESIGN.md, "Namespace operations"). No FUSE types: the mount, the admin CLI and the
+// simulator all call this code.
+//
+// Every public method runs on the event loop that owns the Proposer, inside a kj fiber, so the
+// protocol reads as straight-line code while staying single-threaded and deterministic under the
+// simulator. Results are Status codes that map to the errno ext4 would give.
+//
+// Protocol summary (see DESIGN.md for why each rule exists):
+//  - Reads follow intents: a record carrying a transaction's intent reads as the intent's value
+//    if the transaction committed, as its old value if it aborted or is pending (a pending one
+//    past its deadline is aborted first).
+//  - Plain changes (create, unlink of a last link, setattr, xattrs, layout) first resolve an
+//    intent they meet: apply or drop it once the transaction is decided, wait while it is
+//    pending, abort it once past its deadline.
+//  - create: inode written once at ballot (0, creator) with a birth deadline, beside the
+//    parent's change (entry count +1, only while the parent is live); then the entry
+//    (absent -> present: the O_EXCL point). EEXIST undoes the parent change.
+//  - unlink (last link): entry -> tombstone (the linearization point); then the parent's count
+//    and the inode's link count drop (nlink 0: dying, or unlinked-open under the caller's lease).
+//  - rename, link, rmdir, unlink of a file with other links: a transaction X/<txn> (pending ->
+//    committed is the commit point) with intents attached to its participants in key order;
+//    a conflicting younger transaction aborts. rmdir's intent marks the directory dying and
+//    requires entry count 0, and its scan must find no live entry and no intent. Directory moves
+//    across directories hold L/rename and check, with reads that follow intents, that the target
+//    is not inside the source.
+//  - Every change to a directory's I/ record carries an operation id the record remembers, so a
+//    retried parent change is applied once.
+#pragma once
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/inode_allocator.h"
+#include "common/metadata.h"
+#include "common/proposer.h"
+#include "common/status.h"
+
+namespace quorumfs {
+
+// Wall-clock time for deadlines and timestamps (the simulator supplies simulated time).
+class WallClock {
+ public:
+  virtual ~WallClock() = default;
+  virtual int64_t NowNs() = 0;
+};
+WallClock& SystemWallClock();
+
+// Lists record keys with a prefix, for readdir and repair scans.
+class RecordLister {
+ public:
+  virtual ~RecordLister() = default;
+  // Keys starting with `prefix` greater than `after`, in order, at most `limit`, stored on any
+  // replica that has them. `placement_key` names the replica set to ask (empty: every node).
+  // Must see every key chosen before the call began (ask at least R replicas of each set).
+  virtual kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
+                                                                 const std::string& prefix,
+                                                                 const std::string& after,
+                                                                 uint32_t limit) = 0;
+};
+
+struct NamespaceOptions {
+  uint64_t client_id = 0;                     // 0: random
+  int64_t txn_timeout_ns = 10'000'000'000;    // pending past this may be aborted by anyone
+  int64_t birth_grace_ns = 60'000'000'000;    // an unnamed inode is adoptable after this
+  int64_t clock_skew_ns = 1'000'000'000;      // bound on clock differences between clients
+  int64_t lease_ns = 60'000'000'000;          // unlinked-open lease
+  kj::Duration busy_wait = 2 * kj::MILLISECONDS;   // first wait on a pending intent
+  kj::Duration busy_timeout = 30 * kj::SECONDS;    // give up waiting (EBUSY -> EIO)
+  uint32_t default_chunk_size = 1024 * 1024;
+  size_t fiber_stack = 256 * 1024;
+
+  // Negative controls for the simulator: each breaks one rule; never set in production.
+  bool unsafe_read_ignores_intents = false;
+  bool unsafe_rmdir_without_dying_mark = false;
+  bool unsafe_create_skips_parent_change = false;
+  bool unsafe_move_without_rename_lock = false;
+  bool unsafe_parent_change_without_op_id = false;
+};
+
+struct Credentials {
+  uint32_t uid = 0, gid = 0;
+};
+
+struct CreateRequest {
+  FileType type = FileType::kRegular;
+  uint32_t mode = 0644;  // permission bits (type bits ignored)
+  uint32_t uid = 0, gid = 0;
+  uint64_t rdev = 0;
+  std::string symlink_target;
+};
+
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits
+  std::optional<uint32_t> uid, gid;
+  std::optional<uint64_t> size;
+  // Times: nullopt leaves it, kNow sets the current time.
+  static constexpr int64_t kNow = INT64_MIN;
+  std::optional<int64_t> atime_ns, mtime_ns;
+  std::optional<int64_t> ctime_ns;  // only for repair/restore tools
+};
+
+struct DirListing {
+  struct Entry {
+    std::string name;
+    uint64_t ino = 0;
+    FileType type = FileType::kNone;
+    uint64_t offset = 0;  // resume after this entry by passing it as `offset`
+  };
+  std::vector<Entry> entries;
+  bool end = false;  // no more entries after these
+};
+
+enum RenameFlags : uint32_t { kRenameNoReplace = 1, kRenameExchange = 2 };
+enum XattrFlags : uint32_t { kXattrCreate = 1, kXattrReplace = 2 };
+
+// A layout change from one writer (DESIGN.md, "Metadata", file layouts).
+struct LayoutUpdate {
+  // Slots this writer changed: index -> (slot it started from, new slot).
+  struct SlotChange {
+    uint64_t index = 0;
+    Slot base;
+    Slot updated;
+  };
+  std::vector<SlotChange> slots;
+  uint64_t written_end = 0;               // one past the highest byte this writer wrote
+  std::optional<uint64_t> truncated_to;   // the writer truncated the file to this size
+  bool touch_mtime = true;
+};
+
+// Returned by PublishLayout when some slots changed underneath the writer: the caller rebuilds
+// them from `current` plus its own dirty bytes and publishes again with `current` as base.
+struct LayoutConflict {
+  std::vector<std::pair<uint64_t, Slot>> current;  // index -> slot now in the layout
+};
+
+class Namespace {
+ public:
+  Namespace(Proposer& proposer, InodeAllocator& allocator, RecordLister& lister, kj::Timer& timer,
+            WallClock& clock, NamespaceOptions options);
+  ~Namespace();
+
+  // Creates the root directory (inode 1) if it does not exist. Idempotent.
+  kj::Promise<Result<Inode>> EnsureRoot(uint32_t mode = 0755, uint32_t uid = 0, uint32_t gid = 0);
+
+  kj::Promise<Result<Inode>> Lookup(uint64_t parent, std::string name);
+  kj::Promise<Result<Inode>> GetAttr(uint64_t ino);
+  kj::Promise<Result<Inode>> SetAttr(uint64_t ino, SetAttrRequest request);
+  // O_EXCL semantics: EEXIST if the name exists.
+  kj::Promise<Result<Inode>> Create(uint64_t parent, std::string name, CreateRequest request);
+  kj::Promise<Result<std::string>> ReadLink(uint64_t ino);
+  // `held_open`: the caller's mount has the file open; a last unlink then leaves it
+  // unlinked-open under `lease_holder`'s lease instead of dying.
+  kj::Promise<Status> Unlink(uint64_t parent, std::string name, bool held_open = false,
+                             uint64_t lease_holder = 0);
+  kj::Promise<Status> Rmdir(uint64_t parent, std::string name);
+  kj::Promise<Result<Inode>> Link(uint64_t ino, uint64_t new_parent, std::string new_name);
+  kj::Promise<Status> Rename(uint64_t parent, std::string name, uint64_t new_parent,
+                             std::string new_name, uint32_t flags = 0);
+  // Entries with offset > `offset` (0, 1 or 2: from the start), at most `limit`, ordered by
+  // offset. An entry's offset is (64-bit name hash >> 1) + 3: stable across calls and
+  // processes, positive as an off_t, never 0..2 (left for the caller's ".", ".."). Two names
+  // whose hashes differ only in the last bit would share an offset (odds 2^-63 per pair).
+  // "." and ".." are the caller's business.
+  kj::Promise<Result<DirListing>> ReadDir(uint64_t dir, uint64_t offset, uint32_t limit);
+
+  kj::Promise<Result<std::string>> GetXattr(uint64_t ino, std::string name);
+  kj::Promise<Status> SetXattr(uint64_t ino, std::string name, std::string value, uint32_t flags);
+  kj::Promise<Result<std::vector<std::string>>> ListXattr(uint64_t ino);
+  kj::Promise<Status> RemoveXattr(uint64_t ino, std::string name);
+
+  // Applies a writer's layout change. Returns the new inode, or Conflict with the slots that
+  // changed underneath the writer in `*conflict`.
+  kj::Promise<Result<Inode>> PublishLayout(uint64_t ino, LayoutUpdate update,
+                                           std::shared_ptr<LayoutConflict> conflict);
+
+  // Unlinked-open leases.
+  kj::Promise<Status> RenewLease(uint64_t ino, uint64_t holder);
+  kj::Promise<Status> ReleaseLease(uint64_t ino, uint64_t holder);  // last close: now dying
+
+  // Repair core (fsck and the simulator): aborts transactions pending past their deadline and
+  // resolves the intents of every decided transaction it finds; removes resolved ones' locks.
+  // Returns how many transactions it touched.
+  kj::Promise<Result<int>> ResolveTransactions();
+  // Recounts a directory's entries and subdirectories and rewrites entry_count and nlink if
+  // wrong; returns whether it changed anything.
+  kj::Promise<Result<bool>> FixDirectoryCounts(uint64_t dir);
+  // Brings an inode's nlink and back-pointers in line with the entries that name it, finishes
+  // an interrupted unlink (nlink 0 -> dying), and adopts an inode no entry names once past its
+  // birth deadline (into /lost+found). Returns whether it changed anything.
+  kj::Promise<Result<bool>> FixInode(uint64_t ino);
+
+  uint64_t client_id() const { return options_.client_id; }
+  const NamespaceOptions& options() const { return options_; }
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  NamespaceOptions options_;
+};
+
+// Checks a name for an entry: 1..255 bytes, no '/' or NUL, not "." or "..".
+Status ValidateName(const std::string& name);
+
+}  // namespace quorumfs

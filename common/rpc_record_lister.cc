@@ -1,0 +1,59 @@
+#include "common/rpc_record_lister.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/placement.h"
+#include "common/quorum.h"
+
+namespace quorumfs {
+
+kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
+    const std::string& placement_key, const std::string& prefix, const std::string& after,
+    uint32_t limit) {
+  QuorumSpec spec;
+  int need;
+  if (placement_key.empty()) {
+    // Every node; each key's set still needs R answers, so at most N - R may be missing.
+    spec.targets = config_->NodeIds();
+    for (const auto& id : config_->previous) {
+      if (std::find(spec.targets.begin(), spec.targets.end(), id) == spec.targets.end()) {
+        spec.targets.push_back(id);
+      }
+    }
+    std::vector<size_t> all;
+    for (size_t i = 0; i < spec.targets.size(); ++i) all.push_back(i);
+    spec.groups.push_back(all);
+    need = static_cast<int>(spec.targets.size()) - (config_->replicas - config_->read_quorum);
+  } else {
+    spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
+    need = config_->read_quorum;
+  }
+  kj::Vector<kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>>> pages;
+  for (const auto& node : spec.targets) pages.add(rpc_.ScanRecords(node, prefix, after, limit));
+  return kj::joinPromises(pages.releaseAsArray())
+      .then([spec, need, limit](kj::Array<Result<std::pair<std::vector<ScannedRecord>, bool>>>&&
+                                    results) -> Result<std::vector<std::string>> {
+        std::vector<Vote> votes;
+        std::set<std::string> keys;
+        std::string errors;
+        for (size_t i = 0; i < results.size(); ++i) {
+          if (!results[i].ok()) {
+            votes.push_back(Vote::kNo);
+            errors += (errors.empty() ? "" : "; ") + spec.targets[i] + ": " +
+                      results[i].status().ToString();
+            continue;
+          }
+          votes.push_back(Vote::kYes);
+          for (const auto& rec : results[i]->first) keys.insert(rec.key);
+        }
+        if (!spec.Satisfied(votes, need)) {
+          return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + errors);
+        }
+        std::vector<std::string> out(keys.begin(), keys.end());
+        if (out.size() > limit) out.resize(limit);
+        return out;
+      });
+}
+
+}  // namespace quorumfs

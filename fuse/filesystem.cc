@@ -1,0 +1,1187 @@
+#include "fuse/filesystem.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <random>
+
+#include <kj/vector.h>
+
+#include "common/record_key.h"
+
+namespace quorumfs {
+
+namespace {
+
+constexpr uint64_t kDefaultChunk = 1024 * 1024;
+
+int ErrnoOf(const Status& s) {
+  int e = s.ToErrno();
+  return e ? e : EIO;
+}
+
+struct DirtySlot {
+  Slot base;                 // the published slot this buffer started from
+  std::string data;          // the slot's bytes as this mount sees them (may be short)
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;  // bytes this mount wrote: [begin, end)
+  uint64_t gen = 0;          // bumped by every write
+  uint64_t uploaded_gen = 0; // gen whose bytes `uploaded` holds (0: none)
+  Slot uploaded;
+  kj::Maybe<kj::ForkedPromise<void>> upload;
+};
+
+struct FileState {
+  uint64_t ino = 0;
+  Inode inode;  // the layout this mount reads through; refreshed at open and after publish
+  bool seen = false;
+  int64_t seen_ctime = 0;
+  uint64_t seen_size = 0;
+  int open_count = 0;
+  std::map<uint64_t, DirtySlot> dirty;
+  uint64_t written_end = 0;
+  std::optional<uint64_t> truncated_to;
+  bool unlinked_held = false;
+  bool flushing = false;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> flush_waiters;
+  uint64_t last_read_end = 0;
+
+  uint64_t chunk_size() const { return inode.chunk_size ? inode.chunk_size : kDefaultChunk; }
+  uint64_t Size() const {
+    uint64_t base = truncated_to ? *truncated_to : inode.size;
+    return std::max(base, written_end);
+  }
+};
+
+struct Handle {
+  uint64_t ino = 0;
+  int flags = 0;
+};
+
+}  // namespace
+
+class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
+ public:
+  Impl(ClusterClient& client, MountOptions options, QuorumFs* outer)
+      : c_(client), o_(std::move(options)), outer_(outer), tasks_(*this), hashers_(2) {
+    std::random_device rd;
+    lease_holder_ = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1;
+  }
+
+  void taskFailed(kj::Exception&& e) override {
+    std::fprintf(stderr, "quorumfs-mount: internal error: %s\n", e.getDescription().cStr());
+  }
+
+  Namespace& ns() { return c_.ns(); }
+  fuse_session* se() { return outer_->session_; }
+
+  void Add(kj::Promise<void> p) { tasks_.add(kj::mv(p)); }
+
+  // ---- attributes ------------------------------------------------------------------------
+
+  FileState* Find(uint64_t ino) {
+    auto it = files_.find(ino);
+    return it == files_.end() ? nullptr : it->second.get();
+  }
+
+  void FillStat(const Inode& in, struct stat* st) {
+    std::memset(st, 0, sizeof(*st));
+    st->st_ino = in.ino;
+    st->st_mode = ModeTypeBits(in.type) | in.mode;
+    st->st_nlink = in.nlink;
+    st->st_uid = in.uid;
+    st->st_gid = in.gid;
+    st->st_rdev = in.rdev;
+    st->st_size = static_cast<off_t>(in.size);
+    uint64_t used = 0;
+    for (const auto& s : in.slots) {
+      if (!s.hole()) used += s.length;
+    }
+    if (in.type == FileType::kSymlink || in.is_dir()) used = in.size;
+    st->st_blocks = static_cast<blkcnt_t>((used + 511) / 512);
+    st->st_blksize = in.chunk_size ? in.chunk_size : 4096;
+    st->st_atim = {in.atime_ns / 1000000000, in.atime_ns % 1000000000};
+    st->st_mtim = {in.mtime_ns / 1000000000, in.mtime_ns % 1000000000};
+    st->st_ctim = {in.ctime_ns / 1000000000, in.ctime_ns % 1000000000};
+    if (FileState* fs = Find(in.ino)) {
+      st->st_size = static_cast<off_t>(std::max<uint64_t>(fs->Size(), fs->truncated_to ? 0 : in.size));
+      if (fs->truncated_to) st->st_size = static_cast<off_t>(fs->Size());
+      if (fs->unlinked_held) st->st_nlink = 0;
+    }
+  }
+
+  fuse_entry_param Entry(const Inode& in) {
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof(e));
+    e.ino = in.ino;
+    e.generation = 1;
+    FillStat(in, &e.attr);
+    e.attr_timeout = o_.attr_timeout;
+    e.entry_timeout = o_.entry_timeout;
+    return e;
+  }
+
+  void ReplyEntry(fuse_req_t req, const Result<Inode>& r) {
+    if (!r.ok()) {
+      fuse_reply_err(req, ErrnoOf(r.status()));
+      return;
+    }
+    fuse_entry_param e = Entry(*r);
+    fuse_reply_entry(req, &e);
+  }
+
+  void ReplyAttr(fuse_req_t req, const Result<Inode>& r) {
+    if (!r.ok()) {
+      fuse_reply_err(req, ErrnoOf(r.status()));
+      return;
+    }
+    struct stat st;
+    FillStat(*r, &st);
+    fuse_reply_attr(req, &st, o_.attr_timeout);
+  }
+
+  void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s)); }
+
+  // ---- chunk cache -----------------------------------------------------------------------
+
+  using Bytes = std::shared_ptr<const std::string>;
+
+  kj::Promise<Result<Bytes>> GetChunk(const ChunkId& id) {
+    auto it = cache_.find(id);
+    if (it != cache_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.second);
+      return Result<Bytes>(it->second.first);
+    }
+    auto fl = inflight_.find(id);
+    if (fl == inflight_.end()) {
+      auto fetch = c_.chunks()
+                       .Get(id)
+                       .then([this, id](Result<std::string>&& r) -> Result<Bytes> {
+                         inflight_.erase(id);
+                         if (!r.ok()) return r.status();
+                         auto bytes = std::make_shared<const std::string>(std::move(r).value());
+                         Insert(id, bytes);
+                         return bytes;
+                       })
+                       .fork();
+      fl = inflight_.emplace(id, kj::mv(fetch)).first;
+    }
+    return fl->second.addBranch();
+  }
+
+  void Insert(const ChunkId& id, Bytes bytes) {
+    if (cache_.count(id)) return;
+    lru_.push_front(id);
+    cache_bytes_ += bytes->size();
+    cache_.emplace(id, std::make_pair(bytes, lru_.begin()));
+    while (cache_bytes_ > o_.cache_size && !lru_.empty()) {
+      auto victim = cache_.find(lru_.back());
+      cache_bytes_ -= victim->second.first->size();
+      cache_.erase(victim);
+      lru_.pop_back();
+    }
+  }
+
+  // The published bytes of a slot (empty for a hole).
+  kj::Promise<Result<Bytes>> SlotBytes(const Slot& s) {
+    if (s.hole() || s.length == 0) return Result<Bytes>(std::make_shared<const std::string>());
+    return GetChunk(s.id).then([len = s.length](Result<Bytes>&& r) -> Result<Bytes> {
+      if (!r.ok()) return r.status();
+      if ((*r)->size() == len) return *r;
+      if ((*r)->size() < len) return Status(StatusCode::kCorruption, "chunk shorter than its slot");
+      return std::make_shared<const std::string>((*r)->substr(0, len));
+    });
+  }
+
+  // ---- writes ----------------------------------------------------------------------------
+
+  FileState& State(const Inode& in) {
+    auto& p = files_[in.ino];
+    if (!p) {
+      p = std::make_unique<FileState>();
+      p->ino = in.ino;
+      p->inode = in;
+    }
+    return *p;
+  }
+
+  void StartUpload(FileState& fs, uint64_t idx) {
+    DirtySlot& ds = fs.dirty[idx];
+    uint64_t gen = ds.gen;
+    auto data = std::make_shared<const std::string>(ds.data);
+    uint64_t ino = fs.ino;
+    auto p = hashers_.Run<ChunkId>([data]() { return ChunkId::Of(*data); })
+                 .then([this, data](ChunkId id) {
+                   return c_.chunks().Put(id, data).then([this, id, data](Status s) -> Result<ChunkId> {
+                     if (!s.ok()) return s;
+                     Insert(id, data);
+                     return id;
+                   });
+                 })
+                 .then([this, ino, idx, gen, len = data->size()](Result<ChunkId>&& r) {
+                   FileState* f = Find(ino);
+                   if (!f) return;
+                   auto it = f->dirty.find(idx);
+                   if (it == f->dirty.end()) return;
+                   if (!r.ok()) {
+                     last_upload_error_ = r.status();
+                     return;
+                   }
+                   if (it->second.gen == gen) {
+                     it->second.uploaded_gen = gen;
+                     it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
+                   }
+                 })
+                 .fork();
+    ds.upload = kj::mv(p);
+  }
+
+  kj::Promise<Status> Write(uint64_t ino, uint64_t off, std::shared_ptr<std::string> buf) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status(StatusCode::kNotFound, "file not open");
+    return WriteFrom(ino, off, buf, 0);
+  }
+
+  kj::Promise<Status> WriteFrom(uint64_t ino, uint64_t off, std::shared_ptr<std::string> buf,
+                                size_t done) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status(StatusCode::kNotFound, "file not open");
+    if (done >= buf->size()) {
+      if (dirty_bytes_ > o_.max_dirty) return Flush(ino);
+      return Status::Ok();
+    }
+    const uint64_t cs = fs->chunk_size();
+    uint64_t pos = off + done;
+    uint64_t idx = pos / cs;
+    uint32_t in_slot = static_cast<uint32_t>(pos % cs);
+    size_t n = std::min<size_t>(buf->size() - done, cs - in_slot);
+    auto apply = [this, ino, idx, in_slot, n, buf, done, off, cs]() -> kj::Promise<Status> {
+      FileState* f = Find(ino);
+      if (!f) return Status(StatusCode::kNotFound, "file not open");
+      DirtySlot& ds = f->dirty[idx];
+      size_t before = ds.data.size();
+      if (ds.data.size() < in_slot + n) ds.data.resize(in_slot + n, '\0');
+      std::memcpy(&ds.data[in_slot], buf->data() + done, n);
+      dirty_bytes_ += ds.data.size() - before;
+      ds.ranges.emplace_back(in_slot, static_cast<uint32_t>(in_slot + n));
+      ++ds.gen;
+      f->written_end = std::max<uint64_t>(f->written_end, off + done + n);
+      if (ds.data.size() == cs) StartUpload(*f, idx);  // full: upload in the background
+      return WriteFrom(ino, off, buf, done + n);
+    };
+    if (fs->dirty.count(idx)) return apply();
+    // First write to this slot: start from its published bytes unless they are all replaced.
+    Slot base = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+    if (fs->truncated_to) {
+      uint64_t limit = *fs->truncated_to;
+      if (idx * cs >= limit) base = Slot{};
+    }
+    bool covers = in_slot == 0 && n >= base.length;
+    if (base.hole() || covers) {
+      DirtySlot& ds = fs->dirty[idx];
+      ds.base = base;
+      if (!base.hole() && !covers) {
+        // unreachable: covered above
+      }
+      return apply();
+    }
+    return SlotBytes(base).then([this, ino, idx, base, apply](Result<Bytes>&& r) -> kj::Promise<Status> {
+      if (!r.ok()) return r.status();
+      FileState* f = Find(ino);
+      if (!f) return Status(StatusCode::kNotFound, "file not open");
+      if (!f->dirty.count(idx)) {
+        DirtySlot& ds = f->dirty[idx];
+        ds.base = base;
+        ds.data = **r;
+        uint64_t limit = f->truncated_to ? *f->truncated_to : UINT64_MAX;
+        uint64_t cs = f->chunk_size();
+        if (limit != UINT64_MAX && limit < idx * cs + ds.data.size()) {
+          ds.data.resize(limit > idx * cs ? limit - idx * cs : 0);
+        }
+        dirty_bytes_ += ds.data.size();
+      }
+      return apply();
+    });
+  }
+
+  // Uploads every dirty slot and publishes the layout (close, fsync, release). Concurrent
+  // flushes of one file queue behind each other.
+  kj::Promise<Status> Flush(uint64_t ino) {
+    FileState* fs = Find(ino);
+    if (!fs || (fs->dirty.empty() && !fs->truncated_to)) return Status::Ok();
+    if (fs->flushing) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      fs->flush_waiters.push_back(kj::mv(paf.fulfiller));
+      return paf.promise.then([this, ino]() { return Flush(ino); });
+    }
+    fs->flushing = true;
+    return DoFlush(ino, 0).then([this, ino](Status s) {
+      if (FileState* f = Find(ino)) {
+        f->flushing = false;
+        auto waiters = std::move(f->flush_waiters);
+        for (auto& w : waiters) w->fulfill();
+        MaybeForget(ino);
+      }
+      return s;
+    });
+  }
+
+  kj::Promise<Status> DoFlush(uint64_t ino, int attempt) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status::Ok();
+    kj::Vector<kj::Promise<void>> uploads;
+    for (auto& [idx, ds] : fs->dirty) {
+      if (ds.uploaded_gen != ds.gen) {
+        bool running = false;
+        KJ_IF_MAYBE(u, ds.upload) { running = true; (void)u; }
+        if (!running || true) StartUpload(*fs, idx);
+      }
+      KJ_IF_MAYBE(u, ds.upload) { uploads.add(u->addBranch()); }
+    }
+    last_upload_error_ = Status::Ok();
+    return kj::joinPromises(uploads.releaseAsArray()).then([this, ino, attempt]() -> kj::Promise<Status> {
+      FileState* fs = Find(ino);
+      if (!fs) return Status::Ok();
+      LayoutUpdate u;
+      std::map<uint64_t, uint64_t> gens;
+      for (auto& [idx, ds] : fs->dirty) {
+        if (ds.uploaded_gen != ds.gen) {
+          Status e = last_upload_error_.ok() ? Status(StatusCode::kIoError, "chunk upload failed")
+                                             : last_upload_error_;
+          return e;
+        }
+        LayoutUpdate::SlotChange ch;
+        ch.index = idx;
+        ch.base = ds.base;
+        ch.updated = ds.uploaded;
+        u.slots.push_back(ch);
+        gens[idx] = ds.gen;
+      }
+      u.written_end = fs->written_end;
+      u.truncated_to = fs->truncated_to;
+      auto conflict = std::make_shared<LayoutConflict>();
+      return ns().PublishLayout(ino, u, conflict)
+          .then([this, ino, attempt, conflict, gens, u](Result<Inode>&& r) -> kj::Promise<Status> {
+            FileState* fs = Find(ino);
+            if (!fs) return Status::Ok();
+            if (r.ok()) {
+              fs->inode = *r;
+              fs->seen_ctime = r->ctime_ns;
+              fs->seen_size = r->size;
+              for (const auto& [idx, gen] : gens) {
+                auto it = fs->dirty.find(idx);
+                if (it == fs->dirty.end()) continue;
+                if (it->second.gen == gen) {
+                  dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
+                  fs->dirty.erase(it);
+                } else {
+                  it->second.base = it->second.uploaded;
+                }
+              }
+              fs->truncated_to.reset();
+              if (fs->dirty.empty()) fs->written_end = 0;
+              return Status::Ok();
+            }
+            if (r.status().code() != StatusCode::kConflict || attempt > 20) return r.status();
+            // Another mount changed some of these slots: rebuild them from the current bytes
+            // plus our own dirty ranges, then publish again.
+            kj::Vector<kj::Promise<Status>> rebuilds;
+            for (const auto& [idx, current] : conflict->current) {
+              rebuilds.add(Rebase(ino, idx, current));
+            }
+            return kj::joinPromises(rebuilds.releaseAsArray())
+                .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
+                  for (auto& s : results) {
+                    if (!s.ok()) return s;
+                  }
+                  return DoFlush(ino, attempt + 1);
+                });
+          });
+    });
+  }
+
+  kj::Promise<Status> Rebase(uint64_t ino, uint64_t idx, Slot current) {
+    return SlotBytes(current).then([this, ino, idx, current](Result<Bytes>&& r) -> Status {
+      if (!r.ok()) return r.status();
+      FileState* fs = Find(ino);
+      if (!fs) return Status::Ok();
+      auto it = fs->dirty.find(idx);
+      if (it == fs->dirty.end()) return Status::Ok();
+      DirtySlot& ds = it->second;
+      std::string merged = **r;
+      for (const auto& [b, e] : ds.ranges) {
+        if (merged.size() < e) merged.resize(e, '\0');
+        std::memcpy(&merged[b], ds.data.data() + b, e - b);
+      }
+      dirty_bytes_ += merged.size();
+      dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, ds.data.size());
+      ds.data = std::move(merged);
+      ds.base = current;
+      ++ds.gen;
+      return Status::Ok();
+    });
+  }
+
+  void MaybeForget(uint64_t ino) {
+    FileState* fs = Find(ino);
+    if (fs && fs->open_count == 0 && fs->dirty.empty() && !fs->truncated_to && !fs->flushing &&
+        !fs->unlinked_held) {
+      files_.erase(ino);
+    }
+  }
+
+  // ---- reads -----------------------------------------------------------------------------
+
+  kj::Promise<Result<std::string>> Read(uint64_t ino, uint64_t off, size_t size) {
+    FileState* fs = Find(ino);
+    if (!fs) return Result<std::string>(Status(StatusCode::kNotFound, "file not open"));
+    uint64_t fsize = fs->Size();
+    if (off >= fsize) return Result<std::string>(std::string());
+    size = static_cast<size_t>(std::min<uint64_t>(size, fsize - off));
+    const uint64_t cs = fs->chunk_size();
+    bool sequential = off == fs->last_read_end;
+    fs->last_read_end = off + size;
+    auto out = std::make_shared<std::string>(size, '\0');
+    kj::Vector<kj::Promise<Status>> parts;
+    for (uint64_t pos = off; pos < off + size;) {
+      uint64_t idx = pos / cs;
+      uint64_t in_slot = pos % cs;
+      size_t n = static_cast<size_t>(std::min<uint64_t>(off + size - pos, cs - in_slot));
+      size_t dst = static_cast<size_t>(pos - off);
+      auto d = fs->dirty.find(idx);
+      if (d != fs->dirty.end()) {
+        const std::string& data = d->second.data;
+        if (in_slot < data.size()) {
+          std::memcpy(&(*out)[dst], data.data() + in_slot,
+                      std::min<size_t>(n, data.size() - in_slot));
+        }
+      } else {
+        Slot s = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+        if (!s.hole() && in_slot < s.length) {
+          parts.add(SlotBytes(s).then([out, dst, in_slot, n](Result<Bytes>&& r) -> Status {
+            if (!r.ok()) return r.status();
+            const std::string& data = **r;
+            if (in_slot < data.size()) {
+              std::memcpy(&(*out)[dst], data.data() + in_slot,
+                          std::min<size_t>(n, data.size() - in_slot));
+            }
+            return Status::Ok();
+          }));
+        }
+      }
+      pos += n;
+    }
+    if (sequential) Prefetch(*fs, (off + size) / cs, 4);
+    return kj::joinPromises(parts.releaseAsArray())
+        .then([out](kj::Array<Status>&& results) -> Result<std::string> {
+          for (auto& s : results) {
+            if (!s.ok()) return s;
+          }
+          return std::move(*out);
+        });
+  }
+
+  void Prefetch(FileState& fs, uint64_t from, int count) {
+    for (uint64_t idx = from; idx < from + count && idx < fs.inode.slots.size(); ++idx) {
+      const Slot& s = fs.inode.slots[idx];
+      if (s.hole() || cache_.count(s.id) || inflight_.count(s.id)) continue;
+      Add(GetChunk(s.id).then([](Result<Bytes>&&) {}));
+    }
+  }
+
+  // ---- handlers (loop thread) ------------------------------------------------------------
+
+  kj::Promise<void> Open(fuse_req_t req, uint64_t ino, fuse_file_info fi) {
+    return ns().GetAttr(ino).then([this, req, ino, fi](Result<Inode>&& r) mutable {
+      if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+      if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
+      FileState& fs = State(*r);
+      bool unchanged = fs.seen && fs.seen_ctime == r->ctime_ns && fs.seen_size == r->size;
+      if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
+      if (fs.seen && !unchanged && se()) {
+        // Close-to-open: the file changed elsewhere since this mount last saw it.
+        fuse_lowlevel_notify_inval_inode(se(), ino, -1, 0);
+      }
+      fs.seen = true;
+      fs.seen_ctime = r->ctime_ns;
+      fs.seen_size = r->size;
+      fs.open_count++;
+      uint64_t fh = next_fh_++;
+      handles_[fh] = Handle{ino, fi.flags};
+      fi.fh = fh;
+      fi.keep_cache = unchanged ? 1 : 0;
+      if (fuse_reply_open(req, &fi) != 0) {
+        handles_.erase(fh);
+        fs.open_count--;
+      }
+    });
+  }
+
+  kj::Promise<void> Release(fuse_req_t req, uint64_t fh) {
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return fuse_reply_err(req, 0), kj::READY_NOW;
+    uint64_t ino = it->second.ino;
+    handles_.erase(it);
+    FileState* fs = Find(ino);
+    if (!fs) return fuse_reply_err(req, 0), kj::READY_NOW;
+    fs->open_count--;
+    return Flush(ino).then([this, req, ino](Status s) -> kj::Promise<void> {
+      FileState* fs = Find(ino);
+      kj::Promise<void> lease = kj::READY_NOW;
+      if (fs && fs->open_count == 0 && fs->unlinked_held) {
+        fs->unlinked_held = false;
+        lease = ns().ReleaseLease(ino, lease_holder_).then([](Status) {});
+      }
+      return lease.then([this, req, ino, s]() {
+        MaybeForget(ino);
+        fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s));
+      });
+    });
+  }
+
+  kj::Promise<void> Unlink(fuse_req_t req, uint64_t parent, std::string name) {
+    return ns().Lookup(parent, name).then([this, req, parent, name](Result<Inode>&& r) -> kj::Promise<void> {
+      if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), kj::READY_NOW;
+      if (r->is_dir()) return fuse_reply_err(req, EISDIR), kj::READY_NOW;
+      uint64_t ino = r->ino;
+      FileState* fs = Find(ino);
+      bool held = fs && fs->open_count > 0 && r->nlink <= 1;
+      return ns().Unlink(parent, name, held, lease_holder_).then([this, req, ino, held](Status s) {
+        if (s.ok() && held) {
+          if (FileState* f = Find(ino)) {
+            f->unlinked_held = true;
+            EnsureLeaseLoop();
+          }
+        }
+        ReplyStatus(req, s);
+      });
+    });
+  }
+
+  void EnsureLeaseLoop() {
+    if (lease_loop_running_) return;
+    lease_loop_running_ = true;
+    Add(LeaseLoop());
+  }
+
+  kj::Promise<void> LeaseLoop() {
+    kj::Duration every = (ns().options().lease_ns / 3) * kj::NANOSECONDS;
+    return c_.timer().afterDelay(every).then([this]() -> kj::Promise<void> {
+      kj::Vector<kj::Promise<void>> renewals;
+      for (auto& [ino, fs] : files_) {
+        if (fs->unlinked_held) renewals.add(ns().RenewLease(ino, lease_holder_).then([](Status) {}));
+      }
+      bool any = !renewals.empty();
+      return kj::joinPromises(renewals.releaseAsArray()).then([this, any]() -> kj::Promise<void> {
+        if (!any) {
+          lease_loop_running_ = false;
+          return kj::READY_NOW;
+        }
+        return LeaseLoop();
+      });
+    });
+  }
+
+  kj::Promise<void> SetAttr(fuse_req_t req, uint64_t ino, struct stat attr, int to_set) {
+    SetAttrRequest r;
+    if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr.st_mode & 07777;
+    if (to_set & FUSE_SET_ATTR_UID) r.uid = attr.st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) r.gid = attr.st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE) r.size = static_cast<uint64_t>(attr.st_size);
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+      r.atime_ns = SetAttrRequest::kNow;
+    } else if (to_set & FUSE_SET_ATTR_ATIME) {
+      r.atime_ns = attr.st_atim.tv_sec * 1000000000LL + attr.st_atim.tv_nsec;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+      r.mtime_ns = SetAttrRequest::kNow;
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+      r.mtime_ns = attr.st_mtim.tv_sec * 1000000000LL + attr.st_mtim.tv_nsec;
+    }
+    // A size change publishes this mount's pending writes first, so the truncation applies to
+    // the file as this mount wrote it.
+    kj::Promise<Status> before = r.size ? Flush(ino) : kj::Promise<Status>(Status::Ok());
+    return before.then([this, req, ino, r](Status s) -> kj::Promise<void> {
+      if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
+      return ns().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
+        if (res.ok()) {
+          if (FileState* fs = Find(ino)) {
+            if (fs->dirty.empty()) {
+              fs->inode = *res;
+              fs->written_end = 0;
+            }
+            fs->seen_ctime = res->ctime_ns;
+            fs->seen_size = res->size;
+          }
+        }
+        ReplyAttr(req, res);
+      });
+    });
+  }
+
+  kj::Promise<void> ReadDir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus) {
+    uint64_t ns_off = off < 3 ? 0 : static_cast<uint64_t>(off);
+    uint32_t limit = static_cast<uint32_t>(std::max<size_t>(8, std::min<size_t>(size / 48, 1024)));
+    return ns().GetAttr(ino).then([this, req, ino, size, off, plus, ns_off, limit](Result<Inode>&& dir) -> kj::Promise<void> {
+      if (!dir.ok()) return fuse_reply_err(req, ErrnoOf(dir.status())), kj::READY_NOW;
+      if (!dir->is_dir()) return fuse_reply_err(req, ENOTDIR), kj::READY_NOW;
+      auto d = std::make_shared<Inode>(*dir);
+      return ns().ReadDir(ino, ns_off, limit).then([this, req, size, off, plus, d](Result<DirListing>&& l) -> kj::Promise<void> {
+        if (!l.ok()) return fuse_reply_err(req, ErrnoOf(l.status())), kj::READY_NOW;
+        auto listing = std::make_shared<DirListing>(std::move(l).value());
+        kj::Vector<kj::Promise<Result<Inode>>> attrs;
+        if (plus) {
+          for (const auto& e : listing->entries) attrs.add(ns().GetAttr(e.ino));
+        }
+        return kj::joinPromises(attrs.releaseAsArray())
+            .then([this, req, size, off, plus, d, listing](kj::Array<Result<Inode>>&& inodes) {
+              std::string buf(size, '\0');
+              size_t used = 0;
+              auto add = [&](const std::string& name, const Inode* in, uint64_t ino, FileType type,
+                             off_t next) -> bool {
+                size_t need;
+                if (plus) {
+                  fuse_entry_param e;
+                  std::memset(&e, 0, sizeof(e));
+                  if (in) {
+                    e = Entry(*in);
+                  } else {
+                    e.attr.st_ino = ino;
+                    e.attr.st_mode = ModeTypeBits(type);
+                  }
+                  need = fuse_add_direntry_plus(req, &buf[used], size - used, name.c_str(), &e, next);
+                } else {
+                  struct stat st;
+                  std::memset(&st, 0, sizeof(st));
+                  st.st_ino = ino;
+                  st.st_mode = ModeTypeBits(type);
+                  need = fuse_add_direntry(req, &buf[used], size - used, name.c_str(), &st, next);
+                }
+                if (need > size - used) return false;
+                used += need;
+                return true;
+              };
+              bool full = false;
+              if (off < 1) full = !add(".", plus ? d.get() : nullptr, d->ino, FileType::kDirectory, 1);
+              if (!full && off < 2) {
+                uint64_t parent = d->parents.empty() ? d->ino : d->parents.front().parent;
+                full = !add("..", nullptr, parent, FileType::kDirectory, 2);
+              }
+              for (size_t i = 0; !full && i < listing->entries.size(); ++i) {
+                const auto& e = listing->entries[i];
+                const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
+                if (plus && !in) continue;  // vanished meanwhile
+                full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
+              }
+              fuse_reply_buf(req, buf.data(), used);
+            });
+      });
+    });
+  }
+
+  kj::Promise<void> StatFs(fuse_req_t req) {
+    const ClusterConfig& cfg = c_.config();
+    kj::Vector<kj::Promise<Result<NodeStatsInfo>>> all;
+    for (const auto& n : cfg.nodes) all.add(c_.rpc().Stats(n.id));
+    int replicas = cfg.replicas;
+    return kj::joinPromises(all.releaseAsArray()).then([req, replicas](kj::Array<Result<NodeStatsInfo>>&& stats) {
+      uint64_t cap = 0, avail = 0, free_bytes = 0;
+      int answered = 0;
+      for (auto& s : stats) {
+        if (!s.ok()) continue;
+        ++answered;
+        cap += s->capacity;
+        avail += s->available;
+        free_bytes += s->capacity - s->used;
+      }
+      if (answered == 0) return fuse_reply_err(req, EIO), void();
+      struct statvfs st;
+      std::memset(&st, 0, sizeof(st));
+      st.f_bsize = 4096;
+      st.f_frsize = 4096;
+      st.f_blocks = cap / replicas / 4096;
+      st.f_bfree = free_bytes / replicas / 4096;
+      st.f_bavail = avail / replicas / 4096;
+      st.f_files = 1ull << 40;
+      st.f_ffree = 1ull << 40;
+      st.f_favail = 1ull << 40;
+      st.f_namemax = 255;
+      fuse_reply_statfs(req, &st);
+    });
+  }
+
+  kj::Promise<void> Lseek(fuse_req_t req, uint64_t ino, off_t off, int whence) {
+    FileState* fs = Find(ino);
+    if (!fs) return fuse_reply_err(req, EBADF), kj::READY_NOW;
+    uint64_t size = fs->Size();
+    if (off < 0 || static_cast<uint64_t>(off) >= size) return fuse_reply_err(req, ENXIO), kj::READY_NOW;
+    const uint64_t cs = fs->chunk_size();
+    auto data_end_of = [&](uint64_t idx) -> uint64_t {  // bytes of slot idx that hold data
+      auto d = fs->dirty.find(idx);
+      if (d != fs->dirty.end()) return d->second.data.size();
+      if (idx < fs->inode.slots.size() && !fs->inode.slots[idx].hole()) return fs->inode.slots[idx].length;
+      return 0;
+    };
+    uint64_t pos = static_cast<uint64_t>(off);
+    if (whence == SEEK_DATA) {
+      for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
+        uint64_t start = std::max(pos, idx * cs);
+        if (start < idx * cs + data_end_of(idx)) return fuse_reply_lseek(req, static_cast<off_t>(start)), kj::READY_NOW;
+      }
+      return fuse_reply_err(req, ENXIO), kj::READY_NOW;
+    }
+    for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
+      uint64_t start = std::max(pos, idx * cs);
+      uint64_t data_end = idx * cs + data_end_of(idx);
+      if (start >= data_end) return fuse_reply_lseek(req, static_cast<off_t>(std::min(start, size))), kj::READY_NOW;
+      if (data_end < (idx + 1) * cs && data_end < size) {
+        return fuse_reply_lseek(req, static_cast<off_t>(data_end)), kj::READY_NOW;
+      }
+    }
+    return fuse_reply_lseek(req, static_cast<off_t>(size)), kj::READY_NOW;
+  }
+
+  kj::Promise<void> Create(fuse_req_t req, uint64_t parent, std::string name, mode_t mode,
+                           fuse_file_info fi, uint32_t uid, uint32_t gid) {
+    CreateRequest cr;
+    cr.type = FileType::kRegular;
+    cr.mode = mode & 07777;
+    cr.uid = uid;
+    cr.gid = gid;
+    return ns().Create(parent, name, cr).then([this, req, parent, name, fi](Result<Inode>&& r) mutable -> kj::Promise<void> {
+      if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
+        // Created by someone else since the kernel's lookup: open the existing file.
+        return ns().Lookup(parent, name).then([this, req, fi](Result<Inode>&& e) mutable {
+          FinishCreate(req, e, fi);
+        });
+      }
+      FinishCreate(req, r, fi);
+      return kj::READY_NOW;
+    });
+  }
+
+  void FinishCreate(fuse_req_t req, const Result<Inode>& r, fuse_file_info fi) {
+    if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+    if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
+    FileState& fs = State(*r);
+    fs.inode = *r;
+    fs.seen = true;
+    fs.seen_ctime = r->ctime_ns;
+    fs.seen_size = r->size;
+    fs.open_count++;
+    uint64_t fh = next_fh_++;
+    handles_[fh] = Handle{r->ino, fi.flags};
+    fi.fh = fh;
+    fuse_entry_param e = Entry(*r);
+    if (fuse_reply_create(req, &e, &fi) != 0) {
+      handles_.erase(fh);
+      fs.open_count--;
+    }
+  }
+
+  Handle* FindHandle(uint64_t fh) {
+    auto it = handles_.find(fh);
+    return it == handles_.end() ? nullptr : &it->second;
+  }
+
+  void FlushAll(std::function<void()> done) {
+    kj::Vector<kj::Promise<Status>> all;
+    std::vector<uint64_t> inos;
+    for (auto& [ino, fs] : files_) inos.push_back(ino);
+    for (uint64_t ino : inos) all.add(Flush(ino));
+    Add(kj::joinPromises(all.releaseAsArray()).then([done](kj::Array<Status>&&) { done(); }));
+  }
+
+  ClusterClient& c_;
+  MountOptions o_;
+  QuorumFs* outer_;
+  kj::TaskSet tasks_;
+  WorkerPool hashers_;
+  uint64_t lease_holder_ = 0;
+  bool lease_loop_running_ = false;
+  std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
+  std::unordered_map<uint64_t, Handle> handles_;
+  uint64_t next_fh_ = 1;
+  uint64_t dirty_bytes_ = 0;
+  Status last_upload_error_;
+  std::list<ChunkId> lru_;
+  std::unordered_map<ChunkId, std::pair<Bytes, std::list<ChunkId>::iterator>, ChunkIdHash> cache_;
+  std::unordered_map<ChunkId, kj::ForkedPromise<Result<Bytes>>, ChunkIdHash> inflight_;
+  uint64_t cache_bytes_ = 0;
+};
+
+// ---- the libfuse side: each handler copies its arguments and queues the work ----------------
+
+namespace {
+
+// The session's user data is a pointer to the QuorumFs* that main() fills in once the cluster
+// client is running (requests arrive only after that).
+QuorumFs* Fs(fuse_req_t req) { return *static_cast<QuorumFs**>(fuse_req_userdata(req)); }
+
+}  // namespace
+
+QuorumFs::QuorumFs(ClusterClient& client, MountOptions options)
+    : impl_(std::make_unique<Impl>(client, std::move(options), this)) {}
+
+QuorumFs::~QuorumFs() = default;
+
+void QuorumFs::Submit(std::function<kj::Promise<void>()> fn) {
+  Impl* impl = impl_.get();
+  // The lambda only queues: a FUSE thread never waits for the work itself.
+  impl->c_.executor().executeSync([impl, &fn]() { impl->Add(fn()); });
+}
+
+void QuorumFs::FlushAllSync() {
+  Impl* impl = impl_.get();
+  std::promise<void> done;
+  impl->c_.executor().executeSync([impl, &done]() { impl->FlushAll([&done]() { done.set_value(); }); });
+  done.get_future().wait();
+}
+
+#define QFS_IMPL(req) QuorumFs::Impl* impl = Fs(req)->impl_.get()
+
+namespace {
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  // 1 MiB writes: one chunk per request (larger max_write breaks this libfuse).
+  conn->max_write = 1024 * 1024;
+  conn->max_readahead = 4 * 1024 * 1024;
+  // readdirplus answers `ls -l` in one pass instead of a getattr per entry.
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // No writeback cache: close() and fsync() must reach the cluster (durability on W servers).
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // Reads may run concurrently; each is answered from the loop thread.
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& QuorumFs::Ops() {
+  static fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o;
+    std::memset(&o, 0, sizeof(o));
+    o.init = OpInit;
+    o.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      QFS_IMPL(req);
+      std::string n(name);
+      Fs(req)->Submit([=]() {
+        return impl->ns().Lookup(parent, n).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+      });
+    };
+    o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
+    o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() {
+        return impl->ns().GetAttr(ino).then([=](Result<Inode>&& r) { impl->ReplyAttr(req, r); });
+      });
+    };
+    o.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+      QFS_IMPL(req);
+      struct stat a = *attr;
+      Fs(req)->Submit([=]() { return impl->SetAttr(req, ino, a, to_set); });
+    };
+    o.readlink = [](fuse_req_t req, fuse_ino_t ino) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() {
+        return impl->ns().ReadLink(ino).then([=](Result<std::string>&& r) {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+          fuse_reply_readlink(req, r->c_str());
+        });
+      });
+    };
+    auto make = [](fuse_req_t req, fuse_ino_t parent, const char* name, FileType type, mode_t mode,
+                   dev_t rdev, const char* target) {
+      QFS_IMPL(req);
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      CreateRequest cr;
+      cr.type = type;
+      cr.mode = mode & 07777 & ~ctx->umask;
+      if (type == FileType::kDirectory || type == FileType::kSymlink) cr.mode = mode & 07777;
+      cr.uid = ctx->uid;
+      cr.gid = ctx->gid;
+      cr.rdev = rdev;
+      if (target) cr.symlink_target = target;
+      std::string n(name);
+      Fs(req)->Submit([=]() {
+        return impl->ns().Create(parent, n, cr).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+      });
+    };
+    static auto s_make = make;
+    o.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+      FileType t = FileTypeFromMode(mode);
+      if (t == FileType::kNone || t == FileType::kDirectory || t == FileType::kSymlink) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      s_make(req, parent, name, t, mode, rdev, nullptr);
+    };
+    o.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+      s_make(req, parent, name, FileType::kDirectory, mode, 0, nullptr);
+    };
+    o.symlink = [](fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+      s_make(req, parent, name, FileType::kSymlink, 0777, 0, link);
+    };
+    o.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      QFS_IMPL(req);
+      std::string n(name);
+      Fs(req)->Submit([=]() { return impl->Unlink(req, parent, n); });
+    };
+    o.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      QFS_IMPL(req);
+      std::string n(name);
+      Fs(req)->Submit([=]() {
+        return impl->ns().Rmdir(parent, n).then([=](Status s) { impl->ReplyStatus(req, s); });
+      });
+    };
+    o.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                  const char* newname, unsigned int flags) {
+      QFS_IMPL(req);
+      if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      uint32_t f = 0;
+      if (flags & RENAME_NOREPLACE) f |= kRenameNoReplace;
+      if (flags & RENAME_EXCHANGE) f |= kRenameExchange;
+      std::string n(name), nn(newname);
+      Fs(req)->Submit([=]() {
+        return impl->ns().Rename(parent, n, newparent, nn, f).then([=](Status s) { impl->ReplyStatus(req, s); });
+      });
+    };
+    o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+      QFS_IMPL(req);
+      std::string nn(newname);
+      Fs(req)->Submit([=]() {
+        return impl->ns().Link(ino, newparent, nn).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+      });
+    };
+    o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      QFS_IMPL(req);
+      fuse_file_info copy = *fi;
+      Fs(req)->Submit([=]() { return impl->Open(req, ino, copy); });
+    };
+    o.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() {
+        return impl->Read(ino, static_cast<uint64_t>(off), size).then([=](Result<std::string>&& r) {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+          fuse_reply_buf(req, r->data(), r->size());
+        });
+      });
+    };
+    o.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                 fuse_file_info* fi) {
+      QFS_IMPL(req);
+      auto data = std::make_shared<std::string>(buf, size);
+      bool append = fi->flags & O_APPEND;
+      Fs(req)->Submit([=]() {
+        uint64_t at = static_cast<uint64_t>(off);
+        if (append) {
+          if (FileState* fs = impl->Find(ino)) at = fs->Size();
+        }
+        return impl->Write(ino, at, data).then([=](Status s) {
+          if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), void();
+          fuse_reply_write(req, size);
+        });
+      });
+    };
+    o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
+    };
+    o.fsync = [](fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
+    };
+    o.release = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+      QFS_IMPL(req);
+      uint64_t fh = fi->fh;
+      Fs(req)->Submit([=]() { return impl->Release(req, fh); });
+    };
+    o.opendir = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+      fi->fh = 0;
+      fuse_reply_open(req, fi);
+    };
+    o.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() { return impl->ReadDir(req, ino, size, off, false); });
+    };
+    o.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() { return impl->ReadDir(req, ino, size, off, true); });
+    };
+    o.releasedir = [](fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); };
+    o.fsyncdir = [](fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); };
+    o.statfs = [](fuse_req_t req, fuse_ino_t) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() { return impl->StatFs(req); });
+    };
+    o.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                    size_t size, int flags) {
+      QFS_IMPL(req);
+      std::string n(name), v(value, size);
+      uint32_t f = 0;
+      if (flags & XATTR_CREATE) f |= kXattrCreate;
+      if (flags & XATTR_REPLACE) f |= kXattrReplace;
+      Fs(req)->Submit([=]() {
+        return impl->ns().SetXattr(ino, n, v, f).then([=](Status s) { impl->ReplyStatus(req, s); });
+      });
+    };
+    o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+      QFS_IMPL(req);
+      std::string n(name);
+      Fs(req)->Submit([=]() {
+        return impl->ns().GetXattr(ino, n).then([=](Result<std::string>&& r) {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+          if (size == 0) return fuse_reply_xattr(req, r->size()), void();
+          if (r->size() > size) return fuse_reply_err(req, ERANGE), void();
+          fuse_reply_buf(req, r->data(), r->size());
+        });
+      });
+    };
+    o.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
+      QFS_IMPL(req);
+      Fs(req)->Submit([=]() {
+        return impl->ns().ListXattr(ino).then([=](Result<std::vector<std::string>>&& r) {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+          std::string all;
+          for (const auto& n : *r) all += n + '\0';
+          if (size == 0) return fuse_reply_xattr(req, all.size()), void();
+          if (all.size() > size) return fuse_reply_err(req, ERANGE), void();
+          fuse_reply_buf(req, all.data(), all.size());
+        });
+      });
+    };
+    o.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+      QFS_IMPL(req);
+      std::string n(name);
+      Fs(req)->Submit([=]() {
+        return impl->ns().RemoveXattr(ino, n).then([=](Status s) { impl->ReplyStatus(req, s); });
+      });
+    };
+    o.access = [](fuse_req_t req, fuse_ino_t, int) { fuse_reply_err(req, 0); };
+    o.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                  fuse_file_info* fi) {
+      QFS_IMPL(req);
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      std::string n(name);
+      fuse_file_info copy = *fi;
+      mode_t m = mode & ~ctx->umask;
+      uint32_t uid = ctx->uid, gid = ctx->gid;
+      Fs(req)->Submit([=]() { return impl->Create(req, parent, n, m, copy, uid, gid); });
+    };
+    o.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                     fuse_file_info*) {
+      QFS_IMPL(req);
+      if (mode & ~FALLOC_FL_KEEP_SIZE) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+      }
+      uint64_t end = static_cast<uint64_t>(offset + length);
+      bool keep = mode & FALLOC_FL_KEEP_SIZE;
+      Fs(req)->Submit([=]() -> kj::Promise<void> {
+        FileState* fs = impl->Find(ino);
+        if (keep || (fs && fs->Size() >= end)) return fuse_reply_err(req, 0), kj::READY_NOW;
+        return impl->Flush(ino).then([=](Status s) -> kj::Promise<void> {
+          if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
+          return impl->ns().GetAttr(ino).then([=](Result<Inode>&& in) -> kj::Promise<void> {
+            if (!in.ok()) return fuse_reply_err(req, ErrnoOf(in.status())), kj::READY_NOW;
+            if (in->size >= end) return fuse_reply_err(req, 0), kj::READY_NOW;
+            SetAttrRequest r;
+            r.size = end;
+            return impl->ns().SetAttr(ino, r).then([=](Result<Inode>&& res) {
+              if (res.ok()) {
+                if (FileState* f = impl->Find(ino)) f->inode = *res;
+              }
+              fuse_reply_err(req, res.ok() ? 0 : ErrnoOf(res.status()));
+            });
+          });
+        });
+      });
+    };
+    o.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+      QFS_IMPL(req);
+      if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      Fs(req)->Submit([=]() { return impl->Lseek(req, ino, off, whence); });
+    };
+    return o;
+  }();
+  return ops;
+}
+
+Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* rest) {
+  size_t start = 0;
+  while (start <= opts.size()) {
+    size_t comma = opts.find(',', start);
+    if (comma == std::string::npos) comma = opts.size();
+    std::string opt = opts.substr(start, comma - start);
+    start = comma + 1;
+    if (opt.empty()) continue;
+    std::string key = opt, value;
+    size_t eq = opt.find('=');
+    if (eq != std::string::npos) key = opt.substr(0, eq), value = opt.substr(eq + 1);
+    auto number = [&](double* out) -> Status {
+      char* end = nullptr;
+      double v = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || v < 0) {
+        return InvalidArgument("option " + key + " needs a non-negative number, got '" + value + "'");
+      }
+      *out = v;
+      return Status::Ok();
+    };
+    auto bytes = [&](uint64_t* out) -> Status {
+      char* end = nullptr;
+      double v = std::strtod(value.c_str(), &end);
+      std::string suffix = end ? end : "";
+      double mult = 1;
+      if (suffix == "k" || suffix == "K" || suffix == "KiB") mult = 1024;
+      else if (suffix == "m" || suffix == "M" || suffix == "MiB") mult = 1024 * 1024;
+      else if (suffix == "g" || suffix == "G" || suffix == "GiB") mult = 1024.0 * 1024 * 1024;
+      else if (!suffix.empty()) return InvalidArgument("option " + key + ": bad size '" + value + "'");
+      if (value.empty() || v < 0) return InvalidArgument("option " + key + ": bad size '" + value + "'");
+      *out = static_cast<uint64_t>(v * mult);
+      return Status::Ok();
+    };
+    if (key == "attr_timeout") {
+      QFS_RETURN_IF_ERROR(number(&o->attr_timeout));
+    } else if (key == "entry_timeout") {
+      QFS_RETURN_IF_ERROR(number(&o->entry_timeout));
+    } else if (key == "op_timeout") {
+      QFS_RETURN_IF_ERROR(number(&o->op_timeout));
+      if (o->op_timeout < 0.1) return InvalidArgument("op_timeout must be at least 0.1 s");
+    } else if (key == "max_dirty") {
+      QFS_RETURN_IF_ERROR(bytes(&o->max_dirty));
+    } else if (key == "cache_size") {
+      QFS_RETURN_IF_ERROR(bytes(&o->cache_size));
+    } else if (key == "read_ahead_kb") {
+      double v;
+      QFS_RETURN_IF_ERROR(number(&v));
+      o->read_ahead_kb = static_cast<uint32_t>(v);
+    } else if (key == "_netdev" || key == "rw" || key == "auto" || key == "noauto" ||
+               key == "user" || key == "nouser" || key == "defaults" || key == "nofail" ||
+               key == "default_permissions") {
+      // mount(8)/fstab options; default_permissions is always on.
+    } else if (key == "ro") {
+      o->read_only = true;
+      *rest += (rest->empty() ? "" : ",") + opt;
+    } else if (key == "allow_other") {
+      o->allow_other = true;
+      *rest += (rest->empty() ? "" : ",") + opt;
+    } else {
+      *rest += (rest->empty() ? "" : ",") + opt;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace quorumfs

@@ -1,0 +1,62 @@
+// QuorumFs: the FUSE low-level file system (DESIGN.md, "The mount"). FUSE worker threads only
+// queue each request on the client's event-loop thread (Submit); everything else, replies
+// included, happens on that loop thread, which owns the cluster connections and every piece of
+// mount state below, so none of it needs a lock.
+#pragma once
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <kj/async.h>
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/cluster_client.h"
+
+namespace quorumfs {
+
+struct MountOptions {
+  std::string cluster_file = "/etc/quorumfs/cluster.conf";
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  bool read_only = false;
+  bool allow_other = false;
+  double attr_timeout = 1.0;   // s, kernel attribute cache
+  double entry_timeout = 1.0;  // s, kernel positive entry cache; missing names are not cached
+  uint64_t max_dirty = 256ull << 20;   // bytes of write-back data per mount
+  uint64_t cache_size = 256ull << 20;  // bytes of verified chunks cached for reads
+  double op_timeout = 10.0;            // s an operation waits for a quorum before EIO
+  uint32_t read_ahead_kb = 4096;       // bdi read-ahead so reads arrive in large requests
+};
+
+class QuorumFs {
+ public:
+  QuorumFs(ClusterClient& client, MountOptions options);
+  ~QuorumFs();
+
+  static const fuse_lowlevel_ops& Ops();
+  void set_session(fuse_session* se) { session_ = se; }
+
+  // From any FUSE thread: queues `fn` on the loop thread and returns at once.
+  void Submit(std::function<kj::Promise<void>()> fn);
+  // Flushes every dirty file (SIGTERM, unmount). Blocks; not for FUSE threads.
+  void FlushAllSync();
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  fuse_session* session_ = nullptr;
+};
+
+// Parses -o options into `options` (unknown ones are left in `rest` for libfuse).
+Status ParseMountOptions(const std::string& opts, MountOptions* options, std::string* rest);
+
+}  // namespace quorumfs

@@ -1,0 +1,347 @@
+// Unit tests of the CASPaxos acceptor rules (common/acceptor.h; DESIGN.md, "Metadata" and
+// "Removing keys"): prepare, accept, readAccepted, deleteRecord and the per-range ballot floors.
+#include "common/acceptor.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "common/ballot.h"
+#include "common/record.h"
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+// Rows and floors in memory; a test applies (or drops) each returned write explicitly.
+class MemStorage : public AcceptorStorage {
+ public:
+  Result<std::optional<AcceptorState>> LoadRecord(const std::string& key) override {
+    ++loads;
+    auto it = rows.find(key);
+    if (it == rows.end()) return std::optional<AcceptorState>();
+    return std::optional<AcceptorState>(it->second);
+  }
+  Result<Ballot> LoadFloor(const std::string& range) override {
+    auto it = floors.find(range);
+    return it == floors.end() ? Ballot{} : it->second;
+  }
+  void Apply(const AcceptorWrite& w) {
+    for (const auto& [key, row] : w.rows) {
+      if (row) {
+        rows[key] = *row;
+      } else {
+        rows.erase(key);
+      }
+    }
+    for (const auto& [range, floor] : w.floors) floors[range] = MaxBallot(floors[range], floor);
+  }
+
+  std::map<std::string, AcceptorState> rows;
+  std::map<std::string, Ballot> floors;
+  int loads = 0;
+};
+
+Ballot B(uint64_t counter, uint64_t proposer) { return Ballot{counter, proposer}; }
+
+class AcceptorTest : public ::testing::Test {
+ protected:
+  PrepareReply Prepare(const std::string& key, Ballot b) {
+    auto r = AcceptorCore::Prepare(storage_, key, b);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    storage_.Apply(r->write);
+    return r->reply;
+  }
+  AcceptReply Accept(const std::string& key, Ballot b, const std::string& value) {
+    auto r = AcceptorCore::Accept(storage_, key, b, value);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    storage_.Apply(r->write);
+    return r->reply;
+  }
+  ReadAcceptedReply Read(const std::string& key) {
+    auto r = AcceptorCore::ReadAccepted(storage_, key);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return *r;
+  }
+  DeleteRecordReply Delete(const std::string& key, Ballot accepted, AcceptorWrite* write) {
+    auto r = AcceptorCore::DeleteRecord(storage_, key, accepted);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    *write = r->write;
+    storage_.Apply(r->write);
+    return r->reply;
+  }
+
+  MemStorage storage_;
+  const std::string key_ = InodeKey(42);
+};
+
+TEST_F(AcceptorTest, PrepareOnAbsentKeyPromisesAndPersistsThePromise) {
+  auto r = AcceptorCore::Prepare(storage_, key_, B(1, 7));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->reply.promised);
+  EXPECT_EQ(r->reply.promised_ballot, B(1, 7));
+  EXPECT_TRUE(r->reply.accepted_ballot.IsNone());
+  EXPECT_FALSE(r->reply.value.has_value());
+  // The promise is in the write that must be durable before the reply goes out.
+  ASSERT_EQ(r->write.rows.size(), 1u);
+  EXPECT_EQ(r->write.rows[0].first, key_);
+  ASSERT_TRUE(r->write.rows[0].second.has_value());
+  EXPECT_EQ(r->write.rows[0].second->promised, B(1, 7));
+  EXPECT_TRUE(r->write.rows[0].second->accepted.IsNone());
+  EXPECT_TRUE(r->write.floors.empty());
+}
+
+TEST_F(AcceptorTest, PrepareNeedsAStrictlyHigherBallot) {
+  EXPECT_TRUE(Prepare(key_, B(5, 2)).promised);
+  for (Ballot b : {B(5, 2), B(5, 1), B(4, 9), B(0, 100)}) {
+    auto r = AcceptorCore::Prepare(storage_, key_, b);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->reply.promised) << b.ToString();
+    EXPECT_EQ(r->reply.promised_ballot, B(5, 2)) << b.ToString();
+    EXPECT_TRUE(r->write.empty()) << "a refused prepare writes nothing";
+  }
+  EXPECT_TRUE(Prepare(key_, B(5, 3)).promised);
+  EXPECT_TRUE(Prepare(key_, B(6, 0)).promised);
+  EXPECT_EQ(storage_.rows[key_].promised, B(6, 0));
+}
+
+TEST_F(AcceptorTest, PrepareOfNoneBallotIsRefused) {
+  auto r = AcceptorCore::Prepare(storage_, key_, Ballot{});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->reply.promised);
+  EXPECT_TRUE(r->write.empty());
+}
+
+TEST_F(AcceptorTest, PrepareReportsTheAcceptedValue) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "v3").accepted);
+  auto reply = Prepare(key_, B(4, 2));
+  EXPECT_TRUE(reply.promised);
+  EXPECT_EQ(reply.accepted_ballot, B(3, 1));
+  EXPECT_EQ(reply.value, std::optional<std::string>("v3"));
+  // The promise keeps the accepted value.
+  EXPECT_EQ(storage_.rows[key_].promised, B(4, 2));
+  EXPECT_EQ(storage_.rows[key_].accepted, B(3, 1));
+  EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("v3"));
+  // A refused prepare reports the accepted ballot too.
+  auto refused = Prepare(key_, B(2, 2));
+  EXPECT_FALSE(refused.promised);
+  EXPECT_EQ(refused.promised_ballot, B(4, 2));
+  EXPECT_EQ(refused.accepted_ballot, B(3, 1));
+}
+
+TEST_F(AcceptorTest, AcceptNeedsABallotAtLeastThePromise) {
+  ASSERT_TRUE(Prepare(key_, B(5, 2)).promised);
+  auto low = AcceptorCore::Accept(storage_, key_, B(5, 1), "low");
+  ASSERT_TRUE(low.ok());
+  EXPECT_FALSE(low->reply.accepted);
+  EXPECT_EQ(low->reply.promised_ballot, B(5, 2));
+  EXPECT_TRUE(low->write.empty());
+
+  auto equal = Accept(key_, B(5, 2), "equal");
+  EXPECT_TRUE(equal.accepted);
+  EXPECT_EQ(equal.promised_ballot, B(5, 2));
+  EXPECT_EQ(storage_.rows[key_].accepted, B(5, 2));
+  EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("equal"));
+
+  // A higher ballot is accepted without a prepare, and raises the promise with it.
+  EXPECT_TRUE(Accept(key_, B(7, 1), "higher").accepted);
+  EXPECT_EQ(storage_.rows[key_].promised, B(7, 1));
+  EXPECT_EQ(storage_.rows[key_].accepted, B(7, 1));
+  EXPECT_FALSE(Accept(key_, B(6, 9), "stale").accepted);
+  EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("higher"));
+}
+
+TEST_F(AcceptorTest, AcceptIsIdempotent) {
+  EXPECT_TRUE(Accept(key_, B(2, 1), "v").accepted);
+  EXPECT_TRUE(Accept(key_, B(2, 1), "v").accepted);  // a duplicated message
+  EXPECT_EQ(storage_.rows[key_].accepted, B(2, 1));
+}
+
+TEST_F(AcceptorTest, ReadAcceptedChangesNothing) {
+  auto absent = Read(key_);
+  EXPECT_TRUE(absent.promised_ballot.IsNone());
+  EXPECT_TRUE(absent.accepted_ballot.IsNone());
+  EXPECT_FALSE(absent.value.has_value());
+  EXPECT_TRUE(storage_.rows.empty());
+
+  ASSERT_TRUE(Accept(key_, B(2, 1), "v").accepted);
+  ASSERT_TRUE(Prepare(key_, B(3, 1)).promised);
+  AcceptorState before = storage_.rows[key_];
+  auto r = Read(key_);
+  EXPECT_EQ(r.promised_ballot, B(3, 1));
+  EXPECT_EQ(r.accepted_ballot, B(2, 1));
+  EXPECT_EQ(r.value, std::optional<std::string>("v"));
+  EXPECT_EQ(storage_.rows[key_], before);
+}
+
+TEST_F(AcceptorTest, AbsentKeyIsPromisedAtItsRangeFloor) {
+  storage_.floors[FloorRangeOf(key_)] = B(5, 1);
+  auto read = Read(key_);
+  EXPECT_EQ(read.promised_ballot, B(5, 1));
+  EXPECT_TRUE(read.accepted_ballot.IsNone());
+
+  for (Ballot b : {B(5, 1), B(4, 9), B(0, 3)}) {
+    auto r = AcceptorCore::Prepare(storage_, key_, b);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->reply.promised) << b.ToString();
+    EXPECT_EQ(r->reply.promised_ballot, B(5, 1));
+    EXPECT_TRUE(r->write.empty());
+  }
+  EXPECT_TRUE(Prepare(key_, B(5, 2)).promised);
+}
+
+TEST_F(AcceptorTest, AcceptAtTheFloorIsRefusedOnAnAbsentKey) {
+  storage_.floors[FloorRangeOf(key_)] = B(5, 1);
+  for (Ballot b : {B(5, 1), B(3, 3)}) {
+    auto r = AcceptorCore::Accept(storage_, key_, b, "old");
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->reply.accepted) << b.ToString();
+    EXPECT_EQ(r->reply.promised_ballot, B(5, 1));
+    EXPECT_TRUE(r->write.empty());
+  }
+  EXPECT_TRUE(Accept(key_, B(5, 2), "new").accepted);
+}
+
+TEST_F(AcceptorTest, UnsafeKnobAcceptsAtTheFloor) {
+  storage_.floors[FloorRangeOf(key_)] = B(5, 1);
+  AcceptorCore::UnsafeIgnoreFloorForTesting() = true;
+  auto r = AcceptorCore::Accept(storage_, key_, B(5, 1), "old");
+  AcceptorCore::UnsafeIgnoreFloorForTesting() = false;
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->reply.accepted);
+}
+
+TEST_F(AcceptorTest, FloorsCoverWholeRanges) {
+  // I/ keys share a floor per inode block; another block is not affected.
+  const std::string same_block = InodeKey(43);
+  const std::string other_block = InodeKey(42 + (uint64_t{1} << kInoBlockBits));
+  ASSERT_EQ(FloorRangeOf(key_), FloorRangeOf(same_block));
+  ASSERT_NE(FloorRangeOf(key_), FloorRangeOf(other_block));
+  storage_.floors[FloorRangeOf(key_)] = B(9, 9);
+  EXPECT_FALSE(Prepare(same_block, B(9, 9)).promised);
+  EXPECT_TRUE(Prepare(other_block, B(1, 1)).promised);
+}
+
+TEST_F(AcceptorTest, ExistingRowIgnoresTheFloor) {
+  // A row that exists carries its own promise; the floor only stands in for absent keys.
+  ASSERT_TRUE(Accept(key_, B(2, 1), "v").accepted);
+  storage_.floors[FloorRangeOf(key_)] = B(5, 1);
+  EXPECT_TRUE(Accept(key_, B(3, 1), "w").accepted);
+}
+
+TEST_F(AcceptorTest, DeleteNeedsTheMatchingAcceptedBallot) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "v").accepted);
+  AcceptorWrite write;
+  auto wrong = Delete(key_, B(2, 1), &write);
+  EXPECT_FALSE(wrong.deleted);
+  EXPECT_EQ(wrong.accepted_ballot, B(3, 1));
+  EXPECT_TRUE(write.empty());
+  EXPECT_TRUE(storage_.rows.count(key_));
+
+  auto right = Delete(key_, B(3, 1), &write);
+  EXPECT_TRUE(right.deleted);
+  EXPECT_EQ(right.accepted_ballot, B(3, 1));
+  EXPECT_FALSE(storage_.rows.count(key_));
+  // The row goes and the floor rises in one batch.
+  ASSERT_EQ(write.rows.size(), 1u);
+  EXPECT_EQ(write.rows[0].first, key_);
+  EXPECT_FALSE(write.rows[0].second.has_value());
+  ASSERT_EQ(write.floors.size(), 1u);
+  EXPECT_EQ(write.floors[0].first, FloorRangeOf(key_));
+  EXPECT_EQ(write.floors[0].second, B(3, 1));
+}
+
+TEST_F(AcceptorTest, DeleteOfAnAbsentKeyDoesNothing) {
+  AcceptorWrite write;
+  auto r = Delete(key_, B(1, 1), &write);
+  EXPECT_FALSE(r.deleted);
+  EXPECT_TRUE(r.accepted_ballot.IsNone());
+  EXPECT_TRUE(write.empty());
+  // A row that only holds a promise has accepted nothing, so no ballot of a value matches.
+  ASSERT_TRUE(Prepare(key_, B(4, 4)).promised);
+  auto none = Delete(key_, B(3, 3), &write);
+  EXPECT_FALSE(none.deleted);
+  EXPECT_TRUE(write.empty());
+}
+
+TEST_F(AcceptorTest, DeleteRaisesTheFloorToThePromise) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "v").accepted);
+  ASSERT_TRUE(Prepare(key_, B(7, 2)).promised);  // promised above the accepted ballot
+  AcceptorWrite write;
+  ASSERT_TRUE(Delete(key_, B(3, 1), &write).deleted);
+  ASSERT_EQ(write.floors.size(), 1u);
+  EXPECT_EQ(write.floors[0].second, B(7, 2));
+  EXPECT_EQ(storage_.floors[FloorRangeOf(key_)], B(7, 2));
+}
+
+TEST_F(AcceptorTest, DeleteNeverLowersTheFloor) {
+  storage_.floors[FloorRangeOf(key_)] = B(1, 1);
+  ASSERT_TRUE(Accept(key_, B(3, 1), "v").accepted);
+  // Another key of the range was deleted meanwhile with a higher floor.
+  storage_.floors[FloorRangeOf(key_)] = B(20, 1);
+  AcceptorWrite write;
+  ASSERT_TRUE(Delete(key_, B(3, 1), &write).deleted);
+  ASSERT_EQ(write.floors.size(), 1u);
+  EXPECT_EQ(write.floors[0].second, B(20, 1));
+}
+
+TEST_F(AcceptorTest, DeletedKeyIsNotResurrectedByDelayedMessages) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "v").accepted);
+  ASSERT_TRUE(Prepare(key_, B(7, 2)).promised);
+  AcceptorWrite write;
+  ASSERT_TRUE(Delete(key_, B(3, 1), &write).deleted);
+  // Messages from before the deletion, arriving late, are all refused.
+  EXPECT_FALSE(Prepare(key_, B(7, 2)).promised);
+  EXPECT_FALSE(Prepare(key_, B(5, 5)).promised);
+  EXPECT_FALSE(Accept(key_, B(3, 1), "v").accepted);
+  EXPECT_FALSE(Accept(key_, B(7, 2), "w").accepted);
+  EXPECT_FALSE(storage_.rows.count(key_));
+  // A new change above the floor works.
+  EXPECT_TRUE(Prepare(key_, B(8, 1)).promised);
+  EXPECT_TRUE(Accept(key_, B(8, 1), "new").accepted);
+}
+
+TEST_F(AcceptorTest, SkipPrepareWriteOfAFreshKey) {
+  const Ballot creator = B(0, 77);
+  auto r = AcceptorCore::Accept(storage_, key_, creator, "fresh");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->reply.accepted);
+  storage_.Apply(r->write);
+  EXPECT_EQ(storage_.rows[key_].accepted, creator);
+  // The creator's duplicate is harmless; any real ballot supersedes it.
+  EXPECT_TRUE(Accept(key_, creator, "fresh").accepted);
+  auto p = Prepare(key_, B(1, 5));
+  EXPECT_TRUE(p.promised);
+  EXPECT_EQ(p.accepted_ballot, creator);
+  EXPECT_FALSE(Accept(key_, creator, "fresh").accepted);
+}
+
+TEST_F(AcceptorTest, SkipPrepareWriteIsRefusedAfterAPrepare) {
+  ASSERT_TRUE(Prepare(key_, B(1, 5)).promised);
+  EXPECT_FALSE(Accept(key_, B(0, 77), "fresh").accepted);
+}
+
+TEST_F(AcceptorTest, SkipPrepareWriteIsRefusedOnceAFloorIsRaised) {
+  // A retired inode block has a floor: ballot 0 can no longer write there.
+  storage_.floors[FloorRangeOf(key_)] = B(1, 1);
+  auto r = AcceptorCore::Accept(storage_, key_, B(0, 77), "fresh");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->reply.accepted);
+  EXPECT_TRUE(r->write.empty());
+  // Even a floor of ballot 0 from the same creator blocks a repeat of that write.
+  storage_.floors[FloorRangeOf(key_)] = B(0, 77);
+  EXPECT_FALSE(Accept(key_, B(0, 77), "again").accepted);
+}
+
+TEST_F(AcceptorTest, WritesCarryEncodableState) {
+  ASSERT_TRUE(Accept(key_, B(2, 3), std::string("bin\0ary", 7)).accepted);
+  const AcceptorState& row = storage_.rows[key_];
+  auto decoded = AcceptorState::Decode(row.Encode());
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(*decoded, row);
+}
+
+}  // namespace
+}  // namespace quorumfs
