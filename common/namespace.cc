@@ -388,6 +388,11 @@ class Namespace::Impl {
 
   // ---- helpers for parent changes ------------------------------------------------------------
 
+  // Operation ids a directory remembers (more than kRecentOps): a parent change retried after
+  // an unknown outcome (the proposer cannot tell once 8 later changes landed) must still find
+  // its id after a burst of creates and their undos on one directory.
+  static constexpr size_t kDirOpWindow = 64;
+
   // Applies `apply` to a live directory's inode unless operation `op` already did.
   RecordFn DirChange(uint64_t op, std::function<Status(Inode&)> apply) {
     bool no_op_ids = o_.unsafe_parent_change_without_op_id;
@@ -400,7 +405,8 @@ class Namespace::Impl {
       MetaRecord out = rec;
       Inode& d = *out.inode();
       QFS_RETURN_IF_ERROR(apply(d));
-      d.RememberOp(op);
+      d.recent_ops.push_back(op);
+      if (d.recent_ops.size() > kDirOpWindow) d.recent_ops.erase(d.recent_ops.begin());
       return std::optional<MetaRecord>(std::move(out));
     };
   }
@@ -1423,6 +1429,26 @@ kj::Promise<Result<int>> Namespace::ResolveTransactions() {
 }
 kj::Promise<Result<bool>> Namespace::FixDirectoryCounts(uint64_t dir) {
   return QFS_FIBER(Result<bool>, { return impl->DoFixDirectoryCounts(ws, dir); });
+}
+kj::Promise<Result<bool>> Namespace::RemoveEntry(uint64_t parent, std::string name, uint64_t ino) {
+  return QFS_FIBER(Result<bool>, {
+    bool removed = false;
+    auto r = impl->Change(ws, DirEntryKey(parent, name),
+                          [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                            removed = false;
+                            if (!rec.entry() || rec.entry()->ino != ino) {
+                              return std::optional<MetaRecord>();
+                            }
+                            removed = true;
+                            return std::optional<MetaRecord>(MetaRecord{});
+                          });
+    if (!r.ok()) return r.status();
+    if (removed) {
+      auto fixed = impl->DoFixDirectoryCounts(ws, parent);
+      if (!fixed.ok()) return fixed.status();
+    }
+    return removed;
+  });
 }
 kj::Promise<Result<bool>> Namespace::FixInode(uint64_t ino) {
   return QFS_FIBER(Result<bool>, { return impl->DoFixInode(ws, ino); });

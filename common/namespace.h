@@ -196,6 +196,9 @@ class Namespace {
   // an interrupted unlink (nlink 0 -> dying), and adopts an inode no entry names once past its
   // birth deadline (into /lost+found). Returns whether it changed anything.
   kj::Promise<Result<bool>> FixInode(uint64_t ino);
+  // Removes entry (parent, name) if it still names `ino` (a dangling entry whose inode is gone)
+  // and recounts the directory. Returns whether it removed anything.
+  kj::Promise<Result<bool>> RemoveEntry(uint64_t parent, std::string name, uint64_t ino);
 
   uint64_t client_id() const { return options_.client_id; }
   const NamespaceOptions& options() const { return options_; }

@@ -1,0 +1,73 @@
+// TestMount: a real quorumfs-mount process (FUSE, foreground) on a directory, for the FUSE
+// tests. The destructor always tears it down: lazy unmount, abort the FUSE connection if the
+// daemon does not exit, SIGKILL, reap. FUSE test binaries run inside their own mount namespace
+// (`unshare -m --propagation private`, see tests/CMakeLists.txt), so even a crashed test leaves
+// no mount behind on the host.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace quorumfs {
+namespace testing {
+
+// Whether this process can mount FUSE file systems; if not, `*why` says why (for GTEST_SKIP).
+bool FuseAvailable(std::string* why);
+
+// GTEST_SKIP()s the current test (or suite, in SetUpTestSuite) when FUSE is unavailable.
+#define QUORUMFS_REQUIRE_FUSE()                                         \
+  do {                                                                  \
+    std::string fuse_why_;                                              \
+    if (!::quorumfs::testing::FuseAvailable(&fuse_why_)) {              \
+      GTEST_SKIP() << "FUSE tests skipped: " << fuse_why_;              \
+    }                                                                   \
+  } while (0)
+
+struct TestMountOptions {
+  double op_timeout = 10;                // -o op_timeout=
+  std::vector<std::string> extra_opts;   // more -o options, e.g. "attr_timeout=0"
+  double start_timeout = 20;             // s to wait for the mount to appear
+};
+
+class TestMount {
+ public:
+  // Mounts the cluster described by `cluster_file` at `dir` (created if missing). Failures are
+  // reported with ADD_FAILURE; check ok() (or use ASSERT_TRUE(m.ok())).
+  TestMount(std::string cluster_file, std::string dir, TestMountOptions options = {});
+  ~TestMount();
+  TestMount(const TestMount&) = delete;
+  TestMount& operator=(const TestMount&) = delete;
+
+  bool ok() const { return pid_ > 0 && mounted_; }
+  const std::string& dir() const { return dir_; }
+  std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
+  pid_t pid() const { return pid_; }
+  std::string Log() const;  // the daemon's stdout and stderr so far
+
+  // SIGKILL the daemon (no flush), then abort its connection and unmount lazily.
+  void Kill();
+  // Unmounts (gracefully when the daemon still runs) and mounts again on the same directory.
+  bool Remount();
+  // Unmounts and stops the daemon; safe to call twice.
+  void Stop();
+
+ private:
+  bool Start();
+  bool FindInMountinfo(int* minor_out) const;
+  void AbortConnection();
+  void LazyUnmount();
+  bool WaitExit(double seconds);
+
+  std::string cluster_file_;
+  std::string dir_;
+  std::string log_;
+  TestMountOptions options_;
+  pid_t pid_ = -1;
+  bool mounted_ = false;
+  int minor_ = -1;  // the FUSE connection id (device minor of the mount)
+};
+
+}  // namespace testing
+}  // namespace quorumfs

@@ -1,0 +1,834 @@
+#include "tools/fsck.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "common/cluster_client.h"
+#include "common/placement.h"
+#include "common/record.h"
+#include "common/record_key.h"
+#include "tools/json.h"
+
+namespace quorumfs {
+namespace {
+
+int64_t WallNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Issue {
+  std::string kind;     // stable machine-readable kind
+  std::string subject;  // record key, chunk id, node
+  std::string path;     // affected file, when known
+  std::string detail;
+  bool fixed = false;
+};
+
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled && ::isatty(2)) {}
+  void Phase(const std::string& name, uint64_t total) {
+    Done();
+    name_ = name;
+    total_ = total;
+    count_ = 0;
+    start_ = std::chrono::steady_clock::now();
+    Draw();
+  }
+  void Tick(uint64_t n = 1) {
+    count_ += n;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ > std::chrono::milliseconds(100)) Draw();
+  }
+  void Done() {
+    if (enabled_ && !name_.empty()) {
+      Draw();
+      std::fprintf(stderr, "\n");
+    }
+    name_.clear();
+  }
+
+ private:
+  void Draw() {
+    if (!enabled_) return;
+    last_ = std::chrono::steady_clock::now();
+    double s = std::chrono::duration<double>(last_ - start_).count();
+    double rate = s > 0 ? count_ / s : 0;
+    if (total_) {
+      int width = 30;
+      int filled = static_cast<int>(width * std::min<double>(1.0, double(count_) / total_));
+      std::fprintf(stderr, "\r%-22s [%s%s] %llu/%llu %.0f/s   ", name_.c_str(),
+                   std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                   static_cast<unsigned long long>(count_), static_cast<unsigned long long>(total_),
+                   rate);
+    } else {
+      std::fprintf(stderr, "\r%-22s %llu %.0f/s   ", name_.c_str(),
+                   static_cast<unsigned long long>(count_), rate);
+    }
+    std::fflush(stderr);
+  }
+  bool enabled_;
+  std::string name_;
+  uint64_t total_ = 0, count_ = 0;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+// One record as every node stores it.
+struct RecordCopies {
+  std::map<std::string, ScannedRecord> by_node;
+};
+
+class Fsck {
+ public:
+  Fsck(const FsckOptions& o, std::shared_ptr<const ClusterConfig> config)
+      : o_(o), config_(config), progress_(!o.json) {
+    ClusterClientOptions copts;
+    auto t = static_cast<int64_t>(o.timeout_s * 1e9) * kj::NANOSECONDS;
+    copts.rpc.call_timeout = std::min(t, 5 * kj::SECONDS);
+    copts.rpc.connect_timeout = std::min(t, 2 * kj::SECONDS);
+    copts.proposer.op_timeout = t;
+    copts.ns.busy_timeout = t;
+    client_ = std::make_unique<ClusterClient>(config, copts);
+  }
+
+  int Run() {
+    mark_start_ns_ = WallNs();  // GC: the mark begins before any record is read
+    if (!CheckNodes()) return Finish(true);
+    ScanRecords();
+    CheckRecordReplicas();
+    CheckTransactions();
+    WalkNamespace();
+    CheckOrphans();
+    ScanChunks();
+    CheckChunks();
+    if (o_.gc) CollectGarbage();
+    if (o_.repair) FinishRejoins();
+    if (o_.rebalance) FinishRebalance();
+    return Finish(false);
+  }
+
+ private:
+  template <typename T>
+  T Sync(std::function<kj::Promise<T>()> fn) {
+    return client_->RunSync<T>(std::move(fn));
+  }
+
+  void Report(Issue issue) {
+    issues_.push_back(std::move(issue));
+  }
+
+  // ---- nodes -------------------------------------------------------------------------------
+
+  bool CheckNodes() {
+    std::vector<std::string> ids = config_->NodeIds();
+    for (const auto& id : config_->previous) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      auto s = client_->Stats(id);
+      if (!s.ok()) {
+        down_.insert(id);
+        Issue i{"node_down", id, "", s.status().message()};
+        Report(i);
+        continue;
+      }
+      up_.push_back(id);
+      if (s->epoch != config_->epoch) {
+        operational_ = "node " + id + " is at epoch " + std::to_string(s->epoch) +
+                       ", the cluster file says " + std::to_string(config_->epoch);
+        return false;
+      }
+      if (!s->voting) rejoining_.insert(id);
+    }
+    // Every replica set needs a quorum of reachable, voting nodes.
+    int usable = 0;
+    for (const auto& id : up_) usable += rejoining_.count(id) == 0;
+    int need = std::max(config_->write_quorum, config_->read_quorum);
+    int missing = static_cast<int>(ids.size()) - usable;
+    if (missing > config_->replicas - need) {
+      std::string names;
+      for (const auto& d : down_) names += (names.empty() ? "" : ", ") + d;
+      for (const auto& d : rejoining_) names += (names.empty() ? "" : ", ") + d + " (rejoining)";
+      operational_ = "no quorum reachable for some replica sets; unusable nodes: " + names;
+      return false;
+    }
+    return true;
+  }
+
+  // ---- records -----------------------------------------------------------------------------
+
+  void ScanRecords() {
+    progress_.Phase("scanning records", 0);
+    for (const auto& node : up_) {
+      std::string after;
+      for (;;) {
+        auto page = Sync<Result<std::pair<std::vector<ScannedRecord>, bool>>>(
+            [&]() { return client_->rpc().ScanRecords(node, "", after, 4096); });
+        if (!page.ok()) {
+          operational_ = "scanning records on " + node + ": " + page.status().ToString();
+          break;
+        }
+        for (auto& rec : page->first) {
+          after = rec.key;
+          records_[rec.key].by_node[node] = std::move(rec);
+        }
+        progress_.Tick(page->first.size());
+        if (!page->second) break;
+      }
+    }
+  }
+
+  static std::optional<MetaRecord> Decode(const ScannedRecord& r) {
+    if (!r.value) return std::nullopt;
+    auto env = RecordEnvelope::Decode(*r.value);
+    if (!env.ok()) return std::nullopt;
+    auto rec = MetaRecord::Decode(env->payload);
+    if (!rec.ok()) return std::nullopt;
+    return *rec;
+  }
+
+  // The copy with the highest accepted ballot.
+  static const ScannedRecord* Latest(const RecordCopies& c) {
+    const ScannedRecord* best = nullptr;
+    for (const auto& [node, r] : c.by_node) {
+      if (!best || r.accepted > best->accepted) best = &r;
+    }
+    return best;
+  }
+
+  std::string PathOfKey(const std::string& key) {
+    if (key[0] == 'I' || key[0] == 'C') {
+      uint64_t ino = DecodeU64(std::string_view(key).substr(2, 8));
+      auto it = paths_.find(ino);
+      return it != paths_.end() ? it->second : "";
+    }
+    if (key[0] == 'D') {
+      uint64_t parent = DecodeU64(std::string_view(key).substr(2, 8));
+      auto it = paths_.find(parent);
+      std::string name = key.substr(20);
+      if (it != paths_.end()) return (it->second == "/" ? "" : it->second) + "/" + name;
+      return "?/" + name;
+    }
+    return "";
+  }
+
+  // Rewrites a record through CASPaxos so every replica of its set holds it.
+  bool RepairRecord(const std::string& key) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto r = Sync<Result<RecordValue>>([&]() {
+        return client_->proposer().Change(key, [](const std::optional<std::string>& cur) {
+          return cur ? Decision::Write(*cur) : Decision::Keep();
+        });
+      });
+      if (!r.ok()) continue;
+      // The accept went to every replica; the last ones may still be syncing.
+      for (int wait = 0; wait < 20; ++wait) {
+        if (ReplicasAgree(key)) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      }
+    }
+    return false;
+  }
+
+  bool ReplicasAgree(const std::string& key) {
+    auto groups = ReplicaGroupsFor(*config_, RecordPlacementKey(key));
+    std::optional<std::pair<Ballot, std::optional<std::string>>> first;
+    for (const auto& node : ReplicaUnion(groups)) {
+      if (down_.count(node)) continue;
+      auto r = Sync<Result<ReadAcceptedReply>>([&]() { return client_->rpc().ReadAccepted(node, key); });
+      if (!r.ok()) return false;
+      auto v = std::make_pair(r->accepted_ballot, r->value);
+      if (!first) first = v;
+      else if (first->first != v.first || first->second != v.second) return false;
+    }
+    return true;
+  }
+
+  void CheckRecordReplicas() {
+    progress_.Phase("checking records", records_.size());
+    for (const auto& [key, copies] : records_) {
+      progress_.Tick();
+      if (!ValidateRecordKey(key).ok()) {
+        Report(Issue{"malformed_record_key", DescribeKey(key), "", "unknown key format"});
+        continue;
+      }
+      const ScannedRecord* best = Latest(copies);
+      auto groups = ReplicaGroupsFor(*config_, RecordPlacementKey(key));
+      auto members = ReplicaUnion(groups);
+      std::vector<std::string> lagging;
+      for (const auto& m : members) {
+        if (down_.count(m)) continue;
+        auto it = copies.by_node.find(m);
+        if (it == copies.by_node.end() || it->second.accepted != best->accepted ||
+            it->second.value != best->value) {
+          lagging.push_back(m);
+        }
+      }
+      bool needs_refill = false;
+      for (const auto& m : members) needs_refill |= rejoining_.count(m) > 0;
+      bool away = false;
+      for (const auto& [node, r] : copies.by_node) {
+        away |= std::find(members.begin(), members.end(), node) == members.end();
+      }
+      if (best->value && (!lagging.empty() || (o_.repair && needs_refill) ||
+                          (o_.rebalance && config_->InTransition()))) {
+        Issue i;
+        i.kind = !lagging.empty() ? "record_replicas_disagree" : needs_refill ? "record_refill" : "record_rebalance";
+        i.subject = DescribeKey(key);
+        std::string who;
+        for (const auto& l : lagging) who += (who.empty() ? "" : ",") + l;
+        i.detail = lagging.empty() ? "" : "lagging or divergent on " + who;
+        if (o_.repair || o_.rebalance) i.fixed = RepairRecord(key);
+        if (!lagging.empty() || i.fixed) pending_paths_.push_back(issues_.size());
+        if (!lagging.empty() || !i.fixed) Report(i);
+        else refilled_ += 1;
+      }
+      if (away && !config_->InTransition()) {
+        away_records_.push_back(key);
+      }
+    }
+  }
+
+  // ---- transactions ------------------------------------------------------------------------
+
+  void CheckTransactions() {
+    int64_t now = WallNs();
+    int stuck = 0;
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'X') continue;
+      auto rec = Decode(*Latest(copies));
+      if (!rec || !rec->txn()) continue;
+      const Txn& t = *rec->txn();
+      bool expired = t.state == TxnState::kPending && now > t.deadline_ns;
+      // A decided transaction whose intents are still attached somewhere.
+      bool unresolved = false;
+      if (t.state != TxnState::kPending) {
+        for (const auto& p : t.participants) {
+          auto it = records_.find(p);
+          if (it == records_.end()) continue;
+          auto prec = Decode(*Latest(it->second));
+          if (prec && prec->intent && prec->intent->txn == t.id) unresolved = true;
+        }
+      }
+      if (expired || unresolved) {
+        ++stuck;
+        std::string paths;
+        for (const auto& p : t.participants) {
+          std::string path = PathOfKey(p);
+          if (!path.empty()) paths += (paths.empty() ? "" : " ") + path;
+        }
+        Report(Issue{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key),
+                     paths, expired ? "pending past its deadline" : "decided, intents not resolved"});
+        txn_issue_indices_.push_back(issues_.size() - 1);
+      }
+    }
+    if (stuck && o_.repair) {
+      auto r = Sync<Result<int>>([&]() { return client_->ns().ResolveTransactions(); });
+      if (r.ok()) {
+        for (size_t i : txn_issue_indices_) issues_[i].fixed = true;
+      }
+    }
+  }
+
+  // ---- namespace ---------------------------------------------------------------------------
+
+  Result<uint64_t> ResolvePath(const std::string& path) {
+    uint64_t ino = kRootIno;
+    size_t pos = 0;
+    while (pos < path.size()) {
+      size_t next = path.find('/', pos);
+      if (next == std::string::npos) next = path.size();
+      std::string comp = path.substr(pos, next - pos);
+      pos = next + 1;
+      if (comp.empty() || comp == ".") continue;
+      auto r = Sync<Result<Inode>>([&]() { return client_->ns().Lookup(ino, comp); });
+      if (!r.ok()) return r.status().WithContext(path);
+      ino = r->ino;
+    }
+    return ino;
+  }
+
+  void WalkNamespace() {
+    auto root = ResolvePath(o_.path);
+    if (!root.ok()) {
+      operational_ = "cannot resolve " + o_.path + ": " + root.status().ToString();
+      return;
+    }
+    std::string root_path = o_.path.empty() ? "/" : o_.path;
+    if (root_path.size() > 1 && root_path.back() == '/') root_path.pop_back();
+    std::vector<std::pair<uint64_t, std::string>> queue = {{*root, root_path}};
+    paths_[*root] = root_path;
+    progress_.Phase("walking namespace", 0);
+    while (!queue.empty()) {
+      auto [dir, path] = queue.back();
+      queue.pop_back();
+      std::vector<DirListing::Entry> entries;
+      uint64_t offset = 0;
+      for (;;) {
+        auto page = Sync<Result<DirListing>>([&]() { return client_->ns().ReadDir(dir, offset, 512); });
+        if (!page.ok()) {
+          Report(Issue{"unreadable_directory", std::to_string(dir), path, page.status().ToString()});
+          break;
+        }
+        for (auto& e : page->entries) entries.push_back(e);
+        if (page->end || page->entries.empty()) break;
+        offset = page->entries.back().offset;
+      }
+      // Inodes of the entries, in parallel.
+      std::vector<Result<Inode>> inodes;
+      for (size_t i = 0; i < entries.size(); i += o_.jobs) {
+        size_t end = std::min(entries.size(), i + o_.jobs);
+        auto batch = Sync<std::vector<Result<Inode>>>([&]() {
+          kj::Vector<kj::Promise<Result<Inode>>> all;
+          for (size_t k = i; k < end; ++k) all.add(client_->ns().GetAttr(entries[k].ino));
+          return kj::joinPromises(all.releaseAsArray()).then([](kj::Array<Result<Inode>>&& rs) {
+            std::vector<Result<Inode>> out;
+            for (auto& r : rs) out.push_back(std::move(r));
+            return out;
+          });
+        });
+        for (auto& r : batch) inodes.push_back(std::move(r));
+      }
+      uint64_t live = 0, subdirs = 0;
+      for (size_t k = 0; k < entries.size(); ++k) {
+        progress_.Tick();
+        const auto& e = entries[k];
+        std::string child = (path == "/" ? "" : path) + "/" + e.name;
+        if (!inodes[k].ok() || inodes[k]->state == InodeState::kDying) {
+          Issue i{"dangling_entry", child, child, "entry names inode " + std::to_string(e.ino) +
+                                                      " which does not exist"};
+          if (o_.repair) {
+            auto r = Sync<Result<bool>>([&]() { return client_->ns().RemoveEntry(dir, e.name, e.ino); });
+            i.fixed = r.ok();
+          }
+          Report(i);
+          continue;
+        }
+        ++live;
+        const Inode& in = *inodes[k];
+        if (in.is_dir()) {
+          ++subdirs;
+          if (paths_.count(in.ino)) {
+            Report(Issue{"directory_cycle", child, child,
+                         "directory " + std::to_string(in.ino) + " reached again (also at " +
+                             paths_[in.ino] + ")"});
+            continue;
+          }
+          paths_[in.ino] = child;
+          queue.emplace_back(in.ino, child);
+        } else {
+          refs_[in.ino] += 1;
+          if (!paths_.count(in.ino)) paths_[in.ino] = child;
+          files_[in.ino] = in;
+        }
+      }
+      auto d = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(dir); });
+      if (d.ok() && (d->entry_count != live || d->nlink != 2 + subdirs)) {
+        Issue i{"wrong_link_count", path, path,
+                "directory has " + std::to_string(live) + " entries, " + std::to_string(subdirs) +
+                    " subdirectories; record says count " + std::to_string(d->entry_count) +
+                    ", nlink " + std::to_string(d->nlink)};
+        if (o_.repair) {
+          auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
+          i.fixed = r.ok();
+        }
+        Report(i);
+      }
+    }
+    walked_whole_ = root_path == "/";
+    if (!walked_whole_) return;
+    for (const auto& [ino, in] : files_) {
+      if (in.nlink == refs_[ino]) continue;
+      Issue i{"wrong_link_count", paths_[ino], paths_[ino],
+              "file has " + std::to_string(refs_[ino]) + " names; nlink says " +
+                  std::to_string(in.nlink)};
+      if (o_.repair) {
+        auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
+        i.fixed = r.ok();
+      }
+      Report(i);
+    }
+  }
+
+  void CheckOrphans() {
+    if (!walked_whole_) return;
+    int64_t now = WallNs();
+    int64_t skew = client_->ns().options().clock_skew_ns;
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'I') continue;
+      uint64_t ino = DecodeU64(std::string_view(key).substr(2, 8));
+      if (ino == kRootIno || paths_.count(ino)) continue;
+      auto in = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
+      if (!in.ok() || in->state == InodeState::kDying) continue;
+      if (in->state == InodeState::kUnlinkedOpen) {
+        if (in->lease_until_ns >= now) continue;  // still held open by a mount
+        Issue i{"lease_expired", DescribeKey(key), "", "unlinked file whose mount's lease lapsed"};
+        if (o_.repair) i.fixed = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); }).ok();
+        Report(i);
+        continue;
+      }
+      if (now <= in->birth_deadline_ns + skew) continue;  // a client may still be creating it
+      Issue i{"orphan_inode", DescribeKey(key), "",
+              std::string(in->is_dir() ? "directory" : "file") + " no entry names"};
+      if (o_.repair) {
+        auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
+        i.fixed = r.ok();
+        if (r.ok() && !in->is_dir()) i.path = "/lost+found/#" + std::to_string(ino);
+      }
+      Report(i);
+    }
+  }
+
+  // ---- chunks ------------------------------------------------------------------------------
+
+  void ScanChunks() {
+    progress_.Phase("listing chunks", 0);
+    for (const auto& node : up_) {
+      std::optional<ChunkId> after;
+      for (;;) {
+        auto page = Sync<Result<std::pair<std::vector<ListedChunk>, bool>>>(
+            [&]() { return client_->rpc().ListChunks(node, after, 4096); });
+        if (!page.ok()) {
+          operational_ = "listing chunks on " + node + ": " + page.status().ToString();
+          return;
+        }
+        for (auto& c : page->first) {
+          after = c.id;
+          stored_[c.id][node] = c;
+        }
+        progress_.Tick(page->first.size());
+        if (!page->second) break;
+      }
+    }
+    // Referenced chunks: from every accepted value and every pending intent of every inode.
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'I') continue;
+      for (const auto& [node, r] : copies.by_node) {
+        auto rec = Decode(r);
+        if (!rec) continue;
+        auto mark = [&](const RecordBody& body) {
+          if (const Inode* in = std::get_if<Inode>(&body)) {
+            for (const auto& s : in->slots) {
+              if (!s.hole()) referenced_[s.id].insert(in->ino);
+            }
+          }
+        };
+        mark(rec->body);
+        if (rec->intent) mark(rec->intent->value);
+      }
+    }
+  }
+
+  std::string PathsOf(const ChunkId& id) {
+    std::string out;
+    auto it = referenced_.find(id);
+    if (it == referenced_.end()) return out;
+    for (uint64_t ino : it->second) {
+      auto p = paths_.find(ino);
+      out += (out.empty() ? "" : " ") + (p != paths_.end() ? p->second : "inode " + std::to_string(ino));
+    }
+    return out;
+  }
+
+  Result<std::shared_ptr<const std::string>> VerifiedBytes(const ChunkId& id, const std::vector<std::string>& holders) {
+    for (const auto& node : holders) {
+      auto r = Sync<Result<std::string>>([&]() { return client_->rpc().GetChunk(node, id); });
+      if (r.ok() && ChunkId::Of(*r) == id) return std::make_shared<const std::string>(std::move(r).value());
+    }
+    return Status(StatusCode::kCorruption, "no replica whose bytes match the chunk id");
+  }
+
+  void CheckChunks() {
+    progress_.Phase("checking chunks", referenced_.size());
+    for (const auto& [id, inos] : referenced_) {
+      progress_.Tick();
+      auto groups = ReplicaGroupsFor(*config_, id.view());
+      std::vector<std::string> homes = o_.rebalance ? groups.front().members : ReplicaUnion(groups);
+      auto& copies = stored_[id];
+      std::vector<std::string> holders;
+      for (const auto& [node, c] : copies) holders.push_back(node);
+      std::set<std::string> corrupt;
+      if (o_.deep) {
+        for (const auto& node : holders) {
+          auto r = Sync<Result<std::string>>([&]() { return client_->rpc().GetChunk(node, id); });
+          if (r.ok() && ChunkId::Of(*r) != id) corrupt.insert(node);
+        }
+      }
+      std::vector<std::string> good;
+      for (const auto& n : holders) {
+        if (!corrupt.count(n)) good.push_back(n);
+      }
+      std::string paths = PathsOf(id);
+      if (good.empty()) {
+        Report(Issue{"chunk_lost", id.ToHex(), paths, "no good replica on any reachable node"});
+        continue;
+      }
+      std::vector<std::string> missing;
+      for (const auto& h : homes) {
+        if (down_.count(h)) continue;
+        if (!copies.count(h) || corrupt.count(h)) missing.push_back(h);
+      }
+      std::vector<std::string> away;
+      for (const auto& n : holders) {
+        if (std::find(homes.begin(), homes.end(), n) == homes.end()) away.push_back(n);
+      }
+      for (const auto& n : corrupt) {
+        Issue i{"chunk_corrupt", id.ToHex(), paths, "replica on " + n + " does not match its hash"};
+        if (o_.repair) {
+          (void)Sync<Result<bool>>([&]() { return client_->rpc().ReportCorrupt(n, id); });
+          i.fixed = true;  // replaced below with verified bytes (if home) or dropped (if away)
+        }
+        Report(i);
+      }
+      if (!missing.empty()) {
+        std::string who;
+        for (const auto& m : missing) who += (who.empty() ? "" : ",") + m;
+        Issue i{"chunk_under_replicated", id.ToHex(), paths,
+                std::to_string(homes.size() - missing.size()) + " of " + std::to_string(homes.size()) +
+                    " home replicas; missing on " + who};
+        if (o_.repair || o_.rebalance) {
+          auto bytes = VerifiedBytes(id, good);
+          bool ok = bytes.ok();
+          for (const auto& m : missing) {
+            if (!ok) break;
+            Status s = Sync<Status>([&]() { return client_->rpc().PutChunk(m, id, *bytes, ""); });
+            ok = s.ok();
+          }
+          i.fixed = ok;
+        }
+        Report(i);
+      }
+      if (!away.empty()) {
+        std::string who;
+        for (const auto& a : away) who += (who.empty() ? "" : ",") + a;
+        Issue i{"chunk_away_from_home", id.ToHex(), paths, "stored on " + who + " outside its home set"};
+        bool homes_complete = true;
+        for (const auto& h : homes) homes_complete &= (copies.count(h) && !corrupt.count(h)) || !missing.empty();
+        if ((o_.repair || o_.rebalance) && (issues_.empty() || issues_.back().kind != "chunk_under_replicated" || issues_.back().fixed)) {
+          bool ok = true;
+          for (const auto& a : away) {
+            auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteChunk(a, id, WallNs(), 0); });
+            ok &= r.ok();
+          }
+          i.fixed = ok;
+        }
+        (void)homes_complete;
+        Report(i);
+      }
+    }
+  }
+
+  // ---- gc ----------------------------------------------------------------------------------
+
+  void CollectGarbage() {
+    if (!down_.empty()) {
+      operational_ = "--gc runs only when every node answers";
+      return;
+    }
+    int64_t grace_ns = static_cast<int64_t>(o_.grace_s * 1e9);
+    progress_.Phase("collecting garbage", 0);
+    for (const auto& [id, copies] : stored_) {
+      if (referenced_.count(id)) continue;
+      for (const auto& [node, c] : copies) {
+        auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteChunk(node, id, mark_start_ns_, grace_ns); });
+        if (r.ok() && *r) {
+          ++gc_chunks_;
+          gc_bytes_ += c.size;
+        }
+        progress_.Tick();
+      }
+    }
+    // Decided transactions older than the grace period whose intents are all resolved.
+    int64_t now = WallNs();
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'X') continue;
+      const ScannedRecord* best = Latest(copies);
+      auto rec = Decode(*best);
+      if (!rec || !rec->txn() || rec->txn()->state == TxnState::kPending) continue;
+      if (rec->txn()->created_ns > now - grace_ns) continue;
+      bool resolved = true;
+      for (const auto& p : rec->txn()->participants) {
+        auto it = records_.find(p);
+        if (it == records_.end()) continue;
+        auto prec = Decode(*Latest(it->second));
+        if (prec && prec->intent && prec->intent->txn == rec->txn()->id) resolved = false;
+      }
+      if (!resolved || !DeleteEverywhere(key, best->accepted)) continue;
+      ++gc_records_;
+    }
+  }
+
+  // deleteRecord on every replica, only if every replica holds the same accepted ballot.
+  bool DeleteEverywhere(const std::string& key, Ballot ballot) {
+    auto members = ReplicaUnion(ReplicaGroupsFor(*config_, RecordPlacementKey(key)));
+    auto it = records_.find(key);
+    for (const auto& m : members) {
+      auto c = it->second.by_node.find(m);
+      if (c == it->second.by_node.end() || c->second.accepted != ballot) return false;
+    }
+    bool ok = true;
+    for (const auto& m : members) {
+      auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteRecord(m, key, ballot); });
+      ok &= r.ok() && *r;
+    }
+    return ok;
+  }
+
+  // ---- rejoin and rebalance ----------------------------------------------------------------
+
+  void FinishRejoins() {
+    for (const auto& node : rejoining_) {
+      Issue i{"node_rejoining", node, "", "node lost its data and is refilled before it votes"};
+      bool clean = true;
+      for (const auto& is : issues_) clean &= is.fixed || is.kind == "node_rejoining";
+      if (clean) {
+        Status s = Sync<Status>([&]() { return client_->rpc().FinishRejoin(node); });
+        i.fixed = s.ok();
+        if (!s.ok()) i.detail += ": " + s.ToString();
+      }
+      Report(i);
+    }
+  }
+
+  void FinishRebalance() {
+    if (!config_->InTransition()) {
+      Report(Issue{"rebalance_not_needed", o_.cluster_file, "", "no `previous` line: nothing to move"});
+      issues_.back().fixed = true;
+      return;
+    }
+    bool clean = true;
+    for (const auto& is : issues_) clean &= is.fixed;
+    if (!clean) return;
+    ClusterConfig next = *config_;
+    next.epoch += 1;
+    next.previous.clear();
+    std::string path = o_.cluster_file + ".next";
+    std::ofstream(path) << next.Format();
+    next_config_path_ = path;
+  }
+
+  // ---- output ------------------------------------------------------------------------------
+
+  int Finish(bool operational_only) {
+    progress_.Done();
+    int found = 0, fixed = 0;
+    std::map<std::string, std::pair<int, int>> by_kind;
+    for (const auto& i : issues_) {
+      if (i.kind == "rebalance_not_needed") continue;
+      ++found;
+      fixed += i.fixed;
+      by_kind[i.kind].first++;
+      by_kind[i.kind].second += i.fixed;
+    }
+    int code = !operational_.empty() ? 8 : found == 0 ? 0 : fixed == found ? 1 : 4;
+    (void)operational_only;
+    if (o_.json) {
+      JsonWriter j;
+      j.BeginObject();
+      j.Key("exit_code").Number(code);
+      if (!operational_.empty()) j.Key("operational_error").String(operational_);
+      j.Key("issues").BeginArray();
+      for (const auto& i : issues_) {
+        j.BeginObject();
+        j.Key("kind").String(i.kind);
+        j.Key("subject").String(i.subject);
+        j.Key("path").String(i.path);
+        j.Key("detail").String(i.detail);
+        j.Key("fixed").Bool(i.fixed);
+        j.EndObject();
+      }
+      j.EndArray();
+      j.Key("summary").BeginObject();
+      j.Key("records").Number(static_cast<double>(records_.size()));
+      j.Key("files").Number(static_cast<double>(files_.size()));
+      j.Key("directories").Number(static_cast<double>(paths_.size() - files_.size()));
+      j.Key("chunks_referenced").Number(static_cast<double>(referenced_.size()));
+      j.Key("chunks_stored").Number(static_cast<double>(stored_.size()));
+      j.Key("found").Number(found);
+      j.Key("fixed").Number(fixed);
+      j.Key("gc_chunks_deleted").Number(static_cast<double>(gc_chunks_));
+      j.Key("gc_records_deleted").Number(static_cast<double>(gc_records_));
+      j.EndObject();
+      if (!next_config_path_.empty()) j.Key("next_cluster_file").String(next_config_path_);
+      j.EndObject();
+      std::printf("%s\n", j.str().c_str());
+      return code;
+    }
+    for (const auto& i : issues_) {
+      if (i.kind == "rebalance_not_needed") continue;
+      std::printf("%-8s %-24s %s%s%s%s\n", i.fixed ? "FIXED" : "ERROR", i.kind.c_str(),
+                  i.subject.c_str(), i.path.empty() || i.path == i.subject ? "" : ("  [" + i.path + "]").c_str(),
+                  i.detail.empty() ? "" : ": ", i.detail.c_str());
+    }
+    if (!operational_.empty()) std::printf("OPERATIONAL ERROR: %s\n", operational_.c_str());
+    std::printf("\n%-28s %8s %8s %8s\n", "check", "found", "fixed", "left");
+    for (const auto& [kind, fx] : by_kind) {
+      std::printf("%-28s %8d %8d %8d\n", kind.c_str(), fx.first, fx.second, fx.first - fx.second);
+    }
+    std::printf("%-28s %8d %8d %8d\n", "total", found, fixed, found - fixed);
+    std::printf("\nscanned %zu records, %zu files, %zu directories, %zu chunks referenced, %zu stored",
+                records_.size(), files_.size(), paths_.size() - files_.size(), referenced_.size(),
+                stored_.size());
+    if (o_.gc) {
+      std::printf("; gc deleted %llu chunks (%llu bytes), %llu records",
+                  static_cast<unsigned long long>(gc_chunks_), static_cast<unsigned long long>(gc_bytes_),
+                  static_cast<unsigned long long>(gc_records_));
+    }
+    std::printf("\n");
+    if (!next_config_path_.empty()) {
+      std::printf("rebalance done: install %s (epoch %llu, no `previous`) on every node and client\n",
+                  next_config_path_.c_str(), static_cast<unsigned long long>(config_->epoch + 1));
+    }
+    std::printf("exit %d: %s\n", code,
+                code == 0 ? "clean" : code == 1 ? "errors found and all corrected"
+                                   : code == 4 ? "errors left uncorrected (run with --repair)"
+                                               : "operational error");
+    return code;
+  }
+
+  FsckOptions o_;
+  std::shared_ptr<const ClusterConfig> config_;
+  std::unique_ptr<ClusterClient> client_;
+  Progress progress_;
+  int64_t mark_start_ns_ = 0;
+  std::vector<std::string> up_;
+  std::set<std::string> down_, rejoining_;
+  std::string operational_;
+  std::map<std::string, RecordCopies> records_;
+  std::map<uint64_t, std::string> paths_;
+  std::map<uint64_t, uint32_t> refs_;
+  std::map<uint64_t, Inode> files_;
+  bool walked_whole_ = false;
+  std::map<ChunkId, std::map<std::string, ListedChunk>> stored_;
+  std::map<ChunkId, std::set<uint64_t>> referenced_;
+  std::vector<Issue> issues_;
+  std::vector<size_t> txn_issue_indices_, pending_paths_;
+  std::vector<std::string> away_records_;
+  int refilled_ = 0;
+  uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0;
+  std::string next_config_path_;
+};
+
+}  // namespace
+
+int RunFsck(const FsckOptions& options) {
+  auto config = ClusterConfig::Load(options.cluster_file);
+  if (!config.ok()) {
+    std::fprintf(stderr, "quorumfs fsck: %s\n", config.status().message().c_str());
+    return 8;
+  }
+  Fsck fsck(options, std::make_shared<const ClusterConfig>(*config));
+  return fsck.Run();
+}
+
+}  // namespace quorumfs

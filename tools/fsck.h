@@ -1,0 +1,28 @@
+// `quorumfs fsck`: checks the cluster and, with --repair, heals what failures left behind
+// (DESIGN.md, "fsck"). Talks to the cluster only through common/ (ClusterClient, Namespace).
+//
+// Exit codes as fsck(8): 0 no errors, 1 errors found and all corrected, 4 errors left
+// uncorrected, 8 operational error (cluster file unreadable, no quorum reachable).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace quorumfs {
+
+struct FsckOptions {
+  std::string cluster_file;
+  bool repair = false;
+  bool gc = false;
+  bool deep = false;
+  bool rebalance = false;
+  bool json = false;
+  std::string path = "/";
+  int jobs = 16;
+  double grace_s = 86400;
+  double timeout_s = 10;
+};
+
+int RunFsck(const FsckOptions& options);
+
+}  // namespace quorumfs

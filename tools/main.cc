@@ -1,0 +1,131 @@
+// quorumfs: the admin CLI.
+//   quorumfs status --cluster FILE [--json]
+//   quorumfs fsck   --cluster FILE [--repair] [--gc] [--deep] [--rebalance] [--path P] [--json]
+//   quorumfs quorum --n N --w W --r R --p P [--nodes M] [--simulate]
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "tools/fsck.h"
+#include "tools/json.h"
+#include "tools/quorum_math.h"
+#include "tools/status.h"
+
+namespace quorumfs {
+namespace {
+
+void PrintFigures(const char* label, const QuorumFigures& f, int m) {
+  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(write quorum: >= W of the N replicas up)",
+              f.write_available, 100 * f.write_available);
+  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(read quorum: >= R of the N replicas up)",
+              f.read_available, 100 * f.read_available);
+  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(both quorums for one replica set)",
+              f.both_available, 100 * f.both_available);
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "expected fraction of replica sets available");
+  std::printf("  %-44s %9.6f  (%.4f%%)\n", buf, f.expected_sets_available,
+              100 * f.expected_sets_available);
+  std::snprintf(buf, sizeof(buf), "P(every replica set available, M=%d)", m);
+  std::printf("  %-44s %9.6f  (%.4f%%)   [%s]\n", buf, f.all_sets_available,
+              100 * f.all_sets_available, label);
+}
+
+int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trials, bool json) {
+  if (n < 1 || w < 1 || r < 1 || w > n || r > n || p < 0 || p > 1 || m < n) {
+    std::fprintf(stderr,
+                 "quorumfs quorum: need 1 <= W,R <= N, 0 <= P <= 1 and --nodes >= N\n");
+    return 8;
+  }
+  QuorumFigures f = ComputeQuorum(n, w, r, p, m);
+  QuorumFigures s;
+  if (simulate) s = SimulateQuorum(n, w, r, p, m, trials, 12345);
+  if (json) {
+    JsonWriter j;
+    j.BeginObject();
+    j.Key("n").Number(n).Key("w").Number(w).Key("r").Number(r).Key("p").Number(p).Key("nodes").Number(m);
+    auto put = [&](const char* key, const QuorumFigures& q) {
+      j.Key(key).BeginObject();
+      j.Key("write_available").Number(q.write_available);
+      j.Key("read_available").Number(q.read_available);
+      j.Key("both_available").Number(q.both_available);
+      j.Key("expected_sets_available").Number(q.expected_sets_available);
+      j.Key("all_sets_available").Number(q.all_sets_available);
+      j.EndObject();
+    };
+    put("closed_form", f);
+    if (simulate) put("monte_carlo", s);
+    j.Key("reads_see_latest_write").Bool(f.reads_see_latest);
+    j.Key("write_failures_tolerated").Number(f.write_failures_tolerated);
+    j.Key("read_failures_tolerated").Number(f.read_failures_tolerated);
+    j.EndObject();
+    std::printf("%s\n", j.str().c_str());
+    return 0;
+  }
+  std::printf("N=%d W=%d R=%d, each node up with probability p=%g, cluster of M=%d nodes\n\n", n,
+              w, r, p, m);
+  std::printf("  R + W > N (every read sees the latest write): %s\n",
+              f.reads_see_latest ? "yes" : "NO - reads may miss acknowledged writes");
+  std::printf("  failures tolerated per replica set: writes %d, reads %d\n\n",
+              f.write_failures_tolerated, f.read_failures_tolerated);
+  std::printf("closed form: P(>= q of n up) = sum_{k>=q} C(n,k) p^k (1-p)^(n-k)\n");
+  PrintFigures("closed form", f, m);
+  if (simulate) {
+    std::printf("\nMonte Carlo, %lld trials:\n", static_cast<long long>(trials));
+    PrintFigures("Monte Carlo", s, m);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace quorumfs
+
+int main(int argc, char** argv) {
+  CLI::App app{"quorumfs: administer a quorumfs cluster"};
+  app.require_subcommand(1);
+  std::string cluster = "/etc/quorumfs/cluster.conf";
+  bool json = false;
+
+  auto* status = app.add_subcommand("status", "one screen on every node and the cluster's quorums");
+  double status_timeout = 2.0;
+  status->add_option("--cluster", cluster, "cluster file")->capture_default_str();
+  status->add_flag("--json", json, "machine-readable output");
+  status->add_option("--timeout", status_timeout, "seconds to wait for each node");
+
+  auto* quorum = app.add_subcommand("quorum", "availability of N/W/R quorums (closed form)");
+  int n = 3, w = 2, r = 2, m = 0;
+  double p = 0.99;
+  bool simulate = false;
+  int64_t trials = 1000000;
+  quorum->add_option("--n", n, "replicas per key")->required();
+  quorum->add_option("--w", w, "write quorum")->required();
+  quorum->add_option("--r", r, "read quorum")->required();
+  quorum->add_option("--p", p, "probability that one node is up")->required();
+  quorum->add_option("--nodes", m, "nodes in the cluster (default N)");
+  quorum->add_flag("--simulate", simulate, "check the closed form by Monte Carlo");
+  quorum->add_option("--trials", trials, "Monte Carlo trials");
+  quorum->add_flag("--json", json, "machine-readable output");
+
+  auto* fsck = app.add_subcommand("fsck", "check (and with --repair heal) the cluster");
+  quorumfs::FsckOptions fo;
+  fsck->add_option("--cluster", cluster, "cluster file")->capture_default_str();
+  fsck->add_flag("--repair", fo.repair, "fix what is found");
+  fsck->add_flag("--gc", fo.gc, "delete unreferenced chunks and old tombstones");
+  fsck->add_flag("--deep", fo.deep, "read and hash every chunk replica");
+  fsck->add_flag("--rebalance", fo.rebalance, "move data to new replica sets after a change");
+  fsck->add_option("--path", fo.path, "check only this subtree");
+  fsck->add_option("--jobs", fo.jobs, "parallel requests");
+  fsck->add_option("--grace", fo.grace_s, "GC grace period, seconds (default 86400)");
+  fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum");
+  fsck->add_flag("--json", json, "machine-readable output");
+
+  CLI11_PARSE(app, argc, argv);
+  if (status->parsed()) return quorumfs::RunStatus(cluster, json, status_timeout);
+  if (quorum->parsed()) {
+    return quorumfs::RunQuorum(n, w, r, p, m ? m : n, simulate, trials, json);
+  }
+  if (fsck->parsed()) {
+    fo.cluster_file = cluster;
+    fo.json = json;
+    return quorumfs::RunFsck(fo);
+  }
+  return 8;
+}

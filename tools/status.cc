@@ -1,0 +1,180 @@
+#include "tools/status.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "common/cluster_client.h"
+#include "tools/json.h"
+
+namespace quorumfs {
+
+namespace {
+
+std::string Human(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) v /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Calls f(subset) for every k-subset of {0..m-1}.
+void ForEachSubset(int m, int k, const std::function<void(const std::vector<int>&)>& f) {
+  std::vector<int> idx(k);
+  for (int i = 0; i < k; ++i) idx[i] = i;
+  while (true) {
+    f(idx);
+    int i = k - 1;
+    while (i >= 0 && idx[i] == m - k + i) --i;
+    if (i < 0) return;
+    ++idx[i];
+    for (int j = i + 1; j < k; ++j) idx[j] = idx[j - 1] + 1;
+  }
+}
+
+}  // namespace
+
+int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
+  auto config = ClusterConfig::Load(cluster_file);
+  if (!config.ok()) {
+    std::fprintf(stderr, "quorumfs status: %s\n", config.status().message().c_str());
+    return 8;
+  }
+  ClusterClientOptions opts;
+  auto t = static_cast<int64_t>(timeout_s * 1e9) * kj::NANOSECONDS;
+  opts.rpc.call_timeout = t;
+  opts.rpc.connect_timeout = t;
+  auto shared = std::make_shared<const ClusterConfig>(*config);
+  ClusterClient client(shared, opts);
+
+  struct Row {
+    const NodeInfo* node;
+    Result<NodeStatsInfo> stats = Status(StatusCode::kUnavailable, "not asked");
+    double rtt_ms = 0;
+  };
+  std::vector<Row> rows;
+  for (const auto& n : config->nodes) rows.push_back(Row{&n});
+  client.RunSync<bool>([&]() -> kj::Promise<bool> {
+    kj::Vector<kj::Promise<void>> all;
+    for (auto& row : rows) {
+      auto start = std::chrono::steady_clock::now();
+      Row* r = &row;
+      all.add(client.rpc().Stats(row.node->id).then([r, start](Result<NodeStatsInfo>&& s) {
+        r->rtt_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        r->stats = std::move(s);
+      }));
+    }
+    return kj::joinPromises(all.releaseAsArray()).then([]() { return true; });
+  });
+
+  // A node counts towards quorums if it answers, votes, and is at our epoch.
+  std::vector<bool> usable;
+  for (const auto& r : rows) {
+    usable.push_back(r.stats.ok() && r.stats->voting && r.stats->epoch == config->epoch);
+  }
+  int m = static_cast<int>(rows.size());
+  int n = config->replicas;
+  int need = std::max(config->write_quorum, config->read_quorum);
+  int64_t sets = 0, sets_ok = 0;
+  std::vector<std::string> broken;
+  ForEachSubset(m, n, [&](const std::vector<int>& s) {
+    int up = 0;
+    for (int i : s) up += usable[i];
+    ++sets;
+    if (up >= need) {
+      ++sets_ok;
+    } else if (broken.size() < 5) {
+      std::string name;
+      for (int i : s) name += (name.empty() ? "" : ",") + rows[i].node->id;
+      broken.push_back("{" + name + "}");
+    }
+  });
+  int up_count = static_cast<int>(std::count(usable.begin(), usable.end(), true));
+  bool healthy = sets_ok == sets;
+  std::string verdict;
+  if (healthy && up_count == m) {
+    verdict = "HEALTHY: all " + std::to_string(m) + " nodes up; every replica set has its quorums";
+  } else if (healthy) {
+    verdict = "DEGRADED: " + std::to_string(m - up_count) + " of " + std::to_string(m) +
+              " nodes unusable; every replica set still has its quorums (tolerates " +
+              std::to_string(n - need - (m - up_count) >= 0 ? n - need : 0) + " failures per set)";
+  } else {
+    verdict = "UNAVAILABLE: " + std::to_string(sets - sets_ok) + " of " + std::to_string(sets) +
+              " replica sets lack a quorum (e.g. ";
+    for (size_t i = 0; i < broken.size(); ++i) verdict += (i ? " " : "") + broken[i];
+    verdict += "); data on them cannot be changed";
+  }
+
+  if (json) {
+    JsonWriter j;
+    j.BeginObject();
+    j.Key("cluster_file").String(cluster_file);
+    j.Key("epoch").Number(static_cast<double>(config->epoch));
+    j.Key("replicas").Number(n);
+    j.Key("write_quorum").Number(config->write_quorum);
+    j.Key("read_quorum").Number(config->read_quorum);
+    j.Key("nodes").BeginArray();
+    for (const auto& r : rows) {
+      j.BeginObject();
+      j.Key("id").String(r.node->id);
+      j.Key("address").String(r.node->address);
+      j.Key("up").Bool(r.stats.ok());
+      if (r.stats.ok()) {
+        j.Key("rtt_ms").Number(r.rtt_ms);
+        j.Key("version").String(r.stats->version);
+        j.Key("epoch").Number(static_cast<double>(r.stats->epoch));
+        j.Key("voting").Bool(r.stats->voting);
+        j.Key("incarnation").String(r.stats->incarnation);
+        j.Key("capacity").Number(static_cast<double>(r.stats->capacity));
+        j.Key("used").Number(static_cast<double>(r.stats->used));
+        j.Key("chunks").Number(static_cast<double>(r.stats->chunk_count));
+        j.Key("chunk_bytes").Number(static_cast<double>(r.stats->chunk_bytes));
+        j.Key("records").Number(static_cast<double>(r.stats->record_count));
+      } else {
+        j.Key("error").String(r.stats.status().ToString());
+      }
+      j.EndObject();
+    }
+    j.EndArray();
+    j.Key("replica_sets").Number(static_cast<double>(sets));
+    j.Key("replica_sets_with_quorum").Number(static_cast<double>(sets_ok));
+    j.Key("healthy").Bool(healthy);
+    j.Key("verdict").String(verdict);
+    j.EndObject();
+    std::printf("%s\n", j.str().c_str());
+  } else {
+    std::printf("cluster %s: epoch %llu, N=%d W=%d R=%d, %d nodes\n\n", cluster_file.c_str(),
+                static_cast<unsigned long long>(config->epoch), n, config->write_quorum,
+                config->read_quorum, m);
+    std::printf("%-8s %-22s %-5s %8s %-8s %10s %10s %9s %9s  %s\n", "NODE", "ADDRESS", "STATE",
+                "RTT", "VERSION", "CAPACITY", "USED", "CHUNKS", "RECORDS", "NOTE");
+    for (const auto& r : rows) {
+      if (r.stats.ok()) {
+        std::string note;
+        if (!r.stats->voting) note = "rejoining: not voting until fsck --repair refills it";
+        if (r.stats->epoch != config->epoch) {
+          note = "epoch " + std::to_string(r.stats->epoch) + " differs from the cluster file's";
+        }
+        std::printf("%-8s %-22s %-5s %6.2fms %-8s %10s %10s %9llu %9llu  %s\n", r.node->id.c_str(),
+                    r.node->address.c_str(), "up", r.rtt_ms, r.stats->version.c_str(),
+                    Human(r.stats->capacity).c_str(), Human(r.stats->used).c_str(),
+                    static_cast<unsigned long long>(r.stats->chunk_count),
+                    static_cast<unsigned long long>(r.stats->record_count), note.c_str());
+      } else {
+        std::printf("%-8s %-22s %-5s %8s %-8s %10s %10s %9s %9s  %s\n", r.node->id.c_str(),
+                    r.node->address.c_str(), "DOWN", "-", "-", "-", "-", "-", "-",
+                    r.stats.status().message().c_str());
+      }
+    }
+    std::printf("\nreplica sets with read and write quorum: %lld of %lld\n",
+                static_cast<long long>(sets_ok), static_cast<long long>(sets));
+    std::printf("%s\n", verdict.c_str());
+  }
+  return healthy ? 0 : 2;
+}
+
+}  // namespace quorumfs
