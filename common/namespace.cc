@@ -320,7 +320,13 @@ class Namespace::Impl {
 
   // Commits: the CAS of X from pending to committed. Conflict if someone aborted it first.
   Status Commit(kj::WaitScope& ws, TxnCtx& ctx) {
+    if (o_.test_crash_txn_after_intents) {
+      return Status(StatusCode::kUnavailable, "test crash with intents attached");
+    }
     QFS_ASSIGN_OR_RETURN(TxnState fate, SetTxnState(ws, ctx.txn.id, TxnState::kCommitted));
+    if (o_.test_crash_txn_after_commit && fate == TxnState::kCommitted) {
+      return Status(StatusCode::kUnavailable, "test crash after commit");
+    }
     if (fate != TxnState::kCommitted) {
       Finish(ws, ctx, false);
       return Conflict("transaction aborted by another client");
@@ -556,6 +562,11 @@ class Namespace::Impl {
 
     // Round 1: the inode (skip-prepare, once) beside the parent's change.
     auto inode_write = proposer_.CreateFresh(InodeKey(ino), WithBody(inode).Encode());
+    if (o_.test_crash_create_after_inode) {
+      auto r = inode_write.wait(ws);
+      return Status(StatusCode::kUnavailable, "test crash after inode write (" +
+                                                  (r.ok() ? std::string("written") : r.status().ToString()) + ")");
+    }
     Result<MetaRecord> parent_r = MetaRecord{};
     if (!o_.unsafe_create_skips_parent_change) {
       parent_r = Change(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
@@ -1054,6 +1065,7 @@ class Namespace::Impl {
     }
     for (const char* ns : {"user.", "trusted.", "security.", "system."}) {
       if (name.rfind(ns, 0) == 0 && name.size() > std::strlen(ns)) return Status::Ok();
+      if (name == ns) return InvalidArgument("xattr name has no suffix");  // as ext4: EINVAL
     }
     return Status(StatusCode::kNotSupported, "xattr namespace not supported");
   }

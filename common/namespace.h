@@ -83,6 +83,12 @@ struct NamespaceOptions {
   bool unsafe_create_skips_parent_change = false;
   bool unsafe_move_without_rename_lock = false;
   bool unsafe_parent_change_without_op_id = false;
+
+  // Fault injection for tests (a client that dies midway): the operation stops right after
+  // the named step and returns Unavailable, leaving what a crash would leave.
+  bool test_crash_create_after_inode = false;   // inode written, no entry, no parent change
+  bool test_crash_txn_after_intents = false;    // intents attached, X still pending
+  bool test_crash_txn_after_commit = false;     // X committed, intents not yet resolved
 };
 
 struct Credentials {

@@ -51,6 +51,9 @@ struct FileState {
   bool flushing = false;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> flush_waiters;
   uint64_t last_read_end = 0;
+  // Wall-clock time of this mount's last unpublished write: stat shows it as mtime/ctime until
+  // the layout is published (which sets the record's times), as a local file system would.
+  int64_t local_mtime_ns = 0;
 
   uint64_t chunk_size() const { return inode.chunk_size ? inode.chunk_size : kDefaultChunk; }
   uint64_t Size() const {
@@ -113,6 +116,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       st->st_size = static_cast<off_t>(std::max<uint64_t>(fs->Size(), fs->truncated_to ? 0 : in.size));
       if (fs->truncated_to) st->st_size = static_cast<off_t>(fs->Size());
       if (fs->unlinked_held) st->st_nlink = 0;
+      if (fs->local_mtime_ns > in.mtime_ns) {
+        st->st_mtim = {fs->local_mtime_ns / 1000000000, fs->local_mtime_ns % 1000000000};
+      }
+      if (fs->local_mtime_ns > in.ctime_ns) {
+        st->st_ctim = {fs->local_mtime_ns / 1000000000, fs->local_mtime_ns % 1000000000};
+      }
     }
   }
 
@@ -272,6 +281,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       ds.ranges.emplace_back(in_slot, static_cast<uint32_t>(in_slot + n));
       ++ds.gen;
       f->written_end = std::max<uint64_t>(f->written_end, off + done + n);
+      f->local_mtime_ns = SystemWallClock().NowNs();
       if (ds.data.size() == cs) StartUpload(*f, idx);  // full: upload in the background
       return WriteFrom(ino, off, buf, done + n);
     };
@@ -385,7 +395,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 }
               }
               fs->truncated_to.reset();
-              if (fs->dirty.empty()) fs->written_end = 0;
+              if (fs->dirty.empty()) {
+                fs->written_end = 0;
+                fs->local_mtime_ns = 0;  // the published record's times are newer
+              }
               return Status::Ok();
             }
             if (r.status().code() != StatusCode::kConflict || attempt > 20) return r.status();
@@ -605,8 +618,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       r.mtime_ns = attr.st_mtim.tv_sec * 1000000000LL + attr.st_mtim.tv_nsec;
     }
     // A size change publishes this mount's pending writes first, so the truncation applies to
-    // the file as this mount wrote it.
-    kj::Promise<Status> before = r.size ? Flush(ino) : kj::Promise<Status>(Status::Ok());
+    // the file as this mount wrote it; so does setting the times (cp -p, tar: write, then
+    // futimens, then close), or the later publish would stamp the write time over them.
+    bool explicit_times = (r.mtime_ns && *r.mtime_ns != SetAttrRequest::kNow) ||
+                          (r.atime_ns && *r.atime_ns != SetAttrRequest::kNow);
+    kj::Promise<Status> before =
+        r.size || explicit_times ? Flush(ino) : kj::Promise<Status>(Status::Ok());
     return before.then([this, req, ino, r](Status s) -> kj::Promise<void> {
       if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
       return ns().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
@@ -615,6 +632,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             if (fs->dirty.empty()) {
               fs->inode = *res;
               fs->written_end = 0;
+              fs->local_mtime_ns = 0;
             }
             fs->seen_ctime = res->ctime_ns;
             fs->seen_size = res->size;
@@ -857,6 +875,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   // No writeback cache: close() and fsync() must reach the cluster (durability on W servers).
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // open(O_TRUNC) then arrives as open + setattr(size 0), which publishes the truncation (libfuse
+  // turns atomic O_TRUNC on by default, and Open does not truncate).
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   // Reads may run concurrently; each is answered from the loop thread.
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
 }

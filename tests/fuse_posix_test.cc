@@ -793,6 +793,15 @@ TEST_F(PosixTest, Utimens) {
     st = o.Quiet("l");
     o.Note("link mtime", std::to_string(Ns(st.st_mtim)));
     R(::utimensat(AT_FDCWD, PATH("missing"), ts, 0));
+    // cp -p and tar: write, set the times through the descriptor, then close. The times stay.
+    fd = F(::open(PATH("copied"), O_CREAT | O_WRONLY, 0644));
+    R(::write(fd, "data", 4));
+    R(::futimens(fd, ts));
+    R(::close(fd));
+    st = o.Quiet("copied");
+    o.Note("copied mtime", std::to_string(Ns(st.st_mtim)));
+    o.Stat("copied");
+    o.Content("copied");
   });
 }
 

@@ -176,5 +176,28 @@ std::shared_ptr<const ClusterConfig> TestCluster::ConfigWithEpoch(uint64_t epoch
   return std::make_shared<const ClusterConfig>(c);
 }
 
+int TestCluster::AddNode() {
+  ports_.push_back(PickFreePort());
+  pids_.push_back(-1);
+  return nodes() - 1;
+}
+
+std::string TestCluster::NodeLine(int i) const {
+  return "node " + node_id(i) + " 127.0.0.1:" + std::to_string(ports_[i]);
+}
+
+void TestCluster::Reconfigure(const std::string& text) {
+  auto parsed = ClusterConfig::Parse(text, cluster_file_);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  for (int i = 0; i < nodes(); ++i) {
+    if (Running(i)) EXPECT_EQ(Terminate(i), 0) << Log(i);
+  }
+  std::ofstream(cluster_file_) << text;
+  config_ = std::make_shared<const ClusterConfig>(parsed.value());
+  for (int i = 0; i < nodes(); ++i) {
+    if (config_->FindNode(node_id(i))) Start(i);
+  }
+}
+
 }  // namespace testing
 }  // namespace quorumfs

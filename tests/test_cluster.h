@@ -48,6 +48,16 @@ class TestCluster {
   // Writes a cluster file with a different epoch (for epoch-mismatch tests).
   std::shared_ptr<const ClusterConfig> ConfigWithEpoch(uint64_t epoch) const;
 
+  // Membership changes. AddNode reserves node nodes() (id node_id(i), a fresh port, data dir
+  // data_dir(i)) without starting it or touching the cluster file, and returns its index.
+  int AddNode();
+  int nodes() const { return static_cast<int>(ports_.size()); }
+  // "node <id> 127.0.0.1:<port>" for the cluster file.
+  std::string NodeLine(int i) const;
+  // Replaces the cluster file with `text` (every node it names must be one of this cluster's),
+  // stops every running node with SIGTERM, then starts every node the new file names.
+  void Reconfigure(const std::string& text);
+
  private:
   TestClusterOptions options_;
   std::string dir_;
