@@ -68,6 +68,21 @@ Result<Ballot> RecordStore::LoadFloor(const std::string& range) {
   return Ballot{DecodeU64(raw), DecodeU64(std::string_view(raw).substr(8))};
 }
 
+bool RecordStore::HasPendingWrite(const std::string& key) const {
+  return overlay_rows_.count(key) > 0;
+}
+
+kj::Promise<Status> RecordStore::Barrier() {
+  // An empty batch queued behind every earlier one: syncs complete in queue order.
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(Pending{AcceptorWrite{}, kj::mv(paf.fulfiller)});
+  }
+  cv_.notify_one();
+  return kj::mv(paf.promise);
+}
+
 kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
   if (write.empty()) return Status::Ok();
   // Keys touched by this batch stay in the overlay until it is durable.

@@ -42,6 +42,11 @@ class RecordStore : public AcceptorStorage {
   // Makes `write` durable; loop thread only. The promise resolves on the calling thread.
   kj::Promise<Status> Commit(AcceptorWrite write);
 
+  // True while `key` has a write that is not yet durable (loop thread only).
+  bool HasPendingWrite(const std::string& key) const;
+  // Resolves once every batch committed before this call is durable (loop thread only).
+  kj::Promise<Status> Barrier();
+
   // Durable rows with key starting with prefix and > after, in order, at most limit.
   Result<std::vector<std::pair<std::string, AcceptorState>>> Scan(const std::string& prefix,
                                                                   const std::string& after,

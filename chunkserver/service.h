@@ -56,6 +56,8 @@ class ChunkserverService final : public rpc::Chunkserver::Server {
   // OK, or the error to return: epoch mismatch, shutting down.
   Status Admit(uint64_t epoch) const;
   kj::Promise<void> Track(kj::Promise<void> work);
+  // The acceptor state of `key` once no write to it is waiting for its sync.
+  kj::Promise<Result<ReadAcceptedReply>> ReadDurable(const std::string& key, int attempt);
 
   ServiceOptions options_;
   std::shared_ptr<const ClusterConfig> config_;

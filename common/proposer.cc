@@ -217,8 +217,8 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         } else {
           for (const auto& s : op->sent) {
             if (s.version + RecordEnvelope::kRecentChanges <= env.version) {
-              return Result<RecordValue>(fail_status(StatusCode::kUnknownOutcome,
-                                                     "too many concurrent changes to tell"));
+              return Result<RecordValue>(
+                  fail_status(StatusCode::kUnknownOutcome, "too many concurrent changes to tell"));
             }
           }
           std::optional<std::string> current;
@@ -242,8 +242,8 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
           return Result<RecordValue>(fail_status(
               StatusCode::kUnknownOutcome, "an earlier write of this change may still be chosen"));
         }
-        bool need_accept = decision.kind == Decision::kWrite ||
-                           (exists && (!already_chosen || supersede));
+        bool need_accept =
+            decision.kind == Decision::kWrite || (exists && (!already_chosen || supersede));
         if (!need_accept) {
           if (decision.kind == Decision::kAbort) return Result<RecordValue>(decision.status);
           return Result<RecordValue>(std::move(result));

@@ -40,9 +40,6 @@ struct DirtySlot {
 struct FileState {
   uint64_t ino = 0;
   Inode inode;  // the layout this mount reads through; refreshed at open and after publish
-  bool seen = false;
-  int64_t seen_ctime = 0;
-  uint64_t seen_size = 0;
   int open_count = 0;
   std::map<uint64_t, DirtySlot> dirty;
   uint64_t written_end = 0;
@@ -381,9 +378,29 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             FileState* fs = Find(ino);
             if (!fs) return Status::Ok();
             if (r.ok()) {
+              // The kernel's pages of this file hold what this mount read and wrote. If anyone
+              // else's bytes got in (a rebuilt slot, or other slots or the size changed since
+              // this mount's copy of the layout), the next open must drop them.
+              bool foreign = attempt > 0;
+              uint64_t expect_size = std::max(u.truncated_to ? *u.truncated_to : fs->inode.size,
+                                              u.written_end);
+              if (r->size != expect_size) foreign = true;
+              for (size_t i = 0; !foreign && i < r->slots.size(); ++i) {
+                if (gens.count(i)) continue;
+                Slot before = i < fs->inode.slots.size() ? fs->inode.slots[i] : Slot{};
+                if (u.truncated_to && i * fs->chunk_size() >= *u.truncated_to) before = Slot{};
+                const Slot& after = r->slots[i];
+                if (before.hole() != after.hole() ||
+                    (!after.hole() && (before.id != after.id || before.length != after.length))) {
+                  foreign = true;
+                }
+              }
+              if (foreign) {
+                page_version_.erase(ino);
+              } else {
+                NotePageVersion(*r);
+              }
               fs->inode = *r;
-              fs->seen_ctime = r->ctime_ns;
-              fs->seen_size = r->size;
               for (const auto& [idx, gen] : gens) {
                 auto it = fs->dirty.find(idx);
                 if (it == fs->dirty.end()) continue;
@@ -512,18 +529,21 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<void> Open(fuse_req_t req, uint64_t ino, fuse_file_info fi) {
     return ns().GetAttr(ino).then([this, req, ino, fi](Result<Inode>&& r) mutable {
-      if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
-      if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
-      FileState& fs = State(*r);
-      bool unchanged = fs.seen && fs.seen_ctime == r->ctime_ns && fs.seen_size == r->size;
-      if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
-      if (fs.seen && !unchanged && se()) {
-        // Close-to-open: the file changed elsewhere since this mount last saw it.
-        fuse_lowlevel_notify_inval_inode(se(), ino, -1, 0);
+      // A name the kernel still caches may point at an inode another mount has unlinked (or
+      // that is gone): ESTALE makes the kernel look the name up again and retry the open.
+      if (!r.ok()) {
+        int e = ErrnoOf(r.status());
+        return fuse_reply_err(req, e == ENOENT ? ESTALE : e), void();
       }
-      fs.seen = true;
-      fs.seen_ctime = r->ctime_ns;
-      fs.seen_size = r->size;
+      if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
+      FileState* held = Find(ino);
+      bool ours = held && (held->open_count > 0 || held->unlinked_held);
+      if ((r->nlink == 0 || r->state != InodeState::kLive) && !ours) {
+        return fuse_reply_err(req, ESTALE), void();
+      }
+      FileState& fs = State(*r);
+      bool unchanged = KernelCacheCurrent(*r);
+      if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
       fs.open_count++;
       uint64_t fh = next_fh_++;
       handles_[fh] = Handle{ino, fi.flags};
@@ -634,8 +654,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
               fs->written_end = 0;
               fs->local_mtime_ns = 0;
             }
-            fs->seen_ctime = res->ctime_ns;
-            fs->seen_size = res->size;
           }
         }
         ReplyAttr(req, res);
@@ -788,19 +806,34 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
     if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
     FileState& fs = State(*r);
-    fs.inode = *r;
-    fs.seen = true;
-    fs.seen_ctime = r->ctime_ns;
-    fs.seen_size = r->size;
+    bool unchanged = KernelCacheCurrent(*r);
+    if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
     fs.open_count++;
     uint64_t fh = next_fh_++;
     handles_[fh] = Handle{r->ino, fi.flags};
     fi.fh = fh;
+    fi.keep_cache = unchanged ? 1 : 0;
     fuse_entry_param e = Entry(*r);
     if (fuse_reply_create(req, &e, &fi) != 0) {
       handles_.erase(fh);
       fs.open_count--;
     }
+  }
+
+  // Close-to-open: whether the kernel's cached pages of `fresh`'s file still hold its current
+  // bytes (this mount last saw the same version). If not, its cached attributes are dropped
+  // too, and the caller opens without keep_cache so the pages go as well.
+  bool KernelCacheCurrent(const Inode& fresh) {
+    auto it = page_version_.find(fresh.ino);
+    bool current = it != page_version_.end() && it->second.first == fresh.ctime_ns &&
+                   it->second.second == fresh.size;
+    if (!current && se()) fuse_lowlevel_notify_inval_inode(se(), fresh.ino, -1, 0);
+    NotePageVersion(fresh);
+    return current;
+  }
+  void NotePageVersion(const Inode& in) {
+    if (page_version_.size() > (1u << 20)) page_version_.clear();  // forgetting only costs a reread
+    page_version_[in.ino] = {in.ctime_ns, in.size};
   }
 
   Handle* FindHandle(uint64_t fh) {
@@ -825,6 +858,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   bool lease_loop_running_ = false;
   std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
   std::unordered_map<uint64_t, Handle> handles_;
+  // ino -> (ctime, size) of the version the kernel's page cache holds (see KernelCacheCurrent).
+  std::unordered_map<uint64_t, std::pair<int64_t, uint64_t>> page_version_;
   uint64_t next_fh_ = 1;
   uint64_t dirty_bytes_ = 0;
   Status last_upload_error_;

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/cluster_client.h"
+#include "common/placement.h"
 #include "common/record_key.h"
 #include "tests/test_cluster.h"
 
@@ -323,6 +324,43 @@ TEST(ClusterIntegration, WrongEpochIsRefusedNamingBoth) {
   auto put = client.PutChunk("abc");
   ASSERT_FALSE(put.ok());
   EXPECT_EQ(put.status().code(), StatusCode::kEpochMismatch) << put.status().ToString();
+}
+
+TEST(ClusterIntegration, CorruptReplicaIsSkippedReportedAndQuarantined) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  std::string data(300000, 'q');
+  for (size_t i = 0; i < data.size(); i += 7) data[i] = static_cast<char>(i);
+  auto id = client.PutChunk(data);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  // Wait until every replica has it (the put returned after W of N).
+  std::string hex = id->ToHex();
+  auto path = [&](int node) {
+    return cluster.data_dir(node) + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  };
+  for (int t = 0; t < 100 && ::access(path(2).c_str(), F_OK) != 0; ++t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // Flip a byte in the replica the client tries first.
+  auto order = FullRanking(*cluster.config(), id->view());
+  int first = order[0][0] - 'a';
+  {
+    FILE* f = std::fopen(path(first).c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 1000, SEEK_SET);
+    std::fputc('Z', f);
+    std::fclose(f);
+  }
+  auto got = client.GetChunk(*id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, data);  // served by the next replica, verified
+  // The report made the server re-verify and quarantine its bad copy.
+  bool quarantined = false;
+  for (int t = 0; t < 100 && !quarantined; ++t) {
+    quarantined = ::access(path(first).c_str(), F_OK) != 0;
+    if (!quarantined) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(quarantined) << "corrupt replica still in place on " << order[0];
 }
 
 }  // namespace

@@ -323,7 +323,7 @@ TEST_P(FsxTest, RandomOps) {
   auto start = std::chrono::steady_clock::now();
   Fsx fsx(seed, mount_->path(name), local_ + "/" + name);
   std::string err = fsx.Run(ops);
-  EXPECT_EQ(err, "") << err;
+  EXPECT_TRUE(err.empty()) << err;
   std::fprintf(stderr, "seed %u: %d ops in %.1f s\n", seed, ops,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

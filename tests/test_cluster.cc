@@ -190,7 +190,9 @@ void TestCluster::Reconfigure(const std::string& text) {
   auto parsed = ClusterConfig::Parse(text, cluster_file_);
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
   for (int i = 0; i < nodes(); ++i) {
-    if (Running(i)) EXPECT_EQ(Terminate(i), 0) << Log(i);
+    if (Running(i)) {
+      EXPECT_EQ(Terminate(i), 0) << Log(i);
+    }
   }
   std::ofstream(cluster_file_) << text;
   config_ = std::make_shared<const ClusterConfig>(parsed.value());

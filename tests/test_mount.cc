@@ -232,7 +232,15 @@ void TestMount::Stop() {
   // A lazy unmount detaches the mount at once; the daemon then flushes and exits by itself.
   LazyUnmount();
   if (!WaitExit(10)) {
-    // Stuck (e.g. waiting for a quorum that never comes): abort the connection.
+    // Stuck (e.g. waiting for a quorum that never comes): say where, then abort the connection.
+    std::fprintf(stderr, "quorumfs-mount (pid %d) did not exit 10 s after unmounting %s\n",
+                 static_cast<int>(pid_), dir_.c_str());
+    if (::access("/usr/bin/gdb", X_OK) == 0) {
+      std::string cmd = "gdb -p " + std::to_string(pid_) +
+                        " -batch -ex 'thread apply all bt' 2>/dev/null | grep -E '^(#|Thread)' "
+                        "1>&2";
+      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "(no stacks)\n");
+    }
     AbortConnection();
     if (!WaitExit(2)) {
       ::kill(pid_, SIGKILL);

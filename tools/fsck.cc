@@ -32,6 +32,7 @@ struct Issue {
   std::string path;     // affected file, when known
   std::string detail;
   bool fixed = false;
+  std::vector<std::string> keys = {};  // record keys whose paths are filled in after the walk
 };
 
 class Progress {
@@ -108,6 +109,7 @@ class Fsck {
     CheckRecordReplicas();
     CheckTransactions();
     WalkNamespace();
+    FillPaths();
     CheckOrphans();
     ScanChunks();
     CheckChunks();
@@ -123,9 +125,7 @@ class Fsck {
     return client_->RunSync<T>(std::move(fn));
   }
 
-  void Report(Issue issue) {
-    issues_.push_back(std::move(issue));
-  }
+  void Report(Issue issue) { issues_.push_back(std::move(issue)); }
 
   // ---- nodes -------------------------------------------------------------------------------
 
@@ -222,6 +222,20 @@ class Fsck {
     return "";
   }
 
+  // Names the paths of issues found before the walk (record replicas, transactions).
+  void FillPaths() {
+    for (auto& i : issues_) {
+      if (!i.path.empty()) continue;
+      std::vector<std::string> seen;
+      for (const auto& k : i.keys) {
+        std::string p = PathOfKey(k);
+        if (p.empty() || std::find(seen.begin(), seen.end(), p) != seen.end()) continue;
+        seen.push_back(p);
+        i.path += (i.path.empty() ? "" : " ") + p;
+      }
+    }
+  }
+
   // Rewrites a record through CASPaxos so every replica of its set holds it.
   bool RepairRecord(const std::string& key) {
     for (int attempt = 0; attempt < 3; ++attempt) {
@@ -245,11 +259,14 @@ class Fsck {
     std::optional<std::pair<Ballot, std::optional<std::string>>> first;
     for (const auto& node : ReplicaUnion(groups)) {
       if (down_.count(node)) continue;
-      auto r = Sync<Result<ReadAcceptedReply>>([&]() { return client_->rpc().ReadAccepted(node, key); });
+      auto r =
+          Sync<Result<ReadAcceptedReply>>([&]() { return client_->rpc().ReadAccepted(node, key); });
       if (!r.ok()) return false;
       auto v = std::make_pair(r->accepted_ballot, r->value);
-      if (!first) first = v;
-      else if (first->first != v.first || first->second != v.second) return false;
+      if (!first)
+        first = v;
+      else if (first->first != v.first || first->second != v.second)
+        return false;
     }
     return true;
   }
@@ -274,27 +291,47 @@ class Fsck {
           lagging.push_back(m);
         }
       }
+      // A change in flight while the nodes were scanned (its last accepts land after its
+      // quorum): ask the replicas again before calling them divergent.
+      if (!lagging.empty() && ReplicasAgree(key)) lagging.clear();
       bool needs_refill = false;
       for (const auto& m : members) needs_refill |= rejoining_.count(m) > 0;
-      bool away = false;
-      for (const auto& [node, r] : copies.by_node) {
-        away |= std::find(members.begin(), members.end(), node) == members.end();
-      }
       if (best->value && (!lagging.empty() || (o_.repair && needs_refill) ||
                           (o_.rebalance && config_->InTransition()))) {
+        // Lagging replicas that are expected to lack the record: a rejoining node not yet
+        // refilled, or a new member of the key's set during a membership change. Only other
+        // lagging replicas mean the copies disagree.
+        const std::vector<std::string>* old_members =
+            config_->InTransition() ? &groups.back().members : nullptr;
+        std::string who, expected;
+        for (const auto& l : lagging) {
+          bool refill = rejoining_.count(l) > 0;
+          // (A row holding only a promise, left by a read's prepare, is no copy either.)
+          auto row = copies.by_node.find(l);
+          bool no_copy = row == copies.by_node.end() || !row->second.value;
+          bool joining =
+              old_members && no_copy &&
+              std::find(old_members->begin(), old_members->end(), l) == old_members->end();
+          std::string& list = refill || joining ? expected : who;
+          list += (list.empty() ? "" : ",") + l;
+        }
         Issue i;
-        i.kind = !lagging.empty() ? "record_replicas_disagree" : needs_refill ? "record_refill" : "record_rebalance";
+        i.kind = !who.empty()   ? "record_replicas_disagree"
+                 : needs_refill ? "record_refill"
+                                : "record_rebalance";
         i.subject = DescribeKey(key);
-        std::string who;
-        for (const auto& l : lagging) who += (who.empty() ? "" : ",") + l;
-        i.detail = lagging.empty() ? "" : "lagging or divergent on " + who;
+        if (!who.empty()) {
+          i.detail = "lagging or divergent on " + who;
+        } else if (!expected.empty()) {
+          i.detail = "no copy yet on " + expected;
+        }
+        if (i.kind == "record_rebalance" && !o_.rebalance && !o_.repair) {
+          i.detail += (i.detail.empty() ? "" : "; ") + std::string("run fsck --rebalance");
+        }
         if (o_.repair || o_.rebalance) i.fixed = RepairRecord(key);
-        if (!lagging.empty() || i.fixed) pending_paths_.push_back(issues_.size());
-        if (!lagging.empty() || !i.fixed) Report(i);
-        else refilled_ += 1;
-      }
-      if (away && !config_->InTransition()) {
-        away_records_.push_back(key);
+        i.keys = {key};
+        // Routine copies to new or refilled replicas are counted, not listed, once done.
+        if (!who.empty() || !i.fixed) Report(i);
       }
     }
   }
@@ -322,13 +359,11 @@ class Fsck {
       }
       if (expired || unresolved) {
         ++stuck;
-        std::string paths;
-        for (const auto& p : t.participants) {
-          std::string path = PathOfKey(p);
-          if (!path.empty()) paths += (paths.empty() ? "" : " ") + path;
-        }
-        Report(Issue{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key),
-                     paths, expired ? "pending past its deadline" : "decided, intents not resolved"});
+        // Paths are known only after the walk (FillPaths).
+        Issue i{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key), "",
+                expired ? "pending past its deadline" : "decided, intents not resolved"};
+        i.keys = t.participants;
+        Report(i);
         txn_issue_indices_.push_back(issues_.size() - 1);
       }
     }
@@ -374,10 +409,14 @@ class Fsck {
       queue.pop_back();
       std::vector<DirListing::Entry> entries;
       uint64_t offset = 0;
+      bool uncertain = false;  // some entry or inode could not be read: no recount verdict
       for (;;) {
-        auto page = Sync<Result<DirListing>>([&]() { return client_->ns().ReadDir(dir, offset, 512); });
+        auto page =
+            Sync<Result<DirListing>>([&]() { return client_->ns().ReadDir(dir, offset, 512); });
         if (!page.ok()) {
-          Report(Issue{"unreadable_directory", std::to_string(dir), path, page.status().ToString()});
+          Report(
+              Issue{"unreadable_directory", std::to_string(dir), path, page.status().ToString()});
+          uncertain = true;
           break;
         }
         for (auto& e : page->entries) entries.push_back(e);
@@ -404,11 +443,19 @@ class Fsck {
         progress_.Tick();
         const auto& e = entries[k];
         std::string child = (path == "/" ? "" : path) + "/" + e.name;
+        if (!inodes[k].ok() && inodes[k].status().code() != StatusCode::kNotFound) {
+          // A timeout or a lost quorum says nothing about the inode: never remove its entry.
+          Report(Issue{"unreadable_inode", child, child,
+                       "inode " + std::to_string(e.ino) + ": " + inodes[k].status().ToString()});
+          uncertain = true;
+          continue;
+        }
         if (!inodes[k].ok() || inodes[k]->state == InodeState::kDying) {
-          Issue i{"dangling_entry", child, child, "entry names inode " + std::to_string(e.ino) +
-                                                      " which does not exist"};
+          Issue i{"dangling_entry", child, child,
+                  "entry names inode " + std::to_string(e.ino) + " which does not exist"};
           if (o_.repair) {
-            auto r = Sync<Result<bool>>([&]() { return client_->ns().RemoveEntry(dir, e.name, e.ino); });
+            auto r =
+                Sync<Result<bool>>([&]() { return client_->ns().RemoveEntry(dir, e.name, e.ino); });
             i.fixed = r.ok();
           }
           Report(i);
@@ -433,7 +480,7 @@ class Fsck {
         }
       }
       auto d = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(dir); });
-      if (d.ok() && (d->entry_count != live || d->nlink != 2 + subdirs)) {
+      if (d.ok() && !uncertain && (d->entry_count != live || d->nlink != 2 + subdirs)) {
         Issue i{"wrong_link_count", path, path,
                 "directory has " + std::to_string(live) + " entries, " + std::to_string(subdirs) +
                     " subdirectories; record says count " + std::to_string(d->entry_count) +
@@ -473,17 +520,32 @@ class Fsck {
       if (in->state == InodeState::kUnlinkedOpen) {
         if (in->lease_until_ns >= now) continue;  // still held open by a mount
         Issue i{"lease_expired", DescribeKey(key), "", "unlinked file whose mount's lease lapsed"};
-        if (o_.repair) i.fixed = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); }).ok();
+        if (o_.repair)
+          i.fixed = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); }).ok();
         Report(i);
         continue;
       }
       if (now <= in->birth_deadline_ns + skew) continue;  // a client may still be creating it
-      Issue i{"orphan_inode", DescribeKey(key), "",
-              std::string(in->is_dir() ? "directory" : "file") + " no entry names"};
+      // The name its creator meant to give it (its back-pointer).
+      std::string meant;
+      for (const auto& bp : in->parents) {
+        auto p = paths_.find(bp.parent);
+        std::string dir = p != paths_.end() ? p->second : "?" + std::to_string(bp.parent);
+        meant += (meant.empty() ? "" : " ") + (dir == "/" ? "" : dir) + "/" + bp.name;
+      }
+      Issue i{"orphan_inode", DescribeKey(key), meant,
+              std::string(in->is_dir() ? "directory" : "file") + " no entry names" +
+                  (meant.empty() ? "" : " (its creator meant to name it " + meant + ")")};
       if (o_.repair) {
         auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
         i.fixed = r.ok();
-        if (r.ok() && !in->is_dir()) i.path = "/lost+found/#" + std::to_string(ino);
+        if (!r.ok()) {
+          i.detail += ": " + r.status().ToString();
+        } else if (in->is_dir()) {
+          i.detail += "; marked dying";
+        } else {
+          i.detail += "; adopted as /lost+found/#" + std::to_string(ino);
+        }
       }
       Report(i);
     }
@@ -535,15 +597,18 @@ class Fsck {
     if (it == referenced_.end()) return out;
     for (uint64_t ino : it->second) {
       auto p = paths_.find(ino);
-      out += (out.empty() ? "" : " ") + (p != paths_.end() ? p->second : "inode " + std::to_string(ino));
+      out += (out.empty() ? "" : " ") +
+             (p != paths_.end() ? p->second : "inode " + std::to_string(ino));
     }
     return out;
   }
 
-  Result<std::shared_ptr<const std::string>> VerifiedBytes(const ChunkId& id, const std::vector<std::string>& holders) {
+  Result<std::shared_ptr<const std::string>> VerifiedBytes(
+      const ChunkId& id, const std::vector<std::string>& holders) {
     for (const auto& node : holders) {
       auto r = Sync<Result<std::string>>([&]() { return client_->rpc().GetChunk(node, id); });
-      if (r.ok() && ChunkId::Of(*r) == id) return std::make_shared<const std::string>(std::move(r).value());
+      if (r.ok() && ChunkId::Of(*r) == id)
+        return std::make_shared<const std::string>(std::move(r).value());
     }
     return Status(StatusCode::kCorruption, "no replica whose bytes match the chunk id");
   }
@@ -576,7 +641,14 @@ class Fsck {
       std::vector<std::string> missing;
       for (const auto& h : homes) {
         if (down_.count(h)) continue;
-        if (!copies.count(h) || corrupt.count(h)) missing.push_back(h);
+        if (corrupt.count(h)) {
+          missing.push_back(h);
+        } else if (!copies.count(h)) {
+          // A put in flight while the node was listed lands moments later: ask again.
+          auto has =
+              Sync<Result<std::vector<bool>>>([&]() { return client_->rpc().HasChunks(h, {id}); });
+          if (!has.ok() || has->size() != 1 || !has->front()) missing.push_back(h);
+        }
       }
       std::vector<std::string> away;
       for (const auto& n : holders) {
@@ -590,12 +662,13 @@ class Fsck {
         }
         Report(i);
       }
+      bool missing_fixed = missing.empty();
       if (!missing.empty()) {
         std::string who;
         for (const auto& m : missing) who += (who.empty() ? "" : ",") + m;
         Issue i{"chunk_under_replicated", id.ToHex(), paths,
-                std::to_string(homes.size() - missing.size()) + " of " + std::to_string(homes.size()) +
-                    " home replicas; missing on " + who};
+                std::to_string(homes.size() - missing.size()) + " of " +
+                    std::to_string(homes.size()) + " home replicas; missing on " + who};
         if (o_.repair || o_.rebalance) {
           auto bytes = VerifiedBytes(id, good);
           bool ok = bytes.ok();
@@ -605,24 +678,30 @@ class Fsck {
             ok = s.ok();
           }
           i.fixed = ok;
+          missing_fixed = ok;
         }
         Report(i);
       }
       if (!away.empty()) {
         std::string who;
         for (const auto& a : away) who += (who.empty() ? "" : ",") + a;
-        Issue i{"chunk_away_from_home", id.ToHex(), paths, "stored on " + who + " outside its home set"};
-        bool homes_complete = true;
-        for (const auto& h : homes) homes_complete &= (copies.count(h) && !corrupt.count(h)) || !missing.empty();
-        if ((o_.repair || o_.rebalance) && (issues_.empty() || issues_.back().kind != "chunk_under_replicated" || issues_.back().fixed)) {
+        Issue i{"chunk_away_from_home", id.ToHex(), paths,
+                "stored on " + who + " outside its home set"};
+        // An away copy may be the only one a down or unrepaired home lacks: drop it only once
+        // every home holds a good copy.
+        bool homes_complete = missing_fixed;
+        for (const auto& h : homes) homes_complete &= down_.count(h) == 0;
+        if ((o_.repair || o_.rebalance) && !homes_complete) {
+          i.detail += "; kept until every home replica is good";
+        } else if (o_.repair || o_.rebalance) {
           bool ok = true;
           for (const auto& a : away) {
-            auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteChunk(a, id, WallNs(), 0); });
+            auto r = Sync<Result<bool>>(
+                [&]() { return client_->rpc().DeleteChunk(a, id, WallNs(), 0); });
             ok &= r.ok();
           }
           i.fixed = ok;
         }
-        (void)homes_complete;
         Report(i);
       }
     }
@@ -635,12 +714,15 @@ class Fsck {
       operational_ = "--gc runs only when every node answers";
       return;
     }
+    // The mark must have seen every record and every stored chunk.
+    if (!operational_.empty()) return;
     int64_t grace_ns = static_cast<int64_t>(o_.grace_s * 1e9);
     progress_.Phase("collecting garbage", 0);
     for (const auto& [id, copies] : stored_) {
       if (referenced_.count(id)) continue;
       for (const auto& [node, c] : copies) {
-        auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteChunk(node, id, mark_start_ns_, grace_ns); });
+        auto r = Sync<Result<bool>>(
+            [&]() { return client_->rpc().DeleteChunk(node, id, mark_start_ns_, grace_ns); });
         if (r.ok() && *r) {
           ++gc_chunks_;
           gc_bytes_ += c.size;
@@ -702,7 +784,8 @@ class Fsck {
 
   void FinishRebalance() {
     if (!config_->InTransition()) {
-      Report(Issue{"rebalance_not_needed", o_.cluster_file, "", "no `previous` line: nothing to move"});
+      Report(Issue{"rebalance_not_needed", o_.cluster_file, "",
+                   "no `previous` line: nothing to move"});
       issues_.back().fixed = true;
       return;
     }
@@ -767,7 +850,8 @@ class Fsck {
     for (const auto& i : issues_) {
       if (i.kind == "rebalance_not_needed") continue;
       std::printf("%-8s %-24s %s%s%s%s\n", i.fixed ? "FIXED" : "ERROR", i.kind.c_str(),
-                  i.subject.c_str(), i.path.empty() || i.path == i.subject ? "" : ("  [" + i.path + "]").c_str(),
+                  i.subject.c_str(),
+                  i.path.empty() || i.path == i.subject ? "" : ("  [" + i.path + "]").c_str(),
                   i.detail.empty() ? "" : ": ", i.detail.c_str());
     }
     if (!operational_.empty()) std::printf("OPERATIONAL ERROR: %s\n", operational_.c_str());
@@ -776,23 +860,27 @@ class Fsck {
       std::printf("%-28s %8d %8d %8d\n", kind.c_str(), fx.first, fx.second, fx.first - fx.second);
     }
     std::printf("%-28s %8d %8d %8d\n", "total", found, fixed, found - fixed);
-    std::printf("\nscanned %zu records, %zu files, %zu directories, %zu chunks referenced, %zu stored",
-                records_.size(), files_.size(), paths_.size() - files_.size(), referenced_.size(),
-                stored_.size());
+    std::printf(
+        "\nscanned %zu records, %zu files, %zu directories, %zu chunks referenced, %zu stored",
+        records_.size(), files_.size(), paths_.size() - files_.size(), referenced_.size(),
+        stored_.size());
     if (o_.gc) {
       std::printf("; gc deleted %llu chunks (%llu bytes), %llu records",
-                  static_cast<unsigned long long>(gc_chunks_), static_cast<unsigned long long>(gc_bytes_),
+                  static_cast<unsigned long long>(gc_chunks_),
+                  static_cast<unsigned long long>(gc_bytes_),
                   static_cast<unsigned long long>(gc_records_));
     }
     std::printf("\n");
     if (!next_config_path_.empty()) {
-      std::printf("rebalance done: install %s (epoch %llu, no `previous`) on every node and client\n",
-                  next_config_path_.c_str(), static_cast<unsigned long long>(config_->epoch + 1));
+      std::printf(
+          "rebalance done: install %s (epoch %llu, no `previous`) on every node and client\n",
+          next_config_path_.c_str(), static_cast<unsigned long long>(config_->epoch + 1));
     }
     std::printf("exit %d: %s\n", code,
-                code == 0 ? "clean" : code == 1 ? "errors found and all corrected"
-                                   : code == 4 ? "errors left uncorrected (run with --repair)"
-                                               : "operational error");
+                code == 0   ? "clean"
+                : code == 1 ? "errors found and all corrected"
+                : code == 4 ? "errors left uncorrected (run with --repair)"
+                            : "operational error");
     return code;
   }
 
@@ -812,9 +900,7 @@ class Fsck {
   std::map<ChunkId, std::map<std::string, ListedChunk>> stored_;
   std::map<ChunkId, std::set<uint64_t>> referenced_;
   std::vector<Issue> issues_;
-  std::vector<size_t> txn_issue_indices_, pending_paths_;
-  std::vector<std::string> away_records_;
-  int refilled_ = 0;
+  std::vector<size_t> txn_issue_indices_;
   uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0;
   std::string next_config_path_;
 };

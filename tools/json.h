@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,10 @@ class JsonWriter {
     if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
       std::snprintf(buf, sizeof(buf), "%.0f", v);
     } else if (std::isfinite(v)) {
-      std::snprintf(buf, sizeof(buf), "%.6g", v);
+      // Shortest form that reads back exactly: availabilities like 0.99999999 must not
+      // print as 1.
+      std::snprintf(buf, sizeof(buf), "%.15g", v);
+      if (std::strtod(buf, nullptr) != v) std::snprintf(buf, sizeof(buf), "%.17g", v);
     } else {
       std::snprintf(buf, sizeof(buf), "null");
     }
@@ -73,11 +77,21 @@ class JsonWriter {
     out_ += '"';
     for (unsigned char c : s) {
       switch (c) {
-        case '"': out_ += "\\\""; break;
-        case '\\': out_ += "\\\\"; break;
-        case '\n': out_ += "\\n"; break;
-        case '\t': out_ += "\\t"; break;
-        case '\r': out_ += "\\r"; break;
+        case '"':
+          out_ += "\\\"";
+          break;
+        case '\\':
+          out_ += "\\\\";
+          break;
+        case '\n':
+          out_ += "\\n";
+          break;
+        case '\t':
+          out_ += "\\t";
+          break;
+        case '\r':
+          out_ += "\\r";
+          break;
         default:
           if (c < 0x20) {
             char buf[8];

@@ -1,7 +1,10 @@
 // quorumfs: the admin CLI.
 //   quorumfs status --cluster FILE [--json]
 //   quorumfs fsck   --cluster FILE [--repair] [--gc] [--deep] [--rebalance] [--path P] [--json]
-//   quorumfs quorum --n N --w W --r R --p P [--nodes M] [--simulate]
+//   quorumfs quorum --n N --w W --r R --p P [--nodes M] [--simulate] [--json]
+// Exit codes: fsck as fsck(8) (0 clean, 1 all fixed, 4 errors left, 8 operational error);
+// status 0 when every replica set has its quorums, 2 when some lack one, 8 on a bad cluster
+// file; quorum 0, or 8 for impossible parameters; 16 for a usage error.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
@@ -14,25 +17,24 @@ namespace quorumfs {
 namespace {
 
 void PrintFigures(const char* label, const QuorumFigures& f, int m) {
-  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(write quorum: >= W of the N replicas up)",
+  std::printf("  %-44s %12.9f  (%.6f%%)\n", "P(write quorum: >= W of the N replicas up)",
               f.write_available, 100 * f.write_available);
-  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(read quorum: >= R of the N replicas up)",
+  std::printf("  %-44s %12.9f  (%.6f%%)\n", "P(read quorum: >= R of the N replicas up)",
               f.read_available, 100 * f.read_available);
-  std::printf("  %-44s %9.6f  (%.4f%%)\n", "P(both quorums for one replica set)",
-              f.both_available, 100 * f.both_available);
+  std::printf("  %-44s %12.9f  (%.6f%%)\n", "P(both quorums for one replica set)", f.both_available,
+              100 * f.both_available);
   char buf[96];
   std::snprintf(buf, sizeof(buf), "expected fraction of replica sets available");
-  std::printf("  %-44s %9.6f  (%.4f%%)\n", buf, f.expected_sets_available,
+  std::printf("  %-44s %12.9f  (%.6f%%)\n", buf, f.expected_sets_available,
               100 * f.expected_sets_available);
   std::snprintf(buf, sizeof(buf), "P(every replica set available, M=%d)", m);
-  std::printf("  %-44s %9.6f  (%.4f%%)   [%s]\n", buf, f.all_sets_available,
+  std::printf("  %-44s %12.9f  (%.6f%%)   [%s]\n", buf, f.all_sets_available,
               100 * f.all_sets_available, label);
 }
 
 int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trials, bool json) {
   if (n < 1 || w < 1 || r < 1 || w > n || r > n || p < 0 || p > 1 || m < n) {
-    std::fprintf(stderr,
-                 "quorumfs quorum: need 1 <= W,R <= N, 0 <= P <= 1 and --nodes >= N\n");
+    std::fprintf(stderr, "quorumfs quorum: need 1 <= W,R <= N, 0 <= P <= 1 and --nodes >= N\n");
     return 8;
   }
   QuorumFigures f = ComputeQuorum(n, w, r, p, m);
@@ -41,7 +43,16 @@ int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trial
   if (json) {
     JsonWriter j;
     j.BeginObject();
-    j.Key("n").Number(n).Key("w").Number(w).Key("r").Number(r).Key("p").Number(p).Key("nodes").Number(m);
+    j.Key("n")
+        .Number(n)
+        .Key("w")
+        .Number(w)
+        .Key("r")
+        .Number(r)
+        .Key("p")
+        .Number(p)
+        .Key("nodes")
+        .Number(m);
     auto put = [&](const char* key, const QuorumFigures& q) {
       j.Key(key).BeginObject();
       j.Key("write_available").Number(q.write_available);
@@ -60,8 +71,8 @@ int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trial
     std::printf("%s\n", j.str().c_str());
     return 0;
   }
-  std::printf("N=%d W=%d R=%d, each node up with probability p=%g, cluster of M=%d nodes\n\n", n,
-              w, r, p, m);
+  std::printf("N=%d W=%d R=%d, each node up with probability p=%g, cluster of M=%d nodes\n\n", n, w,
+              r, p, m);
   std::printf("  R + W > N (every read sees the latest write): %s\n",
               f.reads_see_latest ? "yes" : "NO - reads may miss acknowledged writes");
   std::printf("  failures tolerated per replica set: writes %d, reads %d\n\n",
@@ -88,7 +99,8 @@ int main(int argc, char** argv) {
   double status_timeout = 2.0;
   status->add_option("--cluster", cluster, "cluster file")->capture_default_str();
   status->add_flag("--json", json, "machine-readable output");
-  status->add_option("--timeout", status_timeout, "seconds to wait for each node");
+  status->add_option("--timeout", status_timeout, "seconds to wait for each node")
+      ->check(CLI::PositiveNumber);
 
   auto* quorum = app.add_subcommand("quorum", "availability of N/W/R quorums (closed form)");
   int n = 3, w = 2, r = 2, m = 0;
@@ -101,23 +113,33 @@ int main(int argc, char** argv) {
   quorum->add_option("--p", p, "probability that one node is up")->required();
   quorum->add_option("--nodes", m, "nodes in the cluster (default N)");
   quorum->add_flag("--simulate", simulate, "check the closed form by Monte Carlo");
-  quorum->add_option("--trials", trials, "Monte Carlo trials");
+  quorum->add_option("--trials", trials, "Monte Carlo trials")->check(CLI::PositiveNumber);
   quorum->add_flag("--json", json, "machine-readable output");
 
   auto* fsck = app.add_subcommand("fsck", "check (and with --repair heal) the cluster");
   quorumfs::FsckOptions fo;
   fsck->add_option("--cluster", cluster, "cluster file")->capture_default_str();
   fsck->add_flag("--repair", fo.repair, "fix what is found");
-  fsck->add_flag("--gc", fo.gc, "delete unreferenced chunks and old tombstones");
+  fsck->add_flag("--gc", fo.gc,
+                 "delete unreferenced chunks and decided transaction records past the grace "
+                 "period");
   fsck->add_flag("--deep", fo.deep, "read and hash every chunk replica");
   fsck->add_flag("--rebalance", fo.rebalance, "move data to new replica sets after a change");
   fsck->add_option("--path", fo.path, "check only this subtree");
-  fsck->add_option("--jobs", fo.jobs, "parallel requests");
-  fsck->add_option("--grace", fo.grace_s, "GC grace period, seconds (default 86400)");
-  fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum");
+  fsck->add_option("--jobs", fo.jobs, "parallel requests")->check(CLI::Range(1, 4096));
+  fsck->add_option("--grace", fo.grace_s, "GC grace period, seconds (default 86400)")
+      ->check(CLI::NonNegativeNumber);
+  fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum")
+      ->check(CLI::PositiveNumber);
   fsck->add_flag("--json", json, "machine-readable output");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help prints and exits 0; a usage error exits 16, as fsck(8) does.
+    int code = app.exit(e);
+    return code == 0 ? 0 : 16;
+  }
   if (status->parsed()) return quorumfs::RunStatus(cluster, json, status_timeout);
   if (quorum->parsed()) {
     return quorumfs::RunQuorum(n, w, r, p, m ? m : n, simulate, trials, json);

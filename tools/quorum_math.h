@@ -14,10 +14,10 @@ double Binomial(int n, int k);
 double AtLeastUp(int n, int q, double p);
 
 struct QuorumFigures {
-  double write_available = 0;     // one replica set: >= W up
-  double read_available = 0;      // one replica set: >= R up
-  double both_available = 0;      // one replica set: >= max(W, R) up
-  bool reads_see_latest = false;  // R + W > N
+  double write_available = 0;        // one replica set: >= W up
+  double read_available = 0;         // one replica set: >= R up
+  double both_available = 0;         // one replica set: >= max(W, R) up
+  bool reads_see_latest = false;     // R + W > N
   int write_failures_tolerated = 0;  // N - W
   int read_failures_tolerated = 0;   // N - R
   // In a cluster of M nodes where placement uses every N-subset (rendezvous over many keys):

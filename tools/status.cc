@@ -64,7 +64,9 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
       auto start = std::chrono::steady_clock::now();
       Row* r = &row;
       all.add(client.rpc().Stats(row.node->id).then([r, start](Result<NodeStatsInfo>&& s) {
-        r->rtt_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        r->rtt_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count();
         r->stats = std::move(s);
       }));
     }
@@ -99,9 +101,11 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
   if (healthy && up_count == m) {
     verdict = "HEALTHY: all " + std::to_string(m) + " nodes up; every replica set has its quorums";
   } else if (healthy) {
+    // The worst replica set holds min(down, N) of the unusable nodes.
+    int more = n - need - std::min(m - up_count, n);
     verdict = "DEGRADED: " + std::to_string(m - up_count) + " of " + std::to_string(m) +
-              " nodes unusable; every replica set still has its quorums (tolerates " +
-              std::to_string(n - need - (m - up_count) >= 0 ? n - need : 0) + " failures per set)";
+              " nodes unusable; every replica set still has its quorums (the worst one " +
+              "tolerates " + std::to_string(more) + " more failure" + (more == 1 ? "" : "s") + ")";
   } else {
     verdict = "UNAVAILABLE: " + std::to_string(sets - sets_ok) + " of " + std::to_string(sets) +
               " replica sets lack a quorum (e.g. ";

@@ -77,11 +77,11 @@ std::string SimStats::ToString() const {
   out << "ops " << ops << " (ok " << ok << ", failed " << failed << ", unknown " << unknown
       << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << "], writes "
       << writes << ", cas " << cas << " [succeeded " << cas_succeeded << ", mismatch "
-      << cas_mismatch << "], updates " << updates << ", creates " << creates << ", rebalance " << rebalance_ops
-      << "), conflicts " << conflicts << ", messages " << messages << " (dropped " << dropped
-      << ", duplicated " << duplicated << ", refused " << refused << "), crashes " << crashes
-      << ", wipes " << wipes << ", simulated " << sim_time_us / 1000 << " ms, keys checked "
-      << keys_checked << " (checker gave up on " << checker_gave_up << ")";
+      << cas_mismatch << "], updates " << updates << ", creates " << creates << ", rebalance "
+      << rebalance_ops << "), conflicts " << conflicts << ", messages " << messages << " (dropped "
+      << dropped << ", duplicated " << duplicated << ", refused " << refused << "), crashes "
+      << crashes << ", wipes " << wipes << ", simulated " << sim_time_us / 1000
+      << " ms, keys checked " << keys_checked << " (checker gave up on " << checker_gave_up << ")";
   return out.str();
 }
 
@@ -518,17 +518,16 @@ class Sim final : public kj::TaskSet::ErrorHandler {
 kj::Promise<Result<PrepareReply>> SimTransport::Prepare(const std::string& node,
                                                         const std::string& key, Ballot ballot) {
   std::string what = sim_.tracing() ? "prepare " + DescribeKey(key) + " " + ballot.ToString() : "";
-  return sim_.Call<PrepareReply>(client_, node, std::move(what),
-                                 [key, ballot](AcceptorStorage& s) {
-                                   return AcceptorCore::Prepare(s, key, ballot);
-                                 });
+  return sim_.Call<PrepareReply>(client_, node, std::move(what), [key, ballot](AcceptorStorage& s) {
+    return AcceptorCore::Prepare(s, key, ballot);
+  });
 }
 
 kj::Promise<Result<AcceptReply>> SimTransport::Accept(const std::string& node,
                                                       const std::string& key, Ballot ballot,
                                                       const std::string& value) {
-  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() +
-                                          " " + DescribeValue(value)
+  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() + " " +
+                                          DescribeValue(value)
                                     : "";
   return sim_.Call<AcceptReply>(client_, node, std::move(what),
                                 [key, ballot, value](AcceptorStorage& s) {
@@ -707,17 +706,17 @@ void Sim::Crash(Node* node, bool wipe) {
   ++result_.stats.crashes;
   Trace("node " + node->id + (wipe ? " crashed and lost its disk" : " crashed"));
   uint64_t incarnation = node->incarnation;
-  After(UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
-        [this, node, incarnation, wipe]() {
-          if (node->incarnation != incarnation) return;
-          node->up = true;
-          node->disk_free = timer_.now();
-          // A node that lost its disk restarts with --rejoin and does not vote (it is never
-          // refilled in the simulation). The negative control lets it vote at once.
-          if (wipe) node->voting = options_.unsafe_wiped_node_votes;
-          Trace("node " + node->id + " restarted" +
-                (node->voting ? "" : " (rejoining, not voting)"));
-        });
+  After(
+      UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
+      [this, node, incarnation, wipe]() {
+        if (node->incarnation != incarnation) return;
+        node->up = true;
+        node->disk_free = timer_.now();
+        // A node that lost its disk restarts with --rejoin and does not vote (it is never
+        // refilled in the simulation). The negative control lets it vote at once.
+        if (wipe) node->voting = options_.unsafe_wiped_node_votes;
+        Trace("node " + node->id + " restarted" + (node->voting ? "" : " (rejoining, not voting)"));
+      });
 }
 
 // ---- Setup and membership -------------------------------------------------------------------
@@ -759,7 +758,10 @@ void Sim::Setup() {
   joint_.push_back(false);
   if (options_.membership_change) {
     // Add the new node, then remove the first one; each change goes through a joint
-    // configuration, a rebalance of every key, and the final configuration.
+    // configuration, a rebalance of every key, and the final configuration. The joint
+    // configuration's `nodes` must already be the final list: the rebalance moves every key
+    // to its replica set under those nodes. (Going from {a,b,c,d | a,b,c} straight to {b,c,d}
+    // leaves keys whose rebalanced copies sit on a, and loses writes.)
     std::vector<std::string> grown = ids;
     std::vector<std::string> shrunk(ids.begin() + 1, ids.end());
     stages_.push_back(MakeConfig(grown, initial, 2));
@@ -815,8 +817,8 @@ void Sim::Setup() {
       c->proposer = std::make_unique<Proposer>(*c->transport, timer_, proposer_options());
       c->proposer->SetConfig(stages_[0]);
     } else {
-      c->lww = std::make_unique<LwwClient>(*c->transport, timer_, static_cast<uint64_t>(i + 1),
-                                           start_);
+      c->lww =
+          std::make_unique<LwwClient>(*c->transport, timer_, static_cast<uint64_t>(i + 1), start_);
       c->lww->SetConfig(stages_[0]);
     }
     c->switch_after = static_cast<int>(Uniform(3, 12));
@@ -1064,9 +1066,8 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
         });
       }
       return c.proposer
-          ->Change(k.key, [value](const std::optional<std::string>&) {
-            return Decision::Write(value);
-          })
+          ->Change(k.key,
+                   [value](const std::optional<std::string>&) { return Decision::Write(value); })
           .then([this, &c, &k, op, value, what](Result<RecordValue>&& r) mutable {
             if (r.ok()) {
               op.outcome = OpOutcome::kOk;
@@ -1090,28 +1091,27 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
       op.expected = expected;
       op.value = value;
       if (c.lww) {
-        return c.lww->Read(k.key).then(
-            [this, &c, &k, op, expected, value](LwwClient::ReadOutcome r) mutable
-            -> kj::Promise<void> {
-              if (r.outcome != OpOutcome::kOk) {
-                op.outcome = OpOutcome::kFailed;
-                Record(c, k, std::move(op));
-                return kj::READY_NOW;
-              }
-              if (r.value != expected) {
-                op.outcome = OpOutcome::kOk;
-                op.cas_succeeded = false;
-                c.last_seen[k.key] = r.value;
-                Record(c, k, std::move(op));
-                return kj::READY_NOW;
-              }
-              return c.lww->Write(k.key, value).then([this, &c, &k, op, value](OpOutcome o) mutable {
-                op.outcome = o;
-                op.cas_succeeded = true;
-                if (o == OpOutcome::kOk) c.last_seen[k.key] = value;
-                Record(c, k, std::move(op));
-              });
-            });
+        return c.lww->Read(k.key).then([this, &c, &k, op, expected, value](
+                                           LwwClient::ReadOutcome r) mutable -> kj::Promise<void> {
+          if (r.outcome != OpOutcome::kOk) {
+            op.outcome = OpOutcome::kFailed;
+            Record(c, k, std::move(op));
+            return kj::READY_NOW;
+          }
+          if (r.value != expected) {
+            op.outcome = OpOutcome::kOk;
+            op.cas_succeeded = false;
+            c.last_seen[k.key] = r.value;
+            Record(c, k, std::move(op));
+            return kj::READY_NOW;
+          }
+          return c.lww->Write(k.key, value).then([this, &c, &k, op, value](OpOutcome o) mutable {
+            op.outcome = o;
+            op.cas_succeeded = true;
+            if (o == OpOutcome::kOk) c.last_seen[k.key] = value;
+            Record(c, k, std::move(op));
+          });
+        });
       }
       // What the change function saw last, so the next CAS of this client can succeed.
       auto saw = std::make_shared<std::optional<std::string>>();
@@ -1247,7 +1247,7 @@ SimResult Sim::Run() {
   while (true) {
     ws_.poll();
     if (workload_done_) break;
-    KJ_IF_MAYBE(next, timer_.nextEvent()) {
+    KJ_IF_MAYBE (next, timer_.nextEvent()) {
       if (*next > limit) {
         result_.errors.push_back("run did not finish within " +
                                  std::to_string(options_.max_sim_time_ms) + " ms simulated");
@@ -1267,8 +1267,7 @@ SimResult Sim::Run() {
       result_.stats.slow_reads += counters.slow_reads;
       result_.stats.conflicts += counters.conflicts;
     }
-    result_.stats.final_stage =
-        std::max(result_.stats.final_stage, static_cast<int>(c->stage));
+    result_.stats.final_stage = std::max(result_.stats.final_stage, static_cast<int>(c->stage));
   }
   CheckHistories();
   return std::move(result_);

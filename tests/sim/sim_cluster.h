@@ -70,8 +70,8 @@ struct FaultOptions {
 FaultOptions NoFaults();
 
 enum class ClientKind {
-  kProposer,         // the real Proposer
-  kLastWriterWins,   // negative control: accept at (time, client) without prepare; no repair
+  kProposer,        // the real Proposer
+  kLastWriterWins,  // negative control: accept at (time, client) without prepare; no repair
 };
 
 struct SimOptions {

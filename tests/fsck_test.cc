@@ -1,0 +1,502 @@
+// `quorumfs fsck` against real chunkservers (issue: admin CLI). Each test makes one kind of
+// damage, then checks the cycle: fsck finds it (exit 4, naming the damage and the path),
+// fsck --repair fixes it (exit 1), a second fsck is clean (exit 0), and every file still reads
+// back byte for byte.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <set>
+
+#include "common/placement.h"
+#include "tests/admin_test_util.h"
+#include "tests/test_cluster.h"
+
+namespace quorumfs {
+namespace {
+
+using testing::CliResult;
+using testing::TestCluster;
+using testing::TestClusterOptions;
+using testing::TestFs;
+
+constexpr size_t kMiB = 1024 * 1024;
+
+int64_t WallNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class FsckTest : public ::testing::Test {
+ protected:
+  void StartCluster(TestClusterOptions o = {}) {
+    cluster_ = std::make_unique<TestCluster>(o);
+    client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
+    fs_ = std::make_unique<TestFs>(*client_);
+    auto root = fs_->EnsureRoot();
+    ASSERT_TRUE(root.ok()) << root.status().ToString();
+  }
+
+  // A few directories and files of 0 bytes to several chunks.
+  void WriteFiles(const std::string& prefix = "") {
+    auto d = fs_->Create(prefix + "/d", FileType::kDirectory);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    auto e = fs_->Create(prefix + "/d/e", FileType::kDirectory);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Write(prefix + "/empty", "");
+    Write(prefix + "/d/small", "hello, quorumfs\n");
+    Write(prefix + "/d/two", testing::RandomBytes(files_.size() + 1, kMiB + kMiB / 2));
+    Write(prefix + "/d/e/big", testing::RandomBytes(files_.size() + 7, 2 * kMiB + 12345));
+  }
+
+  void Write(const std::string& path, const std::string& data) {
+    auto in = fs_->WriteFile(path, data);
+    ASSERT_TRUE(in.ok()) << path << ": " << in.status().ToString();
+    files_[path] = data;
+  }
+
+  // Every file is found exactly once, at its path, with the bytes written.
+  void ExpectFilesIntact(TestFs* fs = nullptr) {
+    if (!fs) fs = fs_.get();
+    auto all = fs->Walk();
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    for (const auto& [path, data] : files_) {
+      auto ino = fs->Resolve(path);
+      ASSERT_TRUE(ino.ok()) << path << ": " << ino.status().ToString();
+      EXPECT_EQ(all->count(*ino), 1u)
+          << path << " (inode " << *ino << ") found " << all->count(*ino) << " times";
+      auto bytes = fs->ReadFile(*ino);
+      ASSERT_TRUE(bytes.ok()) << path << ": " << bytes.status().ToString();
+      EXPECT_EQ(bytes->size(), data.size()) << path;
+      EXPECT_TRUE(*bytes == data) << path << ": content differs";
+    }
+  }
+
+  CliResult Fsck(std::vector<std::string> flags) {
+    std::vector<std::string> args = {"fsck", "--cluster", cluster_->cluster_file(), "--timeout",
+                                     "5"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    CliResult r = testing::RunCli(args, cluster_->dir());
+    std::string cmd;
+    for (const auto& f : flags) cmd += " " + f;
+    std::printf("---- fsck%s -> exit %d\n%s%s", cmd.c_str(), r.code, r.out.c_str(), r.err.c_str());
+    return r;
+  }
+
+  // The check / repair / check cycle for damage that fsck reports as `kind` at `path`.
+  void ExpectRepairCycle(const std::vector<std::string>& flags,
+                         const std::vector<std::string>& must_name) {
+    CliResult check = Fsck(flags);
+    EXPECT_EQ(check.code, 4) << check.All();
+    for (const auto& s : must_name) {
+      EXPECT_NE(check.out.find(s), std::string::npos) << "fsck output does not name " << s;
+    }
+    std::vector<std::string> repair_flags = flags;
+    repair_flags.push_back("--repair");
+    CliResult repair = Fsck(repair_flags);
+    EXPECT_EQ(repair.code, 1) << repair.All();
+    CliResult again = Fsck(flags);
+    EXPECT_EQ(again.code, 0) << again.All();
+    ExpectFilesIntact();
+  }
+
+  // The chunk of slot `slot` of the file at `path`.
+  ChunkId ChunkOf(const std::string& path, size_t slot) {
+    auto ino = fs_->Resolve(path);
+    EXPECT_TRUE(ino.ok());
+    auto in = fs_->GetAttr(*ino);
+    EXPECT_TRUE(in.ok());
+    EXPECT_LT(slot, in->slots.size());
+    return in->slots[slot].id;
+  }
+
+  // Every chunk every file references.
+  std::set<ChunkId> AllChunks() {
+    std::set<ChunkId> out;
+    for (const auto& [path, data] : files_) {
+      auto ino = fs_->Resolve(path);
+      EXPECT_TRUE(ino.ok()) << path;
+      auto in = fs_->GetAttr(*ino);
+      EXPECT_TRUE(in.ok()) << path;
+      for (const auto& s : in->slots) {
+        if (!s.hole()) out.insert(s.id);
+      }
+    }
+    return out;
+  }
+
+  // Indices of the nodes holding a copy of `id` on disk.
+  std::set<int> Holders(const ChunkId& id) {
+    std::set<int> out;
+    for (int i = 0; i < cluster_->nodes(); ++i) {
+      if (testing::FileExists(testing::ChunkPath(cluster_->data_dir(i), id))) out.insert(i);
+    }
+    return out;
+  }
+
+  // Indices of the home nodes of `id` under the cluster's current config.
+  std::set<int> Homes(const ChunkId& id) {
+    std::set<int> out;
+    auto groups = ReplicaGroupsFor(*cluster_->config(), id.view());
+    for (const auto& n : groups.front().members) {
+      for (int i = 0; i < cluster_->nodes(); ++i) {
+        if (cluster_->node_id(i) == n) out.insert(i);
+      }
+    }
+    return out;
+  }
+
+  std::unique_ptr<TestCluster> cluster_;
+  std::unique_ptr<ClusterClient> client_;
+  std::unique_ptr<TestFs> fs_;
+  std::map<std::string, std::string> files_;  // path -> content
+};
+
+TEST_F(FsckTest, HealthyClusterIsClean) {
+  StartCluster();
+  WriteFiles();
+  CliResult r = Fsck({});
+  EXPECT_EQ(r.code, 0) << r.All();
+  EXPECT_NE(r.out.find("exit 0: clean"), std::string::npos);
+  CliResult deep = Fsck({"--deep", "--json"});
+  EXPECT_EQ(deep.code, 0) << deep.All();
+  EXPECT_NE(deep.out.find("\"exit_code\":0"), std::string::npos) << deep.out;
+  EXPECT_NE(deep.out.find("\"files\":4"), std::string::npos) << deep.out;
+  EXPECT_NE(deep.out.find("\"issues\":[]"), std::string::npos) << deep.out;
+  // A subtree only.
+  CliResult sub = Fsck({"--path", "/d/e"});
+  EXPECT_EQ(sub.code, 0) << sub.All();
+  // No membership change under way: nothing to rebalance, no next cluster file.
+  CliResult rebalance = Fsck({"--rebalance"});
+  EXPECT_EQ(rebalance.code, 0) << rebalance.All();
+  EXPECT_FALSE(testing::FileExists(cluster_->cluster_file() + ".next"));
+  // A cluster file at another epoch than the nodes': operational error naming both.
+  std::string other = cluster_->dir() + "/epoch2.conf";
+  std::string text = testing::ReadWholeFile(cluster_->cluster_file());
+  ASSERT_EQ(text.rfind("epoch = 1\n", 0), 0u) << text;
+  std::ofstream(other) << "epoch = 2\n" << text.substr(10);
+  CliResult epoch = testing::RunCli({"fsck", "--cluster", other}, cluster_->dir());
+  EXPECT_EQ(epoch.code, 8) << epoch.All();
+  EXPECT_NE(epoch.out.find("is at epoch 1, the cluster file says 2"), std::string::npos)
+      << epoch.out;
+  // A cluster file that cannot be read is an operational error.
+  CliResult bad =
+      testing::RunCli({"fsck", "--cluster", cluster_->dir() + "/nope.conf"}, cluster_->dir());
+  EXPECT_EQ(bad.code, 8) << bad.All();
+  EXPECT_NE(bad.err.find("nope.conf"), std::string::npos) << bad.err;
+}
+
+TEST_F(FsckTest, DeletedReplicaIsReReplicated) {
+  StartCluster();
+  WriteFiles();
+  ChunkId id = ChunkOf("/d/e/big", 1);
+  std::string victim = testing::ChunkPath(cluster_->data_dir(1), id);
+  ASSERT_TRUE(testing::FileExists(victim));
+  ASSERT_EQ(::unlink(victim.c_str()), 0);
+  ExpectRepairCycle({}, {"chunk_under_replicated", id.ToHex(), "/d/e/big", "missing on b"});
+  EXPECT_TRUE(testing::FileExists(victim));
+  EXPECT_EQ(testing::ReadWholeFile(victim).size(), 1 * kMiB);
+}
+
+TEST_F(FsckTest, FlippedByteIsFoundByDeepAndReplaced) {
+  StartCluster();
+  WriteFiles();
+  ChunkId id = ChunkOf("/d/two", 0);
+  std::string victim = testing::ChunkPath(cluster_->data_dir(2), id);
+  ASSERT_TRUE(testing::FileExists(victim));
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(4242);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(4242);
+    f.write(&c, 1);
+  }
+  ASSERT_NE(ChunkId::Of(testing::ReadWholeFile(victim)), id);
+  // Without --deep replicas are not read: the flip goes unseen.
+  CliResult shallow = Fsck({});
+  EXPECT_EQ(shallow.code, 0) << shallow.All();
+  EXPECT_EQ(shallow.out.find("chunk_corrupt"), std::string::npos);
+  ExpectRepairCycle({"--deep"}, {"chunk_corrupt", id.ToHex(), "/d/two", "on c"});
+  EXPECT_EQ(ChunkId::Of(testing::ReadWholeFile(victim)), id);
+}
+
+TEST_F(FsckTest, SloppyChunksAreMovedHome) {
+  TestClusterOptions o;
+  o.nodes = 4;
+  StartCluster(o);
+  WriteFiles("");
+  // Node b is down while more files are written: chunks homed on b go to the next node in
+  // rendezvous order, with a hint.
+  cluster_->Kill(1);
+  Write("/late1", testing::RandomBytes(101, 3 * kMiB + 5));
+  Write("/late2", testing::RandomBytes(102, 2 * kMiB));
+  std::vector<ChunkId> sloppy;
+  for (const auto& path : {"/late1", "/late2"}) {
+    for (size_t s = 0; s * kMiB < files_[path].size(); ++s) {
+      ChunkId id = ChunkOf(path, s);
+      if (Homes(id).count(1)) {
+        sloppy.push_back(id);
+        EXPECT_EQ(Holders(id).count(1), 0u);
+        EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
+      }
+    }
+  }
+  ASSERT_FALSE(sloppy.empty()) << "no chunk of the late files is homed on b";
+  // While b is still down, a repair must keep the away copies: they stand in for b's.
+  CliResult while_down = Fsck({"--repair"});
+  EXPECT_EQ(while_down.code, 4) << while_down.All();
+  EXPECT_NE(while_down.out.find("node_down"), std::string::npos);
+  for (const auto& id : sloppy) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
+  cluster_->Start(1);
+  ExpectRepairCycle({}, {"chunk_under_replicated", "chunk_away_from_home", sloppy[0].ToHex(),
+                         "missing on b", "/late"});
+  for (const auto& id : AllChunks()) EXPECT_EQ(Holders(id), Homes(id)) << id.ToHex();
+}
+
+TEST_F(FsckTest, StaleRecordReplicaIsRewritten) {
+  StartCluster();
+  WriteFiles();
+  cluster_->Kill(2);
+  Write("/d/late", "written while c was down");
+  ASSERT_TRUE(fs_->Create("/newdir", FileType::kDirectory).ok());
+  ASSERT_TRUE(fs_->Rename("/d/small", "/newdir/small").ok());
+  files_["/newdir/small"] = files_["/d/small"];
+  files_.erase("/d/small");
+  cluster_->Start(2);
+  ExpectRepairCycle(
+      {}, {"record_replicas_disagree", "lagging or divergent on c", "/d/late", "/newdir"});
+}
+
+TEST_F(FsckTest, OrphanInodeIsAdoptedOnlyAfterItsBirthDeadline) {
+  StartCluster();
+  WriteFiles();
+  ClusterClientOptions o = testing::ShortDeadlines();
+  o.ns.test_crash_create_after_inode = true;
+  o.ns.birth_grace_ns = 3'000'000'000;
+  o.ns.clock_skew_ns = 100'000'000;
+  ClusterClient crasher(cluster_->config(), o);
+  TestFs crash_fs(crasher);
+  int64_t created = WallNowNs();
+  auto r = crash_fs.Create("/d/orphan");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  auto rd = crash_fs.Create("/d/e/orphandir", FileType::kDirectory);
+  ASSERT_FALSE(rd.ok());
+  // Inside its birth deadline a client may still be creating it: fsck leaves it alone, even
+  // with --repair.
+  CliResult early = Fsck({});
+  CliResult early_repair = Fsck({"--repair"});
+  // fsck's skew bound is its default, 1 s.
+  int64_t adoptable_at = created + 3'000'000'000 + 1'000'000'000;
+  ASSERT_LT(WallNowNs(), adoptable_at) << "too slow to test the birth deadline";
+  EXPECT_EQ(early.code, 0) << early.All();
+  EXPECT_EQ(early.out.find("orphan_inode"), std::string::npos);
+  EXPECT_EQ(early_repair.code, 0) << early_repair.All();
+  EXPECT_FALSE(fs_->Resolve("/lost+found").ok());
+  while (WallNowNs() < adoptable_at + 300'000'000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // A file goes to /lost+found; a directory (empty: nothing could be created in it) is dropped.
+  ExpectRepairCycle({}, {"orphan_inode", "/d/orphan", "/d/e/orphandir"});
+  auto lf = fs_->Resolve("/lost+found");
+  ASSERT_TRUE(lf.ok()) << lf.status().ToString();
+  auto all = fs_->Walk();
+  ASSERT_TRUE(all.ok());
+  int adopted = 0;
+  for (const auto& [ino, path] : *all) adopted += path.rfind("/lost+found/#", 0) == 0;
+  EXPECT_EQ(adopted, 1);
+  EXPECT_FALSE(fs_->Resolve("/d/orphan").ok());
+}
+
+TEST_F(FsckTest, InterruptedRenamesAreResolved) {
+  StartCluster();
+  WriteFiles();
+  // Crashed with intents attached, X pending: rolled back once past its deadline.
+  {
+    ClusterClientOptions o = testing::ShortDeadlines();
+    o.ns.test_crash_txn_after_intents = true;
+    o.ns.txn_timeout_ns = 1'000'000'000;
+    ClusterClient crasher(cluster_->config(), o);
+    TestFs crash_fs(crasher);
+    Status s = crash_fs.Rename("/d/small", "/d/e/moved");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ExpectRepairCycle({}, {"transaction_expired", "/d/small", "/d/e/moved"});
+  EXPECT_FALSE(fs_->Resolve("/d/e/moved").ok());
+
+  // Crashed after the commit point: the rename stands once its intents are resolved.
+  {
+    ClusterClientOptions o = testing::ShortDeadlines();
+    o.ns.test_crash_txn_after_commit = true;
+    ClusterClient crasher(cluster_->config(), o);
+    TestFs crash_fs(crasher);
+    Status s = crash_fs.Rename("/d/two", "/two-moved");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  }
+  files_["/two-moved"] = files_["/d/two"];
+  files_.erase("/d/two");
+  ExpectRepairCycle({}, {"transaction_unresolved", "/d/two", "/two-moved"});
+  EXPECT_FALSE(fs_->Resolve("/d/two").ok());
+
+  // Both transaction records (and any other decided one) are removed by --gc after the grace
+  // period; the namespace stays clean and usable.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CliResult gc = Fsck({"--gc", "--grace", "1", "--json"});
+  EXPECT_EQ(gc.code, 0) << gc.All();
+  EXPECT_EQ(gc.out.find("\"gc_records_deleted\":0"), std::string::npos) << gc.out;
+  CliResult after_gc = Fsck({});
+  EXPECT_EQ(after_gc.code, 0) << after_gc.All();
+  ASSERT_TRUE(fs_->Rename("/two-moved", "/d/two").ok());
+  files_["/d/two"] = files_["/two-moved"];
+  files_.erase("/two-moved");
+  ExpectFilesIntact();
+  CliResult last = Fsck({});
+  EXPECT_EQ(last.code, 0) << last.All();
+}
+
+TEST_F(FsckTest, WrongLinkCountsAreRecounted) {
+  StartCluster();
+  WriteFiles();
+  auto edit = [&](uint64_t ino, std::function<void(Inode&)> f) {
+    auto r = client_->Change(InodeKey(ino), [&](const std::optional<std::string>& cur) {
+      auto rec = MetaRecord::Decode(*cur);
+      if (!rec.ok() || !rec->inode()) return Decision::Abort(Internal("not an inode"));
+      f(*rec->inode());
+      return Decision::Write(rec->Encode());
+    });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  };
+  auto d = fs_->Resolve("/d");
+  auto big = fs_->Resolve("/d/e/big");
+  ASSERT_TRUE(d.ok() && big.ok());
+  edit(*d, [](Inode& in) {
+    in.entry_count += 5;
+    in.nlink += 3;
+  });
+  edit(*big, [](Inode& in) { in.nlink = 3; });
+  ExpectRepairCycle({}, {"wrong_link_count", "/d: directory has", "/d/e/big", "nlink says 3"});
+  auto din = fs_->GetAttr(*d);
+  ASSERT_TRUE(din.ok());
+  EXPECT_EQ(din->entry_count, 3u);  // small, two, e
+  EXPECT_EQ(din->nlink, 3u);        // 2 + e
+  auto bin = fs_->GetAttr(*big);
+  ASSERT_TRUE(bin.ok());
+  EXPECT_EQ(bin->nlink, 1u);
+}
+
+TEST_F(FsckTest, GcDeletesOnlyOldUnreferencedChunks) {
+  StartCluster();
+  WriteFiles();
+  auto old_id = client_->PutChunk("unreferenced and old");
+  ASSERT_TRUE(old_id.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto fresh_id = client_->PutChunk("unreferenced but fresh");
+  ASSERT_TRUE(fresh_id.ok());
+  std::set<ChunkId> referenced = AllChunks();
+  size_t old_copies = Holders(*old_id).size();
+  ASSERT_GT(old_copies, 0u);
+  CliResult r = Fsck({"--gc", "--grace", "1"});
+  EXPECT_EQ(r.code, 0) << r.All();
+  EXPECT_NE(r.out.find("gc deleted " + std::to_string(old_copies) + " chunks"), std::string::npos)
+      << r.out;
+  EXPECT_TRUE(Holders(*old_id).empty());
+  EXPECT_FALSE(Holders(*fresh_id).empty());
+  for (const auto& id : referenced) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
+  ExpectFilesIntact();
+
+  // GC runs only when every node answers.
+  cluster_->Kill(0);
+  CliResult down = Fsck({"--gc", "--grace", "0"});
+  EXPECT_EQ(down.code, 8) << down.All();
+  EXPECT_NE(down.out.find("every node"), std::string::npos) << down.out;
+  EXPECT_FALSE(Holders(*fresh_id).empty());
+}
+
+TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
+  StartCluster();
+  WriteFiles();
+  for (int i = 0; i < 4; ++i) {
+    Write("/more" + std::to_string(i), testing::RandomBytes(200 + i, kMiB / 2 + i));
+  }
+  client_.reset();
+  fs_.reset();
+  // Add node d: epoch raised on every node, the old list kept as `previous`.
+  int d = cluster_->AddNode();
+  std::string text = "epoch = 2\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+  for (int i = 0; i <= d; ++i) text += cluster_->NodeLine(i) + "\n";
+  text += "previous a b c\n";
+  cluster_->Reconfigure(text);
+  ASSERT_TRUE(cluster_->config()->InTransition());
+
+  ClusterClient joint(cluster_->config(), testing::ShortDeadlines());
+  TestFs joint_fs(joint);
+  ExpectFilesIntact(&joint_fs);
+  // Without --rebalance, fsck reports what is still to move and changes nothing.
+  CliResult pending = Fsck({});
+  EXPECT_EQ(pending.code, 4) << pending.All();
+  EXPECT_NE(pending.out.find("record_rebalance"), std::string::npos);
+  EXPECT_NE(pending.out.find("missing on d"), std::string::npos);
+  EXPECT_FALSE(testing::FileExists(cluster_->cluster_file() + ".next"));
+  std::map<std::string, uint64_t> inos;
+  for (const auto& [path, data] : files_) {
+    auto ino = joint_fs.Resolve(path);
+    ASSERT_TRUE(ino.ok()) << path << ": " << ino.status().ToString();
+    inos[path] = *ino;
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> reads{0}, failures{0};
+  std::string first_failure;
+  std::thread reader([&]() {
+    while (!done) {
+      for (const auto& [path, ino] : inos) {
+        auto bytes = joint_fs.ReadFile(ino);
+        if (!bytes.ok() || *bytes != files_[path]) {
+          if (failures++ == 0) {
+            first_failure = path + ": " + (bytes.ok() ? "wrong bytes" : bytes.status().ToString());
+          }
+        }
+        ++reads;
+      }
+    }
+  });
+  CliResult r = Fsck({"--rebalance"});
+  done = true;
+  reader.join();
+  EXPECT_TRUE(r.code == 0 || r.code == 1) << r.All();
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(failures.load(), 0) << first_failure;
+  std::string next_path = cluster_->cluster_file() + ".next";
+  ASSERT_TRUE(testing::FileExists(next_path)) << r.out;
+  auto next = ClusterConfig::Load(next_path);
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->epoch, 3u);
+  EXPECT_FALSE(next->InTransition());
+  EXPECT_EQ(next->nodes.size(), 4u);
+
+  // Install the next epoch everywhere: every file reads back and fsck is clean; every chunk
+  // sits on exactly its home nodes.
+  cluster_->Reconfigure(testing::ReadWholeFile(next_path));
+  client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
+  fs_ = std::make_unique<TestFs>(*client_);
+  ExpectFilesIntact();
+  CliResult after = Fsck({});
+  EXPECT_EQ(after.code, 0) << after.All();
+  int on_d = 0;
+  for (const auto& id : AllChunks()) {
+    EXPECT_EQ(Holders(id), Homes(id)) << id.ToHex();
+    on_d += Holders(id).count(d);
+  }
+  EXPECT_GT(on_d, 0);
+  auto stats = client_->Stats("d");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GT(stats->record_count, 0u);
+}
+
+}  // namespace
+}  // namespace quorumfs

@@ -1,0 +1,450 @@
+// Failures under a real mount: a chunkserver killed during a large write, two of three servers
+// down (operations fail with EIO within op_timeout, never hang, and the mount recovers by
+// itself), and the mount process killed during a rename storm (the namespace stays consistent).
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/test_cluster.h"
+#include "tests/test_mount.h"
+
+namespace quorumfs {
+namespace testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kMiB = 1024 * 1024;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Deterministic, incompressible, never-deduplicated bytes of block `i`.
+void FillBlock(uint64_t i, std::string* out) {
+  out->resize(kMiB);
+  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull;
+  auto* w = reinterpret_cast<uint64_t*>(out->data());
+  for (size_t k = 0; k < kMiB / 8; ++k) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    w[k] = x;
+  }
+}
+
+uint64_t Mix(uint64_t h, const std::string& data) {
+  const auto* w = reinterpret_cast<const uint64_t*>(data.data());
+  for (size_t k = 0; k < data.size() / 8; ++k) h = (h ^ w[k]) * 0x100000001B3ull;
+  for (size_t k = data.size() / 8 * 8; k < data.size(); ++k) {
+    h = (h ^ static_cast<unsigned char>(data[k])) * 0x100000001B3ull;
+  }
+  return h;
+}
+
+// Checksum of a whole file read through the mount; sets *size.
+uint64_t FileChecksum(const std::string& path, uint64_t* size, int* err) {
+  *err = 0;
+  *size = 0;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    *err = errno;
+    return 0;
+  }
+  uint64_t h = 1469598103934665603ull;
+  std::string buf(kMiB, '\0');
+  while (true) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      *err = errno;
+      break;
+    }
+    if (n == 0) break;
+    // Full blocks only, so the hash matches the writer's block-wise hash.
+    std::string got(buf.data(), static_cast<size_t>(n));
+    while (got.size() < kMiB) {
+      ssize_t m = ::read(fd, buf.data(), kMiB - got.size());
+      if (m <= 0) break;
+      got.append(buf.data(), static_cast<size_t>(m));
+    }
+    h = Mix(h, got);
+    *size += got.size();
+  }
+  ::close(fd);
+  return h;
+}
+
+// Runs `op` (returning 0 or an errno) in a child process, so a hung FUSE request cannot hang
+// the test. Returns {errno or -1 if it did not finish within `limit` s, seconds taken}.
+std::pair<int, double> Bounded(const std::function<int()>& op, double limit) {
+  int p[2];
+  if (::pipe(p) != 0) return {-2, 0};
+  auto start = Clock::now();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    int e = op();
+    if (::write(p[1], &e, sizeof(e)) < 0) {
+    }
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  pollfd pfd{p[0], POLLIN, 0};
+  int rc = ::poll(&pfd, 1, static_cast<int>(limit * 1000));
+  int result = -1;
+  if (rc == 1 && ::read(p[0], &result, sizeof(result)) != sizeof(result)) result = -3;
+  double took = Since(start);
+  ::close(p[0]);
+  if (rc != 1) ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+  return {result, took};
+}
+
+std::string ErrName(int e) {
+  if (e == -1) return "did not finish";
+  if (e < 0) return "harness error " + std::to_string(e);
+  const char* n = ::strerrorname_np(e);
+  return n ? n : std::to_string(e);
+}
+
+std::set<std::string> List(const std::string& dir, int* err) {
+  std::set<std::string> names;
+  *err = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    *err = errno;
+    return names;
+  }
+  while (true) {
+    errno = 0;
+    dirent* e = ::readdir(d);
+    if (!e) {
+      *err = errno;
+      break;
+    }
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.insert(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+class FailureTest : public ::testing::Test {
+ protected:
+  void SetUp() override { QUORUMFS_REQUIRE_FUSE(); }
+};
+
+TEST_F(FailureTest, ChunkserverKilledDuringLargeWrite) {
+  TestCluster cluster;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
+  ASSERT_TRUE(mount.ok());
+  const uint64_t blocks = 256;  // 256 MiB
+  std::string path = mount.path("big");
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  uint64_t h = 1469598103934665603ull;
+  std::string block;
+  auto start = Clock::now();
+  for (uint64_t i = 0; i < blocks; ++i) {
+    if (i == blocks / 4) cluster.Kill(1);  // kill -9 a server a quarter of the way through
+    FillBlock(i, &block);
+    h = Mix(h, block);
+    ssize_t n = ::pwrite(fd, block.data(), block.size(), static_cast<off_t>(i * kMiB));
+    ASSERT_EQ(n, static_cast<ssize_t>(kMiB)) << "block " << i << ": " << std::strerror(errno);
+  }
+  ASSERT_EQ(::fsync(fd), 0) << std::strerror(errno);
+  ASSERT_EQ(::close(fd), 0) << std::strerror(errno);
+  std::fprintf(stderr, "wrote %llu MiB in %.1f s with one server down\n",
+               static_cast<unsigned long long>(blocks), Since(start));
+  // Back with the server, and with a fresh mount (nothing cached), the bytes are the same.
+  cluster.Start(1);
+  ASSERT_TRUE(mount.Remount());
+  uint64_t size = 0;
+  int err = 0;
+  uint64_t got = FileChecksum(path, &size, &err);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(size, blocks * kMiB);
+  EXPECT_EQ(got, h) << "the file read back differs from what was written";
+  // Also readable with a different server down (the one that missed nothing).
+  cluster.Kill(0);
+  ASSERT_TRUE(mount.Remount());
+  got = FileChecksum(path, &size, &err);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(got, h) << "read back with server a down";
+}
+
+// The pid of node i's chunkserver (TestCluster keeps it private), found by its data dir.
+pid_t ServerPid(const TestCluster& cluster, int i) {
+  std::string want = cluster.data_dir(i);
+  DIR* proc = ::opendir("/proc");
+  pid_t found = -1;
+  while (proc) {
+    dirent* e = ::readdir(proc);
+    if (!e) break;
+    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::string path = "/proc/" + std::string(e->d_name) + "/cmdline";
+    int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+    if (n <= 0) continue;
+    std::vector<std::string> args;
+    for (ssize_t k = 0; k < n;) {
+      args.emplace_back(buf + k);
+      k += static_cast<ssize_t>(args.back().size()) + 1;
+    }
+    for (size_t k = 0; k + 1 < args.size(); ++k) {
+      if (args[k] == "--data" && args[k + 1] == want) found = pid;
+    }
+  }
+  if (proc) ::closedir(proc);
+  return found;
+}
+
+enum class Outage { kKilled, kFrozen };
+
+void NoQuorum(Outage outage) {
+  TestCluster cluster;
+  TestMountOptions opts;
+  opts.op_timeout = 3;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", opts);
+  ASSERT_TRUE(mount.ok());
+  std::string existing = mount.path("existing");
+  {
+    int fd = ::open(existing.c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, "before", 6), 6);
+    ASSERT_EQ(::close(fd), 0);
+  }
+  ASSERT_EQ(::mkdir(mount.path("dir").c_str(), 0755), 0);
+  // O_CLOEXEC: the servers restarted below must not inherit it (it would keep the mount busy).
+  int open_fd = ::open(existing.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(open_fd, 0);
+
+  // Two of three servers go away: killed (connections are refused at once), or frozen with
+  // SIGSTOP (requests are accepted and never answered: only timeouts end them).
+  std::vector<pid_t> frozen;
+  if (outage == Outage::kKilled) {
+    cluster.Kill(1);
+    cluster.Kill(2);
+  } else {
+    for (int i : {1, 2}) {
+      pid_t pid = ServerPid(cluster, i);
+      ASSERT_GT(pid, 0) << "cannot find server " << i;
+      ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+      frozen.push_back(pid);
+    }
+  }
+  struct Thaw {
+    std::vector<pid_t>* pids;
+    ~Thaw() {
+      for (pid_t p : *pids) ::kill(p, SIGCONT);
+    }
+  } thaw{&frozen};
+  const double limit = 8;
+  struct Case {
+    const char* what;
+    std::function<int()> op;
+    int expect = EIO;
+  };
+  std::vector<Case> cases = {
+      {"stat of a name never looked up",
+       [&] {
+         struct stat st;
+         return ::stat(mount.path("never-seen").c_str(), &st) == 0 ? 0 : errno;
+       }},
+      {"create",
+       [&] {
+         int fd = ::open(mount.path("new-file").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+         if (fd < 0) return errno;
+         ::close(fd);
+         return 0;
+       }},
+      {"open of an existing file",
+       [&] {
+         int fd = ::open(existing.c_str(), O_RDONLY);
+         if (fd < 0) return errno;
+         ::close(fd);
+         return 0;
+       }},
+      {"mkdir",
+       [&] { return ::mkdir(mount.path("dir/sub").c_str(), 0755) == 0 ? 0 : errno; }},
+      {"readdir",
+       [&] {
+         int e = 0;
+         List(mount.path("dir"), &e);
+         return e;
+       }},
+      {"write (buffered: succeeds)",
+       [&] { return ::pwrite(open_fd, "during", 6, 0) == 6 ? 0 : errno; }, 0},
+      {"fsync", [&] { return ::fsync(open_fd) == 0 ? 0 : errno; }},
+  };
+  for (const auto& c : cases) {
+    auto [e, took] = Bounded(c.op, 20);
+    EXPECT_EQ(ErrName(e), ErrName(c.expect)) << c.what << " (took " << took << " s)";
+    EXPECT_LT(took, limit) << c.what << " returned " << ErrName(e) << " too late";
+    std::fprintf(stderr, "no quorum: %-32s -> %s in %.2f s\n", c.what, ErrName(e).c_str(), took);
+  }
+
+  // The servers come back: the same mount works again without being touched.
+  if (outage == Outage::kKilled) {
+    cluster.Start(1);
+    cluster.Start(2);
+  } else {
+    for (pid_t p : frozen) ::kill(p, SIGCONT);
+    frozen.clear();
+  }
+  auto start = Clock::now();
+  int e = -1;
+  while (Since(start) < 20) {
+    e = Bounded([&] {
+          int fd = ::open(mount.path("new-file").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+          if (fd < 0) return errno;
+          return ::close(fd) == 0 ? 0 : errno;
+        }, 20).first;
+    if (e == 0 || e == EEXIST) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(e == 0 || e == EEXIST) << "create after recovery: " << ErrName(e);
+  std::fprintf(stderr, "recovered after %.2f s\n", Since(start));
+  struct stat st;
+  EXPECT_EQ(::stat(mount.path("never-seen").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(::stat(mount.path("new-file").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(::mkdir(mount.path("dir/sub2").c_str(), 0755), 0) << std::strerror(errno);
+  int le = 0;
+  std::set<std::string> names = List(mount.path("dir"), &le);
+  EXPECT_EQ(le, 0);
+  EXPECT_TRUE(names.count("sub2"));
+  // The write that failed to publish is retried by the next fsync on the same descriptor.
+  auto [fe, took] = Bounded([&] { return ::fsync(open_fd) == 0 ? 0 : errno; }, 20);
+  EXPECT_EQ(ErrName(fe), ErrName(0)) << "fsync after recovery (" << took << " s)";
+  EXPECT_EQ(::close(open_fd), 0) << std::strerror(errno);
+  char buf[16] = {};
+  int fd = ::open(existing.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  EXPECT_EQ(::read(fd, buf, sizeof(buf)), 6);
+  EXPECT_EQ(std::string(buf), "during");
+  ::close(fd);
+  auto teardown = Clock::now();
+  mount.Stop();
+  std::fprintf(stderr, "unmounted in %.2f s\n", Since(teardown));
+}
+
+TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
+
+TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }
+
+TEST_F(FailureTest, MountKilledDuringRenameStorm) {
+  TestCluster cluster;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
+  ASSERT_TRUE(mount.ok());
+  const int files = 12;
+  std::string d1 = mount.path("d1"), d2 = mount.path("d2");
+  ASSERT_EQ(::mkdir(d1.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(d2.c_str(), 0755), 0);
+  for (int i = 0; i < files; ++i) {
+    std::string p = d1 + "/f" + std::to_string(i);
+    int fd = ::open(p.c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    std::string content = "file " + std::to_string(i);
+    ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    ASSERT_EQ(::close(fd), 0);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> renames{0};
+  // Two threads move files between d1 and d2 (and rename within a directory) until the mount
+  // dies under them.
+  auto storm = [&](uint32_t seed) {
+    std::mt19937 rng(seed);
+    while (!stop) {
+      int i = static_cast<int>(rng() % files);
+      std::string name = "f" + std::to_string(i);
+      std::string a = d1 + "/" + name, b = d2 + "/" + name;
+      int r = ::rename(a.c_str(), b.c_str());
+      if (r != 0 && errno == ENOENT) r = ::rename(b.c_str(), a.c_str());
+      if (r == 0) {
+        ++renames;
+      } else if (errno == ENOTCONN || errno == ECONNABORTED || errno == EIO) {
+        if (stop) break;
+      }
+    }
+  };
+  std::thread t1(storm, 1), t2(storm, 2);
+  auto start = Clock::now();
+  while (renames < 40 && Since(start) < 30) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  mount.Kill();  // SIGKILL mid-storm
+  stop = true;
+  t1.join();
+  t2.join();
+  std::fprintf(stderr, "%d renames before the kill\n", renames.load());
+  ASSERT_TRUE(mount.Remount());
+
+  auto check = [&](const char* when) {
+    int e1 = 0, e2 = 0;
+    std::set<std::string> in1 = List(d1, &e1), in2 = List(d2, &e2);
+    ASSERT_EQ(e1, 0) << when << ": readdir d1: " << std::strerror(e1);
+    ASSERT_EQ(e2, 0) << when << ": readdir d2: " << std::strerror(e2);
+    for (int i = 0; i < files; ++i) {
+      std::string name = "f" + std::to_string(i);
+      int copies = static_cast<int>(in1.count(name) + in2.count(name));
+      EXPECT_EQ(copies, 1) << when << ": " << name << " is in " << copies << " directories";
+      std::string dir = in1.count(name) ? d1 : d2;
+      int fd = ::open((dir + "/" + name).c_str(), O_RDONLY);
+      EXPECT_GE(fd, 0) << when << ": open " << name << ": " << std::strerror(errno);
+      if (fd >= 0) {
+        char buf[32] = {};
+        ssize_t n = ::read(fd, buf, sizeof(buf));
+        EXPECT_EQ(std::string(buf, n > 0 ? n : 0), "file " + std::to_string(i)) << when;
+        ::close(fd);
+      }
+    }
+    EXPECT_EQ(in1.size() + in2.size(), static_cast<size_t>(files)) << when;
+  };
+  check("right after the remount");
+  // Every file can be moved back (renames meeting the dead mount's pending transactions wait
+  // for them to expire or abort them), and afterwards both directories agree.
+  auto back = Clock::now();
+  for (int i = 0; i < files; ++i) {
+    std::string name = "f" + std::to_string(i);
+    struct stat st;
+    if (::stat((d2 + "/" + name).c_str(), &st) == 0) {
+      auto [e, took] = Bounded(
+          [&] { return ::rename((d2 + "/" + name).c_str(), (d1 + "/" + name).c_str()) == 0 ? 0 : errno; },
+          60);
+      EXPECT_EQ(ErrName(e), ErrName(0)) << "moving " << name << " back (" << took << " s)";
+    }
+  }
+  std::fprintf(stderr, "moved everything back in %.1f s\n", Since(back));
+  check("after moving everything back");
+  int e2 = 0;
+  EXPECT_TRUE(List(d2, &e2).empty());
+  EXPECT_EQ(::rmdir(d2.c_str()), 0) << "d2 should be empty: " << std::strerror(errno);
+  struct stat st;
+  ASSERT_EQ(::stat(d1.c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace quorumfs

@@ -1,0 +1,307 @@
+// Two mounts of one cluster: close-to-open visibility, O_EXCL races between processes on both
+// mounts, concurrent renames into one name, and concurrent writers of different byte ranges.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/test_cluster.h"
+#include "tests/test_mount.h"
+
+namespace quorumfs {
+namespace testing {
+namespace {
+
+constexpr size_t kMiB = 1024 * 1024;
+
+std::string ReadFile(const std::string& path, int* err = nullptr) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    if (err) *err = errno;
+    return "<" + std::string(std::strerror(errno)) + ">";
+  }
+  std::string out;
+  char buf[1 << 16];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  if (n < 0 && err) *err = errno;
+  ::close(fd);
+  if (err && n >= 0) *err = 0;
+  return out;
+}
+
+bool WriteFile(const std::string& path, const std::string& data) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  return ::close(fd) == 0 && ok;
+}
+
+std::set<std::string> List(const std::string& dir) {
+  std::set<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  while (d) {
+    dirent* e = ::readdir(d);
+    if (!e) break;
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.insert(n);
+  }
+  if (d) ::closedir(d);
+  return names;
+}
+
+std::string Fill(size_t n, char c) { return std::string(n, c); }
+
+// Compares file contents without printing megabytes.
+::testing::AssertionResult Same(const std::string& got, const std::string& want) {
+  if (got == want) return ::testing::AssertionSuccess();
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+  auto show = [](const std::string& s, size_t at) {
+    std::string part = s.substr(at, 24);
+    return "\"" + part + "\"" + (s.size() > at + 24 ? "..." : "");
+  };
+  return ::testing::AssertionFailure()
+         << "got " << got.size() << " bytes, want " << want.size() << "; first difference at "
+         << i << ": got " << show(got, i) << ", want " << show(want, i);
+}
+
+// Forks `n` children that block until released, then run `body(i)` and exit with its result.
+// Returns their exit codes (or -signal).
+std::vector<int> RaceProcesses(int n, const std::function<int(int)>& body) {
+  int gate[2];
+  EXPECT_EQ(::pipe(gate), 0);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(gate[1]);
+      char c;
+      while (::read(gate[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      ::_exit(body(i));
+    }
+    pids.push_back(pid);
+  }
+  ::close(gate[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ::close(gate[1]);  // every child's read returns 0 at once
+  std::vector<int> codes;
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+  }
+  return codes;
+}
+
+class MultiMountTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string why;
+    if (!FuseAvailable(&why)) return;
+    cluster_ = new TestCluster();
+    a_ = new TestMount(cluster_->cluster_file(), cluster_->dir() + "/mnt-a");
+    b_ = new TestMount(cluster_->cluster_file(), cluster_->dir() + "/mnt-b");
+  }
+  static void TearDownTestSuite() {
+    delete a_;
+    delete b_;
+    delete cluster_;
+    a_ = b_ = nullptr;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    QUORUMFS_REQUIRE_FUSE();
+    ASSERT_TRUE(a_ && a_->ok() && b_ && b_->ok()) << "mount failed";
+    name_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    ASSERT_EQ(::mkdir(a_->path(name_).c_str(), 0755), 0) << std::strerror(errno);
+  }
+  std::string A(const std::string& rel) { return a_->path(name_ + "/" + rel); }
+  std::string B(const std::string& rel) { return b_->path(name_ + "/" + rel); }
+
+  static TestCluster* cluster_;
+  static TestMount* a_;
+  static TestMount* b_;
+  std::string name_;
+};
+
+TestCluster* MultiMountTest::cluster_ = nullptr;
+TestMount* MultiMountTest::a_ = nullptr;
+TestMount* MultiMountTest::b_ = nullptr;
+
+TEST_F(MultiMountTest, CloseToOpen) {
+  // A file created on A is found on B at once (missing names are not cached).
+  struct stat st;
+  EXPECT_NE(::stat(B("f").c_str(), &st), 0);
+  ASSERT_TRUE(WriteFile(A("f"), "written on A"));
+  EXPECT_EQ(ReadFile(B("f")), "written on A");
+  // Keep a descriptor open on A (its page cache holds the old bytes) while B overwrites the
+  // same bytes: same size, so only the change time tells A the file changed.
+  int held = ::open(A("f").c_str(), O_RDONLY);
+  ASSERT_GE(held, 0);
+  char buf[64] = {};
+  ASSERT_EQ(::pread(held, buf, sizeof(buf), 0), 12);
+  ASSERT_TRUE(WriteFile(B("f"), "WRITTEN ON B"));
+  EXPECT_EQ(ReadFile(A("f")), "WRITTEN ON B") << "reopen on A after close on B";
+  ::close(held);
+  // Growing and shrinking.
+  std::string big = Fill(3 * kMiB + 17, 'b');
+  ASSERT_TRUE(WriteFile(B("f"), big));
+  EXPECT_TRUE(Same(ReadFile(A("f")), big));
+  ASSERT_EQ(::stat(A("f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(big.size()));
+  ASSERT_TRUE(WriteFile(A("f"), "short"));
+  EXPECT_EQ(ReadFile(B("f")), "short");
+  // A write in place on A (no truncation) of one byte inside a chunk B has cached.
+  EXPECT_EQ(ReadFile(B("f")), "short");
+  int fd = ::open(A("f").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "S", 1, 0), 1);
+  ASSERT_EQ(::close(fd), 0);
+  EXPECT_EQ(ReadFile(B("f")), "Short");
+  // Unlink on B: A no longer finds the file (open goes to the cluster).
+  ASSERT_EQ(::unlink(B("f").c_str()), 0);
+  int err = 0;
+  ReadFile(A("f"), &err);
+  EXPECT_EQ(err, ENOENT);
+  // O_CREAT through A's (stale) name creates a new file.
+  ASSERT_TRUE(WriteFile(B("g"), "old g"));
+  EXPECT_EQ(ReadFile(A("g")), "old g");
+  ASSERT_EQ(::unlink(B("g").c_str()), 0);
+  fd = ::open(A("g").c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::write(fd, "new g", 5), 5);
+  ASSERT_EQ(::close(fd), 0);
+  EXPECT_EQ(ReadFile(B("g")), "new g");
+  // Renames and directories show up on the other mount.
+  ASSERT_EQ(::mkdir(A("d").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(A("d/x"), "x"));
+  ASSERT_EQ(::rename(B("d/x").c_str(), B("d/y").c_str()), 0);
+  EXPECT_EQ(List(A("d")), std::set<std::string>({"y"}));
+  EXPECT_EQ(ReadFile(A("d/y")), "x");
+}
+
+TEST_F(MultiMountTest, ExclusiveCreateRace) {
+  for (int round = 0; round < 4; ++round) {
+    std::string name = "excl-" + std::to_string(round);
+    std::vector<int> codes = RaceProcesses(16, [&](int i) {
+      std::string path = (i % 2 ? A(name) : B(name));
+      int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+      if (fd >= 0) {
+        std::string me = "winner " + std::to_string(i);
+        bool ok = ::write(fd, me.data(), me.size()) == static_cast<ssize_t>(me.size());
+        return ::close(fd) == 0 && ok ? 0 : 3;
+      }
+      return errno == EEXIST ? 1 : 10 + errno;
+    });
+    int winners = 0, losers = 0;
+    int winner = -1;
+    for (size_t i = 0; i < codes.size(); ++i) {
+      if (codes[i] == 0) ++winners, winner = static_cast<int>(i);
+      else if (codes[i] == 1) ++losers;
+      else ADD_FAILURE() << "round " << round << " process " << i << " exit code " << codes[i];
+    }
+    EXPECT_EQ(winners, 1) << "round " << round;
+    EXPECT_EQ(losers, 15) << "round " << round;
+    EXPECT_EQ(ReadFile(A(name)), "winner " + std::to_string(winner));
+    EXPECT_EQ(ReadFile(B(name)), "winner " + std::to_string(winner));
+  }
+  std::set<std::string> want = {"excl-0", "excl-1", "excl-2", "excl-3"};
+  EXPECT_EQ(List(A("")), want);
+  EXPECT_EQ(List(B("")), want);
+}
+
+TEST_F(MultiMountTest, ConcurrentRenamesIntoOneName) {
+  for (int round = 0; round < 3; ++round) {
+    std::string dir = "r" + std::to_string(round);
+    ASSERT_EQ(::mkdir(A(dir).c_str(), 0755), 0);
+    const int n = 8;
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(WriteFile(A(dir + "/src" + std::to_string(i)), "from " + std::to_string(i)));
+    }
+    std::vector<int> codes = RaceProcesses(n, [&](int i) {
+      std::string from = dir + "/src" + std::to_string(i), to = dir + "/target";
+      int r = i % 2 ? ::rename(A(from).c_str(), A(to).c_str())
+                    : ::rename(B(from).c_str(), B(to).c_str());
+      return r == 0 ? 0 : 10 + errno;
+    });
+    for (size_t i = 0; i < codes.size(); ++i) {
+      EXPECT_EQ(codes[i], 0) << "round " << round << " rename " << i << " failed: errno "
+                             << codes[i] - 10;
+    }
+    for (auto* m : {a_, b_}) {
+      std::string d = m->path(name_ + "/" + dir);
+      EXPECT_EQ(List(d), std::set<std::string>({"target"})) << m->dir();
+      std::string content = ReadFile(d + "/target");
+      EXPECT_EQ(content.rfind("from ", 0), 0u) << content;
+      struct stat st;
+      ASSERT_EQ(::stat((d + "/target").c_str(), &st), 0);
+      EXPECT_EQ(st.st_nlink, 1u);
+    }
+    // The directory's entry count is right: it empties and can be removed.
+    ASSERT_EQ(::unlink(B(dir + "/target").c_str()), 0);
+    EXPECT_EQ(::rmdir(A(dir).c_str()), 0) << std::strerror(errno);
+  }
+}
+
+TEST_F(MultiMountTest, ConcurrentWritersOfDifferentRanges) {
+  // Interleaved 64 KiB blocks: A writes the even ones, B the odd ones, so both mounts change
+  // every chunk and each must rebuild its slots from the other's bytes when it publishes.
+  const size_t block = 64 * 1024, blocks = 64;  // 4 MiB
+  for (int round = 0; round < 3; ++round) {
+    std::string name = "shared" + std::to_string(round);
+    std::string base = round == 0 ? "" : Fill(blocks * block / 2, '.');  // also over data
+    ASSERT_TRUE(WriteFile(A(name), base));
+    // Both mounts cache the old bytes in their page caches first.
+    EXPECT_TRUE(Same(ReadFile(A(name)), base));
+    EXPECT_TRUE(Same(ReadFile(B(name)), base));
+    int fa = ::open(A(name).c_str(), O_WRONLY);
+    int fb = ::open(B(name).c_str(), O_WRONLY);
+    ASSERT_GE(fa, 0);
+    ASSERT_GE(fb, 0);
+    auto writer = [&](int fd, size_t parity, char c, int* result) {
+      *result = 0;
+      for (size_t i = parity; i < blocks; i += 2) {
+        std::string data = Fill(block, static_cast<char>(c + i % 8));
+        if (::pwrite(fd, data.data(), block, static_cast<off_t>(i * block)) !=
+            static_cast<ssize_t>(block)) {
+          *result = errno;
+          return;
+        }
+        if (round == 2 && i % 16 == parity) ::fsync(fd);  // publish midway, too
+      }
+      if (::close(fd) != 0) *result = errno;
+    };
+    int ra = -1, rb = -1;
+    std::thread ta(writer, fa, 0, 'a', &ra), tb(writer, fb, 1, 'A', &rb);
+    ta.join();
+    tb.join();
+    EXPECT_EQ(ra, 0) << std::strerror(ra);
+    EXPECT_EQ(rb, 0) << std::strerror(rb);
+    std::string want;
+    for (size_t i = 0; i < blocks; ++i) {
+      want += Fill(block, static_cast<char>((i % 2 ? 'A' : 'a') + i % 8));
+    }
+    for (auto* m : {a_, b_}) {
+      EXPECT_TRUE(Same(ReadFile(m->path(name_ + "/" + name)), want))
+          << "round " << round << " on " << m->dir();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace quorumfs
