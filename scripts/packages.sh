@@ -7,6 +7,7 @@ QUORUMFS_PACKAGES=(
   libgtest-dev libgmock-dev       # tests
   libfuse3-dev fuse3              # the mount
   libcli11-dev                    # command-line flags
+  git sqlite3 tar                 # programs the FUSE tests run on a mount
 )
 
 ensure_packages() {

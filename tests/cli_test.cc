@@ -226,12 +226,12 @@ TEST(StatusCli, ReportsDownNodesAndLostQuorums) {
   CliResult one = status(false);
   EXPECT_EQ(one.code, 0) << one.All();
   EXPECT_NE(one.out.find("DEGRADED"), std::string::npos) << one.out;
+  EXPECT_NE(one.out.find("tolerates 0 more failures"), std::string::npos) << one.out;
   size_t row = one.out.find("\nb ");
   ASSERT_NE(row, std::string::npos) << one.out;
-  EXPECT_EQ(one.out.substr(row + 1, one.out.find('\n', row + 1) - row - 1).find("DOWN") ==
-                std::string::npos,
-            false)
-      << one.out;
+  std::string b_line = one.out.substr(row + 1, one.out.find('\n', row + 1) - row - 1);
+  EXPECT_NE(b_line.find("DOWN"), std::string::npos) << b_line;
+  EXPECT_EQ(one.out.find("DOWN"), row + 1 + b_line.find("DOWN")) << "only b is down";
   CliResult one_json = status(true);
   EXPECT_EQ(one_json.code, 0);
   EXPECT_NE(one_json.out.find("\"id\":\"b\",\"address\":\"127.0.0.1:" +

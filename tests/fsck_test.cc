@@ -104,10 +104,15 @@ class FsckTest : public ::testing::Test {
   // The chunk of slot `slot` of the file at `path`.
   ChunkId ChunkOf(const std::string& path, size_t slot) {
     auto ino = fs_->Resolve(path);
-    EXPECT_TRUE(ino.ok());
+    if (!ino.ok()) {
+      ADD_FAILURE() << path << ": " << ino.status().ToString();
+      return ChunkId();
+    }
     auto in = fs_->GetAttr(*ino);
-    EXPECT_TRUE(in.ok());
-    EXPECT_LT(slot, in->slots.size());
+    if (!in.ok() || slot >= in->slots.size()) {
+      ADD_FAILURE() << path << ": no slot " << slot;
+      return ChunkId();
+    }
     return in->slots[slot].id;
   }
 
@@ -116,9 +121,11 @@ class FsckTest : public ::testing::Test {
     std::set<ChunkId> out;
     for (const auto& [path, data] : files_) {
       auto ino = fs_->Resolve(path);
-      EXPECT_TRUE(ino.ok()) << path;
-      auto in = fs_->GetAttr(*ino);
-      EXPECT_TRUE(in.ok()) << path;
+      auto in = ino.ok() ? fs_->GetAttr(*ino) : Result<Inode>(ino.status());
+      if (!in.ok()) {
+        ADD_FAILURE() << path << ": " << in.status().ToString();
+        continue;
+      }
       for (const auto& s : in->slots) {
         if (!s.hole()) out.insert(s.id);
       }
@@ -496,6 +503,20 @@ TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
   auto stats = client_->Stats("d");
   ASSERT_TRUE(stats.ok());
   EXPECT_GT(stats->record_count, 0u);
+}
+
+// Removing a node cannot be expressed yet: every `previous` id must still be a `node`, so the
+// leaving node's id stays in the new list and in new replica sets (README, "Membership
+// removal"). When the grammar allows it, a removal test belongs beside the one above.
+TEST(FsckRebalance, NodeRemovalIsNotExpressibleYet) {
+  auto removal = ClusterConfig::Parse(
+      "epoch = 2\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n"
+      "node a 127.0.0.1:7101\nnode b 127.0.0.1:7102\nnode c 127.0.0.1:7103\n"
+      "previous a b c d\n",
+      "removal.conf");
+  ASSERT_FALSE(removal.ok());
+  EXPECT_NE(removal.status().message().find("previous id 'd' is not a node"), std::string::npos)
+      << removal.status().ToString();
 }
 
 }  // namespace

@@ -1041,6 +1041,17 @@ TEST_F(PosixTest, UnlinkedOpenFile) {
     fd = F(::open(PATH("f"), O_CREAT | O_EXCL | O_RDWR, 0644));
     o.Fstat(fd, "new f");
     R(::close(fd));
+    // Renaming another file over an open one: the old one lives on through its descriptor.
+    o.WriteFile("victim", "old victim");
+    o.WriteFile("other", "other");
+    fd = F(::open(PATH("victim"), O_RDWR));
+    R(::rename(PATH("other"), PATH("victim")));
+    o.Fstat(fd, "replaced victim");
+    o.Data("replaced victim", o.ReadFd(fd));
+    R(::pwrite(fd, "OLD", 3, 0));
+    o.Data("replaced victim after write", o.ReadFd(fd));
+    R(::close(fd));
+    o.Content("victim");
     // A file with another link is not unlinked-open: nlink drops to 1.
     o.WriteFile("g", "G");
     R(::link(PATH("g"), PATH("g2")));

@@ -263,10 +263,11 @@ class Fsck {
           Sync<Result<ReadAcceptedReply>>([&]() { return client_->rpc().ReadAccepted(node, key); });
       if (!r.ok()) return false;
       auto v = std::make_pair(r->accepted_ballot, r->value);
-      if (!first)
+      if (!first) {
         first = v;
-      else if (first->first != v.first || first->second != v.second)
+      } else if (first->first != v.first || first->second != v.second) {
         return false;
+      }
     }
     return true;
   }
@@ -520,8 +521,9 @@ class Fsck {
       if (in->state == InodeState::kUnlinkedOpen) {
         if (in->lease_until_ns >= now) continue;  // still held open by a mount
         Issue i{"lease_expired", DescribeKey(key), "", "unlinked file whose mount's lease lapsed"};
-        if (o_.repair)
+        if (o_.repair) {
           i.fixed = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); }).ok();
+        }
         Report(i);
         continue;
       }
@@ -607,8 +609,9 @@ class Fsck {
       const ChunkId& id, const std::vector<std::string>& holders) {
     for (const auto& node : holders) {
       auto r = Sync<Result<std::string>>([&]() { return client_->rpc().GetChunk(node, id); });
-      if (r.ok() && ChunkId::Of(*r) == id)
+      if (r.ok() && ChunkId::Of(*r) == id) {
         return std::make_shared<const std::string>(std::move(r).value());
+      }
     }
     return Status(StatusCode::kCorruption, "no replica whose bytes match the chunk id");
   }

@@ -43,16 +43,11 @@ int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trial
   if (json) {
     JsonWriter j;
     j.BeginObject();
-    j.Key("n")
-        .Number(n)
-        .Key("w")
-        .Number(w)
-        .Key("r")
-        .Number(r)
-        .Key("p")
-        .Number(p)
-        .Key("nodes")
-        .Number(m);
+    j.Key("n").Number(n);
+    j.Key("w").Number(w);
+    j.Key("r").Number(r);
+    j.Key("p").Number(p);
+    j.Key("nodes").Number(m);
     auto put = [&](const char* key, const QuorumFigures& q) {
       j.Key(key).BeginObject();
       j.Key("write_available").Number(q.write_available);

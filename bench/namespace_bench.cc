@@ -1,0 +1,136 @@
+// quorumfs-bench-namespace: namespace operations per second against three local chunkservers
+// (N=3, W=2, R=2), with 1 and 16 operations in flight: create, stat (lookup + getattr),
+// rename within a directory, unlink, and readdir + getattr of a 10,000-entry directory.
+// Each measurement runs `--runs` times; the median is printed with min-max beside it.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+
+#include "bench/local_cluster.h"
+#include "common/record_key.h"
+
+namespace quorumfs {
+namespace {
+
+struct Stat {
+  double median, min, max;
+};
+
+Stat Summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return Stat{v[v.size() / 2], v.front(), v.back()};
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"quorumfs-bench-namespace"};
+  std::string bin, dir = "/tmp";
+  int n = 2000, runs = 3, list_n = 10000;
+  app.add_option("--chunkserver", bin, "path of quorumfs-chunkserver");
+  app.add_option("--dir", dir, "where the data dirs go");
+  app.add_option("--ops", n, "operations per measurement");
+  app.add_option("--runs", runs, "runs per measurement");
+  app.add_option("--list", list_n, "entries in the listed directory");
+  CLI11_PARSE(app, argc, argv);
+  if (bin.empty()) {
+    std::string self = argv[0];
+    bin = self.substr(0, self.rfind('/') + 1) + "quorumfs-chunkserver";
+  }
+  char tmpl[4096];
+  std::snprintf(tmpl, sizeof(tmpl), "%s/quorumfs-nsbench-XXXXXX", dir.c_str());
+  std::string root = ::mkdtemp(tmpl);
+  std::map<std::string, std::vector<double>> results;
+  {
+    LocalCluster servers(bin, root);
+    auto config = ClusterConfig::Load(servers.cluster_file());
+    if (!config.ok()) return 1;
+    ClusterClient client(std::make_shared<const ClusterConfig>(*config), ClusterClientOptions{});
+    Namespace& ns = client.ns();
+    auto root_ino = client.RunSync<Result<Inode>>([&]() { return ns.EnsureRoot(); });
+    if (!root_ino.ok()) {
+      std::fprintf(stderr, "%s\n", root_ino.status().ToString().c_str());
+      return 1;
+    }
+    int dir_seq = 0;
+    for (int r = 0; r < runs; ++r) {
+      for (int conc : {1, 16}) {
+        std::string tag = conc == 1 ? " (1 in flight)" : " (16 in flight)";
+        CreateRequest d;
+        d.type = FileType::kDirectory;
+        auto dir_r = client.RunSync<Result<Inode>>(
+            [&]() { return ns.Create(kRootIno, "d" + std::to_string(dir_seq++), d); });
+        if (!dir_r.ok()) return 1;
+        uint64_t parent = dir_r->ino;
+        auto name = [](int i) { return "f" + std::to_string(i); };
+        CreateRequest f;
+        double s = Pipeline(client, n, conc, [&](int i) {
+          return ns.Create(parent, name(i), f).then([](Result<Inode> x) { return x.ok(); });
+        }, nullptr);
+        results["create" + tag].push_back(n / s);
+        s = Pipeline(client, n, conc, [&](int i) {
+          return ns.Lookup(parent, name(i)).then([&ns](Result<Inode> x) -> kj::Promise<bool> {
+            if (!x.ok()) return false;
+            return ns.GetAttr(x->ino).then([](Result<Inode> y) { return y.ok(); });
+          });
+        }, nullptr);
+        results["stat (lookup+getattr)" + tag].push_back(n / s);
+        s = Pipeline(client, n, conc, [&](int i) {
+          return ns.Rename(parent, name(i), parent, "r" + std::to_string(i)).then([](Status x) { return x.ok(); });
+        }, nullptr);
+        results["rename within a dir" + tag].push_back(n / s);
+        s = Pipeline(client, n, conc, [&](int i) {
+          return ns.Unlink(parent, "r" + std::to_string(i)).then([](Status x) { return x.ok(); });
+        }, nullptr);
+        results["unlink" + tag].push_back(n / s);
+      }
+      // readdir + getattr of a large directory.
+      CreateRequest d;
+      d.type = FileType::kDirectory;
+      auto big = client.RunSync<Result<Inode>>(
+          [&]() { return ns.Create(kRootIno, "big" + std::to_string(r), d); });
+      if (!big.ok()) return 1;
+      CreateRequest f;
+      Pipeline(client, list_n, 16, [&](int i) {
+        return ns.Create(big->ino, "e" + std::to_string(i), f).then([](Result<Inode> x) { return x.ok(); });
+      }, nullptr);
+      auto t0 = Clock::now();
+      size_t listed = client.RunSync<size_t>([&]() -> kj::Promise<size_t> {
+        auto count = std::make_shared<size_t>(0);
+        auto page = std::make_shared<std::function<kj::Promise<size_t>(uint64_t)>>();
+        *page = [&ns, big, count, page](uint64_t off) -> kj::Promise<size_t> {
+          return ns.ReadDir(big->ino, off, 1024).then([&ns, count, page](Result<DirListing> l) -> kj::Promise<size_t> {
+            if (!l.ok()) return *count;
+            kj::Vector<kj::Promise<Result<Inode>>> attrs;
+            for (const auto& e : l->entries) attrs.add(ns.GetAttr(e.ino));
+            bool end = l->end || l->entries.empty();
+            uint64_t next = l->entries.empty() ? 0 : l->entries.back().offset;
+            return kj::joinPromises(attrs.releaseAsArray()).then([count, page, end, next](kj::Array<Result<Inode>>&& a) -> kj::Promise<size_t> {
+              *count += a.size();
+              if (end) return *count;
+              return (*page)(next);
+            });
+          });
+        };
+        return (*page)(0).attach(kj::heap(page));
+      });
+      results["readdir+getattr 10k entries (s)"].push_back(Seconds(Clock::now() - t0));
+      if (listed != static_cast<size_t>(list_n)) {
+        std::fprintf(stderr, "listed %zu of %d entries\n", listed, list_n);
+      }
+    }
+  }
+  std::printf("quorumfs namespace, 3 chunkservers on loopback, N=3 W=2 R=2, %d runs of %d ops\n",
+              runs, n);
+  std::printf("| %-40s | %10s | %-23s |\n", "operation", "median", "min - max");
+  for (const auto& [name, v] : results) {
+    Stat st = Summarize(v);
+    std::printf("| %-40s | %10.1f | %10.1f - %-10.1f |%s\n", name.c_str(), st.median, st.min,
+                st.max, name.find("(s)") != std::string::npos ? " s" : " ops/s");
+  }
+  if (std::system(("rm -rf '" + root + "'").c_str()) != 0) return 1;
+  return 0;
+}
+
+}  // namespace
+}  // namespace quorumfs
+
+int main(int argc, char** argv) { return quorumfs::Run(argc, argv); }
