@@ -229,6 +229,115 @@ class Namespace::Impl {
     }
   }
 
+  // ---- combining: concurrent changes of one record from this client share one CAS ----------
+  //
+  // Many operations in flight on one directory (creates, unlinks) all change its I/ record.
+  // Rather than race each other for ballots, the first becomes the leader and runs one
+  // proposer change that applies every queued function in arrival order; each caller gets the
+  // record as its own function left it (or its own error). Leadership passes to the first
+  // waiter of the next batch. Only for functions that are safe to retry (operation ids).
+
+  struct Waiter {
+    RecordFn fn;
+    std::optional<Result<MetaRecord>> result;
+    Status own_status;
+    MetaRecord after;
+    kj::Own<kj::PromiseFulfiller<void>> wake;
+    bool lead = false;
+    std::vector<Waiter*> batch;
+  };
+  struct CombineQueue {
+    bool busy = false;
+    std::vector<Waiter*> waiting;
+  };
+
+  Result<MetaRecord> ChangeCombined(kj::WaitScope& ws, const std::string& key, RecordFn fn) {
+    Waiter me;
+    me.fn = std::move(fn);
+    CombineQueue& q = combine_[key];
+    if (q.busy) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      me.wake = kj::mv(paf.fulfiller);
+      q.waiting.push_back(&me);
+      paf.promise.wait(ws);
+      if (!me.lead) return std::move(*me.result);
+    } else {
+      q.busy = true;
+      me.batch = {&me};
+    }
+    RunBatch(ws, key, me.batch);
+    std::vector<Waiter*> finished = std::move(me.batch);
+    CombineQueue& q2 = combine_[key];
+    if (q2.waiting.empty()) {
+      combine_.erase(key);
+    } else {
+      Waiter* next = q2.waiting.front();
+      next->lead = true;
+      next->batch = std::move(q2.waiting);
+      q2.waiting.clear();
+      next->wake->fulfill();
+    }
+    for (Waiter* w : finished) {
+      if (w != &me) w->wake->fulfill();
+    }
+    return std::move(*me.result);
+  }
+
+  void RunBatch(kj::WaitScope& ws, const std::string& key, const std::vector<Waiter*>& batch) {
+    auto deadline = timer_.now() + o_.busy_timeout;
+    for (int attempt = 0;; ++attempt) {
+      uint64_t blocked = 0;
+      auto r = proposer_
+                   .Change(key,
+                           [&blocked, &batch](const std::optional<std::string>& payload) {
+                             blocked = 0;
+                             auto rec = MetaRecord::DecodeOptional(payload);
+                             if (!rec.ok()) return Decision::Abort(rec.status());
+                             if (rec->intent) {
+                               blocked = rec->intent->txn;
+                               return Decision::Keep();
+                             }
+                             MetaRecord cur = std::move(rec).value();
+                             bool changed = false;
+                             for (Waiter* w : batch) {
+                               auto next = w->fn(cur);
+                               w->own_status = next.ok() ? Status::Ok() : next.status();
+                               if (next.ok() && *next) {
+                                 cur = std::move(**next);
+                                 changed = true;
+                               }
+                               w->after = cur;
+                             }
+                             if (!changed) return Decision::Keep();
+                             return Decision::Write(cur.Encode());
+                           })
+                   .wait(ws);
+      Status failure;
+      if (!r.ok()) {
+        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
+        failure = r.status();
+      } else if (blocked) {
+        if (timer_.now() > deadline) {
+          failure = Status(StatusCode::kBusy, DescribeKey(key) + " held by a pending transaction");
+        } else {
+          Status s = ResolveBlocking(ws, key, blocked, attempt);
+          if (s.ok()) continue;
+          failure = s;
+        }
+      }
+      for (Waiter* w : batch) {
+        if (!failure.ok()) {
+          w->result = Result<MetaRecord>(failure);
+        } else if (!w->own_status.ok()) {
+          w->result = Result<MetaRecord>(w->own_status);
+        } else {
+          w->result = Result<MetaRecord>(w->after);
+        }
+      }
+      return;
+    }
+  }
+
   // ---- transactions --------------------------------------------------------------------------
 
   struct TxnCtx {
@@ -305,10 +414,14 @@ class Namespace::Impl {
 
   // Resolves this transaction's intents and releases its lock.
   void Finish(kj::WaitScope& ws, TxnCtx& ctx, bool committed) {
+    // All participants at once; best effort: a failure leaves the intent for readers and fsck.
+    std::vector<kj::Promise<void>> resolving;
     for (const auto& key : ctx.attached) {
-      // Best effort; a failure leaves the intent for readers and fsck to resolve.
-      (void)ApplyIntent(ws, key, ctx.txn.id, committed);
+      resolving.push_back(fibers_.startFiber([this, key, txn = ctx.txn.id, committed](kj::WaitScope& ws) {
+        (void)ApplyIntent(ws, key, txn, committed);
+      }));
     }
+    for (auto& p : resolving) p.wait(ws);
     if (ctx.holds_rename_lock) ReleaseRenameLock(ws, ctx.txn.id);
   }
 
@@ -520,12 +633,17 @@ class Namespace::Impl {
     if (req.type == FileType::kSymlink && req.symlink_target.size() > kMaxSymlinkSize) {
       return Status(StatusCode::kNameTooLong, "symlink target must be 1..4095 bytes");
     }
-    // Cheap pre-checks so the common EEXIST/ENOENT do not allocate or write anything.
-    QFS_ASSIGN_OR_RETURN(Inode p, ReadInode(ws, parent));
+    // Cheap pre-checks (both reads at once) so the common EEXIST/ENOENT do not allocate or
+    // write anything; the parent's mode and group also decide the new inode's group.
+    auto parent_read = fibers_.startFiber([this, parent](kj::WaitScope& ws) { return ReadInode(ws, parent); });
+    auto existing = ReadVisible(ws, DirEntryKey(parent, name));
+    auto parent_r0 = parent_read.wait(ws);
+    if (!parent_r0.ok()) return parent_r0.status();
+    Inode p = std::move(parent_r0).value();
     if (!p.is_dir()) return Status(StatusCode::kNotDirectory, "parent is not a directory");
     if (p.state != InodeState::kLive) return NotFound("parent directory is being removed");
-    QFS_ASSIGN_OR_RETURN(MetaRecord existing, ReadVisible(ws, DirEntryKey(parent, name)));
-    if (existing.entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
+    if (!existing.ok()) return existing.status();
+    if (existing->entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
 
     // A block CAS whose outcome is unknown at worst wastes a block, so it is simply retried
     // (many clients taking their first block at once overflow the proposer's window).
@@ -569,7 +687,7 @@ class Namespace::Impl {
     }
     Result<MetaRecord> parent_r = MetaRecord{};
     if (!o_.unsafe_create_skips_parent_change) {
-      parent_r = Change(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
+      parent_r = ChangeCombined(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
         if (is_dir && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
         d.entry_count += 1;
         if (is_dir) d.nlink += 1;
@@ -617,7 +735,7 @@ class Namespace::Impl {
   }
 
   void UndoParentAdd(kj::WaitScope& ws, uint64_t parent, bool is_dir, int64_t now) {
-    (void)Change(ws, InodeKey(parent), DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
+    (void)ChangeCombined(ws, InodeKey(parent), DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
       if (d.entry_count > 0) d.entry_count -= 1;
       if (is_dir && d.nlink > 2) d.nlink -= 1;
       d.ctime_ns = now;
@@ -713,10 +831,13 @@ class Namespace::Impl {
       // Last link: the entry's tombstone is the linearization point; then the counts.
       auto tomb = Change(ws, DirEntryKey(parent, name), entry_fn);
       if (!tomb.ok()) return tomb.status();
-      auto p = Change(ws, InodeKey(parent), parent_fn);
-      auto i = Change(ws, InodeKey(entry.ino), inode_fn);
-      (void)p;  // a failure leaves the count high, which fsck repairs; never too low
-      (void)i;
+      // The parent's count and the inode's link count at once; a failure leaves a count high,
+      // which fsck repairs, never low.
+      auto inode_change = fibers_.startFiber([this, key = InodeKey(entry.ino), inode_fn](kj::WaitScope& ws) {
+        (void)Change(ws, key, inode_fn);
+      });
+      (void)ChangeCombined(ws, InodeKey(parent), parent_fn);
+      inode_change.wait(ws);
       return Status::Ok();
     });
   }
@@ -1350,6 +1471,7 @@ class Namespace::Impl {
   NamespaceOptions o_;
   kj::FiberPool fibers_;
   std::mt19937_64 rng_;
+  std::map<std::string, CombineQueue> combine_;
 };
 
 Namespace::Namespace(Proposer& proposer, InodeAllocator& allocator, RecordLister& lister,

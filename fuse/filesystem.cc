@@ -378,28 +378,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             FileState* fs = Find(ino);
             if (!fs) return Status::Ok();
             if (r.ok()) {
-              // The kernel's pages of this file hold what this mount read and wrote. If anyone
-              // else's bytes got in (a rebuilt slot, or other slots or the size changed since
-              // this mount's copy of the layout), the next open must drop them.
-              bool foreign = attempt > 0;
-              uint64_t expect_size = std::max(u.truncated_to ? *u.truncated_to : fs->inode.size,
-                                              u.written_end);
-              if (r->size != expect_size) foreign = true;
-              for (size_t i = 0; !foreign && i < r->slots.size(); ++i) {
-                if (gens.count(i)) continue;
-                Slot before = i < fs->inode.slots.size() ? fs->inode.slots[i] : Slot{};
-                if (u.truncated_to && i * fs->chunk_size() >= *u.truncated_to) before = Slot{};
-                const Slot& after = r->slots[i];
-                if (before.hole() != after.hole() ||
-                    (!after.hole() && (before.id != after.id || before.length != after.length))) {
-                  foreign = true;
-                }
-              }
-              if (foreign) {
-                page_version_.erase(ino);
-              } else {
-                NotePageVersion(*r);
-              }
+              // The kernel's pages hold what this mount wrote; pages of chunks another mount
+              // changed meanwhile are dropped by the kernel once it sees the new mtime
+              // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
+              NotePageVersion(*r);
               fs->inode = *r;
               for (const auto& [idx, gen] : gens) {
                 auto it = fs->dirty.find(idx);
@@ -913,6 +895,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   // open(O_TRUNC) then arrives as open + setattr(size 0), which publishes the truncation (libfuse
   // turns atomic O_TRUNC on by default, and Open does not truncate).
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // Drop cached pages whenever the kernel sees a new mtime: bytes another mount published
+  // (close-to-open; Open also drops them when the version changed).
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   // Reads may run concurrently; each is answered from the loop thread.
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
 }

@@ -12,13 +12,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
-#include <type_traits>
 #include <utility>
 
 #include "common/acceptor.h"
@@ -33,16 +31,6 @@
 #include "common/status.h"
 
 namespace quorumfs::sim {
-
-FaultOptions NoFaults() {
-  FaultOptions f;
-  f.drop_rate = 0;
-  f.dup_rate = 0;
-  f.crashes = false;
-  f.wipe_rate = 0;
-  f.max_wipes = 0;
-  return f;
-}
 
 void SimStats::Add(const SimStats& o) {
   ops += o.ops;
@@ -112,17 +100,6 @@ constexpr int64_t kOpTimeoutMs = 2000;
 
 std::string Quote(const std::optional<std::string>& v) { return v ? "'" + *v + "'" : "<absent>"; }
 
-// A stored value for the trace: the envelope's payload, version and change ids (low 16 bits),
-// or the raw bytes (the last-writer-wins client stores bare payloads).
-std::string DescribeValue(const std::optional<std::string>& v) {
-  if (!v) return "<none>";
-  auto env = RecordEnvelope::Decode(*v);
-  if (!env.ok()) return "'" + *v + "'";
-  std::string ids;
-  for (uint64_t id : env->recent) ids += (ids.empty() ? "" : ",") + std::to_string(id & 0xffff);
-  return "'" + env->payload + "' v" + std::to_string(env->version) + " [" + ids + "]";
-}
-
 // 16 hex digits of a hash of a payload ("-" for absent): deterministic across runs.
 std::string HashOf(const std::optional<std::string>& v) {
   if (!v) return "-";
@@ -131,132 +108,6 @@ std::string HashOf(const std::optional<std::string>& v) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
   return buf;
-}
-
-// ---- Disk ----------------------------------------------------------------------------------
-
-// Acceptor rows in two layers: durable, and written but not yet synced (volatile, in write
-// order). A sync makes a prefix of the volatile writes durable, like one write-ahead log.
-class SimStorage final : public AcceptorStorage {
- public:
-  Result<std::optional<AcceptorState>> LoadRecord(const std::string& key) override {
-    for (auto b = pending_.rbegin(); b != pending_.rend(); ++b) {
-      for (auto r = b->write.rows.rbegin(); r != b->write.rows.rend(); ++r) {
-        if (r->first == key) return r->second;
-      }
-    }
-    auto it = rows_.find(key);
-    if (it == rows_.end()) return std::optional<AcceptorState>();
-    return std::optional<AcceptorState>(it->second);
-  }
-
-  Result<Ballot> LoadFloor(const std::string& range) override {
-    Ballot floor;
-    auto it = floors_.find(range);
-    if (it != floors_.end()) floor = it->second;
-    for (const auto& b : pending_) {
-      for (const auto& f : b.write.floors) {
-        if (f.first == range) floor = MaxBallot(floor, f.second);
-      }
-    }
-    return floor;
-  }
-
-  // Adds a write to the volatile layer; returns its sequence number.
-  uint64_t Append(AcceptorWrite write) {
-    pending_.push_back(Batch{++next_seq_, std::move(write)});
-    return next_seq_;
-  }
-
-  // Makes every write up to `seq` durable.
-  void SyncThrough(uint64_t seq) {
-    while (!pending_.empty() && pending_.front().seq <= seq) {
-      for (auto& r : pending_.front().write.rows) {
-        if (r.second) {
-          rows_[r.first] = std::move(*r.second);
-        } else {
-          rows_.erase(r.first);
-        }
-      }
-      for (auto& f : pending_.front().write.floors) {
-        floors_[f.first] = MaxBallot(floors_[f.first], f.second);
-      }
-      pending_.pop_front();
-    }
-    durable_seq_ = std::max(durable_seq_, seq);
-  }
-
-  // The sequence number of the newest write, durable or not.
-  uint64_t LastSeq() const { return pending_.empty() ? durable_seq_ : pending_.back().seq; }
-  uint64_t DurableSeq() const { return durable_seq_; }
-
-  void DropVolatile() { pending_.clear(); }
-  void Wipe() {
-    pending_.clear();
-    rows_.clear();
-    floors_.clear();
-  }
-
- private:
-  struct Batch {
-    uint64_t seq;
-    AcceptorWrite write;
-  };
-  std::map<std::string, AcceptorState> rows_;
-  std::map<std::string, Ballot> floors_;
-  std::deque<Batch> pending_;
-  uint64_t next_seq_ = 0;
-  uint64_t durable_seq_ = 0;
-};
-
-struct Node {
-  std::string id;
-  SimStorage storage;
-  bool up = true;
-  bool voting = true;
-  uint64_t incarnation = 0;
-  kj::TimePoint disk_free = kj::origin<kj::TimePoint>();  // syncs complete in order
-  // Replies waiting for the writes before them to become durable (barrier: a write sequence).
-  struct Held {
-    uint64_t barrier;
-    std::function<void()> send;
-  };
-  std::deque<Held> held;
-};
-
-void SetVoting(PrepareReply& r, bool voting) { r.voting = voting; }
-void SetVoting(AcceptReply& r, bool voting) { r.voting = voting; }
-void SetVoting(ReadAcceptedReply& r, bool voting) { r.voting = voting; }
-
-// One request: resolved by the first reply (or refusal) that arrives, never rejected.
-template <typename Reply>
-struct PendingCall {
-  kj::Own<kj::PromiseFulfiller<void>> fulfiller;
-  std::optional<Result<Reply>> result;
-  void Resolve(Result<Reply> r) {
-    if (result) return;
-    result = std::move(r);
-    fulfiller->fulfill();
-  }
-};
-
-template <typename Reply>
-using Handler = std::function<Result<AcceptorResult<Reply>>(AcceptorStorage&)>;
-
-template <typename Reply, typename Yes>
-std::vector<Vote> VotesOf(const std::vector<std::optional<Result<Reply>>>& replies, Yes yes) {
-  std::vector<Vote> votes(replies.size(), Vote::kPending);
-  for (size_t i = 0; i < replies.size(); ++i) {
-    if (!replies[i]) continue;
-    if (!replies[i]->ok()) {
-      votes[i] = Vote::kNo;
-    } else if (!(*replies[i])->voting) {
-      votes[i] = Vote::kAbstain;
-    } else {
-      votes[i] = yes(**replies[i]) ? Vote::kYes : Vote::kNo;
-    }
-  }
-  return votes;
 }
 
 // ---- Workload bookkeeping --------------------------------------------------------------------
@@ -273,23 +124,6 @@ struct KeyState {
 };
 
 enum class OpType { kRead, kWrite, kCas, kUpdate, kCreate };
-
-class Sim;
-
-class SimTransport final : public RecordTransport {
- public:
-  SimTransport(Sim& sim, int client) : sim_(sim), client_(client) {}
-  kj::Promise<Result<PrepareReply>> Prepare(const std::string& node, const std::string& key,
-                                            Ballot ballot) override;
-  kj::Promise<Result<AcceptReply>> Accept(const std::string& node, const std::string& key,
-                                          Ballot ballot, const std::string& value) override;
-  kj::Promise<Result<ReadAcceptedReply>> ReadAccepted(const std::string& node,
-                                                      const std::string& key) override;
-
- private:
-  Sim& sim_;
-  int client_;
-};
 
 // Negative control: a last-writer-wins register over the same acceptors. A write is an accept
 // at ballot (now, client) sent to every replica without prepare; a read takes the highest
@@ -393,14 +227,22 @@ class Sim final : public kj::TaskSet::ErrorHandler {
         ws_(loop_),
         tasks_(kj::heap<kj::TaskSet>(*this)) {
     start_ = timer_.now();
+    NetworkOptions n;
+    n.faults = options.faults;
+    n.replicas = options.replicas;
+    n.write_quorum = options.write_quorum;
+    n.trace = options.trace;
+    n.unsafe_reply_before_durable = options.unsafe_reply_before_durable;
+    n.unsafe_read_unsynced = options.unsafe_read_unsynced;
+    n.unsafe_wiped_node_votes = options.unsafe_wiped_node_votes;
+    network_ = std::make_unique<SimNetwork>(n, rng_, timer_, *tasks_, start_, result_.errors);
   }
 
   ~Sim() {
     // Cancel everything still running, then let the event loop forget the promises that the
     // cancellation rejected, before the loop itself goes away.
     tasks_ = nullptr;
-    for (auto& n : nodes_) n->held.clear();
-    calls_.clear();
+    network_->Shutdown();
     ws_.poll();
   }
 
@@ -410,65 +252,13 @@ class Sim final : public kj::TaskSet::ErrorHandler {
 
   SimResult Run();
 
-  template <typename Reply>
-  kj::Promise<Result<Reply>> Call(int from, const std::string& node_id, std::string what,
-                                  Handler<Reply> handle);
-
-  bool tracing() const { return options_.trace; }
-
  private:
-  // -- randomness and time
-  bool Chance(double p) { return p > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
-  int64_t Uniform(int64_t lo, int64_t hi) {
-    return std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng_);
-  }
-  kj::Duration UniformUs(int64_t lo_us, int64_t hi_us) {
-    return Uniform(lo_us * 1000, hi_us * 1000) * kj::NANOSECONDS;
-  }
-  kj::Duration NetDelay() {
-    const FaultOptions& f = options_.faults;
-    if (Chance(f.net_very_slow_rate)) return UniformUs(f.net_max_us, f.net_very_slow_max_us);
-    if (Chance(f.net_slow_rate)) return UniformUs(f.net_max_us, f.net_slow_max_us);
-    return UniformUs(f.net_min_us, f.net_max_us);
-  }
-  kj::Duration DiskDelay() {
-    const FaultOptions& f = options_.faults;
-    if (Chance(f.disk_slow_rate)) return UniformUs(f.disk_max_us, f.disk_slow_max_us);
-    return UniformUs(f.disk_min_us, f.disk_max_us);
-  }
+  // -- randomness and time (the network draws from the same generator)
+  bool Chance(double p) { return network_->Chance(p); }
+  int64_t Uniform(int64_t lo, int64_t hi) { return network_->Uniform(lo, hi); }
+  kj::Duration UniformUs(int64_t lo_us, int64_t hi_us) { return network_->UniformUs(lo_us, hi_us); }
   int64_t NowNs() const { return (timer_.now() - start_) / kj::NANOSECONDS; }
-
-  void Trace(const std::string& line) {
-    if (!options_.trace) return;
-    std::fprintf(stderr, "[%10.3f ms] %s\n", NowNs() / 1e6, line.c_str());
-  }
-
-  void After(kj::Duration delay, std::function<void()> fn) {
-    tasks_->add(timer_.afterDelay(delay).then(kj::mv(fn)));
-  }
-  void AtTime(kj::TimePoint t, std::function<void()> fn) {
-    tasks_->add(timer_.atTime(t).then(kj::mv(fn)));
-  }
-
-  Node* FindNode(const std::string& id) {
-    for (auto& n : nodes_) {
-      if (n->id == id) return n.get();
-    }
-    return nullptr;
-  }
-
-  // -- network and acceptors
-  template <typename Reply>
-  void Deliver(Node* node, std::shared_ptr<PendingCall<Reply>> call, const Handler<Reply>& handle,
-               const std::string& what);
-  template <typename Reply>
-  void SendReply(std::shared_ptr<PendingCall<Reply>> call, const Reply& reply);
-  void ReleaseHeld(Node* node);
-
-  // -- faults
-  void ScheduleFault();
-  void InjectFault();
-  void Crash(Node* node, bool wipe);
+  void Trace(const std::string& line) { network_->Trace(line); }
 
   // -- workload
   void Setup();
@@ -500,8 +290,6 @@ class Sim final : public kj::TaskSet::ErrorHandler {
   kj::TimePoint start_ = kj::origin<kj::TimePoint>();
   SimResult result_;
 
-  std::vector<std::unique_ptr<Node>> nodes_;
-  std::vector<std::shared_ptr<void>> calls_;  // every call, so none is rejected mid-run
   std::vector<std::unique_ptr<Client>> clients_;
   std::vector<KeyState> keys_;
   std::vector<std::shared_ptr<const ClusterConfig>> stages_;
@@ -509,215 +297,11 @@ class Sim final : public kj::TaskSet::ErrorHandler {
   std::vector<int> rebalance_;  // per stage: 0 not started, 1 running, 2 done
   std::unique_ptr<SimTransport> rebalance_transport_;
   std::unique_ptr<Proposer> rebalancer_;
-  int wipes_ = 0;
   bool workload_done_ = false;
 
-  kj::Own<kj::TaskSet> tasks_;  // declared last: destroyed first
+  kj::Own<kj::TaskSet> tasks_;  // emptied first (~Sim), then the network shuts down
+  std::unique_ptr<SimNetwork> network_;
 };
-
-kj::Promise<Result<PrepareReply>> SimTransport::Prepare(const std::string& node,
-                                                        const std::string& key, Ballot ballot) {
-  std::string what = sim_.tracing() ? "prepare " + DescribeKey(key) + " " + ballot.ToString() : "";
-  return sim_.Call<PrepareReply>(client_, node, std::move(what), [key, ballot](AcceptorStorage& s) {
-    return AcceptorCore::Prepare(s, key, ballot);
-  });
-}
-
-kj::Promise<Result<AcceptReply>> SimTransport::Accept(const std::string& node,
-                                                      const std::string& key, Ballot ballot,
-                                                      const std::string& value) {
-  std::string what = sim_.tracing() ? "accept " + DescribeKey(key) + " " + ballot.ToString() + " " +
-                                          DescribeValue(value)
-                                    : "";
-  return sim_.Call<AcceptReply>(client_, node, std::move(what),
-                                [key, ballot, value](AcceptorStorage& s) {
-                                  return AcceptorCore::Accept(s, key, ballot, value);
-                                });
-}
-
-kj::Promise<Result<ReadAcceptedReply>> SimTransport::ReadAccepted(const std::string& node,
-                                                                  const std::string& key) {
-  std::string what = sim_.tracing() ? "readAccepted " + DescribeKey(key) : "";
-  return sim_.Call<ReadAcceptedReply>(
-      client_, node, std::move(what),
-      [key](AcceptorStorage& s) -> Result<AcceptorResult<ReadAcceptedReply>> {
-        auto r = AcceptorCore::ReadAccepted(s, key);
-        if (!r.ok()) return r.status();
-        return AcceptorResult<ReadAcceptedReply>{std::move(r).value(), {}};
-      });
-}
-
-template <typename Reply>
-kj::Promise<Result<Reply>> Sim::Call(int from, const std::string& node_id, std::string what,
-                                     Handler<Reply> handle) {
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  auto call = std::make_shared<PendingCall<Reply>>();
-  call->fulfiller = kj::mv(paf.fulfiller);
-  calls_.push_back(call);
-  auto promise = paf.promise.then([call]() { return std::move(*call->result); });
-  ++result_.stats.messages;
-  Node* node = FindNode(node_id);
-  if (node == nullptr) {
-    result_.errors.push_back("request to unknown node " + node_id);
-    call->Resolve(Status(StatusCode::kUnavailable, "unknown node " + node_id));
-    return promise;
-  }
-  if (options_.trace) what = "client " + std::to_string(from) + " -> " + node_id + ": " + what;
-  if (!node->up && Chance(options_.faults.fail_fast_rate)) {
-    ++result_.stats.refused;
-    Trace(what + ": refused (node down)");
-    After(NetDelay(), [call, node_id]() {
-      call->Resolve(Status(StatusCode::kUnavailable, node_id + ": connection refused"));
-    });
-    return promise;
-  }
-  int copies = 1;
-  if (Chance(options_.faults.dup_rate)) {
-    ++copies;
-    ++result_.stats.duplicated;
-  }
-  auto shared_handle = std::make_shared<Handler<Reply>>(std::move(handle));
-  for (int i = 0; i < copies; ++i) {
-    if (Chance(options_.faults.drop_rate)) {
-      ++result_.stats.dropped;
-      Trace(what + ": request lost");
-      continue;
-    }
-    After(NetDelay(), [this, node, call, shared_handle, what]() {
-      Deliver<Reply>(node, call, *shared_handle, what);
-    });
-  }
-  return promise;
-}
-
-std::string DescribeReply(const PrepareReply& r) {
-  return std::string(r.promised ? "promised" : "refused") + " p=" + r.promised_ballot.ToString() +
-         " a=" + r.accepted_ballot.ToString() + (r.promised ? " " + DescribeValue(r.value) : "") +
-         (r.voting ? "" : " (not voting)");
-}
-std::string DescribeReply(const AcceptReply& r) {
-  return std::string(r.accepted ? "accepted" : "refused") + " p=" + r.promised_ballot.ToString() +
-         (r.voting ? "" : " (not voting)");
-}
-std::string DescribeReply(const ReadAcceptedReply& r) {
-  return "p=" + r.promised_ballot.ToString() + " a=" + r.accepted_ballot.ToString() + " " +
-         DescribeValue(r.value) + (r.voting ? "" : " (not voting)");
-}
-
-template <typename Reply>
-void Sim::Deliver(Node* node, std::shared_ptr<PendingCall<Reply>> call,
-                  const Handler<Reply>& handle, const std::string& what) {
-  if (!node->up) {
-    Trace(what + ": lost (node down)");
-    return;
-  }
-  auto r = handle(node->storage);
-  if (!r.ok()) {
-    result_.errors.push_back("acceptor " + node->id + " failed: " + r.status().ToString());
-    return;
-  }
-  AcceptorResult<Reply> res = std::move(r).value();
-  SetVoting(res.reply, node->voting);
-  if (!res.write.empty()) {
-    uint64_t seq = node->storage.Append(std::move(res.write));
-    kj::TimePoint done = std::max(timer_.now() + DiskDelay(), node->disk_free);
-    node->disk_free = done;
-    uint64_t incarnation = node->incarnation;
-    AtTime(done, [this, node, incarnation, seq]() {
-      if (node->incarnation != incarnation) return;  // crashed before the sync finished
-      node->storage.SyncThrough(seq);
-      ReleaseHeld(node);
-    });
-  }
-  if (options_.trace) Trace(what + ": " + DescribeReply(res.reply));
-  // The reply may only leave once every write this node made before it is durable: its own,
-  // and any it read (a reply reporting a write that a crash can still undo is a lie).
-  uint64_t barrier = node->storage.LastSeq();
-  if (options_.unsafe_read_unsynced && std::is_same_v<Reply, ReadAcceptedReply>) barrier = 0;
-  if (options_.unsafe_reply_before_durable || barrier <= node->storage.DurableSeq()) {
-    SendReply(call, res.reply);
-  } else {
-    Reply reply = res.reply;
-    node->held.push_back(Node::Held{barrier, [this, call, reply]() { SendReply(call, reply); }});
-  }
-}
-
-void Sim::ReleaseHeld(Node* node) {
-  while (!node->held.empty() && node->held.front().barrier <= node->storage.DurableSeq()) {
-    auto send = std::move(node->held.front().send);
-    node->held.pop_front();
-    send();
-  }
-}
-
-template <typename Reply>
-void Sim::SendReply(std::shared_ptr<PendingCall<Reply>> call, const Reply& reply) {
-  int copies = 1;
-  if (Chance(options_.faults.dup_rate)) {
-    ++copies;
-    ++result_.stats.duplicated;
-  }
-  for (int i = 0; i < copies; ++i) {
-    if (Chance(options_.faults.drop_rate)) {
-      ++result_.stats.dropped;
-      continue;
-    }
-    After(NetDelay(), [call, reply]() { call->Resolve(reply); });
-  }
-}
-
-// ---- Faults -----------------------------------------------------------------------------------
-
-void Sim::ScheduleFault() {
-  std::exponential_distribution<double> gap(1.0 / options_.faults.crash_interval_mean_us);
-  After(static_cast<int64_t>(gap(rng_) * 1000) * kj::NANOSECONDS, [this]() {
-    if (workload_done_) return;
-    InjectFault();
-    ScheduleFault();
-  });
-}
-
-void Sim::InjectFault() {
-  std::vector<Node*> up;
-  int unavailable = 0;
-  for (auto& n : nodes_) {
-    if (n->up) up.push_back(n.get());
-    if (!n->up || !n->voting) ++unavailable;
-  }
-  if (up.empty()) return;
-  int budget = options_.replicas - options_.write_quorum;
-  if (unavailable >= budget && !Chance(options_.faults.over_budget_rate)) return;
-  Node* victim = up[Uniform(0, static_cast<int64_t>(up.size()) - 1)];
-  bool wipe = wipes_ < options_.faults.max_wipes && Chance(options_.faults.wipe_rate);
-  Crash(victim, wipe);
-}
-
-void Sim::Crash(Node* node, bool wipe) {
-  node->up = false;
-  ++node->incarnation;
-  node->held.clear();
-  if (wipe) {
-    node->storage.Wipe();
-    ++wipes_;
-    ++result_.stats.wipes;
-  } else {
-    node->storage.DropVolatile();
-  }
-  ++result_.stats.crashes;
-  Trace("node " + node->id + (wipe ? " crashed and lost its disk" : " crashed"));
-  uint64_t incarnation = node->incarnation;
-  After(
-      UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
-      [this, node, incarnation, wipe]() {
-        if (node->incarnation != incarnation) return;
-        node->up = true;
-        node->disk_free = timer_.now();
-        // A node that lost its disk restarts with --rejoin and does not vote (it is never
-        // refilled in the simulation). The negative control lets it vote at once.
-        if (wipe) node->voting = options_.unsafe_wiped_node_votes;
-        Trace("node " + node->id + " restarted" + (node->voting ? "" : " (rejoining, not voting)"));
-      });
-}
 
 // ---- Setup and membership -------------------------------------------------------------------
 
@@ -747,12 +331,7 @@ void Sim::Setup() {
   for (int i = 0; i < n + (options_.membership_change ? 1 : 0); ++i) {
     ids.push_back(std::string(1, static_cast<char>('a' + i)));
   }
-  for (const auto& id : ids) {
-    auto node = std::make_unique<Node>();
-    node->id = id;
-    node->disk_free = timer_.now();
-    nodes_.push_back(std::move(node));
-  }
+  for (const auto& id : ids) network_->AddNode(id);
   std::vector<std::string> initial(ids.begin(), ids.begin() + n);
   stages_.push_back(MakeConfig(initial, {}, 1));
   joint_.push_back(false);
@@ -812,7 +391,7 @@ void Sim::Setup() {
   for (int i = 0; i < options_.clients; ++i) {
     auto c = std::make_unique<Client>();
     c->index = i;
-    c->transport = std::make_unique<SimTransport>(*this, i);
+    c->transport = std::make_unique<SimTransport>(*network_, i);
     if (options_.client_kind == ClientKind::kProposer) {
       c->proposer = std::make_unique<Proposer>(*c->transport, timer_, proposer_options());
       c->proposer->SetConfig(stages_[0]);
@@ -825,7 +404,7 @@ void Sim::Setup() {
     clients_.push_back(std::move(c));
   }
   if (options_.membership_change) {
-    rebalance_transport_ = std::make_unique<SimTransport>(*this, options_.clients);
+    rebalance_transport_ = std::make_unique<SimTransport>(*network_, options_.clients);
     rebalancer_ = std::make_unique<Proposer>(*rebalance_transport_, timer_, proposer_options());
     rebalancer_->SetConfig(stages_[0]);
   }
@@ -1242,7 +821,7 @@ SimResult Sim::Run() {
   result_.seed = options_.seed;
   Setup();
   for (auto& c : clients_) tasks_->add(ClientLoop(*c));
-  if (options_.faults.crashes) ScheduleFault();
+  if (options_.faults.crashes) network_->StartFaults([this]() { return workload_done_; });
   const kj::TimePoint limit = start_ + options_.max_sim_time_ms * kj::MILLISECONDS;
   while (true) {
     ws_.poll();
@@ -1260,6 +839,13 @@ SimResult Sim::Run() {
     }
   }
   result_.stats.sim_time_us = NowNs() / 1000;
+  const NetworkStats& net = network_->stats();
+  result_.stats.messages = net.messages;
+  result_.stats.dropped = net.dropped;
+  result_.stats.duplicated = net.duplicated;
+  result_.stats.refused = net.refused;
+  result_.stats.crashes = net.crashes;
+  result_.stats.wipes = net.wipes;
   for (auto& c : clients_) {
     if (c->proposer) {
       const auto& counters = c->proposer->counters();

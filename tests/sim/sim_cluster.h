@@ -1,17 +1,8 @@
 // Deterministic simulator for the metadata protocol (DESIGN.md, "Metadata", "Cluster
-// configuration"). One simulated run drives the real AcceptorCore and Proposer code over a fake
-// network and fake disks on one kj event loop whose clock is a kj::TimerImpl advanced by hand:
+// configuration"). One simulated run drives the real AcceptorCore and Proposer code over the
+// fake network and fake disks of sim_network.h (delays, loss, duplication, reordering, crashes,
+// lost disks) on one kj event loop whose clock is a kj::TimerImpl advanced by hand:
 //
-//  - Acceptor nodes keep their rows in a durable layer and a volatile (written, not yet synced)
-//    layer. A request runs AcceptorCore; its write goes to the volatile layer and becomes durable
-//    after a random disk delay (syncs complete in order, like one log); a reply leaves only once
-//    every write the node made before it is durable. A crash drops the volatile layer and every
-//    request in progress; a wipe (lost disk) drops everything, and the node comes back with
-//    --rejoin: its replies carry voting=false.
-//  - The network delays every message at random (so messages are reordered), drops some,
-//    duplicates some (the acceptor processes the request twice; the caller's promise resolves
-//    once). A request to a node that is down is lost (the proposer's round timeout deals with
-//    it) or, sometimes, refused at once with Unavailable (like ECONNREFUSED).
 //  - Clients run random reads, writes, compare-and-sets, read-modify-writes and create-fresh
 //    operations on a few keys through one Proposer each, and record every operation for the
 //    linearizability checker.
@@ -29,45 +20,9 @@
 #include <vector>
 
 #include "tests/sim/linearizability.h"
+#include "tests/sim/sim_network.h"
 
 namespace quorumfs::sim {
-
-struct FaultOptions {
-  // Network: every message takes a uniform delay in [net_min_us, net_max_us]; with probability
-  // net_slow_rate instead up to net_slow_max_us, with net_very_slow_rate up to
-  // net_very_slow_max_us (longer than a proposer round, so stale messages arrive late).
-  int64_t net_min_us = 50;
-  int64_t net_max_us = 1500;
-  double net_slow_rate = 0.08;
-  int64_t net_slow_max_us = 20'000;
-  double net_very_slow_rate = 0.01;
-  int64_t net_very_slow_max_us = 150'000;
-  double drop_rate = 0.03;  // per message (request or reply)
-  double dup_rate = 0.02;   // per message
-  // Disk: the time from a write to its sync completing.
-  int64_t disk_min_us = 20;
-  int64_t disk_max_us = 2000;
-  double disk_slow_rate = 0.05;
-  int64_t disk_slow_max_us = 15'000;
-  // Crashes: one fault attempt every exponential(crash_interval_mean_us); a node that crashes
-  // stays down for a uniform time in [downtime_min_us, downtime_max_us].
-  bool crashes = true;
-  int64_t crash_interval_mean_us = 40'000;
-  int64_t downtime_min_us = 1'000;
-  int64_t downtime_max_us = 60'000;
-  // Normally at most N - W nodes are down (or not voting) at once; with this probability a
-  // crash goes beyond that, so the NoQuorum paths run too.
-  double over_budget_rate = 0.1;
-  // Fraction of crashes that also lose the disk (at most max_wipes per run).
-  double wipe_rate = 0.0;
-  int max_wipes = 0;
-  // A request to a node that is down fails at once with Unavailable with this probability
-  // (otherwise it is lost).
-  double fail_fast_rate = 0.5;
-};
-
-// A run without any fault but message delays.
-FaultOptions NoFaults();
 
 enum class ClientKind {
   kProposer,        // the real Proposer
