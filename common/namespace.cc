@@ -194,8 +194,22 @@ class Namespace::Impl {
 
   // A plain change: resolves any intent first, then applies fn. Unknown outcomes are retried
   // (fn must be idempotent, e.g. through operation ids).
-  Result<MetaRecord> Change(kj::WaitScope& ws, const std::string& key, RecordFn fn) {
+  // `retry_unknown` false: fn is not idempotent, so an unknown outcome is returned as is.
+  // Once an attempt's outcome was unknown, a later attempt that fails without writing (no
+  // quorum, busy) does not make the change "not done": the result stays UnknownOutcome.
+  Result<MetaRecord> Change(kj::WaitScope& ws, const std::string& key, RecordFn fn,
+                            bool retry_unknown = true) {
     auto deadline = timer_.now() + o_.busy_timeout;
+    bool unknown = false;
+    auto failed = [&](const Status& s) {
+      bool not_done = s.code() == StatusCode::kNoQuorum || s.code() == StatusCode::kTimedOut ||
+                      s.code() == StatusCode::kUnavailable ||
+                      s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy;
+      if (!unknown || !not_done) return s;
+      return Status(StatusCode::kUnknownOutcome,
+                    DescribeKey(key) + ": an earlier attempt may have been applied; the retry: " +
+                        s.ToString());
+    };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
       auto r = proposer_
@@ -215,14 +229,19 @@ class Namespace::Impl {
                            })
                    .wait(ws);
       if (!r.ok()) {
-        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
-        return r.status();
+        if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
+          unknown = true;
+          continue;
+        }
+        return failed(r.status());
       }
       if (blocked) {
         if (timer_.now() > deadline) {
-          return Status(StatusCode::kBusy, DescribeKey(key) + " held by a pending transaction");
+          return failed(
+              Status(StatusCode::kBusy, DescribeKey(key) + " held by a pending transaction"));
         }
-        QFS_RETURN_IF_ERROR(ResolveBlocking(ws, key, blocked, attempt));
+        Status resolved = ResolveBlocking(ws, key, blocked, attempt);
+        if (!resolved.ok()) return failed(resolved);
         continue;
       }
       return MetaRecord::DecodeOptional(r->payload);
@@ -829,7 +848,10 @@ class Namespace::Impl {
         return Commit(ws, ctx);
       }
       // Last link: the entry's tombstone is the linearization point; then the counts.
-      auto tomb = Change(ws, DirEntryKey(parent, name), entry_fn);
+      // Not retried on an unknown outcome: entry -> tombstone cannot tell its own earlier write
+      // from another unlink's, so a retry would answer ENOENT for an unlink that took effect
+      // (and skip the counts). Unknown stays unknown (EIO); fsck lowers the counts.
+      auto tomb = Change(ws, DirEntryKey(parent, name), entry_fn, /*retry_unknown=*/false);
       if (!tomb.ok()) return tomb.status();
       // The parent's count and the inode's link count at once; a failure leaves a count high,
       // which fsck repairs, never low.
@@ -915,7 +937,20 @@ class Namespace::Impl {
       if (!keys.ok()) return keys.status();
       for (const auto& key : *keys) {
         QFS_ASSIGN_OR_RETURN(MetaRecord raw, ReadRaw(ws, key));
-        if (raw.intent || raw.entry()) return Status(StatusCode::kNotEmpty, "directory not empty");
+        if (raw.intent) {
+          // An intent left by a decided transaction (e.g. a rename whose client crashed, aborted
+          // once past its deadline) is not a pending change: resolve it and judge the entry by
+          // its outcome, or the directory stays "not empty" until fsck. A pending one is.
+          uint64_t txn = raw.intent->txn;
+          QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, txn, true));
+          if (fate == TxnState::kPending) {
+            return Status(StatusCode::kNotEmpty, "directory not empty");
+          }
+          QFS_RETURN_IF_ERROR(ApplyIntent(ws, key, txn, fate == TxnState::kCommitted));
+          if (fate == TxnState::kCommitted) raw.body = std::move(raw.intent->value);
+          raw.intent.reset();
+        }
+        if (raw.entry()) return Status(StatusCode::kNotEmpty, "directory not empty");
       }
       if (keys->size() < 256) return Status::Ok();
       after = keys->back();
@@ -1353,6 +1388,9 @@ class Namespace::Impl {
     // The entries that really name it, among its back-pointers.
     std::vector<BackPointer> named;
     for (const auto& bp : in.parents) {
+      // A back-pointer can be doubled: a link under the name whose unlink did not finish
+      // (its back-pointer stayed) adds it again. One entry is one link.
+      if (std::find(named.begin(), named.end(), bp) != named.end()) continue;
       QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(bp.parent, bp.name)));
       if (e.entry() && e.entry()->ino == ino) named.push_back(bp);
     }

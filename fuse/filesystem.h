@@ -48,6 +48,8 @@ class QuorumFs {
   void Submit(std::function<kj::Promise<void>()> fn);
   // Flushes every dirty file (SIGTERM, unmount). Blocks; not for FUSE threads.
   void FlushAllSync();
+  // Empties the chunk read cache. Blocks briefly; not for FUSE threads.
+  void DropCaches();
 
   class Impl;
 

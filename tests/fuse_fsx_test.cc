@@ -6,6 +6,7 @@
 //
 // Reproduce one run: QUORUMFS_FSX_SEED=<seed> QUORUMFS_FSX_OPS=<n> fuse_fsx_test
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,8 +21,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
@@ -109,8 +108,7 @@ std::string Hex16(const std::string& s, size_t at) {
 
 class Fsx {
  public:
-  Fsx(uint32_t seed, std::string mount_path, std::string local_path)
-      : seed_(seed), rng_(seed) {
+  Fsx(uint32_t seed, std::string mount_path, std::string local_path) : seed_(seed), rng_(seed) {
     m_.path = std::move(mount_path);
     l_.path = std::move(local_path);
   }
@@ -135,7 +133,8 @@ class Fsx {
     std::string err = CompareAll("final compare");
     if (!err.empty()) return Fail(err);
     int rm = m_.Close(), rl = l_.Close();
-    if (rm != rl) return Fail("close: mount " + std::to_string(rm) + ", local " + std::to_string(rl));
+    if (rm != rl)
+      return Fail("close: mount " + std::to_string(rm) + ", local " + std::to_string(rl));
     if (!m_.Open(false) || !l_.Open(false)) return Fail("cannot reopen for the last compare");
     err = CompareAll("compare after the last close");
     return err.empty() ? "" : Fail(err);

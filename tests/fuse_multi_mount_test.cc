@@ -2,6 +2,7 @@
 // mounts, concurrent renames into one name, and concurrent writers of different byte ranges.
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -14,8 +15,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
@@ -74,8 +73,8 @@ std::string Fill(size_t n, char c) { return std::string(n, c); }
     return "\"" + part + "\"" + (s.size() > at + 24 ? "..." : "");
   };
   return ::testing::AssertionFailure()
-         << "got " << got.size() << " bytes, want " << want.size() << "; first difference at "
-         << i << ": got " << show(got, i) << ", want " << show(want, i);
+         << "got " << got.size() << " bytes, want " << want.size() << "; first difference at " << i
+         << ": got " << show(got, i) << ", want " << show(want, i);
 }
 
 // Forks `n` children that block until released, then run `body(i)` and exit with its result.
@@ -232,9 +231,12 @@ TEST_F(MultiMountTest, ExclusiveCreateRace) {
     int winners = 0, losers = 0;
     int winner = -1;
     for (size_t i = 0; i < codes.size(); ++i) {
-      if (codes[i] == 0) ++winners, winner = static_cast<int>(i);
-      else if (codes[i] == 1) ++losers;
-      else ADD_FAILURE() << "round " << round << " process " << i << " exit code " << codes[i];
+      if (codes[i] == 0)
+        ++winners, winner = static_cast<int>(i);
+      else if (codes[i] == 1)
+        ++losers;
+      else
+        ADD_FAILURE() << "round " << round << " process " << i << " exit code " << codes[i];
     }
     EXPECT_EQ(winners, 1) << "round " << round;
     EXPECT_EQ(losers, 15) << "round " << round;

@@ -4,6 +4,7 @@
 // uid, gid; timestamps only as relations).
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -25,8 +26,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
@@ -211,7 +210,8 @@ class PosixTest : public ::testing::Test {
     cluster_ = nullptr;
     if (!local_.empty()) {
       std::string cmd = "rm -rf '" + local_ + "'";
-      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", local_.c_str());
+      if (std::system(cmd.c_str()) != 0)
+        std::fprintf(stderr, "could not remove %s\n", local_.c_str());
     }
   }
   void SetUp() override {
@@ -446,9 +446,9 @@ TEST_F(PosixTest, Truncate) {
     R(::ftruncate(fd, 1000));
     R(::pwrite(fd, "tail", 4, 1024 * 1024 + 5));
     o.Fstat(fd, "v");
-    o.Note("v before close", o.ReadFd(fd) == data.substr(0, 1000) +
-                                               std::string(1024 * 1024 + 5 - 1000, '\0') +
-                                               "tail");
+    o.Note(
+        "v before close",
+        o.ReadFd(fd) == data.substr(0, 1000) + std::string(1024 * 1024 + 5 - 1000, '\0') + "tail");
     R(::close(fd));
     o.Content("v");
     // Truncating the middle of a chunk that is dirty in another descriptor of the same file.
@@ -572,9 +572,9 @@ TEST_F(PosixTest, Rename) {
     o.Stat("d2");
     o.Content("d2/f");
     R(::mkdir(PATH("d3"), 0755));
-    R(::rename(PATH("d3"), PATH("d2")));  // over a non-empty directory
-    R(::rename(PATH("b"), PATH("d3")));   // file over directory
-    R(::rename(PATH("d3"), PATH("b")));   // directory over file
+    R(::rename(PATH("d3"), PATH("d2")));      // over a non-empty directory
+    R(::rename(PATH("b"), PATH("d3")));       // file over directory
+    R(::rename(PATH("d3"), PATH("b")));       // directory over file
     R(::rename(PATH("d2"), PATH("d2/sub")));  // into its own subtree
     R(::mkdir(PATH("d2/sub"), 0755));
     R(::rename(PATH("d2"), PATH("d2/sub/deeper")));
@@ -871,7 +871,8 @@ TEST_F(PosixTest, SeekDataHole) {
         bool data_follows = false;
         for (off_t i = std::max<off_t>(off, 0); i < size; ++i) data_follows |= all[i] != 0;
         if (d < 0) {
-          o.Note(at + " SEEK_DATA", "-1 " + ErrName(de) + (data_follows ? " but data follows" : ""));
+          o.Note(at + " SEEK_DATA",
+                 "-1 " + ErrName(de) + (data_follows ? " but data follows" : ""));
         } else {
           bool only_zeros_skipped = d >= off && d < size;
           for (off_t i = off; only_zeros_skipped && i < d; ++i) only_zeros_skipped = all[i] == 0;
@@ -900,7 +901,8 @@ TEST_F(PosixTest, Statfs) {
     R(::statvfs(o.root().c_str(), &st));
     o.Note("f_blocks > 0", st.f_blocks > 0);
     o.Note("f_bsize > 0", st.f_bsize > 0);
-    o.Note("f_bavail <= f_bfree <= f_blocks", st.f_bavail <= st.f_bfree && st.f_bfree <= st.f_blocks);
+    o.Note("f_bavail <= f_bfree <= f_blocks",
+           st.f_bavail <= st.f_bfree && st.f_bfree <= st.f_blocks);
     o.Note("f_namemax", std::to_string(st.f_namemax));
   });
 }

@@ -1,6 +1,7 @@
 // Real programs on the mount: tar a source tree in and out, git init/add/commit/fsck, and
 // sqlite3 with a table of 1000 rows. A missing program skips its test with the reason.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,8 +12,6 @@
 #include <sstream>
 #include <string>
 
-#include <gtest/gtest.h>
-
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
 
@@ -20,15 +19,16 @@ namespace quorumfs {
 namespace testing {
 namespace {
 
-// Runs a shell command; returns its exit code and (merged) output.
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs a command with bash (pipefail); returns its exit code and its merged output.
 std::pair<int, std::string> Sh(const std::string& cmd) {
-  std::string full = "set -o pipefail; " + cmd + " 2>&1";
-  FILE* p = ::popen(("bash -c '" + [&] {
-                       std::string q;
-                       for (char c : full) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-                       return q;
-                     }() + "'").c_str(),
-                    "r");
+  std::string full = "bash -o pipefail -c " + ShellQuote("{ " + cmd + "\n} 2>&1");
+  FILE* p = ::popen(full.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
   char buf[4096];
@@ -62,7 +62,8 @@ void MakeTree(const std::string& root) {
       std::ofstream(name, std::ios::binary) << content;
     }
   }
-  ASSERT_EQ(Sh("cd '" + root + "' && chmod 755 dir0/file1.txt && ln -s dir0/file0.c link && "
+  ASSERT_EQ(Sh("cd '" + root +
+               "' && chmod 755 dir0/file1.txt && ln -s dir0/file0.c link && "
                "ln -s nowhere dangling && ln dir1/file1.txt hardlink && mkdir empty")
                 .first,
             0);
@@ -117,7 +118,8 @@ TEST_F(ProgramsTest, TarInAndOut) {
   EXPECT_EQ(r.first, 0) << "the tree tarred out differs:\n" << r.second;
   // Metadata tar restores: types, modes, symlink targets, mtimes (whole seconds: the tar
   // format has no more), file sizes.
-  std::string list = "find . -printf '%p %y %m %l %Ts\\n' | sort && find . -type f -printf '%p %s\\n' | sort";
+  std::string list =
+      "find . -printf '%p %y %m %l %Ts\\n' | sort && find . -type f -printf '%p %s\\n' | sort";
   r = Sh("cd '" + src + "' && (" + list + ") > ../src.list && cd '" + in + "' && (" + list +
          ") > '" + local_ + "/in.list' && diff '" + local_ + "/src.list' '" + local_ + "/in.list'");
   EXPECT_EQ(r.first, 0) << "modes, sizes, link targets or mtimes differ:\n" << r.second;
@@ -180,7 +182,8 @@ TEST_F(ProgramsTest, Sqlite) {
   EXPECT_EQ(r.first, 0);
   EXPECT_EQ(r.second, "1000|749250.0\n");
   // WAL mode (shared memory file, mmap) and an integrity check.
-  r = Sh("sqlite3 '" + db + "' 'PRAGMA journal_mode=WAL; UPDATE t SET value = value + 1 WHERE "
+  r = Sh("sqlite3 '" + db +
+         "' 'PRAGMA journal_mode=WAL; UPDATE t SET value = value + 1 WHERE "
          "id % 2 = 0; PRAGMA integrity_check; SELECT count(*) FROM t WHERE value > 100;'");
   EXPECT_EQ(r.first, 0) << r.second;
   EXPECT_EQ(r.second, "wal\nok\n933\n");

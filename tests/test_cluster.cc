@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,11 +35,15 @@ bool CanConnect(int port) {
 pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    // Die with the test, and do not hold the test's descriptors (a FUSE fd kept open by a
+    // server would keep a mount busy).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
     }
+    for (int i = 3; i < 4096; ++i) ::close(i);
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

@@ -1,6 +1,7 @@
 #include "tests/test_mount.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -16,8 +17,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace quorumfs {
 namespace testing {
@@ -142,8 +141,8 @@ bool TestMount::Start() {
   mounted_ = false;
   std::string opts = "op_timeout=" + std::to_string(options_.op_timeout);
   for (const auto& o : options_.extra_opts) opts += "," + o;
-  std::vector<std::string> args = {QUORUMFS_MOUNT_BIN, "--cluster", cluster_file_, dir_, "-f",
-                                   "-o",               opts};
+  std::vector<std::string> args = {
+      QUORUMFS_MOUNT_BIN, "--cluster", cluster_file_, dir_, "-f", "-o", opts};
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -184,8 +183,8 @@ bool TestMount::Start() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ADD_FAILURE() << "quorumfs-mount did not mount " << dir_ << " within "
-                << options_.start_timeout << " s:\n"
+  ADD_FAILURE() << "quorumfs-mount did not mount " << dir_ << " within " << options_.start_timeout
+                << " s:\n"
                 << Log();
   Stop();
   return false;

@@ -17,18 +17,18 @@ namespace testing {
 bool FuseAvailable(std::string* why);
 
 // GTEST_SKIP()s the current test (or suite, in SetUpTestSuite) when FUSE is unavailable.
-#define QUORUMFS_REQUIRE_FUSE()                                         \
-  do {                                                                  \
-    std::string fuse_why_;                                              \
-    if (!::quorumfs::testing::FuseAvailable(&fuse_why_)) {              \
-      GTEST_SKIP() << "FUSE tests skipped: " << fuse_why_;              \
-    }                                                                   \
+#define QUORUMFS_REQUIRE_FUSE()                            \
+  do {                                                     \
+    std::string fuse_why_;                                 \
+    if (!::quorumfs::testing::FuseAvailable(&fuse_why_)) { \
+      GTEST_SKIP() << "FUSE tests skipped: " << fuse_why_; \
+    }                                                      \
   } while (0)
 
 struct TestMountOptions {
-  double op_timeout = 10;                // -o op_timeout=
-  std::vector<std::string> extra_opts;   // more -o options, e.g. "attr_timeout=0"
-  double start_timeout = 20;             // s to wait for the mount to appear
+  double op_timeout = 10;               // -o op_timeout=
+  std::vector<std::string> extra_opts;  // more -o options, e.g. "attr_timeout=0"
+  double start_timeout = 20;            // s to wait for the mount to appear
 };
 
 class TestMount {

@@ -1,0 +1,223 @@
+// Deterministic simulation of the namespace (tests/sim/namespace_sim.h): many seeded runs of
+// the real Namespace, Proposer and InodeAllocator code of several clients under client crashes
+// (transactions abandoned midway), acceptor crashes, message loss, duplication and reordering,
+// and unknown outcomes of directory changes, with fsck's repair core interleaved; each run is
+// checked for the namespace invariants before and after recovery.
+//
+// Negative controls: each breaks one rule of the namespace protocol (a NamespaceOptions
+// switch) and must produce a violation within a bounded number of seeds, which shows that the
+// simulator and its checks can see the failure the rule prevents.
+//
+// Replay one seed:   QUORUMFS_NS_SIM_SEED=<seed> ./namespace_simulation_test --gtest_filter=<test>
+// ... with a trace:  QUORUMFS_NS_SIM_TRACE=1 (every operation, message, crash and restart)
+// Soak for longer:   QUORUMFS_NS_SIM_BUDGET_SECONDS=<s> (each many-seed test runs that long) and
+//                    QUORUMFS_NS_SIM_FIRST_SEED=<n> (start elsewhere than seed 1).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include "tests/sim/namespace_sim.h"
+
+namespace quorumfs::sim {
+namespace {
+
+enum class Scenario {
+  kFaults,    // client crashes, node crashes, message loss, unknown outcomes
+  kNoCrashes,  // no client crash and no fault that can leave a count high: counts exact
+  // Negative controls: the kFaults workload with one rule broken.
+  kReadIgnoresIntents,
+  kRmdirWithoutDyingMark,
+  kCreateSkipsParentChange,
+  kMoveWithoutRenameLock,
+  kParentChangeWithoutOpId,
+};
+
+std::optional<uint64_t> EnvU64(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::strtoull(v, nullptr, 10);
+}
+
+// Options of one seed; a pure function of (scenario, seed) so that any run can be replayed.
+NamespaceSimOptions OptionsFor(Scenario scenario, uint64_t seed) {
+  NamespaceSimOptions o = DefaultNamespaceSimOptions();
+  o.seed = seed;
+  o.trace = EnvU64("QUORUMFS_NS_SIM_TRACE").value_or(0) != 0;
+  o.clients = seed % 5 == 0 ? 5 : 4;
+  if (seed % 4 == 0) o.nodes = 5;  // replica sets differ from key to key
+  o.faults.crash_interval_mean_us = 30'000 + static_cast<int64_t>((seed * 7919) % 60'000);
+  if (seed % 3 == 0) {
+    o.faults.drop_rate = 0;
+    o.faults.dup_rate = 0;
+  }
+  switch (scenario) {
+    case Scenario::kFaults:
+      break;
+    case Scenario::kNoCrashes:
+      o.client_crash_rate = 0;
+      o.faults = NoFaults();
+      // No round may time out: every message and sync arrives well within a proposer round.
+      o.faults.net_very_slow_rate = 0;
+      o.faults.net_slow_max_us = 8'000;
+      o.faults.disk_slow_max_us = 8'000;
+      o.faults.dup_rate = 0.02;
+      o.expect_exact_counts = true;
+      break;
+    case Scenario::kReadIgnoresIntents:
+      o.ns.unsafe_read_ignores_intents = true;
+      break;
+    case Scenario::kRmdirWithoutDyingMark:
+      o.ns.unsafe_rmdir_without_dying_mark = true;
+      break;
+    case Scenario::kCreateSkipsParentChange:
+      o.ns.unsafe_create_skips_parent_change = true;
+      break;
+    case Scenario::kMoveWithoutRenameLock:
+      o.ns.unsafe_move_without_rename_lock = true;
+      break;
+    case Scenario::kParentChangeWithoutOpId:
+      o.ns.unsafe_parent_change_without_op_id = true;
+      break;
+  }
+  return o;
+}
+
+std::string TestName() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(info->test_suite_name()) + "." + info->name();
+}
+
+std::string ReplayHint(uint64_t seed) {
+  return "replay: QUORUMFS_NS_SIM_SEED=" + std::to_string(seed) +
+         " ./namespace_simulation_test --gtest_filter=" + TestName() +
+         "  (add QUORUMFS_NS_SIM_TRACE=1 for a trace)";
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// Runs seeds first, first+1, ... until max_seeds ran or budget_seconds passed; fails on the
+// first seed with a violation or an error. QUORUMFS_NS_SIM_BUDGET_SECONDS replaces the budget
+// and lifts the seed count (soak runs).
+NamespaceSimStats RunSeeds(Scenario scenario, int max_seeds, double budget_seconds) {
+  NamespaceSimStats total;
+  auto replay = EnvU64("QUORUMFS_NS_SIM_SEED");
+  uint64_t first = replay.value_or(EnvU64("QUORUMFS_NS_SIM_FIRST_SEED").value_or(1));
+  if (auto budget = EnvU64("QUORUMFS_NS_SIM_BUDGET_SECONDS")) {
+    budget_seconds = static_cast<double>(*budget);
+    max_seeds = 1'000'000'000;
+  }
+  if (replay) max_seeds = 1;
+  auto start = std::chrono::steady_clock::now();
+  int ran = 0;
+  for (uint64_t seed = first; ran < max_seeds; ++seed) {
+    if (ran > 0 && Seconds(start) > budget_seconds) break;
+    NamespaceSimResult r = RunNamespaceSimulation(OptionsFor(scenario, seed));
+    ++ran;
+    total.Add(r.stats);
+    if (!r.ok()) {
+      ADD_FAILURE() << r.Report() << ReplayHint(seed);
+      break;
+    }
+    if (replay) std::printf("%s", r.Report().c_str());
+  }
+  double secs = Seconds(start);
+  std::printf("[%s] %d seed(s) from %llu in %.1f s (%.1f seeds/s)\n  %s\n", TestName().c_str(),
+              ran, static_cast<unsigned long long>(first), secs, ran / std::max(secs, 1e-9),
+              total.ToString().c_str());
+  std::fflush(stdout);
+  return total;
+}
+
+// A negative control: some seed among the first max_seeds must show a violation. Prints the
+// first one and how many seeds it took.
+void ExpectViolation(Scenario scenario, int max_seeds) {
+  auto replay = EnvU64("QUORUMFS_NS_SIM_SEED");
+  uint64_t first = replay.value_or(1);
+  if (replay) max_seeds = 1;
+  auto start = std::chrono::steady_clock::now();
+  for (uint64_t seed = first; seed < first + static_cast<uint64_t>(max_seeds); ++seed) {
+    NamespaceSimResult r = RunNamespaceSimulation(OptionsFor(scenario, seed));
+    if (replay) std::printf("%s", r.Report().c_str());
+    if (!r.violations.empty()) {
+      std::printf("[%s] caught at seed %llu (after %llu seed(s), %.1f s): %s\n",
+                  TestName().c_str(), static_cast<unsigned long long>(seed),
+                  static_cast<unsigned long long>(seed - first + 1), Seconds(start),
+                  r.violations.front().substr(0, 400).c_str());
+      std::fflush(stdout);
+      return;
+    }
+  }
+  if (!replay) FAIL() << "no violation within " << max_seeds << " seeds";
+}
+
+TEST(NamespaceSimulation, ManySeedsWithCrashesAndFaults) {
+  NamespaceSimStats s = RunSeeds(Scenario::kFaults, 1'000'000, 90);
+  if (!EnvU64("QUORUMFS_NS_SIM_SEED")) {
+    // The runs exercise what they claim to.
+    EXPECT_GT(s.client_crashes, 0);
+    EXPECT_GT(s.node_crashes, 0);
+    EXPECT_GT(s.unknown_injected, 0);
+    EXPECT_GT(s.exclusive_winners, 0);
+    EXPECT_GT(s.rmdir_races, 0);
+    EXPECT_GT(s.cross_moves, 0);
+    EXPECT_GT(s.retired_areas, 0);
+    EXPECT_GT(s.renames, 0);
+    EXPECT_GT(s.fixes, 0);
+  }
+}
+
+TEST(NamespaceSimulation, NoCrashesCountsExact) {
+  NamespaceSimStats s = RunSeeds(Scenario::kNoCrashes, 1'000'000, 45);
+  if (!EnvU64("QUORUMFS_NS_SIM_SEED")) {
+    EXPECT_GT(s.unknown_injected, 0);
+    EXPECT_EQ(s.client_crashes, 0);
+  }
+}
+
+// A seed replays exactly.
+TEST(NamespaceSimulation, SameSeedSameRun) {
+  for (uint64_t seed : {3, 4}) {
+    NamespaceSimResult a = RunNamespaceSimulation(OptionsFor(Scenario::kFaults, seed));
+    NamespaceSimResult b = RunNamespaceSimulation(OptionsFor(Scenario::kFaults, seed));
+    EXPECT_EQ(a.stats.ToString(), b.stats.ToString());
+    EXPECT_EQ(a.violations, b.violations);
+  }
+}
+
+// Reads that ignore intents: a client that crashed after committing a rename, with some of its
+// intents resolved and others not, leaves the file under no name or under both.
+TEST(NamespaceSimulationNegativeControl, ReadIgnoresIntents) {
+  ExpectViolation(Scenario::kReadIgnoresIntents, 300);
+}
+
+// rmdir without its dying mark: a create into the directory being removed lands after rmdir
+// checked it was empty, and the entry survives inside the removed directory.
+TEST(NamespaceSimulationNegativeControl, RmdirWithoutDyingMark) {
+  ExpectViolation(Scenario::kRmdirWithoutDyingMark, 300);
+}
+
+// A create that does not change its parent's inode never meets rmdir's dying mark.
+TEST(NamespaceSimulationNegativeControl, CreateSkipsParentChange) {
+  ExpectViolation(Scenario::kCreateSkipsParentChange, 300);
+}
+
+// Crossing directory moves without L/rename: each checks the other is not inside it, both
+// commit, and the two directories form a cycle cut off from the root.
+TEST(NamespaceSimulationNegativeControl, MoveWithoutRenameLock) {
+  ExpectViolation(Scenario::kMoveWithoutRenameLock, 300);
+}
+
+// A parent change retried after an unknown outcome, without operation ids, applies twice.
+TEST(NamespaceSimulationNegativeControl, ParentChangeWithoutOpId) {
+  ExpectViolation(Scenario::kParentChangeWithoutOpId, 300);
+}
+
+}  // namespace
+}  // namespace quorumfs::sim
