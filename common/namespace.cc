@@ -721,14 +721,16 @@ class Namespace::Impl {
       if (inode_r.ok()) MarkDying(ws, ino);
       return why;
     }
-    // Round 2: the entry, absent -> present (the O_EXCL point).
+    // Round 2: the entry, absent -> present (the O_EXCL point). Not retried after an unknown
+    // outcome: by then another client may have renamed or unlinked the entry this change made,
+    // and writing it again would give the inode a second name (a directory two parents).
     auto entry_r = Change(ws, DirEntryKey(parent, name), [ino, &req](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
       if (const DirEntry* e = rec.entry()) {
         if (e->ino == ino) return std::optional<MetaRecord>();  // ours, from a retried change
         return Status(StatusCode::kAlreadyExists, "entry exists");
       }
       return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
-    });
+    }, /*retry_unknown=*/false);
     if (!entry_r.ok()) {
       // An unknown outcome may yet name the inode: undoing would leave an entry naming a dying
       // inode and a count too low. Leave both for fsck (the count high, the inode adoptable).

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <future>
 #include <random>
@@ -122,7 +123,36 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
   }
 
+  // Extended attributes of inodes this mount recently reported to the kernel, so that the
+  // getxattr/listxattr calls `ls -l` makes for every file are answered within attr_timeout
+  // (the staleness the kernel already accepts for attributes) without a round trip.
+  struct CachedXattrs {
+    std::vector<Xattr> xattrs;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::unordered_map<uint64_t, CachedXattrs> xattr_cache_;
+
+  void RememberXattrs(const Inode& in) {
+    if (o_.attr_timeout <= 0) return;
+    if (xattr_cache_.size() > 200000) xattr_cache_.clear();
+    auto& c = xattr_cache_[in.ino];
+    c.xattrs = in.xattrs;
+    c.expires = std::chrono::steady_clock::now() +
+                std::chrono::microseconds(static_cast<int64_t>(o_.attr_timeout * 1e6));
+  }
+
+  const std::vector<Xattr>* CachedXattrsOf(uint64_t ino) {
+    auto it = xattr_cache_.find(ino);
+    if (it == xattr_cache_.end()) return nullptr;
+    if (std::chrono::steady_clock::now() > it->second.expires) {
+      xattr_cache_.erase(it);
+      return nullptr;
+    }
+    return &it->second.xattrs;
+  }
+
   fuse_entry_param Entry(const Inode& in) {
+    RememberXattrs(in);
     fuse_entry_param e;
     std::memset(&e, 0, sizeof(e));
     e.ino = in.ino;
@@ -147,6 +177,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       fuse_reply_err(req, ErrnoOf(r.status()));
       return;
     }
+    RememberXattrs(*r);
     struct stat st;
     FillStat(*r, &st);
     fuse_reply_attr(req, &st, o_.attr_timeout);
@@ -279,7 +310,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       ++ds.gen;
       f->written_end = std::max<uint64_t>(f->written_end, off + done + n);
       f->local_mtime_ns = SystemWallClock().NowNs();
-      if (ds.data.size() == cs) StartUpload(*f, idx);  // full: upload in the background
+      // A writer that just filled the slot's last byte (sequential writing) will not come
+      // back to it soon: upload it in the background. Random writes into a full slot wait
+      // for flush, so each does not re-upload the whole chunk.
+      if (ds.data.size() == cs && in_slot + n == cs) StartUpload(*f, idx);
       return WriteFrom(ino, off, buf, done + n);
     };
     if (fs->dirty.count(idx)) return apply();
@@ -820,6 +854,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // Keeps an open file's cached record in step with this mount's own xattr changes.
   void UpdateCachedXattr(uint64_t ino, const std::string& name, const std::string* value) {
+    xattr_cache_.erase(ino);
     FileState* fs = Find(ino);
     if (!fs) return;
     auto& xs = fs->inode.xattrs;
@@ -1111,9 +1146,19 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       Fs(req)->Submit([=]() -> kj::Promise<void> {
         // The kernel asks for security.capability before every write(2): answer it for an open
         // file from the record this mount read at open (close-to-open), not with a round trip.
+        // POSIX ACLs are not supported: say so at once (ls asks for them on every file).
+        if (n == "system.posix_acl_access" || n == "system.posix_acl_default") {
+          return fuse_reply_err(req, EOPNOTSUPP), kj::READY_NOW;
+        }
         FileState* fs = impl->Find(ino);
+        const std::vector<Xattr>* cached = nullptr;
         if (fs && fs->open_count > 0 && n.rfind("security.", 0) == 0) {
-          for (const auto& x : fs->inode.xattrs) {
+          cached = &fs->inode.xattrs;
+        } else {
+          cached = impl->CachedXattrsOf(ino);
+        }
+        if (cached) {
+          for (const auto& x : *cached) {
             if (x.name != n) continue;
             if (size == 0) return fuse_reply_xattr(req, x.value.size()), kj::READY_NOW;
             if (x.value.size() > size) return fuse_reply_err(req, ERANGE), kj::READY_NOW;

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tests/sim/namespace_sim.h"
 
@@ -27,7 +28,7 @@ namespace quorumfs::sim {
 namespace {
 
 enum class Scenario {
-  kFaults,    // client crashes, node crashes, message loss, unknown outcomes
+  kFaults,     // client crashes, node crashes, message loss, unknown outcomes
   kNoCrashes,  // no client crash and no fault that can leave a count high: counts exact
   // Negative controls: the kFaults workload with one rule broken.
   kReadIgnoresIntents,
@@ -60,6 +61,7 @@ NamespaceSimOptions OptionsFor(Scenario scenario, uint64_t seed) {
       break;
     case Scenario::kNoCrashes:
       o.client_crash_rate = 0;
+      o.crashing_rename_rate = 0;
       o.faults = NoFaults();
       // No round may time out: every message and sync arrives well within a proposer round.
       o.faults.net_very_slow_rate = 0;
@@ -128,33 +130,64 @@ NamespaceSimStats RunSeeds(Scenario scenario, int max_seeds, double budget_secon
     if (replay) std::printf("%s", r.Report().c_str());
   }
   double secs = Seconds(start);
-  std::printf("[%s] %d seed(s) from %llu in %.1f s (%.1f seeds/s)\n  %s\n", TestName().c_str(),
-              ran, static_cast<unsigned long long>(first), secs, ran / std::max(secs, 1e-9),
+  std::printf("[%s] %d seed(s) from %llu in %.1f s (%.1f seeds/s)\n  %s\n", TestName().c_str(), ran,
+              static_cast<unsigned long long>(first), secs, ran / std::max(secs, 1e-9),
               total.ToString().c_str());
   std::fflush(stdout);
   return total;
 }
 
-// A negative control: some seed among the first max_seeds must show a violation. Prints the
-// first one and how many seeds it took.
-void ExpectViolation(Scenario scenario, int max_seeds) {
+// The violation (a substring of its message) that shows a control's broken rule.
+const char* Symptom(const std::string& violation, const std::vector<const char*>& symptoms) {
+  for (const char* s : symptoms) {
+    if (violation.find(s) != std::string::npos) return s;
+  }
+  return nullptr;
+}
+
+// A negative control: some seed among the first max_seeds must show one of `symptoms`. Prints
+// the first such seed and how many seeds it took. QUORUMFS_NS_SIM_CONTROL_SEEDS=<n> runs n
+// seeds instead and prints the catch rate.
+void ExpectViolation(Scenario scenario, int max_seeds, const std::vector<const char*>& symptoms) {
   auto replay = EnvU64("QUORUMFS_NS_SIM_SEED");
+  auto rate_seeds = EnvU64("QUORUMFS_NS_SIM_CONTROL_SEEDS");
   uint64_t first = replay.value_or(1);
   if (replay) max_seeds = 1;
+  if (rate_seeds && !replay) max_seeds = static_cast<int>(*rate_seeds);
   auto start = std::chrono::steady_clock::now();
+  int caught = 0;
+  uint64_t first_caught = 0;
+  std::string first_violation;
   for (uint64_t seed = first; seed < first + static_cast<uint64_t>(max_seeds); ++seed) {
     NamespaceSimResult r = RunNamespaceSimulation(OptionsFor(scenario, seed));
     if (replay) std::printf("%s", r.Report().c_str());
-    if (!r.violations.empty()) {
-      std::printf("[%s] caught at seed %llu (after %llu seed(s), %.1f s): %s\n",
-                  TestName().c_str(), static_cast<unsigned long long>(seed),
-                  static_cast<unsigned long long>(seed - first + 1), Seconds(start),
-                  r.violations.front().substr(0, 400).c_str());
-      std::fflush(stdout);
-      return;
+    const std::string* shown = nullptr;
+    for (const auto& v : r.violations) {
+      if (Symptom(v, symptoms)) {
+        shown = &v;
+        break;
+      }
     }
+    if (shown == nullptr) continue;
+    if (caught++ == 0) {
+      first_caught = seed;
+      first_violation = shown->substr(0, 400);
+    }
+    if (!rate_seeds) break;
   }
-  if (!replay) FAIL() << "no violation within " << max_seeds << " seeds";
+  if (caught == 0) {
+    if (!replay) FAIL() << "no violation within " << max_seeds << " seeds";
+    return;
+  }
+  std::printf("[%s] caught at seed %llu (after %llu seed(s), %.1f s): %s\n", TestName().c_str(),
+              static_cast<unsigned long long>(first_caught),
+              static_cast<unsigned long long>(first_caught - first + 1), Seconds(start),
+              first_violation.c_str());
+  if (rate_seeds) {
+    std::printf("[%s] caught in %d of %d seeds (%.0f%%)\n", TestName().c_str(), caught, max_seeds,
+                100.0 * caught / max_seeds);
+  }
+  std::fflush(stdout);
 }
 
 TEST(NamespaceSimulation, ManySeedsWithCrashesAndFaults) {
@@ -194,29 +227,35 @@ TEST(NamespaceSimulation, SameSeedSameRun) {
 // Reads that ignore intents: a client that crashed after committing a rename, with some of its
 // intents resolved and others not, leaves the file under no name or under both.
 TEST(NamespaceSimulationNegativeControl, ReadIgnoresIntents) {
-  ExpectViolation(Scenario::kReadIgnoresIntents, 300);
+  ExpectViolation(Scenario::kReadIgnoresIntents, 300,
+                  {"recovery changed what reads showed", "is neither as before it",
+                   "differs from its client's acknowledged operations"});
 }
 
 // rmdir without its dying mark: a create into the directory being removed lands after rmdir
 // checked it was empty, and the entry survives inside the removed directory.
 TEST(NamespaceSimulationNegativeControl, RmdirWithoutDyingMark) {
-  ExpectViolation(Scenario::kRmdirWithoutDyingMark, 300);
+  ExpectViolation(Scenario::kRmdirWithoutDyingMark, 300,
+                  {"and so did creates into it", "still holds entries"});
 }
 
 // A create that does not change its parent's inode never meets rmdir's dying mark.
 TEST(NamespaceSimulationNegativeControl, CreateSkipsParentChange) {
-  ExpectViolation(Scenario::kCreateSkipsParentChange, 300);
+  ExpectViolation(Scenario::kCreateSkipsParentChange, 300,
+                  {"and so did creates into it", "still holds entries"});
 }
 
 // Crossing directory moves without L/rename: each checks the other is not inside it, both
 // commit, and the two directories form a cycle cut off from the root.
 TEST(NamespaceSimulationNegativeControl, MoveWithoutRenameLock) {
-  ExpectViolation(Scenario::kMoveWithoutRenameLock, 300);
+  ExpectViolation(Scenario::kMoveWithoutRenameLock, 300,
+                  {"crossing directory moves both succeeded", "back-pointers of", "reached twice",
+                   "is live but not reachable"});
 }
 
 // A parent change retried after an unknown outcome, without operation ids, applies twice.
 TEST(NamespaceSimulationNegativeControl, ParentChangeWithoutOpId) {
-  ExpectViolation(Scenario::kParentChangeWithoutOpId, 300);
+  ExpectViolation(Scenario::kParentChangeWithoutOpId, 300, {"lower than the", "not the"});
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 #include "common/cluster_config.h"
@@ -64,6 +65,7 @@ void NamespaceSimStats::Add(const NamespaceSimStats& o) {
   rmdir_race_wins += o.rmdir_race_wins;
   cross_moves += o.cross_moves;
   cross_moves_both_failed += o.cross_moves_both_failed;
+  crashing_rename_rounds += o.crashing_rename_rounds;
   retired_areas += o.retired_areas;
   unknown_injected += o.unknown_injected;
   repair_runs += o.repair_runs;
@@ -79,19 +81,20 @@ void NamespaceSimStats::Add(const NamespaceSimStats& o) {
 
 std::string NamespaceSimStats::ToString() const {
   std::ostringstream out;
-  out << "ops " << ops << " (ok " << ok << ", expected errno " << expected_errors
-      << ", ambiguous " << ambiguous << ", client crashes " << client_crashes << "; creates "
-      << creates << ", mkdirs " << mkdirs << ", unlinks " << unlinks << ", rmdirs " << rmdirs
-      << ", links " << links << ", renames " << renames << ", readdirs " << readdirs
-      << ", lookups " << lookups << "), O_EXCL races " << exclusive_rounds << " (winners "
-      << exclusive_winners << "), rmdir races " << rmdir_races << " (rmdir won "
-      << rmdir_race_wins << "), crossing moves " << cross_moves << " (both refused "
-      << cross_moves_both_failed << "), private dirs retired " << retired_areas
-      << ", unknown outcomes injected " << unknown_injected << ", repair runs " << repair_runs
-      << ", counts high before fsck " << high_counts << " (ENOTEMPTY for an empty directory "
-      << refused_for_high_count << "), fsck fixes " << fixes << ", messages "
-      << messages << " (dropped " << dropped << ", duplicated " << duplicated << "), node crashes "
-      << node_crashes << ", simulated " << sim_time_us / 1000 << " ms";
+  out << "ops " << ops << " (ok " << ok << ", expected errno " << expected_errors << ", ambiguous "
+      << ambiguous << ", client crashes " << client_crashes << "; creates " << creates
+      << ", mkdirs " << mkdirs << ", unlinks " << unlinks << ", rmdirs " << rmdirs << ", links "
+      << links << ", renames " << renames << ", readdirs " << readdirs << ", lookups " << lookups
+      << "), O_EXCL races " << exclusive_rounds << " (winners " << exclusive_winners
+      << "), rmdir races " << rmdir_races << " (rmdir won " << rmdir_race_wins
+      << "), crossing moves " << cross_moves << " (both refused " << cross_moves_both_failed
+      << "), crashing-rename rounds " << crashing_rename_rounds << ", private dirs retired "
+      << retired_areas << ", unknown outcomes injected " << unknown_injected << ", repair runs "
+      << repair_runs << ", counts high before fsck " << high_counts
+      << " (ENOTEMPTY for an empty directory " << refused_for_high_count << "), fsck fixes "
+      << fixes << ", messages " << messages << " (dropped " << dropped << ", duplicated "
+      << duplicated << "), node crashes " << node_crashes << ", simulated " << sim_time_us / 1000
+      << " ms";
   return out.str();
 }
 
@@ -106,6 +109,14 @@ std::string NamespaceSimResult::Report() const {
 }
 
 namespace {
+
+// The value type of a kj::Promise.
+template <typename P>
+struct PromiseValue;
+template <typename T>
+struct PromiseValue<kj::Promise<T>> {
+  using type = T;
+};
 
 constexpr int64_t kRoundTimeoutMs = 50;
 constexpr int64_t kOpTimeoutMs = 2000;
@@ -198,23 +209,23 @@ class SimRecordLister final : public RecordLister {
       auto votes = VotesOf(r, yes);
       return spec->Satisfied(votes, need) || spec->Hopeless(votes, need);
     };
-    return Gather<ScanReply>(timer_, kRoundTimeoutMs * kj::MILLISECONDS, spec->targets.size(),
-                             send, decide)
-        .then([spec, need, limit, yes](
-                  Gathered<ScanReply>&& g) -> Result<std::vector<std::string>> {
-          auto votes = VotesOf(g.replies, yes);
-          if (!spec->Satisfied(votes, need)) {
-            return Status(StatusCode::kNoQuorum, "listing reached too few replicas");
-          }
-          std::set<std::string> keys;
-          for (size_t i = 0; i < votes.size(); ++i) {
-            if (votes[i] == Vote::kYes) keys.insert((*g.replies[i])->keys.begin(),
-                                                    (*g.replies[i])->keys.end());
-          }
-          std::vector<std::string> out(keys.begin(), keys.end());
-          if (out.size() > limit) out.resize(limit);
-          return out;
-        });
+    return Gather<ScanReply>(timer_, kRoundTimeoutMs * kj::MILLISECONDS, spec->targets.size(), send,
+                             decide)
+        .then(
+            [spec, need, limit, yes](Gathered<ScanReply>&& g) -> Result<std::vector<std::string>> {
+              auto votes = VotesOf(g.replies, yes);
+              if (!spec->Satisfied(votes, need)) {
+                return Status(StatusCode::kNoQuorum, "listing reached too few replicas");
+              }
+              std::set<std::string> keys;
+              for (size_t i = 0; i < votes.size(); ++i) {
+                if (votes[i] == Vote::kYes)
+                  keys.insert((*g.replies[i])->keys.begin(), (*g.replies[i])->keys.end());
+              }
+              std::vector<std::string> out(keys.begin(), keys.end());
+              if (out.size() > limit) out.resize(limit);
+              return out;
+            });
   }
 
  private:
@@ -234,14 +245,23 @@ bool IsPlainDirectoryValue(const std::string& key, const std::string& value) {
   return rec.ok() && !rec->intent && rec->inode() && rec->inode()->is_dir();
 }
 
-// A client's transport with one extra fault: with probability `rate`, an accept round of a
-// plain directory change reaches the acceptors but its replies are lost, and the next prepare
-// round of that key fails at once (the client is cut off for a moment). The proposer then
-// reports UnknownOutcome for a change that was chosen, and the Namespace retries it.
-class UnknownOutcomeTransport final : public RecordTransport {
+// True if `value` (an accepted envelope) is a committed transaction record.
+bool IsCommitValue(const std::string& key, const std::string& value) {
+  if (key.rfind("X/", 0) != 0) return false;
+  auto env = RecordEnvelope::Decode(value);
+  if (!env.ok()) return false;
+  auto rec = MetaRecord::Decode(env->payload);
+  return rec.ok() && rec->txn() && rec->txn()->state == TxnState::kCommitted;
+}
+
+// A workload client's transport, with one extra fault: with probability `rate`, an accept
+// round of a plain directory change reaches the acceptors but its replies are lost, and the
+// next prepare round of that key fails at once (the client is cut off for a moment). The
+// proposer then reports UnknownOutcome for a change that was chosen, and the Namespace retries
+// it. It also tells the simulator when the client sends a transaction's commit.
+class ClientTransport final : public RecordTransport {
  public:
-  UnknownOutcomeTransport(SimNetwork& network, int client, int replicas, double rate,
-                          int64_t* injected)
+  ClientTransport(SimNetwork& network, int client, int replicas, double rate, int64_t* injected)
       : inner_(network, client),
         network_(network),
         replicas_(replicas),
@@ -256,9 +276,17 @@ class UnknownOutcomeTransport final : public RecordTransport {
       network_.Trace("client cut off: prepare " + DescribeKey(key) + " to " + node + " fails");
       return Result<PrepareReply>(Status(StatusCode::kUnavailable, node + ": unreachable"));
     }
-    return inner_.Prepare(node, key, ballot);
+    // Remember the values the round reports, to tell a change's accept from a repair's.
+    auto seen = seen_;
+    return inner_.Prepare(node, key, ballot).then([seen, key, ballot](Result<PrepareReply>&& r) {
+      if (r.ok() && r->value) {
+        auto& round = (*seen)[key];
+        if (round.first != ballot) round = {ballot, {}};
+        round.second.insert(*r->value);
+      }
+      return kj::mv(r);
+    });
   }
-
 
   kj::Promise<Result<AcceptReply>> Accept(const std::string& node, const std::string& key,
                                           Ballot ballot, const std::string& value) override {
@@ -266,10 +294,19 @@ class UnknownOutcomeTransport final : public RecordTransport {
     if (!(key == round_key_ && ballot == round_ballot_)) {
       round_key_ = key;
       round_ballot_ = ballot;
-      round_lost_ = ballot.counter > 0 && rate_ > 0 && IsPlainDirectoryValue(key, value) &&
-                    network_.Chance(rate_);
+      if (on_commit && IsCommitValue(key, value)) on_commit();
+      // Not twice in a row on one key: the retry of the change must be able to succeed.
+      auto last = last_fired_.find(key);
+      bool resting = last != last_fired_.end() && network_.NowNs() - last->second < 1'000'000'000;
+      // A repair (an accept of a value the prepare round found) is not a change.
+      auto round = seen_->find(key);
+      bool repair = round != seen_->end() && round->second.first == ballot &&
+                    round->second.second.count(value) > 0;
+      round_lost_ = ballot.counter > 0 && rate_ > 0 && !resting && !repair &&
+                    IsPlainDirectoryValue(key, value) && network_.Chance(rate_);
       if (round_lost_) {
         ++*injected_;
+        last_fired_[key] = network_.NowNs();
         cut_off_[key] = replicas_;
         network_.Trace("accept round " + DescribeKey(key) + " " + ballot.ToString() +
                        ": replies will be lost, next prepare fails");
@@ -285,6 +322,9 @@ class UnknownOutcomeTransport final : public RecordTransport {
     return inner_.ReadAccepted(node, key);
   }
 
+  // Called when the client sends the accepts of a transaction's commit.
+  std::function<void()> on_commit;
+
  private:
   SimTransport inner_;
   SimNetwork& network_;
@@ -294,13 +334,19 @@ class UnknownOutcomeTransport final : public RecordTransport {
   std::string round_key_;
   Ballot round_ballot_;
   bool round_lost_ = false;
-  std::map<std::string, int> cut_off_;  // key -> prepares still to fail
+  std::map<std::string, int> cut_off_;         // key -> prepares still to fail
+  std::map<std::string, int64_t> last_fired_;  // key -> when its replies were last lost
+  // key -> the ballot of its last prepare round and the values its replies carried (shared:
+  // replies may arrive after this client is gone).
+  std::shared_ptr<std::map<std::string, std::pair<Ballot, std::set<std::string>>>> seen_ =
+      std::make_shared<std::map<std::string, std::pair<Ballot, std::set<std::string>>>>();
 };
 
 // One simulated client process: its own proposer id, inode blocks, clock and Namespace.
 // Members are destroyed bottom-up: the Namespace first.
 struct NsClient {
   std::unique_ptr<RecordTransport> transport;
+  ClientTransport* client_transport = nullptr;  // the transport, for workload clients
   std::unique_ptr<SimWallClock> clock;
   std::unique_ptr<SimRecordLister> lister;
   std::unique_ptr<Proposer> proposer;
@@ -377,12 +423,12 @@ enum class OpKind { kCreate, kMkdir, kUnlink, kRmdir, kLink, kRename, kReadDir, 
 // A private-directory operation in model terms (paths relative to the private directory).
 struct PrivateOp {
   OpKind kind = OpKind::kLookup;
-  std::string dir, name;            // the entry operated on (rename: the source)
-  std::string dir2, name2;          // rename: the target
-  std::string link_target;          // link: the path of the file to link
-  uint32_t flags = 0;               // rename flags
+  std::string dir, name;    // the entry operated on (rename: the source)
+  std::string dir2, name2;  // rename: the target
+  std::string link_target;  // link: the path of the file to link
+  uint32_t flags = 0;       // rename flags
   std::string Describe() const {
-    static const char* kNames[] = {"create", "mkdir", "unlink", "rmdir",
+    static const char* kNames[] = {"create", "mkdir",  "unlink",  "rmdir",
                                    "link",   "rename", "readdir", "lookup"};
     std::string out = std::string(kNames[static_cast<int>(kind)]) + " ";
     if (kind == OpKind::kLink) out += link_target + " -> ";
@@ -497,10 +543,26 @@ struct Area {
   std::string last_op;
 };
 
+// One process of a client: dies at most once, taking every operation it has in flight.
+struct Life {
+  explicit Life(kj::PromiseFulfillerPair<void> paf)
+      : fulfiller(kj::mv(paf.fulfiller)), died(paf.promise.fork()) {}
+  void Kill() {
+    if (dead) return;
+    dead = true;
+    fulfiller->fulfill();
+  }
+  kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+  kj::ForkedPromise<void> died;
+  bool dead = false;
+  int in_flight = 0;  // operations of this process still running
+};
+
 struct Slot {
   int index = 0;
   int generation = 0;  // processes so far (a crash starts the next)
   std::unique_ptr<NsClient> client;
+  std::shared_ptr<Life> life;  // of `client`
   std::vector<Area> areas;  // the last one is current unless retired
   int next_area = 0;
 };
@@ -514,11 +576,11 @@ struct ExclusiveRace {
 
 // What a walk of the namespace saw.
 struct Snapshot {
-  std::map<uint64_t, Inode> inodes;                                    // every inode met
+  std::map<uint64_t, Inode> inodes;                                       // every inode met
   std::map<uint64_t, std::map<std::string, DirListing::Entry>> listings;  // reached dirs
-  std::map<uint64_t, std::vector<BackPointer>> named;                  // ino -> entries
-  std::map<uint64_t, std::string> paths;                               // reached dir -> path
-  std::map<std::string, uint64_t> entries;                             // path -> ino
+  std::map<uint64_t, std::vector<BackPointer>> named;                     // ino -> entries
+  std::map<uint64_t, std::string> paths;                                  // reached dir -> path
+  std::map<std::string, uint64_t> entries;                                // path -> ino
 };
 
 enum class Phase { kBeforeRecovery, kAfterRecovery };
@@ -594,13 +656,28 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
   std::unique_ptr<NsClient> NewClient(const std::string& name, int network_id, double unknown_rate);
   void RestartSlot(Slot& slot);
 
-  // Runs a client's operation; with probability client_crash_rate the client crashes at a
-  // random time while it runs (the operation's promise is dropped and the slot gets a new
-  // process). nullopt if it crashed.
-  template <typename T>
-  std::optional<T> RunOp(kj::WaitScope& ws, Slot& slot, kj::Promise<T> op, const std::string& what);
+  // Runs a client's operation. With probability `crash_rate` (default: client_crash_rate) the
+  // client crashes while it runs: the operation's promise is dropped and the slot gets a new
+  // process. The crash comes at a time uniform in `crash_window_us` (default: [0,
+  // crash_window_us]) after the start or, with `after_commit`, after the client sends a
+  // transaction's commit (no crash if it never does). nullopt if it crashed.
+  // `make` starts the operation on the client's Namespace; it runs once the slot has a live
+  // process (a crash of one operation cancels the process's other operations too, and the
+  // slot's next process starts once they all have ended).
+  template <typename F, typename T = typename PromiseValue<
+                            std::invoke_result_t<F, Namespace&>>::type>
+  std::optional<T> RunOp(kj::WaitScope& ws, Slot& slot, F make, const std::string& what,
+                         std::optional<double> crash_rate = std::nullopt,
+                         std::pair<int64_t, int64_t> crash_window_us = {0, 0},
+                         bool after_commit = false);
   // Counts a status of a shared-area operation; unexpected ones are errors.
   void Tally(const Status& s, const std::string& what);
+  // In a run without faults an operation has no reason to end without a definite answer.
+  void NoteAmbiguous(const std::string& what, const Status& s) {
+    if (options_.expect_exact_counts) {
+      Error(what + ": " + s.ToString() + " in a run without faults");
+    }
+  }
 
   // -- workload
   void Conductor(kj::WaitScope& ws);
@@ -611,6 +688,10 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
   void RandomOps(kj::WaitScope& ws, Slot& slot, int count);
   void SharedOp(kj::WaitScope& ws, Slot& slot);
   void PrivateOpOnce(kj::WaitScope& ws, Slot& slot);
+  void RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& op, double crash_rate,
+                    std::pair<int64_t, int64_t> crash_window_us = {0, 0},
+                    bool after_commit = false);
+  void CrashingRenames(kj::WaitScope& ws);
   bool EnsureArea(kj::WaitScope& ws, Slot& slot);
   void Retire(Slot& slot, const PrivateOp& op, StatusCode predicted, const std::string& why);
   void ExclusiveRound(kj::WaitScope& ws, int round);
@@ -649,14 +730,14 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
   std::unique_ptr<NsClient> repair_;
   std::unique_ptr<NsClient> checker_;
   std::vector<uint64_t> used_ids_;
-  std::vector<std::string> pool_;               // entry names
-  uint64_t priv_ = 0;                           // /priv
-  std::vector<uint64_t> static_dirs_;           // /s0 /s1 /s2: never removed or moved
-  std::vector<uint64_t> shared_dirs_;           // parents for shared-area operations
-  std::vector<uint64_t> shared_files_;          // link targets
-  std::set<uint64_t> known_dirs_;               // every directory an acknowledged mkdir made
-  std::set<uint64_t> known_files_;              // every file an acknowledged create made
-  std::map<uint64_t, std::string> dir_names_;   // for messages
+  std::vector<std::string> pool_;              // entry names
+  uint64_t priv_ = 0;                          // /priv
+  std::vector<uint64_t> static_dirs_;          // /s0 /s1 /s2: never removed or moved
+  std::vector<uint64_t> shared_dirs_;          // parents for shared-area operations
+  std::vector<uint64_t> shared_files_;         // link targets
+  std::set<uint64_t> known_dirs_;              // every directory an acknowledged mkdir made
+  std::set<uint64_t> known_files_;             // every file an acknowledged create made
+  std::map<uint64_t, std::string> dir_names_;  // for messages
   std::map<uint64_t, std::set<std::string>> names_used_;  // dir -> names operated on
   std::vector<ExclusiveRace> races_;
   bool faults_stopped_ = false;
@@ -676,9 +757,11 @@ std::unique_ptr<NsClient> NamespaceSim::NewClient(const std::string& name, int n
     id = rng_() | 1;
   } while (std::find(used_ids_.begin(), used_ids_.end(), id) != used_ids_.end());
   used_ids_.push_back(id);
-  if (unknown_rate > 0) {
-    c->transport = std::make_unique<UnknownOutcomeTransport>(
-        *network_, network_id, options_.replicas, unknown_rate, &result_.stats.unknown_injected);
+  if (network_id < kCheckerClient) {
+    auto t = std::make_unique<ClientTransport>(*network_, network_id, options_.replicas,
+                                               unknown_rate, &result_.stats.unknown_injected);
+    c->client_transport = t.get();
+    c->transport = std::move(t);
   } else {
     c->transport = std::make_unique<SimTransport>(*network_, network_id);
   }
@@ -695,34 +778,74 @@ std::unique_ptr<NsClient> NamespaceSim::NewClient(const std::string& name, int n
   c->allocator = std::make_unique<InodeAllocator>(*c->proposer);
   NamespaceOptions no = options_.ns;
   no.client_id = id;
-  c->ns = std::make_unique<Namespace>(*c->proposer, *c->allocator, *c->lister, timer_, *c->clock,
-                                      no);
+  c->ns =
+      std::make_unique<Namespace>(*c->proposer, *c->allocator, *c->lister, timer_, *c->clock, no);
   return c;
 }
 
 void NamespaceSim::RestartSlot(Slot& slot) {
   ++slot.generation;
   slot.client.reset();
+  slot.life = std::make_shared<Life>(kj::newPromiseAndFulfiller<void>());
   slot.client = NewClient("c" + std::to_string(slot.index) + "." + std::to_string(slot.generation),
                           slot.index, options_.unknown_outcome_rate);
   Trace("client " + slot.client->name + " started");
 }
 
-template <typename T>
-std::optional<T> NamespaceSim::RunOp(kj::WaitScope& ws, Slot& slot, kj::Promise<T> op,
-                                     const std::string& what) {
+template <typename F, typename T>
+std::optional<T> NamespaceSim::RunOp(kj::WaitScope& ws, Slot& slot, F make,
+                                     const std::string& what, std::optional<double> crash_rate,
+                                     std::pair<int64_t, int64_t> crash_window_us,
+                                     bool after_commit) {
+  while (slot.life->dead) Sleep(ws, 100 * kj::MICROSECONDS);  // the next process is starting
+  std::shared_ptr<Life> life = slot.life;
   ++result_.stats.ops;
   Trace("client " + slot.client->name + ": " + what);
-  auto done = op.then([](T&& v) { return std::optional<T>(std::move(v)); });
-  if (Chance(options_.client_crash_rate)) {
-    auto at = network_->UniformUs(0, options_.crash_window_us);
-    done = done.exclusiveJoin(timer_.afterDelay(at).then([]() { return std::optional<T>(); }));
+  auto done = make(*slot.client->ns)
+                  .then([](T&& v) { return std::optional<T>(std::move(v)); })
+                  .exclusiveJoin(life->died.addBranch().then([]() { return std::optional<T>(); }));
+  // Held until the operation ends: a fulfiller dropped unfulfilled would reject the crash.
+  struct Trigger {
+    kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+    bool armed = false;
+  };
+  auto trigger = std::make_shared<Trigger>();
+  bool hooked = false;
+  if (Chance(crash_rate.value_or(options_.client_crash_rate))) {
+    if (crash_window_us.second == 0) crash_window_us = {0, options_.crash_window_us};
+    kj::Promise<void> crash = nullptr;
+    if (after_commit && slot.client->client_transport) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      trigger->fulfiller = kj::mv(paf.fulfiller);
+      slot.client->client_transport->on_commit = [this, trigger, crash_window_us]() {
+        if (trigger->armed) return;
+        trigger->armed = true;
+        auto at = network_->UniformUs(crash_window_us.first, crash_window_us.second);
+        network_->After(at, [trigger]() { trigger->fulfiller->fulfill(); });
+      };
+      crash = kj::mv(paf.promise);
+      hooked = true;
+    } else {
+      crash = timer_.afterDelay(network_->UniformUs(crash_window_us.first, crash_window_us.second));
+    }
+    done = done.exclusiveJoin(crash.then([this, life, what]() {
+      Trace("client crashes during " + what);
+      life->Kill();
+      return std::optional<T>();
+    }));
   }
+  ++life->in_flight;
   std::optional<T> r = done.wait(ws);
+  --life->in_flight;
+  if (hooked && slot.life == life) slot.client->client_transport->on_commit = nullptr;
   if (!r) {
-    ++result_.stats.client_crashes;
-    Trace("client " + slot.client->name + " crashed during " + what);
-    RestartSlot(slot);
+    Trace("client " + slot.client->name + ": " + what + " ended by the crash");
+    if (life->in_flight == 0) {
+      ++result_.stats.client_crashes;
+      RestartSlot(slot);
+    } else {
+      while (slot.life == life) Sleep(ws, 100 * kj::MICROSECONDS);
+    }
   }
   return r;
 }
@@ -734,10 +857,11 @@ void NamespaceSim::Tally(const Status& s, const std::string& what) {
     ++result_.stats.expected_errors;
   } else if (Ambiguous(s.code())) {
     ++result_.stats.ambiguous;
+    NoteAmbiguous(what, s);
   } else {
     Error(what + ": unexpected status " + s.ToString());
   }
-  Trace("  -> " + s.ToString());
+  Trace("  " + what + " -> " + s.ToString());
 }
 
 void NamespaceSim::JoinAll(kj::WaitScope& ws,
@@ -842,10 +966,22 @@ void NamespaceSim::Round(kj::WaitScope& ws, int round) {
   if (roll < excl) return ExclusiveRound(ws, round);
   if (roll < rmdir && options_.clients >= 2) return RmdirRace(ws, round);
   if (roll < cross && options_.clients >= 3) return CrossMove(ws, round);
+  if (roll < cross + options_.crash_rename_round_rate) return CrashingRenames(ws);
   std::vector<std::function<void(kj::WaitScope&)>> work;
   for (auto& slot : slots_) {
     int count = static_cast<int>(Uniform(1, options_.ops_per_round));
     work.push_back([this, &slot, count](kj::WaitScope& ws) { RandomOps(ws, slot, count); });
+    if (Chance(options_.concurrent_rate)) {
+      // The same process also runs shared-area operations at the same time (as a mount does):
+      // its changes of one directory record are combined into one CAS.
+      int more = static_cast<int>(Uniform(1, options_.ops_per_round));
+      work.push_back([this, &slot, more](kj::WaitScope& ws) {
+        for (int i = 0; i < more; ++i) {
+          Sleep(ws, network_->UniformUs(0, 3000));
+          SharedOp(ws, slot);
+        }
+      });
+    }
   }
   JoinAll(ws, std::move(work));
 }
@@ -866,8 +1002,8 @@ std::optional<uint64_t> NamespaceSim::MakeDir(kj::WaitScope& ws, Slot& slot, uin
   ++result_.stats.mkdirs;
   names_used_[parent].insert(name);
   std::string what = "mkdir " + EntryName(parent, name);
-  auto r = RunOp(ws, slot, slot.client->ns->Create(parent, name, Request(FileType::kDirectory)),
-                 what);
+  auto r =
+      RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(parent, name, Request(FileType::kDirectory)); }, what);
   if (!r) return std::nullopt;
   Tally(r->status(), what);
   if (!r->ok()) return std::nullopt;
@@ -882,7 +1018,6 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
   const std::string n = Pick(pool_);
   names_used_[p].insert(n);
   const int roll = static_cast<int>(Uniform(0, 99));
-  Namespace& ns = *slot.client->ns;
   if (roll < 30) {  // create: a file, or a directory
     const bool dir = roll >= 20;
     if (dir) {
@@ -897,7 +1032,7 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
     }
     ++result_.stats.creates;
     std::string what = "create " + EntryName(p, n);
-    auto r = RunOp(ws, slot, ns.Create(p, n, Request(FileType::kRegular)), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(p, n, Request(FileType::kRegular)); }, what);
     if (!r) return;
     Tally(r->status(), what);
     if (r->ok()) {
@@ -908,18 +1043,18 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
   } else if (roll < 45) {
     ++result_.stats.unlinks;
     std::string what = "unlink " + EntryName(p, n);
-    auto r = RunOp(ws, slot, ns.Unlink(p, n), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Unlink(p, n); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 55) {
     ++result_.stats.rmdirs;
     std::string what = "rmdir " + EntryName(p, n);
-    auto r = RunOp(ws, slot, ns.Rmdir(p, n), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(p, n); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 63 && !shared_files_.empty()) {
     ++result_.stats.links;
     uint64_t ino = Pick(shared_files_);
     std::string what = "link #" + std::to_string(ino) + " as " + EntryName(p, n);
-    auto r = RunOp(ws, slot, ns.Link(ino, p, n), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Link(ino, p, n); }, what);
     if (r) Tally(r->status(), what);
   } else if (roll < 90) {
     ++result_.stats.renames;
@@ -932,27 +1067,27 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
                        (flags == kRenameNoReplace  ? " NOREPLACE"
                         : flags == kRenameExchange ? " EXCHANGE"
                                                    : "");
-    auto r = RunOp(ws, slot, ns.Rename(p, n, p2, n2, flags), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rename(p, n, p2, n2, flags); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 95) {
     ++result_.stats.readdirs;
     std::string what = "readdir " + DirName(p);
-    auto r = RunOp(ws, slot, ns.ReadDir(p, 0, 64), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.ReadDir(p, 0, 64); }, what);
     if (!r) return;
     Tally(r->status(), what);
     if (r->ok()) {
       std::set<std::string> names;
       for (const auto& e : (*r)->entries) {
         if (!names.insert(e.name).second) {
-          Violation("readdir of " + DirName(p) + " by client " + slot.client->name +
-                    " listed " + e.name + " twice");
+          Violation("readdir of " + DirName(p) + " by client " + slot.client->name + " listed " +
+                    e.name + " twice");
         }
       }
     }
   } else {
     ++result_.stats.lookups;
     std::string what = "lookup " + EntryName(p, n);
-    auto r = RunOp(ws, slot, ns.Lookup(p, n), what);
+    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Lookup(p, n); }, what);
     if (r) Tally(r->status(), what);
   }
 }
@@ -1050,12 +1185,19 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
       op.dir = Pick(dirs);
       break;
   }
+  RunPrivateOp(ws, slot, op, options_.client_crash_rate);
+}
+
+void NamespaceSim::RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& op,
+                                double crash_rate, std::pair<int64_t, int64_t> crash_window_us,
+                                bool after_commit) {
+  Area& area = slot.areas.back();
+  const Model& m = area.model;
   auto dir_ino = [&](const std::string& dir) { return dir.empty() ? area.ino : m.at(dir).ino; };
   const uint64_t parent = dir_ino(op.dir);
   const StatusCode predicted = Predict(m, op);
   const std::string what = "private " + area.name + ": " + op.Describe();
   if (op.kind != OpKind::kReadDir) names_used_[parent].insert(op.name);
-  Namespace& ns = *slot.client->ns;
   std::optional<Status> status;
   uint64_t new_ino = 0;
   std::optional<Inode> looked_up;
@@ -1065,7 +1207,8 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
     case OpKind::kMkdir: {
       ++(op.kind == OpKind::kCreate ? result_.stats.creates : result_.stats.mkdirs);
       FileType type = op.kind == OpKind::kCreate ? FileType::kRegular : FileType::kDirectory;
-      auto r = RunOp(ws, slot, ns.Create(parent, op.name, Request(type)), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(parent, op.name, Request(type)); }, what, crash_rate,
+                     crash_window_us, after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) new_ino = (*r)->ino;
@@ -1074,19 +1217,22 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
     }
     case OpKind::kUnlink: {
       ++result_.stats.unlinks;
-      auto r = RunOp(ws, slot, ns.Unlink(parent, op.name), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Unlink(parent, op.name); }, what, crash_rate, crash_window_us,
+                     after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kRmdir: {
       ++result_.stats.rmdirs;
-      auto r = RunOp(ws, slot, ns.Rmdir(parent, op.name), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(parent, op.name); }, what, crash_rate, crash_window_us,
+                     after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kLink: {
       ++result_.stats.links;
-      auto r = RunOp(ws, slot, ns.Link(m.at(op.link_target).ino, parent, op.name), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Link(m.at(op.link_target).ino, parent, op.name); }, what, crash_rate,
+                     crash_window_us, after_commit);
       if (r) status = r->status();
       break;
     }
@@ -1094,13 +1240,15 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
       ++result_.stats.renames;
       uint64_t parent2 = dir_ino(op.dir2);
       names_used_[parent2].insert(op.name2);
-      auto r = RunOp(ws, slot, ns.Rename(parent, op.name, parent2, op.name2, op.flags), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rename(parent, op.name, parent2, op.name2, op.flags); }, what,
+                     crash_rate, crash_window_us, after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kReadDir: {
       ++result_.stats.readdirs;
-      auto r = RunOp(ws, slot, ns.ReadDir(parent, 0, 64), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.ReadDir(parent, 0, 64); }, what, crash_rate, crash_window_us,
+                     after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) listing = std::move(**r);
@@ -1109,7 +1257,8 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
     }
     case OpKind::kLookup: {
       ++result_.stats.lookups;
-      auto r = RunOp(ws, slot, ns.Lookup(parent, op.name), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Lookup(parent, op.name); }, what, crash_rate, crash_window_us,
+                     after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) looked_up = **r;
@@ -1118,9 +1267,10 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
     }
   }
   if (!status) return Retire(slot, op, predicted, "client crashed");
-  Trace("  -> " + status->ToString());
+  Trace("  client " + slot.client->name + ", " + what + " -> " + status->ToString());
   if (Ambiguous(status->code())) {
     ++result_.stats.ambiguous;
+    NoteAmbiguous(what, *status);
     return Retire(slot, op, predicted, status->ToString());
   }
   if (status->code() == StatusCode::kNotEmpty && predicted == StatusCode::kOk &&
@@ -1179,8 +1329,8 @@ void NamespaceSim::PrivateOpOnce(kj::WaitScope& ws, Slot& slot) {
       }
     }
     if (got != want || listing->entries.size() != got.size()) {
-      Violation("client " + slot.client->name + ", " + what + ": listed " + Describe(got) +
-                " (" + std::to_string(listing->entries.size()) +
+      Violation("client " + slot.client->name + ", " + what + ": listed " + Describe(got) + " (" +
+                std::to_string(listing->entries.size()) +
                 " entries), but its acknowledged operations leave " + Describe(want));
       return Retire(slot, op, predicted, "unexpected result");
     }
@@ -1208,8 +1358,7 @@ void NamespaceSim::ExclusiveRound(kj::WaitScope& ws, int round) {
       ++result_.stats.creates;
       std::string what = "O_EXCL race: create " + EntryName(d, name);
       std::string client = slot.client->name;
-      auto r = RunOp(ws, slot, slot.client->ns->Create(d, name, Request(FileType::kRegular)),
-                     what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(d, name, Request(FileType::kRegular)); }, what);
       if (!r) return;
       Tally(r->status(), what);
       if (r->ok()) winners.emplace_back(client, (*r)->ino);
@@ -1219,7 +1368,8 @@ void NamespaceSim::ExclusiveRound(kj::WaitScope& ws, int round) {
   result_.stats.exclusive_winners += static_cast<int64_t>(winners.size());
   if (winners.size() > 1) {
     std::string who;
-    for (const auto& [client, ino] : winners) who += " " + client + " (#" + std::to_string(ino) + ")";
+    for (const auto& [client, ino] : winners)
+      who += " " + client + " (#" + std::to_string(ino) + ")";
     Violation("O_EXCL: " + std::to_string(winners.size()) + " creates of " + EntryName(d, name) +
               " succeeded:" + who);
   }
@@ -1246,7 +1396,7 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
       work.push_back([this, &slot, d, name, &removed](kj::WaitScope& ws) {
         ++result_.stats.rmdirs;
         std::string what = "rmdir race: rmdir " + EntryName(d, name);
-        auto r = RunOp(ws, slot, slot.client->ns->Rmdir(d, name), what);
+        auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(d, name); }, what);
         if (!r) return;
         Tally(*r, what);
         removed = r->ok();
@@ -1260,7 +1410,7 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
       FileType type = Chance(0.3) ? FileType::kDirectory : FileType::kRegular;
       ++(type == FileType::kRegular ? result_.stats.creates : result_.stats.mkdirs);
       std::string what = "rmdir race: create " + EntryName(dir, n);
-      auto r = RunOp(ws, slot, slot.client->ns->Create(dir, n, Request(type)), what);
+      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(dir, n, Request(type)); }, what);
       if (!r) return;
       Tally(r->status(), what);
       if (!r->ok()) return;
@@ -1280,6 +1430,40 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
     for (const auto& n : created) names += " " + n;
     Violation("rmdir " + EntryName(d, name) + " succeeded, and so did creates into it:" + names);
   }
+}
+
+void NamespaceSim::CrashingRenames(kj::WaitScope& ws) {
+  ++result_.stats.crashing_rename_rounds;
+  std::vector<std::function<void(kj::WaitScope&)>> work;
+  for (auto& slot : slots_) {
+    work.push_back([this, &slot](kj::WaitScope& ws) {
+      Sleep(ws, network_->UniformUs(0, 2000));
+      if (!EnsureArea(ws, slot)) return;
+      std::vector<std::string> files, dirs = {""};
+      for (const auto& [path, e] : slot.areas.back().model) {
+        (e.type == FileType::kDirectory ? dirs : files).push_back(path);
+      }
+      PrivateOp op;
+      if (files.empty()) {
+        op.kind = OpKind::kCreate;
+        op.dir = Pick(dirs);
+        op.name = Pick(pool_);
+        RunPrivateOp(ws, slot, op, options_.client_crash_rate);
+        return;
+      }
+      const std::string src = Pick(files);
+      size_t slash = src.rfind('/');
+      op.kind = OpKind::kRename;
+      op.dir = slash == std::string::npos ? "" : src.substr(0, slash);
+      op.name = slash == std::string::npos ? src : src.substr(slash + 1);
+      op.dir2 = Pick(dirs);
+      op.name2 = Pick(pool_);
+      // The crash lands just after the client sends its commit: with the commit chosen or
+      // not, and some of its intents resolved and others not.
+      RunPrivateOp(ws, slot, op, options_.crashing_rename_rate, {0, 3'000}, true);
+    });
+  }
+  JoinAll(ws, std::move(work));
 }
 
 void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
@@ -1306,7 +1490,7 @@ void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
     Sleep(ws, network_->UniformUs(0, 30'000));
     ++result_.stats.renames;
     std::string what = "crossing move: rename " + EntryName(d1, na) + " -> " + EntryName(b, na);
-    auto r = RunOp(ws, *s, s->client->ns->Rename(d1, na, b, na), what);
+    auto r = RunOp(ws, *s, [&](Namespace& ns) { return ns.Rename(d1, na, b, na); }, what);
     if (!r) return;
     Tally(*r, what);
     moved_a = *r;
@@ -1315,7 +1499,7 @@ void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
     Sleep(ws, network_->UniformUs(0, 30'000));
     ++result_.stats.renames;
     std::string what = "crossing move: rename " + EntryName(d2, nb) + " -> " + EntryName(a, nb);
-    auto r = RunOp(ws, *s, s->client->ns->Rename(d2, nb, a, nb), what);
+    auto r = RunOp(ws, *s, [&](Namespace& ns) { return ns.Rename(d2, nb, a, nb); }, what);
     if (!r) return;
     Tally(*r, what);
     moved_b = *r;
@@ -1335,7 +1519,8 @@ void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
   }
 }
 
-// ---- Quiescence, recovery and checks -------------------------------------------------------------
+// ---- Quiescence, recovery and checks
+// -------------------------------------------------------------
 
 void NamespaceSim::Quiesce(kj::WaitScope& ws) {
   network_->faults() = quiet_faults_;
@@ -1387,7 +1572,7 @@ void NamespaceSim::Settle() {
 }
 
 std::optional<std::vector<DirListing::Entry>> NamespaceSim::ReadDirAll(kj::WaitScope& ws,
-                                                                        uint64_t dir) {
+                                                                       uint64_t dir) {
   std::vector<DirListing::Entry> out;
   uint64_t offset = 0;
   for (;;) {
@@ -1515,11 +1700,10 @@ Snapshot NamespaceSim::Check(kj::WaitScope& ws, Phase phase) {
       if (names.count(n)) continue;
       auto found = ns.Lookup(d, n).wait(ws);
       if (found.ok()) {
-        Violation(when + ": lookup finds " + dpath + "/" + n + " (#" +
-                  std::to_string(found->ino) + ") but readdir does not list it");
+        Violation(when + ": lookup finds " + dpath + "/" + n + " (#" + std::to_string(found->ino) +
+                  ") but readdir does not list it");
       } else if (found.status().code() != StatusCode::kNotFound) {
-        Error(when + ": checker: lookup of " + dpath + "/" + n + ": " +
-              found.status().ToString());
+        Error(when + ": checker: lookup of " + dpath + "/" + n + ": " + found.status().ToString());
       }
     }
   }
@@ -1584,15 +1768,15 @@ void NamespaceSim::CheckCounts(const Snapshot& snap, bool exact, const std::stri
     const Inode& in = snap.inodes.at(d);
     uint64_t subdirs = 0;
     for (const auto& [name, e] : names) subdirs += e.type == FileType::kDirectory;
-    const std::string dname = (d == kRootIno ? "/" : snap.paths.at(d)) + " (#" +
-                              std::to_string(d) + ")";
+    const std::string dname =
+        (d == kRootIno ? "/" : snap.paths.at(d)) + " (#" + std::to_string(d) + ")";
     compare("the entry count of " + dname, in.entry_count, names.size());
     compare("the nlink of " + dname, in.nlink, 2 + subdirs);
   }
   for (const auto& [ino, named] : snap.named) {
     const Inode& in = snap.inodes.at(ino);
-    std::string first = (named[0].parent == kRootIno ? "" : snap.paths.at(named[0].parent)) +
-                        "/" + named[0].name;
+    std::string first =
+        (named[0].parent == kRootIno ? "" : snap.paths.at(named[0].parent)) + "/" + named[0].name;
     for (const auto& bp : named) {
       if (std::find(in.parents.begin(), in.parents.end(), bp) == in.parents.end()) {
         Violation(when + ": inode #" + std::to_string(ino) + " is named by an entry in " +
@@ -1682,8 +1866,10 @@ void NamespaceSim::CheckUnreached(kj::WaitScope& ws, const Snapshot& snap, Phase
     if (snap.named.count(f)) continue;
     auto in = ns.GetAttr(f).wait(ws);
     if (!in.ok()) {
-      Violation(when + ": file #" + std::to_string(f) + ", made by an acknowledged create, has "
-                "no inode: " + in.status().ToString());
+      Violation(when + ": file #" + std::to_string(f) +
+                ", made by an acknowledged create, has "
+                "no inode: " +
+                in.status().ToString());
       continue;
     }
     if (exact && in->state == InodeState::kLive) {
@@ -1777,7 +1963,8 @@ NamespaceSimResult NamespaceSim::Run() {
     network_->AddNode(info.id);
   }
   config_ = config;
-  for (int i = 0; i < options_.names; ++i) pool_.push_back(std::string(1, static_cast<char>('a' + i)));
+  for (int i = 0; i < options_.names; ++i)
+    pool_.push_back(std::string(1, static_cast<char>('a' + i)));
 
   tasks_->add(fibers_.startFiber([this](kj::WaitScope& ws) { Conductor(ws); }));
   const kj::TimePoint limit = start_ + options_.max_sim_time_ms * kj::MILLISECONDS;

@@ -12,7 +12,8 @@
 //    names in the shared directories (so they conflict all the time) and in the private ones;
 //    plus special rounds: every client racing to create one fresh name (at most one O_EXCL
 //    winner); an rmdir racing creates into the directory it removes; two crossing directory
-//    moves (a into b while b into a).
+//    moves (a into b while b into a); renames in the private directories whose clients crash
+//    late, while they resolve their intents.
 //  - Client crashes: an operation's promise is dropped at a random simulated time (the fiber
 //    is destroyed, the transaction abandoned midway) and the client replaced by a fresh one
 //    with a new proposer id. Acceptor crashes and restarts, message loss, duplication and
@@ -40,9 +41,9 @@
 //    client's operations (nothing acknowledged lost, nothing applied twice, every errno as
 //    predicted; the one allowed difference: rmdir, or a rename over a directory, answers
 //    ENOTEMPTY for an empty directory whose entry count a failed unlink left high, as the
-//    design allows until fsck, never in runs without faults). An operation with an ambiguous result (crash, NoQuorum, unknown outcome...)
-//    retires the directory: its final content must be the model before or after that
-//    operation, and the client moves on to a fresh private directory.
+//    design allows until fsck, never in runs without faults). An operation with an ambiguous result
+//    (crash, NoQuorum, unknown outcome...) retires the directory: its final content must be the
+//    model before or after that operation, and the client moves on to a fresh private directory.
 //  - Recovery changes no entry: the namespace after recovery is the one reads showed before.
 #pragma once
 
@@ -62,14 +63,21 @@ struct NamespaceSimOptions {
   int write_quorum = 2;  // W
   int read_quorum = 2;   // R
   int clients = 4;
-  int rounds = 10;           // rounds of concurrent operations
-  int ops_per_round = 3;     // per client in a random round
-  int names = 4;             // the pool of entry names
+  int rounds = 10;            // rounds of concurrent operations
+  int ops_per_round = 3;      // per client in a random round
+  int names = 4;              // the pool of entry names
   double private_rate = 0.4;  // fraction of a client's random operations in its private area
+  // In a random round, the probability that a client also runs shared-area operations
+  // concurrently with its others (one process, several operations in flight).
+  double concurrent_rate = 0.35;
   // Special rounds, each with this probability per round (otherwise a random round).
   double exclusive_round_rate = 0.15;
   double rmdir_race_rate = 0.15;
   double cross_move_rate = 0.15;
+  // Every client renames a file in its private directory, and crashes with probability
+  // crashing_rename_rate late in the rename (after its commit, while it resolves its intents).
+  double crash_rename_round_rate = 0.15;
+  double crashing_rename_rate = 0.5;
   // Client crashes: each operation is cancelled with this probability at a time uniform in
   // [0, crash_window_us] after it starts (if it has not finished by then).
   double client_crash_rate = 0.08;
@@ -97,11 +105,11 @@ struct NamespaceSimStats {
   int64_t creates = 0, mkdirs = 0, unlinks = 0, rmdirs = 0, links = 0, renames = 0;
   int64_t readdirs = 0, lookups = 0;
   int64_t exclusive_rounds = 0, exclusive_winners = 0, rmdir_races = 0, rmdir_race_wins = 0;
-  int64_t cross_moves = 0, cross_moves_both_failed = 0;
+  int64_t cross_moves = 0, cross_moves_both_failed = 0, crashing_rename_rounds = 0;
   int64_t retired_areas = 0, unknown_injected = 0, repair_runs = 0;
-  int64_t high_counts = 0;  // counts found high (never low) before recovery
+  int64_t high_counts = 0;             // counts found high (never low) before recovery
   int64_t refused_for_high_count = 0;  // ENOTEMPTY for an empty directory whose count is high
-  int64_t fixes = 0;        // records changed by FixInode / FixDirectoryCounts
+  int64_t fixes = 0;                   // records changed by FixInode / FixDirectoryCounts
   int64_t messages = 0, dropped = 0, duplicated = 0, node_crashes = 0;
   int64_t sim_time_us = 0;
 

@@ -27,13 +27,32 @@ FaultOptions NoFaults() {
   return f;
 }
 
+namespace {
+
+// Printable bytes as they are, others as \xNN (namespace records are binary).
+std::string Printable(const std::string& bytes) {
+  std::string out;
+  for (unsigned char ch : bytes) {
+    if (ch >= 0x20 && ch < 0x7f) {
+      out += static_cast<char>(ch);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", ch);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string DescribeValue(const std::optional<std::string>& v) {
   if (!v) return "<none>";
   auto env = RecordEnvelope::Decode(*v);
-  if (!env.ok()) return "'" + *v + "'";
+  if (!env.ok()) return "'" + Printable(*v) + "'";
   std::string ids;
   for (uint64_t id : env->recent) ids += (ids.empty() ? "" : ",") + std::to_string(id & 0xffff);
-  return "'" + env->payload + "' v" + std::to_string(env->version) + " [" + ids + "]";
+  return "'" + Printable(env->payload) + "' v" + std::to_string(env->version) + " [" + ids + "]";
 }
 
 // ---- Disk ----------------------------------------------------------------------------------
@@ -384,17 +403,17 @@ void SimNetwork::Crash(SimNode& n, bool wipe) {
   ++stats_.crashes;
   Trace("node " + node->id + (wipe ? " crashed and lost its disk" : " crashed"));
   uint64_t incarnation = node->incarnation;
-  After(UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
-        [this, node, incarnation, wipe]() {
-          if (node->incarnation != incarnation) return;
-          node->up = true;
-          node->disk_free = timer_.now();
-          // A node that lost its disk restarts with --rejoin and does not vote (it is never
-          // refilled in the simulation). The negative control lets it vote at once.
-          if (wipe) node->voting = options_.unsafe_wiped_node_votes;
-          Trace("node " + node->id + " restarted" +
-                (node->voting ? "" : " (rejoining, not voting)"));
-        });
+  After(
+      UniformUs(options_.faults.downtime_min_us, options_.faults.downtime_max_us),
+      [this, node, incarnation, wipe]() {
+        if (node->incarnation != incarnation) return;
+        node->up = true;
+        node->disk_free = timer_.now();
+        // A node that lost its disk restarts with --rejoin and does not vote (it is never
+        // refilled in the simulation). The negative control lets it vote at once.
+        if (wipe) node->voting = options_.unsafe_wiped_node_votes;
+        Trace("node " + node->id + " restarted" + (node->voting ? "" : " (rejoining, not voting)"));
+      });
 }
 
 void SimNetwork::RestartAll() {
@@ -420,10 +439,9 @@ kj::Promise<Result<PrepareReply>> SimTransport::Prepare(const std::string& node,
                                                         const std::string& key, Ballot ballot) {
   std::string what =
       network_.tracing() ? "prepare " + DescribeKey(key) + " " + ballot.ToString() : "";
-  return network_.Call<PrepareReply>(client_, node, std::move(what),
-                                     [key, ballot](AcceptorStorage& s) {
-                                       return AcceptorCore::Prepare(s, key, ballot);
-                                     });
+  return network_.Call<PrepareReply>(
+      client_, node, std::move(what),
+      [key, ballot](AcceptorStorage& s) { return AcceptorCore::Prepare(s, key, ballot); });
 }
 
 kj::Promise<Result<AcceptReply>> SimTransport::Accept(const std::string& node,

@@ -30,8 +30,8 @@
 
 #include "common/acceptor.h"
 #include "common/ballot.h"
-#include "common/record.h"
 #include "common/quorum.h"
+#include "common/record.h"
 #include "common/record_transport.h"
 #include "common/status.h"
 
