@@ -137,8 +137,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (xattr_cache_.size() > 200000) xattr_cache_.clear();
     auto& c = xattr_cache_[in.ino];
     c.xattrs = in.xattrs;
+    // At least 10 s: `ls -l` of a large directory asks for every file's xattrs only after
+    // listing all of it. An xattr set on another mount may take that long to show here.
     c.expires = std::chrono::steady_clock::now() +
-                std::chrono::microseconds(static_cast<int64_t>(o_.attr_timeout * 1e6));
+                std::chrono::microseconds(static_cast<int64_t>(std::max(o_.attr_timeout, 10.0) * 1e6));
   }
 
   const std::vector<Xattr>* CachedXattrsOf(uint64_t ino) {
@@ -679,7 +681,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<void> ReadDir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus) {
     uint64_t ns_off = off < 3 ? 0 : static_cast<uint64_t>(off);
-    uint32_t limit = static_cast<uint32_t>(std::max<size_t>(8, std::min<size_t>(size / 48, 1024)));
+    // About as many entries as fit in the kernel's buffer (a readdirplus entry with its
+    // attributes takes ~150 bytes plus the name), so little is fetched only to be dropped.
+    uint32_t limit = static_cast<uint32_t>(
+        std::max<size_t>(8, std::min<size_t>(size / (plus ? 160 : 32), 1024)));
     return ns().GetAttr(ino).then([this, req, ino, size, off, plus, ns_off, limit](Result<Inode>&& dir) -> kj::Promise<void> {
       if (!dir.ok()) return fuse_reply_err(req, ErrnoOf(dir.status())), kj::READY_NOW;
       if (!dir->is_dir()) return fuse_reply_err(req, ENOTDIR), kj::READY_NOW;
