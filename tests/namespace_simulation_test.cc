@@ -12,6 +12,8 @@
 // ... with a trace:  QUORUMFS_NS_SIM_TRACE=1 (every operation, message, crash and restart)
 // Soak for longer:   QUORUMFS_NS_SIM_BUDGET_SECONDS=<s> (each many-seed test runs that long) and
 //                    QUORUMFS_NS_SIM_FIRST_SEED=<n> (start elsewhere than seed 1).
+// Catch rates:       QUORUMFS_NS_SIM_CONTROL_SEEDS=<n> (each negative control runs n seeds and
+//                    prints how many showed its violation).
 #include <gtest/gtest.h>
 
 #include <chrono>

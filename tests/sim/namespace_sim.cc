@@ -66,6 +66,7 @@ void NamespaceSimStats::Add(const NamespaceSimStats& o) {
   cross_moves += o.cross_moves;
   cross_moves_both_failed += o.cross_moves_both_failed;
   crashing_rename_rounds += o.crashing_rename_rounds;
+  burst_rounds += o.burst_rounds;
   retired_areas += o.retired_areas;
   unknown_injected += o.unknown_injected;
   repair_runs += o.repair_runs;
@@ -88,13 +89,13 @@ std::string NamespaceSimStats::ToString() const {
       << "), O_EXCL races " << exclusive_rounds << " (winners " << exclusive_winners
       << "), rmdir races " << rmdir_races << " (rmdir won " << rmdir_race_wins
       << "), crossing moves " << cross_moves << " (both refused " << cross_moves_both_failed
-      << "), crashing-rename rounds " << crashing_rename_rounds << ", private dirs retired "
-      << retired_areas << ", unknown outcomes injected " << unknown_injected << ", repair runs "
-      << repair_runs << ", counts high before fsck " << high_counts
-      << " (ENOTEMPTY for an empty directory " << refused_for_high_count << "), fsck fixes "
-      << fixes << ", messages " << messages << " (dropped " << dropped << ", duplicated "
-      << duplicated << "), node crashes " << node_crashes << ", simulated " << sim_time_us / 1000
-      << " ms";
+      << "), crashing-rename rounds " << crashing_rename_rounds << ", burst rounds " << burst_rounds
+      << ", private dirs retired " << retired_areas << ", unknown outcomes injected "
+      << unknown_injected << ", repair runs " << repair_runs << ", counts high before fsck "
+      << high_counts << " (ENOTEMPTY for an empty directory " << refused_for_high_count
+      << "), fsck fixes " << fixes << ", messages " << messages << " (dropped " << dropped
+      << ", duplicated " << duplicated << "), node crashes " << node_crashes << ", simulated "
+      << sim_time_us / 1000 << " ms";
   return out.str();
 }
 
@@ -302,7 +303,9 @@ class ClientTransport final : public RecordTransport {
       auto round = seen_->find(key);
       bool repair = round != seen_->end() && round->second.first == ballot &&
                     round->second.second.count(value) > 0;
-      round_lost_ = ballot.counter > 0 && rate_ > 0 && !resting && !repair &&
+      // With other operations of the client in flight, the failing prepare could be theirs.
+      bool alone = !alone_ || alone_();
+      round_lost_ = ballot.counter > 0 && rate_ > 0 && !resting && !repair && alone &&
                     IsPlainDirectoryValue(key, value) && network_.Chance(rate_);
       if (round_lost_) {
         ++*injected_;
@@ -324,6 +327,8 @@ class ClientTransport final : public RecordTransport {
 
   // Called when the client sends the accepts of a transaction's commit.
   std::function<void()> on_commit;
+  // Whether the client has only one operation in flight (replies are lost only then).
+  void set_alone(std::function<bool()> alone) { alone_ = std::move(alone); }
 
  private:
   SimTransport inner_;
@@ -334,6 +339,7 @@ class ClientTransport final : public RecordTransport {
   std::string round_key_;
   Ballot round_ballot_;
   bool round_lost_ = false;
+  std::function<bool()> alone_;
   std::map<std::string, int> cut_off_;         // key -> prepares still to fail
   std::map<std::string, int64_t> last_fired_;  // key -> when its replies were last lost
   // key -> the ballot of its last prepare round and the values its replies carried (shared:
@@ -563,7 +569,7 @@ struct Slot {
   int generation = 0;  // processes so far (a crash starts the next)
   std::unique_ptr<NsClient> client;
   std::shared_ptr<Life> life;  // of `client`
-  std::vector<Area> areas;  // the last one is current unless retired
+  std::vector<Area> areas;     // the last one is current unless retired
   int next_area = 0;
 };
 
@@ -664,8 +670,8 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
   // `make` starts the operation on the client's Namespace; it runs once the slot has a live
   // process (a crash of one operation cancels the process's other operations too, and the
   // slot's next process starts once they all have ended).
-  template <typename F, typename T = typename PromiseValue<
-                            std::invoke_result_t<F, Namespace&>>::type>
+  template <typename F,
+            typename T = typename PromiseValue<std::invoke_result_t<F, Namespace&>>::type>
   std::optional<T> RunOp(kj::WaitScope& ws, Slot& slot, F make, const std::string& what,
                          std::optional<double> crash_rate = std::nullopt,
                          std::pair<int64_t, int64_t> crash_window_us = {0, 0},
@@ -692,6 +698,7 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
                     std::pair<int64_t, int64_t> crash_window_us = {0, 0},
                     bool after_commit = false);
   void CrashingRenames(kj::WaitScope& ws);
+  void Burst(kj::WaitScope& ws);
   bool EnsureArea(kj::WaitScope& ws, Slot& slot);
   void Retire(Slot& slot, const PrivateOp& op, StatusCode predicted, const std::string& why);
   void ExclusiveRound(kj::WaitScope& ws, int round);
@@ -789,12 +796,13 @@ void NamespaceSim::RestartSlot(Slot& slot) {
   slot.life = std::make_shared<Life>(kj::newPromiseAndFulfiller<void>());
   slot.client = NewClient("c" + std::to_string(slot.index) + "." + std::to_string(slot.generation),
                           slot.index, options_.unknown_outcome_rate);
+  slot.client->client_transport->set_alone([life = slot.life]() { return life->in_flight <= 1; });
   Trace("client " + slot.client->name + " started");
 }
 
 template <typename F, typename T>
-std::optional<T> NamespaceSim::RunOp(kj::WaitScope& ws, Slot& slot, F make,
-                                     const std::string& what, std::optional<double> crash_rate,
+std::optional<T> NamespaceSim::RunOp(kj::WaitScope& ws, Slot& slot, F make, const std::string& what,
+                                     std::optional<double> crash_rate,
                                      std::pair<int64_t, int64_t> crash_window_us,
                                      bool after_commit) {
   while (slot.life->dead) Sleep(ws, 100 * kj::MICROSECONDS);  // the next process is starting
@@ -967,6 +975,9 @@ void NamespaceSim::Round(kj::WaitScope& ws, int round) {
   if (roll < rmdir && options_.clients >= 2) return RmdirRace(ws, round);
   if (roll < cross && options_.clients >= 3) return CrossMove(ws, round);
   if (roll < cross + options_.crash_rename_round_rate) return CrashingRenames(ws);
+  if (roll < cross + options_.crash_rename_round_rate + options_.burst_round_rate) {
+    return Burst(ws);
+  }
   std::vector<std::function<void(kj::WaitScope&)>> work;
   for (auto& slot : slots_) {
     int count = static_cast<int>(Uniform(1, options_.ops_per_round));
@@ -1002,8 +1013,9 @@ std::optional<uint64_t> NamespaceSim::MakeDir(kj::WaitScope& ws, Slot& slot, uin
   ++result_.stats.mkdirs;
   names_used_[parent].insert(name);
   std::string what = "mkdir " + EntryName(parent, name);
-  auto r =
-      RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(parent, name, Request(FileType::kDirectory)); }, what);
+  auto r = RunOp(
+      ws, slot,
+      [&](Namespace& ns) { return ns.Create(parent, name, Request(FileType::kDirectory)); }, what);
   if (!r) return std::nullopt;
   Tally(r->status(), what);
   if (!r->ok()) return std::nullopt;
@@ -1032,7 +1044,9 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
     }
     ++result_.stats.creates;
     std::string what = "create " + EntryName(p, n);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(p, n, Request(FileType::kRegular)); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Create(p, n, Request(FileType::kRegular)); },
+        what);
     if (!r) return;
     Tally(r->status(), what);
     if (r->ok()) {
@@ -1043,18 +1057,21 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
   } else if (roll < 45) {
     ++result_.stats.unlinks;
     std::string what = "unlink " + EntryName(p, n);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Unlink(p, n); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Unlink(p, n); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 55) {
     ++result_.stats.rmdirs;
     std::string what = "rmdir " + EntryName(p, n);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(p, n); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Rmdir(p, n); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 63 && !shared_files_.empty()) {
     ++result_.stats.links;
     uint64_t ino = Pick(shared_files_);
     std::string what = "link #" + std::to_string(ino) + " as " + EntryName(p, n);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Link(ino, p, n); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Link(ino, p, n); }, what);
     if (r) Tally(r->status(), what);
   } else if (roll < 90) {
     ++result_.stats.renames;
@@ -1067,12 +1084,14 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
                        (flags == kRenameNoReplace  ? " NOREPLACE"
                         : flags == kRenameExchange ? " EXCHANGE"
                                                    : "");
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rename(p, n, p2, n2, flags); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Rename(p, n, p2, n2, flags); }, what);
     if (r) Tally(*r, what);
   } else if (roll < 95) {
     ++result_.stats.readdirs;
     std::string what = "readdir " + DirName(p);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.ReadDir(p, 0, 64); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.ReadDir(p, 0, 64); }, what);
     if (!r) return;
     Tally(r->status(), what);
     if (r->ok()) {
@@ -1087,7 +1106,8 @@ void NamespaceSim::SharedOp(kj::WaitScope& ws, Slot& slot) {
   } else {
     ++result_.stats.lookups;
     std::string what = "lookup " + EntryName(p, n);
-    auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Lookup(p, n); }, what);
+    auto r = RunOp(
+        ws, slot, [&](Namespace& ns) { return ns.Lookup(p, n); }, what);
     if (r) Tally(r->status(), what);
   }
 }
@@ -1207,8 +1227,9 @@ void NamespaceSim::RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& 
     case OpKind::kMkdir: {
       ++(op.kind == OpKind::kCreate ? result_.stats.creates : result_.stats.mkdirs);
       FileType type = op.kind == OpKind::kCreate ? FileType::kRegular : FileType::kDirectory;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(parent, op.name, Request(type)); }, what, crash_rate,
-                     crash_window_us, after_commit);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Create(parent, op.name, Request(type)); }, what,
+          crash_rate, crash_window_us, after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) new_ino = (*r)->ino;
@@ -1217,22 +1238,26 @@ void NamespaceSim::RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& 
     }
     case OpKind::kUnlink: {
       ++result_.stats.unlinks;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Unlink(parent, op.name); }, what, crash_rate, crash_window_us,
-                     after_commit);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Unlink(parent, op.name); }, what, crash_rate,
+          crash_window_us, after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kRmdir: {
       ++result_.stats.rmdirs;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(parent, op.name); }, what, crash_rate, crash_window_us,
-                     after_commit);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Rmdir(parent, op.name); }, what, crash_rate,
+          crash_window_us, after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kLink: {
       ++result_.stats.links;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Link(m.at(op.link_target).ino, parent, op.name); }, what, crash_rate,
-                     crash_window_us, after_commit);
+      auto r = RunOp(
+          ws, slot,
+          [&](Namespace& ns) { return ns.Link(m.at(op.link_target).ino, parent, op.name); }, what,
+          crash_rate, crash_window_us, after_commit);
       if (r) status = r->status();
       break;
     }
@@ -1240,15 +1265,18 @@ void NamespaceSim::RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& 
       ++result_.stats.renames;
       uint64_t parent2 = dir_ino(op.dir2);
       names_used_[parent2].insert(op.name2);
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rename(parent, op.name, parent2, op.name2, op.flags); }, what,
-                     crash_rate, crash_window_us, after_commit);
+      auto r = RunOp(
+          ws, slot,
+          [&](Namespace& ns) { return ns.Rename(parent, op.name, parent2, op.name2, op.flags); },
+          what, crash_rate, crash_window_us, after_commit);
       if (r) status = *r;
       break;
     }
     case OpKind::kReadDir: {
       ++result_.stats.readdirs;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.ReadDir(parent, 0, 64); }, what, crash_rate, crash_window_us,
-                     after_commit);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.ReadDir(parent, 0, 64); }, what, crash_rate,
+          crash_window_us, after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) listing = std::move(**r);
@@ -1257,8 +1285,9 @@ void NamespaceSim::RunPrivateOp(kj::WaitScope& ws, Slot& slot, const PrivateOp& 
     }
     case OpKind::kLookup: {
       ++result_.stats.lookups;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Lookup(parent, op.name); }, what, crash_rate, crash_window_us,
-                     after_commit);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Lookup(parent, op.name); }, what, crash_rate,
+          crash_window_us, after_commit);
       if (r) {
         status = r->status();
         if (r->ok()) looked_up = **r;
@@ -1358,7 +1387,9 @@ void NamespaceSim::ExclusiveRound(kj::WaitScope& ws, int round) {
       ++result_.stats.creates;
       std::string what = "O_EXCL race: create " + EntryName(d, name);
       std::string client = slot.client->name;
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(d, name, Request(FileType::kRegular)); }, what);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Create(d, name, Request(FileType::kRegular)); },
+          what);
       if (!r) return;
       Tally(r->status(), what);
       if (r->ok()) winners.emplace_back(client, (*r)->ino);
@@ -1396,7 +1427,8 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
       work.push_back([this, &slot, d, name, &removed](kj::WaitScope& ws) {
         ++result_.stats.rmdirs;
         std::string what = "rmdir race: rmdir " + EntryName(d, name);
-        auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Rmdir(d, name); }, what);
+        auto r = RunOp(
+            ws, slot, [&](Namespace& ns) { return ns.Rmdir(d, name); }, what);
         if (!r) return;
         Tally(*r, what);
         removed = r->ok();
@@ -1410,7 +1442,8 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
       FileType type = Chance(0.3) ? FileType::kDirectory : FileType::kRegular;
       ++(type == FileType::kRegular ? result_.stats.creates : result_.stats.mkdirs);
       std::string what = "rmdir race: create " + EntryName(dir, n);
-      auto r = RunOp(ws, slot, [&](Namespace& ns) { return ns.Create(dir, n, Request(type)); }, what);
+      auto r = RunOp(
+          ws, slot, [&](Namespace& ns) { return ns.Create(dir, n, Request(type)); }, what);
       if (!r) return;
       Tally(r->status(), what);
       if (!r->ok()) return;
@@ -1466,6 +1499,38 @@ void NamespaceSim::CrashingRenames(kj::WaitScope& ws) {
   JoinAll(ws, std::move(work));
 }
 
+void NamespaceSim::Burst(kj::WaitScope& ws) {
+  ++result_.stats.burst_rounds;
+  const uint64_t d = Pick(static_dirs_);
+  std::vector<std::function<void(kj::WaitScope&)>> work;
+  for (auto& slot : slots_) {
+    for (int i = 0; i < 3; ++i) {
+      work.push_back([this, &slot, d](kj::WaitScope& ws) {
+        Sleep(ws, network_->UniformUs(0, 2000));
+        const std::string n = Pick(pool_);
+        names_used_[d].insert(n);
+        if (Chance(0.5)) {
+          ++result_.stats.creates;
+          std::string what = "burst: create " + EntryName(d, n);
+          auto r = RunOp(
+              ws, slot, [&](Namespace& ns) { return ns.Create(d, n, Request(FileType::kRegular)); },
+              what);
+          if (!r) return;
+          Tally(r->status(), what);
+          if (r->ok()) known_files_.insert((*r)->ino);
+        } else {
+          ++result_.stats.unlinks;
+          std::string what = "burst: unlink " + EntryName(d, n);
+          auto r = RunOp(
+              ws, slot, [&](Namespace& ns) { return ns.Unlink(d, n); }, what);
+          if (r) Tally(*r, what);
+        }
+      });
+    }
+  }
+  JoinAll(ws, std::move(work));
+}
+
 void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
   std::vector<Slot*> order;
   for (auto& slot : slots_) order.push_back(&slot);
@@ -1490,7 +1555,8 @@ void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
     Sleep(ws, network_->UniformUs(0, 30'000));
     ++result_.stats.renames;
     std::string what = "crossing move: rename " + EntryName(d1, na) + " -> " + EntryName(b, na);
-    auto r = RunOp(ws, *s, [&](Namespace& ns) { return ns.Rename(d1, na, b, na); }, what);
+    auto r = RunOp(
+        ws, *s, [&](Namespace& ns) { return ns.Rename(d1, na, b, na); }, what);
     if (!r) return;
     Tally(*r, what);
     moved_a = *r;
@@ -1499,7 +1565,8 @@ void NamespaceSim::CrossMove(kj::WaitScope& ws, int round) {
     Sleep(ws, network_->UniformUs(0, 30'000));
     ++result_.stats.renames;
     std::string what = "crossing move: rename " + EntryName(d2, nb) + " -> " + EntryName(a, nb);
-    auto r = RunOp(ws, *s, [&](Namespace& ns) { return ns.Rename(d2, nb, a, nb); }, what);
+    auto r = RunOp(
+        ws, *s, [&](Namespace& ns) { return ns.Rename(d2, nb, a, nb); }, what);
     if (!r) return;
     Tally(*r, what);
     moved_b = *r;

@@ -13,7 +13,9 @@
 //    plus special rounds: every client racing to create one fresh name (at most one O_EXCL
 //    winner); an rmdir racing creates into the directory it removes; two crossing directory
 //    moves (a into b while b into a); renames in the private directories whose clients crash
-//    late, while they resolve their intents.
+//    late, while they resolve their intents; bursts of creates and unlinks in one directory,
+//    several in flight per client. In random rounds a client may also have more than one
+//    operation in flight; a crash ends all of them.
 //  - Client crashes: an operation's promise is dropped at a random simulated time (the fiber
 //    is destroyed, the transaction abandoned midway) and the client replaced by a fresh one
 //    with a new proposer id. Acceptor crashes and restarts, message loss, duplication and
@@ -78,6 +80,9 @@ struct NamespaceSimOptions {
   // crashing_rename_rate late in the rename (after its commit, while it resolves its intents).
   double crash_rename_round_rate = 0.15;
   double crashing_rename_rate = 0.5;
+  // Every client runs three creates or unlinks at once in one directory (its changes of the
+  // directory's record are combined into one CAS).
+  double burst_round_rate = 0.1;
   // Client crashes: each operation is cancelled with this probability at a time uniform in
   // [0, crash_window_us] after it starts (if it has not finished by then).
   double client_crash_rate = 0.08;
@@ -106,6 +111,7 @@ struct NamespaceSimStats {
   int64_t readdirs = 0, lookups = 0;
   int64_t exclusive_rounds = 0, exclusive_winners = 0, rmdir_races = 0, rmdir_race_wins = 0;
   int64_t cross_moves = 0, cross_moves_both_failed = 0, crashing_rename_rounds = 0;
+  int64_t burst_rounds = 0;
   int64_t retired_areas = 0, unknown_injected = 0, repair_runs = 0;
   int64_t high_counts = 0;             // counts found high (never low) before recovery
   int64_t refused_for_high_count = 0;  // ENOTEMPTY for an empty directory whose count is high
