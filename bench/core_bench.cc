@@ -6,6 +6,7 @@
 //   - chunk get MB/s, from the servers' page cache and cold (caches dropped; needs root)
 //   - record changes/s with 1 and 16 concurrent proposers on distinct keys, p50/p99 latency
 #include <fcntl.h>
+#include <kj/vector.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,15 +20,12 @@
 #include <random>
 #include <thread>
 
-#include <kj/vector.h>
-
+#include "bench/local_cluster.h"
 #include "common/cluster_client.h"
 #include "common/record_key.h"
-#include "bench/local_cluster.h"
 
 namespace quorumfs {
 namespace {
-
 
 struct Stat {
   double median, min, max;
@@ -72,7 +70,8 @@ int Run(int argc, char** argv) {
   CLI::App app{"quorumfs-bench-core: cluster core micro-benchmark (3 local chunkservers)"};
   std::string bin, dir = "/tmp";
   int chunks = 256, changes = 2000, runs = 3, window = 16;
-  app.add_option("--chunkserver", bin, "path of quorumfs-chunkserver (default: beside this binary)");
+  app.add_option("--chunkserver", bin,
+                 "path of quorumfs-chunkserver (default: beside this binary)");
   app.add_option("--dir", dir, "where the data dirs go (the disk measured)");
   app.add_option("--chunks", chunks, "1 MiB chunks per run");
   app.add_option("--changes", changes, "record changes per run");
@@ -114,21 +113,30 @@ int Run(int argc, char** argv) {
       ids.push_back(ChunkId::Of(d));
       data.push_back(std::make_shared<const std::string>(std::move(d)));
     }
-    double s = Pipeline(client, chunks, window, [&](int i) {
-      return client.chunks().Put(ids[i], data[i]).then([](Status st) {
-        if (!st.ok()) std::fprintf(stderr, "put: %s\n", st.ToString().c_str());
-        return st.ok();
-      });
-    }, nullptr);
+    double s = Pipeline(
+        client, chunks, window,
+        [&](int i) {
+          return client.chunks().Put(ids[i], data[i]).then([](Status st) {
+            if (!st.ok()) std::fprintf(stderr, "put: %s\n", st.ToString().c_str());
+            return st.ok();
+          });
+        },
+        nullptr);
     put.push_back(chunks * 1.048576 / s);
-    s = Pipeline(client, chunks, window, [&](int i) {
-      return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
-    }, nullptr);
+    s = Pipeline(
+        client, chunks, window,
+        [&](int i) {
+          return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
+        },
+        nullptr);
     get_warm.push_back(chunks * 1.048576 / s);
     if (DropCaches()) {
-      s = Pipeline(client, chunks, window, [&](int i) {
-        return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
-      }, nullptr);
+      s = Pipeline(
+          client, chunks, window,
+          [&](int i) {
+            return client.chunks().Get(ids[i]).then([](Result<std::string> d) { return d.ok(); });
+          },
+          nullptr);
       get_cold.push_back(chunks * 1.048576 / s);
     }
   }
@@ -140,14 +148,18 @@ int Run(int argc, char** argv) {
       std::vector<double> lat;
       uint64_t base = key_base;
       key_base += changes;
-      double s = Pipeline(client, changes, concurrency, [&, base](int i) {
-        std::string payload(200, 'p');
-        return client.proposer()
-            .Change(InodeKey(base + i), [payload](const std::optional<std::string>&) {
-              return Decision::Write(payload);
-            })
-            .then([](Result<RecordValue> v) { return v.ok(); });
-      }, &lat);
+      double s = Pipeline(
+          client, changes, concurrency,
+          [&, base](int i) {
+            std::string payload(200, 'p');
+            return client.proposer()
+                .Change(InodeKey(base + i),
+                        [payload](const std::optional<std::string>&) {
+                          return Decision::Write(payload);
+                        })
+                .then([](Result<RecordValue> v) { return v.ok(); });
+          },
+          &lat);
       std::sort(lat.begin(), lat.end());
       double rate = changes / s;
       double p50 = lat[lat.size() / 2] * 1e3, p99 = lat[lat.size() * 99 / 100] * 1e3;
@@ -160,12 +172,14 @@ int Run(int argc, char** argv) {
   }
 
   std::printf("quorumfs cluster core, 3 chunkservers on loopback, N=3 W=2 R=2, %d runs\n", runs);
-  std::printf("| %-34s | %10s | %-23s | %-6s | %s\n", "measure", "median", "min - max", "unit", "note");
+  std::printf("| %-34s | %10s | %-23s | %-6s | %s\n", "measure", "median", "min - max", "unit",
+              "note");
   Row("disk write+fsync (data dir)", "MB/s", disk_stat);
   Row("budget = disk / N", "MB/s", Stat{budget, disk_stat.min / 3, disk_stat.max / 3});
   Stat put_stat = Summarize(put);
   char note[128];
-  std::snprintf(note, sizeof(note), "%.0f%% of budget (target >= 90%%)", 100 * put_stat.median / budget);
+  std::snprintf(note, sizeof(note), "%.0f%% of budget (target >= 90%%)",
+                100 * put_stat.median / budget);
   Row("chunk put, 1 MiB, pipelined", "MB/s", put_stat, note);
   Row("chunk get, page cache", "MB/s", Summarize(get_warm), "target >= 1200");
   if (!get_cold.empty()) Row("chunk get, cold", "MB/s", Summarize(get_cold));

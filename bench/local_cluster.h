@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <kj/async.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,8 +13,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <kj/async.h>
 
 #include "common/cluster_client.h"
 
@@ -60,7 +59,7 @@ inline double Seconds(Clock::duration d) { return std::chrono::duration<double>(
 // Runs `count` operations with `window` in flight on the client loop; returns seconds and
 // fills per-operation latencies (seconds).
 inline double Pipeline(ClusterClient& client, int count, int window,
-                std::function<kj::Promise<bool>(int)> op, std::vector<double>* latencies) {
+                       std::function<kj::Promise<bool>(int)> op, std::vector<double>* latencies) {
   auto t0 = Clock::now();
   bool ok = client.RunSync<bool>([&]() -> kj::Promise<bool> {
     struct State {
@@ -71,20 +70,24 @@ inline double Pipeline(ClusterClient& client, int count, int window,
     auto paf = kj::newPromiseAndFulfiller<bool>();
     auto fulfiller = std::make_shared<kj::Own<kj::PromiseFulfiller<bool>>>(kj::mv(paf.fulfiller));
     auto launch = std::make_shared<std::function<void()>>();
-    *launch = [st, count, op, latencies, fulfiller, launch_weak = std::weak_ptr<std::function<void()>>(launch)]() {
+    *launch = [st, count, op, latencies, fulfiller,
+               launch_weak = std::weak_ptr<std::function<void()>>(launch)]() {
       int i = st->next++;
       auto start = Clock::now();
-      op(i).then([st, count, latencies, fulfiller, start, launch_weak](bool ok) {
-             if (latencies) latencies->push_back(Seconds(Clock::now() - start));
-             if (!ok) st->failed = true;
-             ++st->done;
-             if (st->done == count) {
-               (*fulfiller)->fulfill(!st->failed);
-             } else if (st->next < count) {
-               if (auto l = launch_weak.lock()) (*l)();
-             }
-           })
-          .detach([](kj::Exception&& e) { std::fprintf(stderr, "bench op failed: %s\n", e.getDescription().cStr()); });
+      op(i)
+          .then([st, count, latencies, fulfiller, start, launch_weak](bool ok) {
+            if (latencies) latencies->push_back(Seconds(Clock::now() - start));
+            if (!ok) st->failed = true;
+            ++st->done;
+            if (st->done == count) {
+              (*fulfiller)->fulfill(!st->failed);
+            } else if (st->next < count) {
+              if (auto l = launch_weak.lock()) (*l)();
+            }
+          })
+          .detach([](kj::Exception&& e) {
+            std::fprintf(stderr, "bench op failed: %s\n", e.getDescription().cStr());
+          });
     };
     for (int i = 0; i < window && i < count; ++i) (*launch)();
     return paf.promise.attach(kj::heap<std::shared_ptr<std::function<void()>>>(launch));

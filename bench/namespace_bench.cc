@@ -62,24 +62,40 @@ int Run(int argc, char** argv) {
         uint64_t parent = dir_r->ino;
         auto name = [](int i) { return "f" + std::to_string(i); };
         CreateRequest f;
-        double s = Pipeline(client, n, conc, [&](int i) {
-          return ns.Create(parent, name(i), f).then([](Result<Inode> x) { return x.ok(); });
-        }, nullptr);
+        double s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Create(parent, name(i), f).then([](Result<Inode> x) { return x.ok(); });
+            },
+            nullptr);
         results["create" + tag].push_back(n / s);
-        s = Pipeline(client, n, conc, [&](int i) {
-          return ns.Lookup(parent, name(i)).then([&ns](Result<Inode> x) -> kj::Promise<bool> {
-            if (!x.ok()) return false;
-            return ns.GetAttr(x->ino).then([](Result<Inode> y) { return y.ok(); });
-          });
-        }, nullptr);
+        s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Lookup(parent, name(i)).then([&ns](Result<Inode> x) -> kj::Promise<bool> {
+                if (!x.ok()) return false;
+                return ns.GetAttr(x->ino).then([](Result<Inode> y) { return y.ok(); });
+              });
+            },
+            nullptr);
         results["stat (lookup+getattr)" + tag].push_back(n / s);
-        s = Pipeline(client, n, conc, [&](int i) {
-          return ns.Rename(parent, name(i), parent, "r" + std::to_string(i)).then([](Status x) { return x.ok(); });
-        }, nullptr);
+        s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Rename(parent, name(i), parent, "r" + std::to_string(i)).then([](Status x) {
+                return x.ok();
+              });
+            },
+            nullptr);
         results["rename within a dir" + tag].push_back(n / s);
-        s = Pipeline(client, n, conc, [&](int i) {
-          return ns.Unlink(parent, "r" + std::to_string(i)).then([](Status x) { return x.ok(); });
-        }, nullptr);
+        s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Unlink(parent, "r" + std::to_string(i)).then([](Status x) {
+                return x.ok();
+              });
+            },
+            nullptr);
         results["unlink" + tag].push_back(n / s);
       }
       // readdir + getattr of a large directory.
@@ -89,26 +105,34 @@ int Run(int argc, char** argv) {
           [&]() { return ns.Create(kRootIno, "big" + std::to_string(r), d); });
       if (!big.ok()) return 1;
       CreateRequest f;
-      Pipeline(client, list_n, 16, [&](int i) {
-        return ns.Create(big->ino, "e" + std::to_string(i), f).then([](Result<Inode> x) { return x.ok(); });
-      }, nullptr);
+      Pipeline(
+          client, list_n, 16,
+          [&](int i) {
+            return ns.Create(big->ino, "e" + std::to_string(i), f).then([](Result<Inode> x) {
+              return x.ok();
+            });
+          },
+          nullptr);
       auto t0 = Clock::now();
       size_t listed = client.RunSync<size_t>([&]() -> kj::Promise<size_t> {
         auto count = std::make_shared<size_t>(0);
         auto page = std::make_shared<std::function<kj::Promise<size_t>(uint64_t)>>();
         *page = [&ns, big, count, page](uint64_t off) -> kj::Promise<size_t> {
-          return ns.ReadDir(big->ino, off, 1024).then([&ns, count, page](Result<DirListing> l) -> kj::Promise<size_t> {
-            if (!l.ok()) return *count;
-            kj::Vector<kj::Promise<Result<Inode>>> attrs;
-            for (const auto& e : l->entries) attrs.add(ns.GetAttr(e.ino));
-            bool end = l->end || l->entries.empty();
-            uint64_t next = l->entries.empty() ? 0 : l->entries.back().offset;
-            return kj::joinPromises(attrs.releaseAsArray()).then([count, page, end, next](kj::Array<Result<Inode>>&& a) -> kj::Promise<size_t> {
-              *count += a.size();
-              if (end) return *count;
-              return (*page)(next);
-            });
-          });
+          return ns.ReadDir(big->ino, off, 1024)
+              .then([&ns, count, page](Result<DirListing> l) -> kj::Promise<size_t> {
+                if (!l.ok()) return *count;
+                kj::Vector<kj::Promise<Result<Inode>>> attrs;
+                for (const auto& e : l->entries) attrs.add(ns.GetAttr(e.ino));
+                bool end = l->end || l->entries.empty();
+                uint64_t next = l->entries.empty() ? 0 : l->entries.back().offset;
+                return kj::joinPromises(attrs.releaseAsArray())
+                    .then([count, page, end,
+                           next](kj::Array<Result<Inode>>&& a) -> kj::Promise<size_t> {
+                      *count += a.size();
+                      if (end) return *count;
+                      return (*page)(next);
+                    });
+              });
         };
         return (*page)(0).attach(kj::heap(page));
       });

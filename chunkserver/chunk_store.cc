@@ -21,7 +21,8 @@ Status ErrnoStatus(const std::string& what, int err) {
 }
 
 Status MakeDir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + path, errno);
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    return ErrnoStatus("mkdir " + path, errno);
   return Status::Ok();
 }
 
@@ -131,7 +132,8 @@ Status ChunkStore::Put(const ChunkId& id, const void* data, size_t size, const s
 Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
                                const std::string& hint) {
   if (size > kMaxChunkBytes) {
-    return Status(StatusCode::kTooLarge, "chunk of " + std::to_string(size) + " bytes (max 16 MiB)");
+    return Status(StatusCode::kTooLarge,
+                  "chunk of " + std::to_string(size) + " bytes (max 16 MiB)");
   }
   std::string path = PathOf(id);
   struct stat st;

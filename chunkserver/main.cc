@@ -2,6 +2,8 @@
 // for the keys rendezvous placement gives it, and answers the RPCs in
 // schema/chunkserver.capnp. See README.md for usage.
 #include <fcntl.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -15,9 +17,6 @@
 #include <iostream>
 #include <random>
 #include <sstream>
-
-#include <kj/async-io.h>
-#include <kj/async-unix.h>
 
 #include "chunkserver/chunk_store.h"
 #include "chunkserver/record_store.h"
@@ -83,7 +82,8 @@ std::string LoadOrCreateIncarnation(const std::string& dir) {
   std::string value;
   if (in >> value && value.size() == 32) return value;
   value = RandomHex(16);
-  if (!WriteFileDurably(path, value + "\n")) Die("cannot write " + path + ": " + std::strerror(errno));
+  if (!WriteFileDurably(path, value + "\n"))
+    Die("cannot write " + path + ": " + std::strerror(errno));
   return value;
 }
 
@@ -122,7 +122,8 @@ int Run(int argc, char** argv) {
   bool rejoin = false;
   int disk_threads = 4;
   app.add_option("--id", id, "this node's id in the cluster file")->required();
-  app.add_option("--listen", listen, "address to listen on, host:port (default: the node's address)");
+  app.add_option("--listen", listen,
+                 "address to listen on, host:port (default: the node's address)");
   app.add_option("--data", data, "data directory (created if missing)")->required();
   app.add_option("--cluster", cluster_path, "cluster file")->capture_default_str();
   app.add_flag("--rejoin", rejoin,
@@ -161,13 +162,13 @@ int Run(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
 
   kj::Own<kj::ConnectionReceiver> listener;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
-    auto addr = io.provider->getNetwork().parseAddress(listen).wait(io.waitScope);
-    listener = addr->listen();
-  })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 auto addr = io.provider->getNetwork().parseAddress(listen).wait(io.waitScope);
+                 listener = addr->listen();
+               })) {
     std::string why = e->getDescription().cStr();
-    for (const char* known : {"Address already in use", "Cannot assign requested address",
-                              "Permission denied"}) {
+    for (const char* known :
+         {"Address already in use", "Cannot assign requested address", "Permission denied"}) {
       if (why.find(known) != std::string::npos) why = known;
     }
     Die("cannot listen on " + listen + ": " + why);
@@ -181,8 +182,8 @@ int Run(int argc, char** argv) {
   options.disk_threads = disk_threads;
   ServiceState state;
   auto shared_config = std::make_shared<const ClusterConfig>(std::move(config).value());
-  capnp::Capability::Client bootstrap = kj::heap<ChunkserverService>(
-      options, shared_config, **chunks, **records, pool, state);
+  capnp::Capability::Client bootstrap =
+      kj::heap<ChunkserverService>(options, shared_config, **chunks, **records, pool, state);
   std::fprintf(stderr, "quorumfs-chunkserver: node %s listening on %s (port %u), data %s%s\n",
                id.c_str(), listen.c_str(), listener->getPort(), data.c_str(),
                voting ? "" : ", rejoining (not voting)");
@@ -193,8 +194,8 @@ int Run(int argc, char** argv) {
   {
     Server server(bootstrap);
     auto serving = server.Listen(*listener);
-    auto signal = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(
-        io.unixEventPort.onSignal(SIGINT));
+    auto signal =
+        io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
     signal.exclusiveJoin(serving.then([]() { return siginfo_t{}; })).wait(io.waitScope);
     // Stop accepting, refuse new requests, let in-flight ones finish (bounded).
     state.shutting_down = true;

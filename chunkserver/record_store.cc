@@ -144,7 +144,8 @@ void RecordStore::SyncLoop() {
           wb.Delete(RowKey(key));
         }
       }
-      for (const auto& [range, ballot] : p.write.floors) wb.Put(FloorKey(range), EncodeBallot(ballot));
+      for (const auto& [range, ballot] : p.write.floors)
+        wb.Put(FloorKey(range), EncodeBallot(ballot));
     }
     leveldb::WriteOptions wo;
     wo.sync = true;

@@ -25,16 +25,25 @@ int64_t NowNs() {
 
 rpc::ErrorCode CodeOf(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return rpc::ErrorCode::OK;
-    case StatusCode::kEpochMismatch: return rpc::ErrorCode::EPOCH_MISMATCH;
-    case StatusCode::kNoSpace: return rpc::ErrorCode::NO_SPACE;
-    case StatusCode::kNotFound: return rpc::ErrorCode::NOT_FOUND;
-    case StatusCode::kTooLarge: return rpc::ErrorCode::TOO_LARGE;
-    case StatusCode::kCorruption: return rpc::ErrorCode::CORRUPTION;
-    case StatusCode::kUnavailable: return rpc::ErrorCode::SHUTTING_DOWN;
+    case StatusCode::kOk:
+      return rpc::ErrorCode::OK;
+    case StatusCode::kEpochMismatch:
+      return rpc::ErrorCode::EPOCH_MISMATCH;
+    case StatusCode::kNoSpace:
+      return rpc::ErrorCode::NO_SPACE;
+    case StatusCode::kNotFound:
+      return rpc::ErrorCode::NOT_FOUND;
+    case StatusCode::kTooLarge:
+      return rpc::ErrorCode::TOO_LARGE;
+    case StatusCode::kCorruption:
+      return rpc::ErrorCode::CORRUPTION;
+    case StatusCode::kUnavailable:
+      return rpc::ErrorCode::SHUTTING_DOWN;
     case StatusCode::kInvalidArgument:
-    case StatusCode::kNameTooLong: return rpc::ErrorCode::INVALID_ARGUMENT;
-    default: return rpc::ErrorCode::IO_ERROR;
+    case StatusCode::kNameTooLong:
+      return rpc::ErrorCode::INVALID_ARGUMENT;
+    default:
+      return rpc::ErrorCode::IO_ERROR;
   }
 }
 
@@ -89,9 +98,9 @@ Status ChunkserverService::Admit(uint64_t epoch) const {
     return Status(StatusCode::kUnavailable, "node " + options_.node_id + " is shutting down");
   }
   if (epoch != config_->epoch) {
-    return Status(StatusCode::kEpochMismatch,
-                  "request epoch " + std::to_string(epoch) + " but node " + options_.node_id +
-                      " is at epoch " + std::to_string(config_->epoch));
+    return Status(StatusCode::kEpochMismatch, "request epoch " + std::to_string(epoch) +
+                                                  " but node " + options_.node_id +
+                                                  " is at epoch " + std::to_string(config_->epoch));
   }
   return Status::Ok();
 }
@@ -111,10 +120,13 @@ kj::Promise<void> ChunkserverService::putChunk(PutChunkContext context) {
   auto id = ReadChunkId(params.getId());
   auto data = params.getData();
   Status bad;
-  if (!id.ok()) bad = id.status();
-  else if (data.size() == 0) bad = InvalidArgument("empty chunk");
+  if (!id.ok())
+    bad = id.status();
+  else if (data.size() == 0)
+    bad = InvalidArgument("empty chunk");
   else if (data.size() > ChunkStore::kMaxChunkBytes)
-    bad = Status(StatusCode::kTooLarge, "chunk of " + std::to_string(data.size()) + " bytes (max 16 MiB)");
+    bad = Status(StatusCode::kTooLarge,
+                 "chunk of " + std::to_string(data.size()) + " bytes (max 16 MiB)");
   if (!bad.ok()) {
     SetError(context.getResults().initError(), bad);
     return kj::READY_NOW;
@@ -123,11 +135,12 @@ kj::Promise<void> ChunkserverService::putChunk(PutChunkContext context) {
   ChunkId cid = *id;
   // Copied: if the caller disconnects the call is cancelled and its message freed while the
   // worker may still be hashing.
-  auto bytes = std::make_shared<std::string>(reinterpret_cast<const char*>(data.begin()),
-                                             data.size());
-  return Track(pool_.Run<Status>([this, cid, bytes, hint]() {
-                      return chunks_.Put(cid, bytes->data(), bytes->size(), hint);
-                    })
+  auto bytes =
+      std::make_shared<std::string>(reinterpret_cast<const char*>(data.begin()), data.size());
+  return Track(pool_
+                   .Run<Status>([this, cid, bytes, hint]() {
+                     return chunks_.Put(cid, bytes->data(), bytes->size(), hint);
+                   })
                    .then([context](Status s) mutable {
                      if (!s.ok() && s.message().rfind("hash mismatch", 0) == 0) {
                        auto e = context.getResults().initError();
@@ -172,18 +185,21 @@ kj::Promise<void> ChunkserverService::hasChunks(HasChunksContext context) {
   for (auto d : ids) {
     if (!admit.ok()) break;
     auto id = ReadChunkId(d);
-    if (!id.ok()) admit = id.status();
-    else parsed.push_back(*id);
+    if (!id.ok())
+      admit = id.status();
+    else
+      parsed.push_back(*id);
   }
   if (!admit.ok()) {
     SetError(context.getResults().initError(), admit);
     return kj::READY_NOW;
   }
-  return Track(pool_.Run<std::vector<bool>>([this, parsed]() {
-                      std::vector<bool> out;
-                      for (const auto& id : parsed) out.push_back(chunks_.Has(id));
-                      return out;
-                    })
+  return Track(pool_
+                   .Run<std::vector<bool>>([this, parsed]() {
+                     std::vector<bool> out;
+                     for (const auto& id : parsed) out.push_back(chunks_.Has(id));
+                     return out;
+                   })
                    .then([context](std::vector<bool> present) mutable {
                      auto results = context.getResults();
                      SetError(results.initError(), Status::Ok());
@@ -202,36 +218,39 @@ kj::Promise<void> ChunkserverService::listChunks(ListChunksContext context) {
   std::optional<ChunkId> after;
   if (admit.ok() && params.getAfter().size() > 0) {
     auto id = ReadChunkId(params.getAfter());
-    if (!id.ok()) admit = id.status();
-    else after = *id;
+    if (!id.ok())
+      admit = id.status();
+    else
+      after = *id;
   }
   if (!admit.ok()) {
     SetError(context.getResults().initError(), admit);
     return kj::READY_NOW;
   }
-  return Track(pool_.Run<Result<std::vector<StoredChunk>>>([this, after, limit]() {
-                      return chunks_.List(after ? &*after : nullptr, limit);
-                    })
-                   .then([context, limit](Result<std::vector<StoredChunk>> r) mutable {
-                     auto results = context.getResults();
-                     if (!r.ok()) {
-                       SetError(results.initError(), r.status());
-                       return;
-                     }
-                     SetError(results.initError(), Status::Ok());
-                     auto list = results.initChunks(r->size());
-                     for (size_t i = 0; i < r->size(); ++i) {
-                       const auto& c = (*r)[i];
-                       auto b = list[i];
-                       b.setId(capnp::Data::Reader(c.id.bytes().data(), ChunkId::kSize));
-                       b.setSize(c.size);
-                       b.setLastPut(c.last_put_ns);
-                       b.setHint(c.hint);
-                     }
-                     if (r->size() == limit) {
-                       results.setNext(capnp::Data::Reader(r->back().id.bytes().data(), ChunkId::kSize));
-                     }
-                   }));
+  return Track(
+      pool_
+          .Run<Result<std::vector<StoredChunk>>>(
+              [this, after, limit]() { return chunks_.List(after ? &*after : nullptr, limit); })
+          .then([context, limit](Result<std::vector<StoredChunk>> r) mutable {
+            auto results = context.getResults();
+            if (!r.ok()) {
+              SetError(results.initError(), r.status());
+              return;
+            }
+            SetError(results.initError(), Status::Ok());
+            auto list = results.initChunks(r->size());
+            for (size_t i = 0; i < r->size(); ++i) {
+              const auto& c = (*r)[i];
+              auto b = list[i];
+              b.setId(capnp::Data::Reader(c.id.bytes().data(), ChunkId::kSize));
+              b.setSize(c.size);
+              b.setLastPut(c.last_put_ns);
+              b.setHint(c.hint);
+            }
+            if (r->size() == limit) {
+              results.setNext(capnp::Data::Reader(r->back().id.bytes().data(), ChunkId::kSize));
+            }
+          }));
 }
 
 kj::Promise<void> ChunkserverService::deleteChunk(DeleteChunkContext context) {
@@ -246,14 +265,13 @@ kj::Promise<void> ChunkserverService::deleteChunk(DeleteChunkContext context) {
   }
   ChunkId cid = *id;
   int64_t cutoff = params.getMarkStart() - params.getGraceNs();
-  return Track(pool_.Run<Result<bool>>([this, cid, cutoff]() {
-                      return chunks_.DeleteIfOlder(cid, cutoff);
-                    })
-                   .then([context](Result<bool> r) mutable {
-                     auto results = context.getResults();
-                     SetError(results.initError(), r.status().ok() || r.ok() ? Status::Ok() : r.status());
-                     results.setDeleted(r.ok() && *r);
-                   }));
+  return Track(
+      pool_.Run<Result<bool>>([this, cid, cutoff]() { return chunks_.DeleteIfOlder(cid, cutoff); })
+          .then([context](Result<bool> r) mutable {
+            auto results = context.getResults();
+            SetError(results.initError(), r.status().ok() || r.ok() ? Status::Ok() : r.status());
+            results.setDeleted(r.ok() && *r);
+          }));
 }
 
 kj::Promise<void> ChunkserverService::reportCorrupt(ReportCorruptContext context) {
@@ -370,17 +388,19 @@ kj::Promise<Result<ReadAcceptedReply>> ChunkserverService::ReadDurable(const std
     return Result<ReadAcceptedReply>(Status(StatusCode::kUnavailable, "record busy"));
   }
   // Batches become durable in order, so after the barrier the pending write is synced.
-  return records_.Barrier().then([this, key, attempt](Status s) -> kj::Promise<Result<ReadAcceptedReply>> {
-    if (!s.ok()) return Result<ReadAcceptedReply>(s);
-    return ReadDurable(key, attempt + 1);
-  });
+  return records_.Barrier().then(
+      [this, key, attempt](Status s) -> kj::Promise<Result<ReadAcceptedReply>> {
+        if (!s.ok()) return Result<ReadAcceptedReply>(s);
+        return ReadDurable(key, attempt + 1);
+      });
 }
 
 kj::Promise<void> ChunkserverService::scanRecords(ScanRecordsContext context) {
   auto params = context.getParams();
   Status admit = Admit(params.getEpoch());
   uint32_t limit = params.getLimit();
-  if (admit.ok() && (limit == 0 || limit > kMaxPage)) admit = InvalidArgument("limit must be 1..4096");
+  if (admit.ok() && (limit == 0 || limit > kMaxPage))
+    admit = InvalidArgument("limit must be 1..4096");
   if (admit.ok() && (params.getPrefix().size() > kMaxRecordKeySize ||
                      params.getAfter().size() > kMaxRecordKeySize)) {
     admit = Status(StatusCode::kTooLarge, "prefix or cursor over 512 bytes");

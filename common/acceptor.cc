@@ -27,8 +27,7 @@ bool& AcceptorCore::UnsafeIgnoreFloorForTesting() {
 }
 
 Result<AcceptorResult<PrepareReply>> AcceptorCore::Prepare(AcceptorStorage& storage,
-                                                           const std::string& key,
-                                                           Ballot ballot) {
+                                                           const std::string& key, Ballot ballot) {
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<PrepareReply> r;
   if (!(ballot > l.Promised())) {

@@ -15,9 +15,7 @@ struct Ballot {
   uint64_t proposer = 0;
 
   bool IsNone() const { return counter == 0 && proposer == 0; }
-  bool operator==(const Ballot& o) const {
-    return counter == o.counter && proposer == o.proposer;
-  }
+  bool operator==(const Ballot& o) const { return counter == o.counter && proposer == o.proposer; }
   bool operator!=(const Ballot& o) const { return !(*this == o); }
   bool operator<(const Ballot& o) const {
     return std::tie(counter, proposer) < std::tie(o.counter, o.proposer);

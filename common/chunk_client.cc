@@ -18,8 +18,8 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
   }
   struct State {
     QuorumSpec spec;
-    std::vector<Vote> votes;               // by home slot (spec.targets)
-    std::vector<std::string> fallbacks;    // nodes outside every replica set, in order
+    std::vector<Vote> votes;             // by home slot (spec.targets)
+    std::vector<std::string> fallbacks;  // nodes outside every replica set, in order
     size_t next_fallback = 0;
     int need = 0;
     bool done = false;
@@ -47,10 +47,10 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
       st->fulfiller->fulfill(Status::Ok());
     } else if (st->spec.Hopeless(st->votes, st->need)) {
       st->done = true;
-      st->fulfiller->fulfill(Status(
-          st->epoch_mismatch ? StatusCode::kEpochMismatch : StatusCode::kNoQuorum,
-          "chunk " + id.ToHex().substr(0, 16) + ": fewer than " + std::to_string(st->need) +
-              " replicas stored it: " + st->errors));
+      st->fulfiller->fulfill(
+          Status(st->epoch_mismatch ? StatusCode::kEpochMismatch : StatusCode::kNoQuorum,
+                 "chunk " + id.ToHex().substr(0, 16) + ": fewer than " + std::to_string(st->need) +
+                     " replicas stored it: " + st->errors));
     }
   };
   // Sends to `node` on behalf of home slot `slot`; on failure tries the next fallback.
@@ -68,7 +68,8 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
             if (s.code() == StatusCode::kEpochMismatch) st->epoch_mismatch = true;
             if (!st->errors.empty()) st->errors += "; ";
             st->errors += node + ": " + s.ToString();
-            if (st->next_fallback < st->fallbacks.size() && s.code() != StatusCode::kEpochMismatch) {
+            if (st->next_fallback < st->fallbacks.size() &&
+                s.code() != StatusCode::kEpochMismatch) {
               (*self)(slot, st->fallbacks[st->next_fallback++]);
               return;
             }
@@ -87,10 +88,9 @@ kj::Promise<Result<std::string>> ChunkClient::Get(ChunkId id) {
   return GetFrom(order, 0, id, std::make_shared<std::string>(), false);
 }
 
-kj::Promise<Result<std::string>> ChunkClient::GetFrom(std::shared_ptr<std::vector<std::string>> order,
-                                                      size_t index, ChunkId id,
-                                                      std::shared_ptr<std::string> errors,
-                                                      bool any_unavailable) {
+kj::Promise<Result<std::string>> ChunkClient::GetFrom(
+    std::shared_ptr<std::vector<std::string>> order, size_t index, ChunkId id,
+    std::shared_ptr<std::string> errors, bool any_unavailable) {
   if (index >= order->size()) {
     std::string what = "chunk " + id.ToHex() + ": " + *errors;
     if (any_unavailable) return Result<std::string>(Status(StatusCode::kUnavailable, what));

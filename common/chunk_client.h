@@ -40,7 +40,8 @@ class ChunkClient {
  private:
   kj::Promise<Result<std::string>> GetFrom(std::shared_ptr<std::vector<std::string>> order,
                                            size_t index, ChunkId id,
-                                           std::shared_ptr<std::string> errors, bool any_unavailable);
+                                           std::shared_ptr<std::string> errors,
+                                           bool any_unavailable);
 
   ChunkTransport& transport_;
   WorkerPool* hasher_;

@@ -197,16 +197,16 @@ bool ReadBody(Reader& r, RecordBody* body) {
       if (!r.Count(&n, kMaxList)) return false;
       i.xattrs.resize(n);
       for (auto& x : i.xattrs) {
-        if (!r.Str(&x.name, kMaxXattrNameSize) || !r.Str(&x.value, kMaxXattrValueSize)) return false;
+        if (!r.Str(&x.name, kMaxXattrNameSize) || !r.Str(&x.value, kMaxXattrValueSize))
+          return false;
       }
       if (!r.Count(&n, kMaxList)) return false;
       i.parents.resize(n);
       for (auto& p : i.parents) {
         if (!r.Var(&p.parent) || !r.Str(&p.name, 255)) return false;
       }
-      if (!r.I64(&i.birth_deadline_ns) || !r.U8(&state) || state > 2 ||
-          !r.I64(&i.lease_until_ns) || !r.Var(&i.lease_holder) || !r.Var(&i.entry_count) ||
-          !r.Count(&n, kMaxList)) {
+      if (!r.I64(&i.birth_deadline_ns) || !r.U8(&state) || state > 2 || !r.I64(&i.lease_until_ns) ||
+          !r.Var(&i.lease_holder) || !r.Var(&i.entry_count) || !r.Count(&n, kMaxList)) {
         return false;
       }
       i.state = static_cast<InodeState>(state);
@@ -254,28 +254,44 @@ bool ReadBody(Reader& r, RecordBody* body) {
 
 uint32_t ModeTypeBits(FileType type) {
   switch (type) {
-    case FileType::kRegular: return S_IFREG;
-    case FileType::kDirectory: return S_IFDIR;
-    case FileType::kSymlink: return S_IFLNK;
-    case FileType::kFifo: return S_IFIFO;
-    case FileType::kCharDevice: return S_IFCHR;
-    case FileType::kBlockDevice: return S_IFBLK;
-    case FileType::kSocket: return S_IFSOCK;
-    case FileType::kNone: return 0;
+    case FileType::kRegular:
+      return S_IFREG;
+    case FileType::kDirectory:
+      return S_IFDIR;
+    case FileType::kSymlink:
+      return S_IFLNK;
+    case FileType::kFifo:
+      return S_IFIFO;
+    case FileType::kCharDevice:
+      return S_IFCHR;
+    case FileType::kBlockDevice:
+      return S_IFBLK;
+    case FileType::kSocket:
+      return S_IFSOCK;
+    case FileType::kNone:
+      return 0;
   }
   return 0;
 }
 
 FileType FileTypeFromMode(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFREG: return FileType::kRegular;
-    case S_IFDIR: return FileType::kDirectory;
-    case S_IFLNK: return FileType::kSymlink;
-    case S_IFIFO: return FileType::kFifo;
-    case S_IFCHR: return FileType::kCharDevice;
-    case S_IFBLK: return FileType::kBlockDevice;
-    case S_IFSOCK: return FileType::kSocket;
-    default: return FileType::kNone;
+    case S_IFREG:
+      return FileType::kRegular;
+    case S_IFDIR:
+      return FileType::kDirectory;
+    case S_IFLNK:
+      return FileType::kSymlink;
+    case S_IFIFO:
+      return FileType::kFifo;
+    case S_IFCHR:
+      return FileType::kCharDevice;
+    case S_IFBLK:
+      return FileType::kBlockDevice;
+    case S_IFSOCK:
+      return FileType::kSocket;
+    default:
+      return FileType::kNone;
   }
 }
 

@@ -16,12 +16,12 @@
 namespace quorumfs {
 
 constexpr uint64_t kRootIno = 1;
-constexpr uint32_t kMaxLinks = 65000;       // EMLINK beyond this
+constexpr uint32_t kMaxLinks = 65000;  // EMLINK beyond this
 constexpr size_t kMaxSymlinkSize = 4095;
 constexpr size_t kMaxXattrNameSize = 255;
 constexpr size_t kMaxXattrValueSize = 65536;
 constexpr size_t kMaxXattrTotalSize = 256 * 1024;
-constexpr size_t kRecentOps = 16;           // operation ids remembered by a directory
+constexpr size_t kRecentOps = 16;  // operation ids remembered by a directory
 
 enum class FileType : uint8_t {
   kNone = 0,
@@ -78,7 +78,7 @@ struct Inode {
   InodeState state = InodeState::kLive;
   int64_t lease_until_ns = 0;  // kUnlinkedOpen: a mount holds it open until then
   uint64_t lease_holder = 0;
-  uint64_t entry_count = 0;     // directories: live entries
+  uint64_t entry_count = 0;          // directories: live entries
   std::vector<uint64_t> recent_ops;  // directories: ids of recently applied parent changes
 
   bool is_dir() const { return type == FileType::kDirectory; }
@@ -97,8 +97,8 @@ enum class TxnState : uint8_t { kPending = 0, kCommitted = 1, kAborted = 2 };
 struct Txn {
   uint64_t id = 0;
   TxnState state = TxnState::kPending;
-  int64_t created_ns = 0;   // "younger" = created later (ties: larger id)
-  int64_t deadline_ns = 0;  // pending past this may be aborted by anyone
+  int64_t created_ns = 0;                 // "younger" = created later (ties: larger id)
+  int64_t deadline_ns = 0;                // pending past this may be aborted by anyone
   std::vector<std::string> participants;  // record keys, in key order
 };
 

@@ -3,8 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -53,8 +53,8 @@ WallClock& SystemWallClock() {
 Status ValidateName(const std::string& name) {
   if (name.empty()) return Status(StatusCode::kNotFound, "empty name");
   if (name.size() > kMaxNameSize) {
-    return Status(StatusCode::kNameTooLong, "name of " + std::to_string(name.size()) +
-                                                " bytes (max 255)");
+    return Status(StatusCode::kNameTooLong,
+                  "name of " + std::to_string(name.size()) + " bytes (max 255)");
   }
   if (name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
     return InvalidArgument("name contains '/' or NUL");
@@ -207,8 +207,8 @@ class Namespace::Impl {
                       s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy;
       if (!unknown || !not_done) return s;
       return Status(StatusCode::kUnknownOutcome,
-                    DescribeKey(key) + ": an earlier attempt may have been applied; the retry: " +
-                        s.ToString());
+                    DescribeKey(key) +
+                        ": an earlier attempt may have been applied; the retry: " + s.ToString());
     };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
@@ -436,9 +436,10 @@ class Namespace::Impl {
     // All participants at once; best effort: a failure leaves the intent for readers and fsck.
     std::vector<kj::Promise<void>> resolving;
     for (const auto& key : ctx.attached) {
-      resolving.push_back(fibers_.startFiber([this, key, txn = ctx.txn.id, committed](kj::WaitScope& ws) {
-        (void)ApplyIntent(ws, key, txn, committed);
-      }));
+      resolving.push_back(
+          fibers_.startFiber([this, key, txn = ctx.txn.id, committed](kj::WaitScope& ws) {
+            (void)ApplyIntent(ws, key, txn, committed);
+          }));
     }
     for (auto& p : resolving) p.wait(ws);
     if (ctx.holds_rename_lock) ReleaseRenameLock(ws, ctx.txn.id);
@@ -501,11 +502,12 @@ class Namespace::Impl {
       // The lock is as valid as its holder's transaction: decided or expired frees it.
       QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, holder, true));
       if (fate != TxnState::kPending) {
-        auto freed = Change(ws, key, [holder](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-          const Lock* l = rec.lock();
-          if (!l || l->holder_txn != holder) return std::optional<MetaRecord>();
-          return std::optional<MetaRecord>(WithBody(Lock{}));
-        });
+        auto freed =
+            Change(ws, key, [holder](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+              const Lock* l = rec.lock();
+              if (!l || l->holder_txn != holder) return std::optional<MetaRecord>();
+              return std::optional<MetaRecord>(WithBody(Lock{}));
+            });
         if (!freed.ok()) return freed.status();
         continue;
       }
@@ -517,11 +519,12 @@ class Namespace::Impl {
   }
 
   void ReleaseRenameLock(kj::WaitScope& ws, uint64_t txn) {
-    (void)Change(ws, LockKey("rename"), [txn](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      const Lock* l = rec.lock();
-      if (!l || l->holder_txn != txn) return std::optional<MetaRecord>();
-      return std::optional<MetaRecord>(WithBody(Lock{}));
-    });
+    (void)Change(ws, LockKey("rename"),
+                 [txn](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                   const Lock* l = rec.lock();
+                   if (!l || l->holder_txn != txn) return std::optional<MetaRecord>();
+                   return std::optional<MetaRecord>(WithBody(Lock{}));
+                 });
   }
 
   // ---- helpers for parent changes ------------------------------------------------------------
@@ -553,19 +556,20 @@ class Namespace::Impl {
 
   Result<Inode> DoEnsureRoot(kj::WaitScope& ws, uint32_t mode, uint32_t uid, uint32_t gid) {
     int64_t now = Now();
-    auto r = Change(ws, InodeKey(kRootIno), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      if (rec.inode()) return std::optional<MetaRecord>();
-      Inode root;
-      root.ino = kRootIno;
-      root.type = FileType::kDirectory;
-      root.mode = mode & 07777;
-      root.uid = uid;
-      root.gid = gid;
-      root.nlink = 2;
-      root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = now;
-      root.parents.push_back(BackPointer{kRootIno, ""});
-      return std::optional<MetaRecord>(WithBody(root));
-    });
+    auto r = Change(ws, InodeKey(kRootIno),
+                    [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                      if (rec.inode()) return std::optional<MetaRecord>();
+                      Inode root;
+                      root.ino = kRootIno;
+                      root.type = FileType::kDirectory;
+                      root.mode = mode & 07777;
+                      root.uid = uid;
+                      root.gid = gid;
+                      root.nlink = 2;
+                      root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = now;
+                      root.parents.push_back(BackPointer{kRootIno, ""});
+                      return std::optional<MetaRecord>(WithBody(root));
+                    });
     if (!r.ok()) return r.status();
     return *r->inode();
   }
@@ -593,39 +597,44 @@ class Namespace::Impl {
 
   Result<Inode> DoSetAttr(kj::WaitScope& ws, uint64_t ino, const SetAttrRequest& req) {
     int64_t now = Now();
-    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      const Inode* cur = rec.inode();
-      if (!cur) return NotFound("no inode " + std::to_string(ino));
-      MetaRecord out = rec;
-      Inode& in = *out.inode();
-      bool changed = false;
-      if (req.mode) {
-        in.mode = *req.mode & 07777;
-        changed = true;
-      }
-      if ((req.uid && *req.uid != in.uid) || (req.gid && *req.gid != in.gid)) {
-        // As ext4 (Linux since 2.2.13, root included): chown clears setuid, and setgid when the
-        // group-execute bit is set, on anything but a directory.
-        if (!in.is_dir() && !req.mode) {
-          in.mode &= ~static_cast<uint32_t>(S_ISUID);
-          if (in.mode & S_IXGRP) in.mode &= ~static_cast<uint32_t>(S_ISGID);
-        }
-      }
-      if (req.uid) in.uid = *req.uid, changed = true;
-      if (req.gid) in.gid = *req.gid, changed = true;
-      if (req.size) {
-        if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
-        if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
-        TruncateLayout(in, *req.size);
-        in.size = *req.size;
-        in.mtime_ns = now;
-        changed = true;
-      }
-      if (req.atime_ns) in.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns, changed = true;
-      if (req.mtime_ns) in.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns, changed = true;
-      if (changed) in.ctime_ns = req.ctime_ns ? *req.ctime_ns : now;
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          const Inode* cur = rec.inode();
+          if (!cur) return NotFound("no inode " + std::to_string(ino));
+          MetaRecord out = rec;
+          Inode& in = *out.inode();
+          bool changed = false;
+          if (req.mode) {
+            in.mode = *req.mode & 07777;
+            changed = true;
+          }
+          if ((req.uid && *req.uid != in.uid) || (req.gid && *req.gid != in.gid)) {
+            // As ext4 (Linux since 2.2.13, root included): chown clears setuid, and setgid when the
+            // group-execute bit is set, on anything but a directory.
+            if (!in.is_dir() && !req.mode) {
+              in.mode &= ~static_cast<uint32_t>(S_ISUID);
+              if (in.mode & S_IXGRP) in.mode &= ~static_cast<uint32_t>(S_ISGID);
+            }
+          }
+          if (req.uid) in.uid = *req.uid, changed = true;
+          if (req.gid) in.gid = *req.gid, changed = true;
+          if (req.size) {
+            if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
+            if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
+            TruncateLayout(in, *req.size);
+            in.size = *req.size;
+            in.mtime_ns = now;
+            changed = true;
+          }
+          if (req.atime_ns)
+            in.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns,
+            changed = true;
+          if (req.mtime_ns)
+            in.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns,
+            changed = true;
+          if (changed) in.ctime_ns = req.ctime_ns ? *req.ctime_ns : now;
+          return std::optional<MetaRecord>(std::move(out));
+        });
     if (!r.ok()) return r.status();
     return *r->inode();
   }
@@ -654,7 +663,8 @@ class Namespace::Impl {
     }
     // Cheap pre-checks (both reads at once) so the common EEXIST/ENOENT do not allocate or
     // write anything; the parent's mode and group also decide the new inode's group.
-    auto parent_read = fibers_.startFiber([this, parent](kj::WaitScope& ws) { return ReadInode(ws, parent); });
+    auto parent_read =
+        fibers_.startFiber([this, parent](kj::WaitScope& ws) { return ReadInode(ws, parent); });
     auto existing = ReadVisible(ws, DirEntryKey(parent, name));
     auto parent_r0 = parent_read.wait(ws);
     if (!parent_r0.ok()) return parent_r0.status();
@@ -667,8 +677,8 @@ class Namespace::Impl {
     // A block CAS whose outcome is unknown at worst wastes a block, so it is simply retried
     // (many clients taking their first block at once overflow the proposer's window).
     auto ino_r = allocator_.Allocate().wait(ws);
-    for (int attempt = 0; !ino_r.ok() && attempt < 10 &&
-                          ino_r.status().code() == StatusCode::kUnknownOutcome;
+    for (int attempt = 0;
+         !ino_r.ok() && attempt < 10 && ino_r.status().code() == StatusCode::kUnknownOutcome;
          ++attempt) {
       Backoff(ws, attempt);
       ino_r = allocator_.Allocate().wait(ws);
@@ -701,36 +711,43 @@ class Namespace::Impl {
     auto inode_write = proposer_.CreateFresh(InodeKey(ino), WithBody(inode).Encode());
     if (o_.test_crash_create_after_inode) {
       auto r = inode_write.wait(ws);
-      return Status(StatusCode::kUnavailable, "test crash after inode write (" +
-                                                  (r.ok() ? std::string("written") : r.status().ToString()) + ")");
+      return Status(StatusCode::kUnavailable,
+                    "test crash after inode write (" +
+                        (r.ok() ? std::string("written") : r.status().ToString()) + ")");
     }
     Result<MetaRecord> parent_r = MetaRecord{};
     if (!o_.unsafe_create_skips_parent_change) {
-      parent_r = ChangeCombined(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
-        if (is_dir && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
-        d.entry_count += 1;
-        if (is_dir) d.nlink += 1;
-        d.mtime_ns = d.ctime_ns = now;
-        return Status::Ok();
-      }));
+      parent_r =
+          ChangeCombined(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
+                           if (is_dir && d.nlink >= kMaxLinks)
+                             return Status(StatusCode::kTooManyLinks, "EMLINK");
+                           d.entry_count += 1;
+                           if (is_dir) d.nlink += 1;
+                           d.mtime_ns = d.ctime_ns = now;
+                           return Status::Ok();
+                         }));
     }
     auto inode_r = inode_write.wait(ws);
     if (!parent_r.ok() || !inode_r.ok()) {
       Status why = !parent_r.ok() ? parent_r.status() : inode_r.status();
-      if (parent_r.ok() && !o_.unsafe_create_skips_parent_change) UndoParentAdd(ws, parent, is_dir, now);
+      if (parent_r.ok() && !o_.unsafe_create_skips_parent_change)
+        UndoParentAdd(ws, parent, is_dir, now);
       if (inode_r.ok()) MarkDying(ws, ino);
       return why;
     }
     // Round 2: the entry, absent -> present (the O_EXCL point). Not retried after an unknown
     // outcome: by then another client may have renamed or unlinked the entry this change made,
     // and writing it again would give the inode a second name (a directory two parents).
-    auto entry_r = Change(ws, DirEntryKey(parent, name), [ino, &req](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      if (const DirEntry* e = rec.entry()) {
-        if (e->ino == ino) return std::optional<MetaRecord>();  // ours, from a retried change
-        return Status(StatusCode::kAlreadyExists, "entry exists");
-      }
-      return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
-    }, /*retry_unknown=*/false);
+    auto entry_r = Change(
+        ws, DirEntryKey(parent, name),
+        [ino, &req](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          if (const DirEntry* e = rec.entry()) {
+            if (e->ino == ino) return std::optional<MetaRecord>();  // ours, from a retried change
+            return Status(StatusCode::kAlreadyExists, "entry exists");
+          }
+          return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
+        },
+        /*retry_unknown=*/false);
     if (!entry_r.ok()) {
       // An unknown outcome may yet name the inode: undoing would leave an entry naming a dying
       // inode and a count too low. Leave both for fsck (the count high, the inode adoptable).
@@ -742,12 +759,14 @@ class Namespace::Impl {
     // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
     if (Now() > inode.birth_deadline_ns - o_.clock_skew_ns) {
       auto now_inode = ReadInode(ws, ino);
-      if (now_inode.ok() && !(now_inode->parents.size() == 1 &&
-                              now_inode->parents[0] == BackPointer{parent, name})) {
-        (void)Change(ws, DirEntryKey(parent, name), [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-          if (!rec.entry() || rec.entry()->ino != ino) return std::optional<MetaRecord>();
-          return std::optional<MetaRecord>(MetaRecord{});
-        });
+      if (now_inode.ok() &&
+          !(now_inode->parents.size() == 1 && now_inode->parents[0] == BackPointer{parent, name})) {
+        (void)Change(ws, DirEntryKey(parent, name),
+                     [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                       if (!rec.entry() || rec.entry()->ino != ino)
+                         return std::optional<MetaRecord>();
+                       return std::optional<MetaRecord>(MetaRecord{});
+                     });
         UndoParentAdd(ws, parent, is_dir, now);
         return Conflict("inode adopted by fsck during a slow create");
       }
@@ -756,12 +775,13 @@ class Namespace::Impl {
   }
 
   void UndoParentAdd(kj::WaitScope& ws, uint64_t parent, bool is_dir, int64_t now) {
-    (void)ChangeCombined(ws, InodeKey(parent), DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
-      if (d.entry_count > 0) d.entry_count -= 1;
-      if (is_dir && d.nlink > 2) d.nlink -= 1;
-      d.ctime_ns = now;
-      return Status::Ok();
-    }));
+    (void)ChangeCombined(ws, InodeKey(parent),
+                         DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
+                           if (d.entry_count > 0) d.entry_count -= 1;
+                           if (is_dir && d.nlink > 2) d.nlink -= 1;
+                           d.ctime_ns = now;
+                           return Status::Ok();
+                         }));
   }
 
   void MarkDying(kj::WaitScope& ws, uint64_t ino) {
@@ -819,7 +839,8 @@ class Namespace::Impl {
       QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
       if (!e.entry()) return NotFound(name + ": no such entry");
       DirEntry entry = *e.entry();
-      if (entry.type == FileType::kDirectory) return Status(StatusCode::kIsDirectory, "is a directory");
+      if (entry.type == FileType::kDirectory)
+        return Status(StatusCode::kIsDirectory, "is a directory");
       QFS_ASSIGN_OR_RETURN(Inode target, ReadInode(ws, entry.ino));
       const uint64_t op = NewId();
       int64_t now = Now();
@@ -857,9 +878,10 @@ class Namespace::Impl {
       if (!tomb.ok()) return tomb.status();
       // The parent's count and the inode's link count at once; a failure leaves a count high,
       // which fsck repairs, never low.
-      auto inode_change = fibers_.startFiber([this, key = InodeKey(entry.ino), inode_fn](kj::WaitScope& ws) {
-        (void)Change(ws, key, inode_fn);
-      });
+      auto inode_change =
+          fibers_.startFiber([this, key = InodeKey(entry.ino), inode_fn](kj::WaitScope& ws) {
+            (void)Change(ws, key, inode_fn);
+          });
       (void)ChangeCombined(ws, InodeKey(parent), parent_fn);
       inode_change.wait(ws);
       return Status::Ok();
@@ -874,13 +896,15 @@ class Namespace::Impl {
       QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
       if (!e.entry()) return NotFound(name + ": no such entry");
       DirEntry entry = *e.entry();
-      if (entry.type != FileType::kDirectory) return Status(StatusCode::kNotDirectory, "not a directory");
+      if (entry.type != FileType::kDirectory)
+        return Status(StatusCode::kNotDirectory, "not a directory");
       const uint64_t dir = entry.ino;
       if (dir == kRootIno) return Status(StatusCode::kBusy, "rmdir of the root");
       const uint64_t op = NewId();
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
-      fns[DirEntryKey(parent, name)] = [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[DirEntryKey(parent, name)] =
+          [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
         return std::optional<MetaRecord>(MetaRecord{});
       };
@@ -891,7 +915,8 @@ class Namespace::Impl {
         return Status::Ok();
       });
       // The dying mark: requires an empty directory and stops every later entry-adding change.
-      fns[InodeKey(dir)] = [now, parent, name](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[InodeKey(dir)] = [now, parent,
+                            name](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         const Inode* d = rec.inode();
         if (!d || !d->is_dir()) return Conflict("directory changed");
         if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "directory not empty");
@@ -959,13 +984,15 @@ class Namespace::Impl {
     }
   }
 
-  Result<Inode> DoLink(kj::WaitScope& ws, uint64_t ino, uint64_t new_parent, const std::string& new_name) {
+  Result<Inode> DoLink(kj::WaitScope& ws, uint64_t ino, uint64_t new_parent,
+                       const std::string& new_name) {
     QFS_RETURN_IF_ERROR(ValidateName(new_name));
     Inode result;
     Status s = RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
       QFS_ASSIGN_OR_RETURN(Inode target, ReadInode(ws, ino));
       if (target.is_dir()) return Status(StatusCode::kNotPermitted, "hard link to a directory");
-      if (target.state != InodeState::kLive || target.nlink == 0) return NotFound("inode is unlinked");
+      if (target.state != InodeState::kLive || target.nlink == 0)
+        return NotFound("inode is unlinked");
       if (target.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "too many links");
       // The new parent must be a directory (types never change). Checked here because a
       // non-directory parent that is the target itself would share its I/ key with it.
@@ -977,7 +1004,8 @@ class Namespace::Impl {
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
       FileType type = target.type;
-      fns[DirEntryKey(new_parent, new_name)] = [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[DirEntryKey(new_parent, new_name)] =
+          [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (rec.entry()) return Status(StatusCode::kAlreadyExists, "entry exists");
         return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
       };
@@ -986,9 +1014,11 @@ class Namespace::Impl {
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
-      fns[InodeKey(ino)] = [new_parent, new_name, now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[InodeKey(ino)] = [new_parent, new_name,
+                            now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         const Inode* in = rec.inode();
-        if (!in || in->state != InodeState::kLive || in->nlink == 0) return NotFound("inode is unlinked");
+        if (!in || in->state != InodeState::kLive || in->nlink == 0)
+          return NotFound("inode is unlinked");
         if (in->nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "too many links");
         MetaRecord out = rec;
         out.inode()->nlink += 1;
@@ -1037,18 +1067,21 @@ class Namespace::Impl {
       std::optional<DirEntry> dst;
       if (de.entry()) dst = *de.entry();
       if (p1 == p2 && n1 == n2) return dst ? Status::Ok() : NotFound("no such entry");
-      if ((flags & kRenameNoReplace) && dst) return Status(StatusCode::kAlreadyExists, n2 + " exists");
+      if ((flags & kRenameNoReplace) && dst)
+        return Status(StatusCode::kAlreadyExists, n2 + " exists");
       if ((flags & kRenameExchange) && !dst) return NotFound(n2 + ": no such entry");
       const bool exchange = flags & kRenameExchange;
       const bool src_dir = src.type == FileType::kDirectory;
       const bool dst_dir = dst && dst->type == FileType::kDirectory;
       if (dst && dst->ino == src.ino) return Status::Ok();  // two links to one inode: no-op
       if (dst && !exchange) {
-        if (src_dir && !dst_dir) return Status(StatusCode::kNotDirectory, "target is not a directory");
+        if (src_dir && !dst_dir)
+          return Status(StatusCode::kNotDirectory, "target is not a directory");
         if (!src_dir && dst_dir) return Status(StatusCode::kIsDirectory, "target is a directory");
       }
       QFS_ASSIGN_OR_RETURN(Inode np, ReadInode(ws, p2));
-      if (!np.is_dir()) return Status(StatusCode::kNotDirectory, "target parent is not a directory");
+      if (!np.is_dir())
+        return Status(StatusCode::kNotDirectory, "target parent is not a directory");
       const bool moves_dir = (src_dir || (exchange && dst_dir)) && p1 != p2;
 
       std::vector<std::string> keys = {DirEntryKey(p1, n1), DirEntryKey(p2, n2), InodeKey(p1),
@@ -1079,15 +1112,18 @@ class Namespace::Impl {
       const uint64_t op = NewId();
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
-      fns[DirEntryKey(p1, n1)] = [src, dst, exchange](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[DirEntryKey(p1, n1)] =
+          [src, dst, exchange](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (!rec.entry() || !(*rec.entry() == src)) return Conflict("source changed");
         if (exchange) return std::optional<MetaRecord>(WithBody(*dst));
         return std::optional<MetaRecord>(MetaRecord{});
       };
-      fns[DirEntryKey(p2, n2)] = [src, dst](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[DirEntryKey(p2, n2)] = [src,
+                                  dst](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         std::optional<DirEntry> now_dst;
         if (rec.entry()) now_dst = *rec.entry();
-        if (now_dst.has_value() != dst.has_value() || (now_dst && !(*now_dst == *dst))) return Conflict("target changed");
+        if (now_dst.has_value() != dst.has_value() || (now_dst && !(*now_dst == *dst)))
+          return Conflict("target changed");
         return std::optional<MetaRecord>(WithBody(src));
       };
       // Parent counts: entries and subdirectory links moving between p1 and p2.
@@ -1103,7 +1139,8 @@ class Namespace::Impl {
       }
       if (p1 == p2) {
         fns[InodeKey(p1)] = DirChange(op, [=](Inode& d) -> Status {
-          d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count + d2_count);
+          d.entry_count =
+              static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count + d2_count);
           d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links + d2_links);
           d.mtime_ns = d.ctime_ns = now;
           return Status::Ok();
@@ -1116,14 +1153,16 @@ class Namespace::Impl {
           return Status::Ok();
         });
         fns[InodeKey(p2)] = DirChange(op, [=](Inode& d) -> Status {
-          if (d2_links > 0 && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
+          if (d2_links > 0 && d.nlink >= kMaxLinks)
+            return Status(StatusCode::kTooManyLinks, "EMLINK");
           d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d2_count);
           d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d2_links);
           d.mtime_ns = d.ctime_ns = now;
           return Status::Ok();
         });
       }
-      auto move_inode = [now](uint64_t from_p, std::string from_n, uint64_t to_p, std::string to_n) {
+      auto move_inode = [now](uint64_t from_p, std::string from_n, uint64_t to_p,
+                              std::string to_n) {
         return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
           if (!rec.inode()) return Conflict("inode vanished");
           MetaRecord out = rec;
@@ -1138,10 +1177,12 @@ class Namespace::Impl {
         fns[InodeKey(dst->ino)] = move_inode(p2, n2, p1, n1);
       } else if (dst) {
         if (dst_dir) {
-          fns[InodeKey(dst->ino)] = [now, p2, n2](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          fns[InodeKey(dst->ino)] =
+              [now, p2, n2](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
             const Inode* d = rec.inode();
             if (!d) return Conflict("target vanished");
-            if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "target directory not empty");
+            if (d->entry_count != 0)
+              return Status(StatusCode::kNotEmpty, "target directory not empty");
             MetaRecord out = rec;
             out.inode()->state = InodeState::kDying;
             out.inode()->nlink = 0;
@@ -1240,85 +1281,93 @@ class Namespace::Impl {
   Status DoSetXattr(kj::WaitScope& ws, uint64_t ino, const std::string& name,
                     const std::string& value, uint32_t flags, bool remove) {
     QFS_RETURN_IF_ERROR(ValidateXattrName(name));
-    if (value.size() > kMaxXattrValueSize) return Status(StatusCode::kTooLarge, "xattr value over 64 KiB");
+    if (value.size() > kMaxXattrValueSize)
+      return Status(StatusCode::kTooLarge, "xattr value over 64 KiB");
     int64_t now = Now();
-    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      if (!rec.inode()) return NotFound("no inode");
-      MetaRecord out = rec;
-      auto& xs = out.inode()->xattrs;
-      auto it = std::find_if(xs.begin(), xs.end(), [&](const Xattr& x) { return x.name == name; });
-      if (remove) {
-        if (it == xs.end()) return Status(StatusCode::kNoData, "no such attribute");
-        xs.erase(it);
-      } else {
-        if (it != xs.end() && (flags & kXattrCreate)) return Status(StatusCode::kAlreadyExists, "attribute exists");
-        if (it == xs.end() && (flags & kXattrReplace)) return Status(StatusCode::kNoData, "no such attribute");
-        size_t total = name.size() + value.size();
-        for (const auto& x : xs) {
-          if (x.name != name) total += x.name.size() + x.value.size();
-        }
-        if (total > kMaxXattrTotalSize) return Status(StatusCode::kNoSpace, "xattrs over 256 KiB");
-        if (it != xs.end()) {
-          it->value = value;
-        } else {
-          xs.push_back(Xattr{name, value});
-        }
-      }
-      out.inode()->ctime_ns = now;
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          if (!rec.inode()) return NotFound("no inode");
+          MetaRecord out = rec;
+          auto& xs = out.inode()->xattrs;
+          auto it =
+              std::find_if(xs.begin(), xs.end(), [&](const Xattr& x) { return x.name == name; });
+          if (remove) {
+            if (it == xs.end()) return Status(StatusCode::kNoData, "no such attribute");
+            xs.erase(it);
+          } else {
+            if (it != xs.end() && (flags & kXattrCreate))
+              return Status(StatusCode::kAlreadyExists, "attribute exists");
+            if (it == xs.end() && (flags & kXattrReplace))
+              return Status(StatusCode::kNoData, "no such attribute");
+            size_t total = name.size() + value.size();
+            for (const auto& x : xs) {
+              if (x.name != name) total += x.name.size() + x.value.size();
+            }
+            if (total > kMaxXattrTotalSize)
+              return Status(StatusCode::kNoSpace, "xattrs over 256 KiB");
+            if (it != xs.end()) {
+              it->value = value;
+            } else {
+              xs.push_back(Xattr{name, value});
+            }
+          }
+          out.inode()->ctime_ns = now;
+          return std::optional<MetaRecord>(std::move(out));
+        });
     return r.ok() ? Status::Ok() : r.status();
   }
 
   Result<Inode> DoPublish(kj::WaitScope& ws, uint64_t ino, const LayoutUpdate& u,
                           std::shared_ptr<LayoutConflict> conflict) {
     int64_t now = Now();
-    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      conflict->current.clear();
-      const Inode* cur = rec.inode();
-      if (!cur) return NotFound("no inode");
-      if (cur->type != FileType::kRegular) return InvalidArgument("not a regular file");
-      MetaRecord out = rec;
-      Inode& in = *out.inode();
-      if (u.truncated_to) {
-        TruncateLayout(in, *u.truncated_to);
-        in.size = *u.truncated_to;
-      }
-      for (const auto& c : u.slots) {
-        Slot now_slot = c.index < in.slots.size() ? in.slots[c.index] : Slot{};
-        if (!(now_slot == c.base) && !u.truncated_to) {
-          conflict->current.emplace_back(c.index, now_slot);
-        }
-      }
-      if (!conflict->current.empty()) return Conflict("slots changed underneath the writer");
-      for (const auto& c : u.slots) {
-        if (in.slots.size() <= c.index) in.slots.resize(c.index + 1);
-        in.slots[c.index] = c.updated;
-      }
-      in.size = std::max(in.size, u.written_end);
-      if (u.truncated_to && u.written_end < *u.truncated_to) in.size = *u.truncated_to;
-      if (u.touch_mtime) in.mtime_ns = in.ctime_ns = now;
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          conflict->current.clear();
+          const Inode* cur = rec.inode();
+          if (!cur) return NotFound("no inode");
+          if (cur->type != FileType::kRegular) return InvalidArgument("not a regular file");
+          MetaRecord out = rec;
+          Inode& in = *out.inode();
+          if (u.truncated_to) {
+            TruncateLayout(in, *u.truncated_to);
+            in.size = *u.truncated_to;
+          }
+          for (const auto& c : u.slots) {
+            Slot now_slot = c.index < in.slots.size() ? in.slots[c.index] : Slot{};
+            if (!(now_slot == c.base) && !u.truncated_to) {
+              conflict->current.emplace_back(c.index, now_slot);
+            }
+          }
+          if (!conflict->current.empty()) return Conflict("slots changed underneath the writer");
+          for (const auto& c : u.slots) {
+            if (in.slots.size() <= c.index) in.slots.resize(c.index + 1);
+            in.slots[c.index] = c.updated;
+          }
+          in.size = std::max(in.size, u.written_end);
+          if (u.truncated_to && u.written_end < *u.truncated_to) in.size = *u.truncated_to;
+          if (u.touch_mtime) in.mtime_ns = in.ctime_ns = now;
+          return std::optional<MetaRecord>(std::move(out));
+        });
     if (!r.ok()) return r.status();
     return *r->inode();
   }
 
   Status DoLease(kj::WaitScope& ws, uint64_t ino, uint64_t holder, bool release) {
     int64_t until = Now() + o_.lease_ns;
-    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      const Inode* in = rec.inode();
-      if (!in || in->state != InodeState::kUnlinkedOpen || in->lease_holder != holder) {
-        return std::optional<MetaRecord>();
-      }
-      MetaRecord out = rec;
-      if (release) {
-        out.inode()->state = InodeState::kDying;
-      } else {
-        out.inode()->lease_until_ns = until;
-      }
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          const Inode* in = rec.inode();
+          if (!in || in->state != InodeState::kUnlinkedOpen || in->lease_holder != holder) {
+            return std::optional<MetaRecord>();
+          }
+          MetaRecord out = rec;
+          if (release) {
+            out.inode()->state = InodeState::kDying;
+          } else {
+            out.inode()->lease_until_ns = until;
+          }
+          return std::optional<MetaRecord>(std::move(out));
+        });
     return r.ok() ? Status::Ok() : r.status();
   }
 
@@ -1368,18 +1417,21 @@ class Namespace::Impl {
       after = keys->back();
     }
     bool changed = false;
-    auto r = Change(ws, InodeKey(dir), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      changed = false;
-      if (!rec.inode()) return std::optional<MetaRecord>();
-      MetaRecord out = rec;
-      Inode& in = *out.inode();
-      uint32_t want_links = in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
-      if (in.entry_count == entries && in.nlink == want_links) return std::optional<MetaRecord>();
-      in.entry_count = entries;
-      in.nlink = want_links;
-      changed = true;
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(dir), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          changed = false;
+          if (!rec.inode()) return std::optional<MetaRecord>();
+          MetaRecord out = rec;
+          Inode& in = *out.inode();
+          uint32_t want_links =
+              in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
+          if (in.entry_count == entries && in.nlink == want_links)
+            return std::optional<MetaRecord>();
+          in.entry_count = entries;
+          in.nlink = want_links;
+          changed = true;
+          return std::optional<MetaRecord>(std::move(out));
+        });
     if (!r.ok()) return r.status();
     return changed;
   }
@@ -1406,35 +1458,37 @@ class Namespace::Impl {
     }
     bool adopt = named.empty() && in.state == InodeState::kLive &&
                  now > in.birth_deadline_ns + o_.clock_skew_ns && !in.is_dir();
-    auto r = Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      changed = false;
-      if (!rec.inode()) return std::optional<MetaRecord>();
-      MetaRecord out = rec;
-      Inode& cur = *out.inode();
-      if (cur.is_dir()) {
-        if (named.empty() && cur.state == InodeState::kLive &&
-            now > cur.birth_deadline_ns + o_.clock_skew_ns) {
-          cur.state = InodeState::kDying;
-          cur.nlink = 0;
-          changed = true;
-        }
-        if (!changed) return std::optional<MetaRecord>();
-        return std::optional<MetaRecord>(std::move(out));
-      }
-      uint32_t want = static_cast<uint32_t>(named.size());
-      if (cur.parents != named) cur.parents = named, changed = true;
-      if (cur.nlink != want && !(adopt && want == 0)) cur.nlink = want, changed = true;
-      if (want == 0 && cur.state == InodeState::kLive && !adopt && now > cur.birth_deadline_ns + o_.clock_skew_ns) {
-        cur.state = InodeState::kDying;
-        changed = true;
-      }
-      if (cur.state == InodeState::kUnlinkedOpen && cur.lease_until_ns < now) {
-        cur.state = InodeState::kDying;
-        changed = true;
-      }
-      if (!changed) return std::optional<MetaRecord>();
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    auto r =
+        Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          changed = false;
+          if (!rec.inode()) return std::optional<MetaRecord>();
+          MetaRecord out = rec;
+          Inode& cur = *out.inode();
+          if (cur.is_dir()) {
+            if (named.empty() && cur.state == InodeState::kLive &&
+                now > cur.birth_deadline_ns + o_.clock_skew_ns) {
+              cur.state = InodeState::kDying;
+              cur.nlink = 0;
+              changed = true;
+            }
+            if (!changed) return std::optional<MetaRecord>();
+            return std::optional<MetaRecord>(std::move(out));
+          }
+          uint32_t want = static_cast<uint32_t>(named.size());
+          if (cur.parents != named) cur.parents = named, changed = true;
+          if (cur.nlink != want && !(adopt && want == 0)) cur.nlink = want, changed = true;
+          if (want == 0 && cur.state == InodeState::kLive && !adopt &&
+              now > cur.birth_deadline_ns + o_.clock_skew_ns) {
+            cur.state = InodeState::kDying;
+            changed = true;
+          }
+          if (cur.state == InodeState::kUnlinkedOpen && cur.lease_until_ns < now) {
+            cur.state = InodeState::kDying;
+            changed = true;
+          }
+          if (!changed) return std::optional<MetaRecord>();
+          return std::optional<MetaRecord>(std::move(out));
+        });
     if (!r.ok()) return r.status();
     if (adopt) {
       QFS_ASSIGN_OR_RETURN(uint64_t lf, EnsureLostFound(ws));
@@ -1462,13 +1516,16 @@ class Namespace::Impl {
   }
 
   // Names an unnamed inode in lost+found (a transaction like link, from nlink 0).
-  Result<bool> DoAdopt(kj::WaitScope& ws, uint64_t ino, uint64_t dir, const std::string& name, FileType type) {
+  Result<bool> DoAdopt(kj::WaitScope& ws, uint64_t ino, uint64_t dir, const std::string& name,
+                       FileType type) {
     Status s = RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
       const uint64_t op = NewId();
       int64_t now = Now();
-      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(dir, name), InodeKey(dir), InodeKey(ino)}));
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx,
+                           BeginTxn(ws, {DirEntryKey(dir, name), InodeKey(dir), InodeKey(ino)}));
       std::map<std::string, RecordFn> fns;
-      fns[DirEntryKey(dir, name)] = [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[DirEntryKey(dir, name)] =
+          [ino, type](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (rec.entry()) {
           if (rec.entry()->ino == ino) return std::optional<MetaRecord>();
           return Status(StatusCode::kAlreadyExists, "entry exists");
@@ -1480,9 +1537,11 @@ class Namespace::Impl {
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
-      fns[InodeKey(ino)] = [dir, name, now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[InodeKey(ino)] = [dir, name,
+                            now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (!rec.inode()) return NotFound("inode vanished");
-        if (!rec.inode()->parents.empty()) return Status(StatusCode::kAlreadyExists, "named meanwhile");
+        if (!rec.inode()->parents.empty())
+          return Status(StatusCode::kAlreadyExists, "named meanwhile");
         MetaRecord out = rec;
         out.inode()->nlink = 1;
         out.inode()->parents = {BackPointer{dir, name}};
@@ -1526,7 +1585,7 @@ Namespace::Namespace(Proposer& proposer, InodeAllocator& allocator, RecordLister
 
 Namespace::~Namespace() = default;
 
-#define QFS_FIBER(T, body) impl_->Run<T>([=, impl = impl_.get()](kj::WaitScope & ws) -> T body)
+#define QFS_FIBER(T, body) impl_->Run<T>([ =, impl = impl_.get() ](kj::WaitScope & ws) -> T body)
 
 kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
   return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });
@@ -1565,7 +1624,8 @@ kj::Promise<Result<Inode>> Namespace::Link(uint64_t ino, uint64_t new_parent,
 }
 kj::Promise<Status> Namespace::Rename(uint64_t parent, std::string name, uint64_t new_parent,
                                       std::string new_name, uint32_t flags) {
-  return QFS_FIBER(Status, { return impl->DoRename(ws, parent, name, new_parent, new_name, flags); });
+  return QFS_FIBER(Status,
+                   { return impl->DoRename(ws, parent, name, new_parent, new_name, flags); });
 }
 kj::Promise<Result<DirListing>> Namespace::ReadDir(uint64_t dir, uint64_t offset, uint32_t limit) {
   return QFS_FIBER(Result<DirListing>, { return impl->DoReadDir(ws, dir, offset, limit); });

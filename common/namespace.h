@@ -67,13 +67,13 @@ class RecordLister {
 };
 
 struct NamespaceOptions {
-  uint64_t client_id = 0;                     // 0: random
-  int64_t txn_timeout_ns = 10'000'000'000;    // pending past this may be aborted by anyone
-  int64_t birth_grace_ns = 60'000'000'000;    // an unnamed inode is adoptable after this
-  int64_t clock_skew_ns = 1'000'000'000;      // bound on clock differences between clients
-  int64_t lease_ns = 60'000'000'000;          // unlinked-open lease
-  kj::Duration busy_wait = 2 * kj::MILLISECONDS;   // first wait on a pending intent
-  kj::Duration busy_timeout = 30 * kj::SECONDS;    // give up waiting (EBUSY -> EIO)
+  uint64_t client_id = 0;                         // 0: random
+  int64_t txn_timeout_ns = 10'000'000'000;        // pending past this may be aborted by anyone
+  int64_t birth_grace_ns = 60'000'000'000;        // an unnamed inode is adoptable after this
+  int64_t clock_skew_ns = 1'000'000'000;          // bound on clock differences between clients
+  int64_t lease_ns = 60'000'000'000;              // unlinked-open lease
+  kj::Duration busy_wait = 2 * kj::MILLISECONDS;  // first wait on a pending intent
+  kj::Duration busy_timeout = 30 * kj::SECONDS;   // give up waiting (EBUSY -> EIO)
   uint32_t default_chunk_size = 1024 * 1024;
   size_t fiber_stack = 256 * 1024;
 
@@ -86,9 +86,9 @@ struct NamespaceOptions {
 
   // Fault injection for tests (a client that dies midway): the operation stops right after
   // the named step and returns Unavailable, leaving what a crash would leave.
-  bool test_crash_create_after_inode = false;   // inode written, no entry, no parent change
-  bool test_crash_txn_after_intents = false;    // intents attached, X still pending
-  bool test_crash_txn_after_commit = false;     // X committed, intents not yet resolved
+  bool test_crash_create_after_inode = false;  // inode written, no entry, no parent change
+  bool test_crash_txn_after_intents = false;   // intents attached, X still pending
+  bool test_crash_txn_after_commit = false;    // X committed, intents not yet resolved
 };
 
 struct Credentials {
@@ -136,8 +136,8 @@ struct LayoutUpdate {
     Slot updated;
   };
   std::vector<SlotChange> slots;
-  uint64_t written_end = 0;               // one past the highest byte this writer wrote
-  std::optional<uint64_t> truncated_to;   // the writer truncated the file to this size
+  uint64_t written_end = 0;              // one past the highest byte this writer wrote
+  std::optional<uint64_t> truncated_to;  // the writer truncated the file to this size
   bool touch_mtime = true;
 };
 

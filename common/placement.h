@@ -17,8 +17,7 @@ namespace quorumfs {
 uint64_t RendezvousWeight(std::string_view node_id, std::string_view key);
 
 // All of `node_ids` ordered by descending weight for `key` (ties broken by id).
-std::vector<std::string> RankNodes(const std::vector<std::string>& node_ids,
-                                   std::string_view key);
+std::vector<std::string> RankNodes(const std::vector<std::string>& node_ids, std::string_view key);
 
 // One set of replicas that must reach its own quorum.
 struct ReplicaGroup {

@@ -83,15 +83,18 @@ bool AllEpochMismatch(const std::vector<std::optional<Result<Reply>>>& replies) 
 Proposer::Proposer(RecordTransport& transport, kj::Timer& timer, ProposerOptions options)
     : transport_(transport), timer_(timer), options_(options) {
   std::random_device rd;
-  uint64_t seed = options_.rng_seed ? options_.rng_seed
-                                    : (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  uint64_t seed =
+      options_.rng_seed ? options_.rng_seed : (static_cast<uint64_t>(rd()) << 32) ^ rd();
   rng_.seed(seed);
-  while (options_.proposer_id == 0) options_.proposer_id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  while (options_.proposer_id == 0)
+    options_.proposer_id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
 
 Proposer::~Proposer() = default;
 
-void Proposer::SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
+void Proposer::SetConfig(std::shared_ptr<const ClusterConfig> config) {
+  config_ = std::move(config);
+}
 
 QuorumSpec Proposer::SpecFor(const std::string& key) const {
   auto groups = ReplicaGroupsFor(*config_, RecordPlacementKey(key));
@@ -105,8 +108,8 @@ void Proposer::Observe(const Ballot& b) { max_counter_ = std::max(max_counter_, 
 
 kj::Duration Proposer::Backoff(int attempt) {
   int64_t lo = options_.backoff_min / kj::NANOSECONDS;
-  int64_t hi = std::min<int64_t>(options_.backoff_max / kj::NANOSECONDS,
-                                 lo << std::min(attempt, 16));
+  int64_t hi =
+      std::min<int64_t>(options_.backoff_max / kj::NANOSECONDS, lo << std::min(attempt, 16));
   std::uniform_int_distribution<int64_t> dist(lo / 2, std::max(lo, hi));
   return dist(rng_) * kj::NANOSECONDS;
 }
@@ -132,9 +135,9 @@ kj::Promise<Result<RecordValue>> Proposer::RunChange(std::shared_ptr<ChangeOp> o
 kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op) {
   auto fail_status = [op](StatusCode code, std::string message) {
     if (!op->sent.empty()) {
-      return Status(StatusCode::kUnknownOutcome,
-                    DescribeKey(op->key) + ": change may or may not have been applied (" +
-                        message + ")");
+      return Status(
+          StatusCode::kUnknownOutcome,
+          DescribeKey(op->key) + ": change may or may not have been applied (" + message + ")");
     }
     return Status(code, DescribeKey(op->key) + ": " + message);
   };
@@ -173,11 +176,11 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
               return Attempt(op);
             });
           }
-          StatusCode code = AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch
-                                                        : StatusCode::kNoQuorum;
-          return Result<RecordValue>(fail_status(
-              code, "prepare reached fewer than " + std::to_string(R) +
-                        " replicas: " + DescribeFailures(*spec, g.replies)));
+          StatusCode code =
+              AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch : StatusCode::kNoQuorum;
+          return Result<RecordValue>(
+              fail_status(code, "prepare reached fewer than " + std::to_string(R) +
+                                    " replicas: " + DescribeFailures(*spec, g.replies)));
         }
         // The value with the highest accepted ballot among the promises.
         const PrepareReply* best = nullptr;
@@ -190,7 +193,8 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         bool exists = best->value.has_value();
         if (exists) {
           auto decoded = RecordEnvelope::Decode(*best->value);
-          if (!decoded.ok()) return Result<RecordValue>(decoded.status().WithContext(DescribeKey(op->key)));
+          if (!decoded.ok())
+            return Result<RecordValue>(decoded.status().WithContext(DescribeKey(op->key)));
           env = std::move(decoded).value();
         }
         // Is that value already chosen (W identical accepted ballots in every group)?
@@ -265,8 +269,8 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
             .then([this, op, spec, W, result = std::move(result), abort_status, aborted, is_write,
-                   fail_status](Gathered<AcceptReply>&& g) mutable
-                  -> kj::Promise<Result<RecordValue>> {
+                   fail_status](
+                      Gathered<AcceptReply>&& g) mutable -> kj::Promise<Result<RecordValue>> {
               auto votes = VotesOf(g.replies, &AcceptYes);
               if (spec->Satisfied(votes, W)) {
                 if (aborted) return Result<RecordValue>(abort_status);
@@ -312,8 +316,9 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
 
   // The fast read holds when every group has R voting replies and W of them carry the
   // highest accepted ballot seen (with the same value). Returns the agreed reply or null.
-  auto fast = [spec, R, W, single](const std::vector<std::optional<Result<ReadAcceptedReply>>>&
-                                       replies) -> const ReadAcceptedReply* {
+  auto fast = [spec, R, W,
+               single](const std::vector<std::optional<Result<ReadAcceptedReply>>>& replies)
+      -> const ReadAcceptedReply* {
     auto votes = VotesOf(replies, &ReadYes);
     const ReadAcceptedReply* best = nullptr;
     for (size_t i = 0; i < replies.size(); ++i) {
@@ -341,7 +346,8 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
   };
   return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
-      .then([this, skey, fast](Gathered<ReadAcceptedReply>&& g) -> kj::Promise<Result<RecordValue>> {
+      .then([this, skey,
+             fast](Gathered<ReadAcceptedReply>&& g) -> kj::Promise<Result<RecordValue>> {
         for (const auto& r : g.replies) {
           if (r && r->ok()) Observe((*r)->accepted_ballot);
         }

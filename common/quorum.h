@@ -27,7 +27,7 @@ namespace quorumfs {
 enum class Vote { kPending, kYes, kNo, kAbstain };
 
 struct QuorumSpec {
-  std::vector<std::string> targets;        // union of the groups, no repeats
+  std::vector<std::string> targets;         // union of the groups, no repeats
   std::vector<std::vector<size_t>> groups;  // indices into targets
 
   static QuorumSpec FromGroups(const std::vector<ReplicaGroup>& groups);

@@ -31,8 +31,8 @@ struct AcceptorState {
 struct RecordEnvelope {
   static constexpr size_t kRecentChanges = 8;
 
-  uint64_t version = 0;                // 0: the record was never written
-  std::vector<uint64_t> recent;        // change ids, oldest first, at most kRecentChanges
+  uint64_t version = 0;          // 0: the record was never written
+  std::vector<uint64_t> recent;  // change ids, oldest first, at most kRecentChanges
   std::string payload;
 
   // Applies a change with id `change_id` that sets the payload.

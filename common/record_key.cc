@@ -52,7 +52,8 @@ Status ValidateRecordKey(std::string_view key) {
     case 'A':
     case 'I':
     case 'X':
-      if (key.size() != 10) return wrong_length(key[0] == 'A' ? "allocator" : key[0] == 'I' ? "inode" : "transaction");
+      if (key.size() != 10)
+        return wrong_length(key[0] == 'A' ? "allocator" : key[0] == 'I' ? "inode" : "transaction");
       return Status::Ok();
     case 'C':
       if (key.size() != 19 || key[10] != '/') return wrong_length("layout page");
@@ -61,7 +62,8 @@ Status ValidateRecordKey(std::string_view key) {
       if (key.size() < 20 || key[10] != '/' || key[19] != '/') return wrong_length("entry");
       std::string_view name = key.substr(20);
       if (name.empty()) return InvalidArgument("directory entry key with empty name");
-      if (name.size() > kMaxNameSize) return Status(StatusCode::kNameTooLong, "name over 255 bytes");
+      if (name.size() > kMaxNameSize)
+        return Status(StatusCode::kNameTooLong, "name over 255 bytes");
       if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
         return InvalidArgument("directory entry name contains '/' or NUL");
       }
@@ -75,9 +77,9 @@ Status ValidateRecordKey(std::string_view key) {
       return Status::Ok();
     default:
       return InvalidArgument(std::string("unknown record key prefix '") +
-                             (key[0] >= 0x20 && key[0] < 0x7f ? std::string(1, key[0])
-                                                              : "\\x" + std::to_string(
-                                                                  static_cast<uint8_t>(key[0]))) +
+                             (key[0] >= 0x20 && key[0] < 0x7f
+                                  ? std::string(1, key[0])
+                                  : "\\x" + std::to_string(static_cast<uint8_t>(key[0]))) +
                              "/'");
   }
 }

@@ -21,8 +21,8 @@ constexpr int kInoBlockBits = 10;
 constexpr size_t kMaxRecordKeySize = 512;
 constexpr size_t kMaxNameSize = 255;
 
-std::string EncodeU64(uint64_t v);            // 8 bytes big-endian
-uint64_t DecodeU64(std::string_view eight);   // REQUIRES: eight.size() >= 8
+std::string EncodeU64(uint64_t v);           // 8 bytes big-endian
+uint64_t DecodeU64(std::string_view eight);  // REQUIRES: eight.size() >= 8
 
 std::string AllocatorKey(uint64_t shard);
 std::string InodeKey(uint64_t ino);

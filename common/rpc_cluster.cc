@@ -20,16 +20,26 @@ namespace {
 
 StatusCode CodeFromRpc(rpc::ErrorCode code) {
   switch (code) {
-    case rpc::ErrorCode::OK: return StatusCode::kOk;
-    case rpc::ErrorCode::INVALID_ARGUMENT: return StatusCode::kInvalidArgument;
-    case rpc::ErrorCode::EPOCH_MISMATCH: return StatusCode::kEpochMismatch;
-    case rpc::ErrorCode::HASH_MISMATCH: return StatusCode::kInvalidArgument;
-    case rpc::ErrorCode::NO_SPACE: return StatusCode::kNoSpace;
-    case rpc::ErrorCode::IO_ERROR: return StatusCode::kIoError;
-    case rpc::ErrorCode::NOT_FOUND: return StatusCode::kNotFound;
-    case rpc::ErrorCode::TOO_LARGE: return StatusCode::kTooLarge;
-    case rpc::ErrorCode::CORRUPTION: return StatusCode::kCorruption;
-    case rpc::ErrorCode::SHUTTING_DOWN: return StatusCode::kUnavailable;
+    case rpc::ErrorCode::OK:
+      return StatusCode::kOk;
+    case rpc::ErrorCode::INVALID_ARGUMENT:
+      return StatusCode::kInvalidArgument;
+    case rpc::ErrorCode::EPOCH_MISMATCH:
+      return StatusCode::kEpochMismatch;
+    case rpc::ErrorCode::HASH_MISMATCH:
+      return StatusCode::kInvalidArgument;
+    case rpc::ErrorCode::NO_SPACE:
+      return StatusCode::kNoSpace;
+    case rpc::ErrorCode::IO_ERROR:
+      return StatusCode::kIoError;
+    case rpc::ErrorCode::NOT_FOUND:
+      return StatusCode::kNotFound;
+    case rpc::ErrorCode::TOO_LARGE:
+      return StatusCode::kTooLarge;
+    case rpc::ErrorCode::CORRUPTION:
+      return StatusCode::kCorruption;
+    case rpc::ErrorCode::SHUTTING_DOWN:
+      return StatusCode::kUnavailable;
   }
   return StatusCode::kIoError;
 }
@@ -97,10 +107,14 @@ void RpcCluster::Disconnect(Node& node, const std::string& why) {
 }
 
 kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
-  KJ_IF_MAYBE(c, node.client) { return *c; }
-  KJ_IF_MAYBE(p, node.connecting) {
+  KJ_IF_MAYBE (c, node.client) {
+    return *c;
+  }
+  KJ_IF_MAYBE (p, node.connecting) {
     return p->addBranch().then([&node]() -> rpc::Chunkserver::Client {
-      KJ_IF_MAYBE(c, node.client) { return *c; }
+      KJ_IF_MAYBE (c, node.client) {
+        return *c;
+      }
       KJ_FAIL_REQUIRE("unreachable", node.last_error) { break; }
       return capnp::Capability::Client(nullptr).castAs<rpc::Chunkserver>();
     });
@@ -112,29 +126,28 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
     return KJ_EXCEPTION(DISCONNECTED, "unreachable (backing off)", node.last_error);
   }
   Node* n = &node;
-  auto attempt =
-      io_.getNetwork()
-          .parseAddress(node.address)
-          .then([](kj::Own<kj::NetworkAddress> addr) {
-            return addr->connect().attach(kj::mv(addr));
-          })
-          .then([this, n](kj::Own<kj::AsyncIoStream> stream) {
-            n->conn = kj::heap<RpcConnection>(kj::mv(stream));
-            n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
-            n->failures = 0;
-            n->watch = n->conn->OnDisconnect()
-                           .then([this, n]() { Disconnect(*n, "connection closed"); },
-                                 [this, n](kj::Exception&& e) {
-                                   Disconnect(*n, e.getDescription().cStr());
-                                 })
-                           .eagerlyEvaluate(nullptr);
-          });
+  auto attempt = io_.getNetwork()
+                     .parseAddress(node.address)
+                     .then([](kj::Own<kj::NetworkAddress> addr) {
+                       return addr->connect().attach(kj::mv(addr));
+                     })
+                     .then([this, n](kj::Own<kj::AsyncIoStream> stream) {
+                       n->conn = kj::heap<RpcConnection>(kj::mv(stream));
+                       n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
+                       n->failures = 0;
+                       n->watch = n->conn->OnDisconnect()
+                                      .then([this, n]() { Disconnect(*n, "connection closed"); },
+                                            [this, n](kj::Exception&& e) {
+                                              Disconnect(*n, e.getDescription().cStr());
+                                            })
+                                      .eagerlyEvaluate(nullptr);
+                     });
   auto bounded = timer_.timeoutAfter(options_.connect_timeout, kj::mv(attempt))
                      .catch_([this, n](kj::Exception&& e) {
                        ++n->failures;
-                       auto backoff = std::min<int64_t>(
-                           options_.reconnect_max / kj::NANOSECONDS,
-                           (options_.reconnect_min / kj::NANOSECONDS) << std::min(n->failures, 16));
+                       auto backoff = std::min<int64_t>(options_.reconnect_max / kj::NANOSECONDS,
+                                                        (options_.reconnect_min / kj::NANOSECONDS)
+                                                            << std::min(n->failures, 16));
                        n->retry_at = timer_.now() + backoff * kj::NANOSECONDS;
                        n->last_error = e.getDescription().cStr();
                      })
@@ -173,19 +186,19 @@ kj::Promise<Result<PrepareReply>> RpcCluster::Prepare(const std::string& node,
     req.setEpoch(epoch);
     req.setKey(AsData(key));
     ToRpc(req.initBallot(), ballot);
-    return req.send().then([](capnp::Response<rpc::Chunkserver::PrepareResults>&& r)
-                               -> Result<PrepareReply> {
-      Status s = StatusFromRpc(r.getError());
-      if (!s.ok()) return s;
-      PrepareReply reply;
-      reply.voting = r.getVoting();
-      reply.promised = r.getPromised();
-      auto st = r.getState();
-      reply.promised_ballot = FromRpc(st.getPromised());
-      reply.accepted_ballot = FromRpc(st.getAccepted());
-      if (st.getHasValue()) reply.value = ToString(st.getValue());
-      return reply;
-    });
+    return req.send().then(
+        [](capnp::Response<rpc::Chunkserver::PrepareResults>&& r) -> Result<PrepareReply> {
+          Status s = StatusFromRpc(r.getError());
+          if (!s.ok()) return s;
+          PrepareReply reply;
+          reply.voting = r.getVoting();
+          reply.promised = r.getPromised();
+          auto st = r.getState();
+          reply.promised_ballot = FromRpc(st.getPromised());
+          reply.accepted_ballot = FromRpc(st.getAccepted());
+          if (st.getHasValue()) reply.value = ToString(st.getValue());
+          return reply;
+        });
   });
 }
 
@@ -237,22 +250,22 @@ kj::Promise<Status> RpcCluster::PutChunk(const std::string& node, const ChunkId&
                                          std::shared_ptr<const std::string> data,
                                          const std::string& hint) {
   uint64_t epoch = config_->epoch;
-  return Call<bool>(node,
-                    [id, data, hint, epoch](rpc::Chunkserver::Client& c) {
-                      auto req = c.putChunkRequest(
-                          capnp::MessageSize{data->size() / sizeof(capnp::word) + 64, 0});
-                      req.setEpoch(epoch);
-                      req.setId(AsData(id));
-                      req.setData(AsData(*data));
-                      req.setHint(hint);
-                      return req.send().then(
-                          [](capnp::Response<rpc::Chunkserver::PutChunkResults>&& r)
-                              -> Result<bool> {
-                            Status s = StatusFromRpc(r.getError());
-                            if (!s.ok()) return s;
-                            return true;
-                          });
-                    })
+  return Call<bool>(
+             node,
+             [id, data, hint, epoch](rpc::Chunkserver::Client& c) {
+               auto req = c.putChunkRequest(
+                   capnp::MessageSize{data->size() / sizeof(capnp::word) + 64, 0});
+               req.setEpoch(epoch);
+               req.setId(AsData(id));
+               req.setData(AsData(*data));
+               req.setHint(hint);
+               return req.send().then(
+                   [](capnp::Response<rpc::Chunkserver::PutChunkResults>&& r) -> Result<bool> {
+                     Status s = StatusFromRpc(r.getError());
+                     if (!s.ok()) return s;
+                     return true;
+                   });
+             })
       .then([](Result<bool>&& r) { return r.ok() ? Status::Ok() : r.status(); });
 }
 
@@ -372,8 +385,7 @@ kj::Promise<Result<bool>> RpcCluster::DeleteChunk(const std::string& node, const
 }
 
 kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> RpcCluster::ScanRecords(
-    const std::string& node, const std::string& prefix, const std::string& after,
-    uint32_t limit) {
+    const std::string& node, const std::string& prefix, const std::string& after, uint32_t limit) {
   uint64_t epoch = config_->epoch;
   using Page = std::pair<std::vector<ScannedRecord>, bool>;
   return Call<Page>(node, [prefix, after, limit, epoch](rpc::Chunkserver::Client& c) {
@@ -420,18 +432,18 @@ kj::Promise<Result<bool>> RpcCluster::DeleteRecord(const std::string& node, cons
 
 kj::Promise<Status> RpcCluster::FinishRejoin(const std::string& node) {
   uint64_t epoch = config_->epoch;
-  return Call<bool>(node,
-                    [epoch](rpc::Chunkserver::Client& c) {
-                      auto req = c.finishRejoinRequest();
-                      req.setEpoch(epoch);
-                      return req.send().then(
-                          [](capnp::Response<rpc::Chunkserver::FinishRejoinResults>&& r)
-                              -> Result<bool> {
-                            Status s = StatusFromRpc(r.getError());
-                            if (!s.ok()) return s;
-                            return true;
-                          });
-                    })
+  return Call<bool>(
+             node,
+             [epoch](rpc::Chunkserver::Client& c) {
+               auto req = c.finishRejoinRequest();
+               req.setEpoch(epoch);
+               return req.send().then(
+                   [](capnp::Response<rpc::Chunkserver::FinishRejoinResults>&& r) -> Result<bool> {
+                     Status s = StatusFromRpc(r.getError());
+                     if (!s.ok()) return s;
+                     return true;
+                   });
+             })
       .then([](Result<bool>&& r) { return r.ok() ? Status::Ok() : r.status(); });
 }
 

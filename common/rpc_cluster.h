@@ -82,8 +82,7 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   kj::Promise<Result<bool>> DeleteChunk(const std::string& node, const ChunkId& id,
                                         int64_t mark_start_ns, int64_t grace_ns);
   kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> ScanRecords(
-      const std::string& node, const std::string& prefix, const std::string& after,
-      uint32_t limit);
+      const std::string& node, const std::string& prefix, const std::string& after, uint32_t limit);
   kj::Promise<Result<bool>> DeleteRecord(const std::string& node, const std::string& key,
                                          Ballot ballot);
   kj::Promise<Status> FinishRejoin(const std::string& node);

@@ -8,8 +8,7 @@ capnp::ReaderOptions RpcReaderOptions() {
   return options;
 }
 
-RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream,
-                             capnp::Capability::Client bootstrap)
+RpcConnection::RpcConnection(kj::Own<kj::AsyncIoStream> stream, capnp::Capability::Client bootstrap)
     : stream_(kj::mv(stream)),
       network_(*stream_, capnp::rpc::twoparty::Side::SERVER, RpcReaderOptions()),
       rpc_(capnp::makeRpcServer(network_, kj::mv(bootstrap))) {}

@@ -32,8 +32,9 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
   kj::Vector<kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>>> pages;
   for (const auto& node : spec.targets) pages.add(rpc_.ScanRecords(node, prefix, after, limit));
   return kj::joinPromises(pages.releaseAsArray())
-      .then([spec, need, limit](kj::Array<Result<std::pair<std::vector<ScannedRecord>, bool>>>&&
-                                    results) -> Result<std::vector<std::string>> {
+      .then([spec, need,
+             limit](kj::Array<Result<std::pair<std::vector<ScannedRecord>, bool>>>&& results)
+                -> Result<std::vector<std::string>> {
         std::vector<Vote> votes;
         std::set<std::string> keys;
         std::string errors;

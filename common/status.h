@@ -77,7 +77,7 @@ inline Status Internal(std::string m) { return Status(StatusCode::kInternal, std
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     if (status_.ok()) status_ = Internal("Result constructed from OK status without value");
   }
@@ -97,10 +97,10 @@ class [[nodiscard]] Result {
   Status status_;
 };
 
-#define QFS_RETURN_IF_ERROR(expr)        \
-  do {                                   \
-    ::quorumfs::Status _st = (expr);     \
-    if (!_st.ok()) return _st;           \
+#define QFS_RETURN_IF_ERROR(expr)    \
+  do {                               \
+    ::quorumfs::Status _st = (expr); \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 #define QFS_CONCAT_INNER(a, b) a##b

@@ -5,11 +5,10 @@
 
 #include <kj/async.h>
 
-#include <memory>
-
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>

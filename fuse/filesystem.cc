@@ -1,6 +1,7 @@
 #include "fuse/filesystem.h"
 
 #include <fcntl.h>
+#include <kj/vector.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -12,8 +13,6 @@
 #include <cstring>
 #include <future>
 #include <random>
-
-#include <kj/vector.h>
 
 #include "common/record_key.h"
 
@@ -29,11 +28,11 @@ int ErrnoOf(const Status& s) {
 }
 
 struct DirtySlot {
-  Slot base;                 // the published slot this buffer started from
-  std::string data;          // the slot's bytes as this mount sees them (may be short)
+  Slot base;         // the published slot this buffer started from
+  std::string data;  // the slot's bytes as this mount sees them (may be short)
   std::vector<std::pair<uint32_t, uint32_t>> ranges;  // bytes this mount wrote: [begin, end)
-  uint64_t gen = 0;          // bumped by every write
-  uint64_t uploaded_gen = 0; // gen whose bytes `uploaded` holds (0: none)
+  uint64_t gen = 0;                                   // bumped by every write
+  uint64_t uploaded_gen = 0;                          // gen whose bytes `uploaded` holds (0: none)
   Slot uploaded;
   kj::Maybe<kj::ForkedPromise<void>> upload;
 };
@@ -111,7 +110,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     st->st_mtim = {in.mtime_ns / 1000000000, in.mtime_ns % 1000000000};
     st->st_ctim = {in.ctime_ns / 1000000000, in.ctime_ns % 1000000000};
     if (FileState* fs = Find(in.ino)) {
-      st->st_size = static_cast<off_t>(std::max<uint64_t>(fs->Size(), fs->truncated_to ? 0 : in.size));
+      st->st_size =
+          static_cast<off_t>(std::max<uint64_t>(fs->Size(), fs->truncated_to ? 0 : in.size));
       if (fs->truncated_to) st->st_size = static_cast<off_t>(fs->Size());
       if (fs->unlinked_held) st->st_nlink = 0;
       if (fs->local_mtime_ns > in.mtime_ns) {
@@ -139,8 +139,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     c.xattrs = in.xattrs;
     // At least 10 s: `ls -l` of a large directory asks for every file's xattrs only after
     // listing all of it. An xattr set on another mount may take that long to show here.
-    c.expires = std::chrono::steady_clock::now() +
-                std::chrono::microseconds(static_cast<int64_t>(std::max(o_.attr_timeout, 10.0) * 1e6));
+    c.expires =
+        std::chrono::steady_clock::now() +
+        std::chrono::microseconds(static_cast<int64_t>(std::max(o_.attr_timeout, 10.0) * 1e6));
   }
 
   const std::vector<Xattr>* CachedXattrsOf(uint64_t ino) {
@@ -185,7 +186,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     fuse_reply_attr(req, &st, o_.attr_timeout);
   }
 
-  void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s)); }
+  void ReplyStatus(fuse_req_t req, const Status& s) {
+    fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s));
+  }
 
   // ---- chunk cache -----------------------------------------------------------------------
 
@@ -255,29 +258,30 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t gen = ds.gen;
     auto data = std::make_shared<const std::string>(ds.data);
     uint64_t ino = fs.ino;
-    auto p = hashers_.Run<ChunkId>([data]() { return ChunkId::Of(*data); })
-                 .then([this, data](ChunkId id) {
-                   return c_.chunks().Put(id, data).then([this, id, data](Status s) -> Result<ChunkId> {
-                     if (!s.ok()) return s;
-                     Insert(id, data);
-                     return id;
-                   });
-                 })
-                 .then([this, ino, idx, gen, len = data->size()](Result<ChunkId>&& r) {
-                   FileState* f = Find(ino);
-                   if (!f) return;
-                   auto it = f->dirty.find(idx);
-                   if (it == f->dirty.end()) return;
-                   if (!r.ok()) {
-                     last_upload_error_ = r.status();
-                     return;
-                   }
-                   if (it->second.gen == gen) {
-                     it->second.uploaded_gen = gen;
-                     it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
-                   }
-                 })
-                 .fork();
+    auto p =
+        hashers_.Run<ChunkId>([data]() { return ChunkId::Of(*data); })
+            .then([this, data](ChunkId id) {
+              return c_.chunks().Put(id, data).then([this, id, data](Status s) -> Result<ChunkId> {
+                if (!s.ok()) return s;
+                Insert(id, data);
+                return id;
+              });
+            })
+            .then([this, ino, idx, gen, len = data->size()](Result<ChunkId>&& r) {
+              FileState* f = Find(ino);
+              if (!f) return;
+              auto it = f->dirty.find(idx);
+              if (it == f->dirty.end()) return;
+              if (!r.ok()) {
+                last_upload_error_ = r.status();
+                return;
+              }
+              if (it->second.gen == gen) {
+                it->second.uploaded_gen = gen;
+                it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
+              }
+            })
+            .fork();
     ds.upload = kj::mv(p);
   }
 
@@ -334,23 +338,24 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       }
       return apply();
     }
-    return SlotBytes(base).then([this, ino, idx, base, apply](Result<Bytes>&& r) -> kj::Promise<Status> {
-      if (!r.ok()) return r.status();
-      FileState* f = Find(ino);
-      if (!f) return Status(StatusCode::kNotFound, "file not open");
-      if (!f->dirty.count(idx)) {
-        DirtySlot& ds = f->dirty[idx];
-        ds.base = base;
-        ds.data = **r;
-        uint64_t limit = f->truncated_to ? *f->truncated_to : UINT64_MAX;
-        uint64_t cs = f->chunk_size();
-        if (limit != UINT64_MAX && limit < idx * cs + ds.data.size()) {
-          ds.data.resize(limit > idx * cs ? limit - idx * cs : 0);
-        }
-        dirty_bytes_ += ds.data.size();
-      }
-      return apply();
-    });
+    return SlotBytes(base).then(
+        [this, ino, idx, base, apply](Result<Bytes>&& r) -> kj::Promise<Status> {
+          if (!r.ok()) return r.status();
+          FileState* f = Find(ino);
+          if (!f) return Status(StatusCode::kNotFound, "file not open");
+          if (!f->dirty.count(idx)) {
+            DirtySlot& ds = f->dirty[idx];
+            ds.base = base;
+            ds.data = **r;
+            uint64_t limit = f->truncated_to ? *f->truncated_to : UINT64_MAX;
+            uint64_t cs = f->chunk_size();
+            if (limit != UINT64_MAX && limit < idx * cs + ds.data.size()) {
+              ds.data.resize(limit > idx * cs ? limit - idx * cs : 0);
+            }
+            dirty_bytes_ += ds.data.size();
+          }
+          return apply();
+        });
   }
 
   // Uploads every dirty slot and publishes the layout (close, fsync, release). Concurrent
@@ -382,76 +387,85 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     for (auto& [idx, ds] : fs->dirty) {
       if (ds.uploaded_gen != ds.gen) {
         bool running = false;
-        KJ_IF_MAYBE(u, ds.upload) { running = true; (void)u; }
+        KJ_IF_MAYBE (u, ds.upload) {
+          running = true;
+          (void)u;
+        }
         if (!running || true) StartUpload(*fs, idx);
       }
-      KJ_IF_MAYBE(u, ds.upload) { uploads.add(u->addBranch()); }
+      KJ_IF_MAYBE (u, ds.upload) {
+        uploads.add(u->addBranch());
+      }
     }
     last_upload_error_ = Status::Ok();
-    return kj::joinPromises(uploads.releaseAsArray()).then([this, ino, attempt]() -> kj::Promise<Status> {
-      FileState* fs = Find(ino);
-      if (!fs) return Status::Ok();
-      LayoutUpdate u;
-      std::map<uint64_t, uint64_t> gens;
-      for (auto& [idx, ds] : fs->dirty) {
-        if (ds.uploaded_gen != ds.gen) {
-          Status e = last_upload_error_.ok() ? Status(StatusCode::kIoError, "chunk upload failed")
-                                             : last_upload_error_;
-          return e;
-        }
-        LayoutUpdate::SlotChange ch;
-        ch.index = idx;
-        ch.base = ds.base;
-        ch.updated = ds.uploaded;
-        u.slots.push_back(ch);
-        gens[idx] = ds.gen;
-      }
-      u.written_end = fs->written_end;
-      u.truncated_to = fs->truncated_to;
-      auto conflict = std::make_shared<LayoutConflict>();
-      return ns().PublishLayout(ino, u, conflict)
-          .then([this, ino, attempt, conflict, gens, u](Result<Inode>&& r) -> kj::Promise<Status> {
-            FileState* fs = Find(ino);
-            if (!fs) return Status::Ok();
-            if (r.ok()) {
-              // The kernel's pages hold what this mount wrote; pages of chunks another mount
-              // changed meanwhile are dropped by the kernel once it sees the new mtime
-              // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
-              NotePageVersion(*r);
-              fs->inode = *r;
-              for (const auto& [idx, gen] : gens) {
-                auto it = fs->dirty.find(idx);
-                if (it == fs->dirty.end()) continue;
-                if (it->second.gen == gen) {
-                  dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
-                  fs->dirty.erase(it);
-                } else {
-                  it->second.base = it->second.uploaded;
-                }
-              }
-              fs->truncated_to.reset();
-              if (fs->dirty.empty()) {
-                fs->written_end = 0;
-                fs->local_mtime_ns = 0;  // the published record's times are newer
-              }
-              return Status::Ok();
+    return kj::joinPromises(uploads.releaseAsArray())
+        .then([this, ino, attempt]() -> kj::Promise<Status> {
+          FileState* fs = Find(ino);
+          if (!fs) return Status::Ok();
+          LayoutUpdate u;
+          std::map<uint64_t, uint64_t> gens;
+          for (auto& [idx, ds] : fs->dirty) {
+            if (ds.uploaded_gen != ds.gen) {
+              Status e = last_upload_error_.ok()
+                             ? Status(StatusCode::kIoError, "chunk upload failed")
+                             : last_upload_error_;
+              return e;
             }
-            if (r.status().code() != StatusCode::kConflict || attempt > 20) return r.status();
-            // Another mount changed some of these slots: rebuild them from the current bytes
-            // plus our own dirty ranges, then publish again.
-            kj::Vector<kj::Promise<Status>> rebuilds;
-            for (const auto& [idx, current] : conflict->current) {
-              rebuilds.add(Rebase(ino, idx, current));
-            }
-            return kj::joinPromises(rebuilds.releaseAsArray())
-                .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
-                  for (auto& s : results) {
-                    if (!s.ok()) return s;
+            LayoutUpdate::SlotChange ch;
+            ch.index = idx;
+            ch.base = ds.base;
+            ch.updated = ds.uploaded;
+            u.slots.push_back(ch);
+            gens[idx] = ds.gen;
+          }
+          u.written_end = fs->written_end;
+          u.truncated_to = fs->truncated_to;
+          auto conflict = std::make_shared<LayoutConflict>();
+          return ns()
+              .PublishLayout(ino, u, conflict)
+              .then([this, ino, attempt, conflict, gens,
+                     u](Result<Inode>&& r) -> kj::Promise<Status> {
+                FileState* fs = Find(ino);
+                if (!fs) return Status::Ok();
+                if (r.ok()) {
+                  // The kernel's pages hold what this mount wrote; pages of chunks another mount
+                  // changed meanwhile are dropped by the kernel once it sees the new mtime
+                  // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
+                  NotePageVersion(*r);
+                  fs->inode = *r;
+                  for (const auto& [idx, gen] : gens) {
+                    auto it = fs->dirty.find(idx);
+                    if (it == fs->dirty.end()) continue;
+                    if (it->second.gen == gen) {
+                      dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
+                      fs->dirty.erase(it);
+                    } else {
+                      it->second.base = it->second.uploaded;
+                    }
                   }
-                  return DoFlush(ino, attempt + 1);
-                });
-          });
-    });
+                  fs->truncated_to.reset();
+                  if (fs->dirty.empty()) {
+                    fs->written_end = 0;
+                    fs->local_mtime_ns = 0;  // the published record's times are newer
+                  }
+                  return Status::Ok();
+                }
+                if (r.status().code() != StatusCode::kConflict || attempt > 20) return r.status();
+                // Another mount changed some of these slots: rebuild them from the current bytes
+                // plus our own dirty ranges, then publish again.
+                kj::Vector<kj::Promise<Status>> rebuilds;
+                for (const auto& [idx, current] : conflict->current) {
+                  rebuilds.add(Rebase(ino, idx, current));
+                }
+                return kj::joinPromises(rebuilds.releaseAsArray())
+                    .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
+                      for (auto& s : results) {
+                        if (!s.ok()) return s;
+                      }
+                      return DoFlush(ino, attempt + 1);
+                    });
+              });
+        });
   }
 
   kj::Promise<Status> Rebase(uint64_t ino, uint64_t idx, Slot current) {
@@ -597,22 +611,26 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> Unlink(fuse_req_t req, uint64_t parent, std::string name) {
-    return ns().Lookup(parent, name).then([this, req, parent, name](Result<Inode>&& r) -> kj::Promise<void> {
-      if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), kj::READY_NOW;
-      if (r->is_dir()) return fuse_reply_err(req, EISDIR), kj::READY_NOW;
-      uint64_t ino = r->ino;
-      FileState* fs = Find(ino);
-      bool held = fs && fs->open_count > 0 && r->nlink <= 1;
-      return ns().Unlink(parent, name, held, lease_holder_).then([this, req, ino, held](Status s) {
-        if (s.ok() && held) {
-          if (FileState* f = Find(ino)) {
-            f->unlinked_held = true;
-            EnsureLeaseLoop();
-          }
-        }
-        ReplyStatus(req, s);
-      });
-    });
+    return ns()
+        .Lookup(parent, name)
+        .then([this, req, parent, name](Result<Inode>&& r) -> kj::Promise<void> {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), kj::READY_NOW;
+          if (r->is_dir()) return fuse_reply_err(req, EISDIR), kj::READY_NOW;
+          uint64_t ino = r->ino;
+          FileState* fs = Find(ino);
+          bool held = fs && fs->open_count > 0 && r->nlink <= 1;
+          return ns()
+              .Unlink(parent, name, held, lease_holder_)
+              .then([this, req, ino, held](Status s) {
+                if (s.ok() && held) {
+                  if (FileState* f = Find(ino)) {
+                    f->unlinked_held = true;
+                    EnsureLeaseLoop();
+                  }
+                }
+                ReplyStatus(req, s);
+              });
+        });
   }
 
   void EnsureLeaseLoop() {
@@ -626,7 +644,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return c_.timer().afterDelay(every).then([this]() -> kj::Promise<void> {
       kj::Vector<kj::Promise<void>> renewals;
       for (auto& [ino, fs] : files_) {
-        if (fs->unlinked_held) renewals.add(ns().RenewLease(ino, lease_holder_).then([](Status) {}));
+        if (fs->unlinked_held)
+          renewals.add(ns().RenewLease(ino, lease_holder_).then([](Status) {}));
       }
       bool any = !renewals.empty();
       return kj::joinPromises(renewals.releaseAsArray()).then([this, any]() -> kj::Promise<void> {
@@ -685,60 +704,66 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     // attributes takes ~150 bytes plus the name), so little is fetched only to be dropped.
     uint32_t limit = static_cast<uint32_t>(
         std::max<size_t>(8, std::min<size_t>(size / (plus ? 160 : 32), 1024)));
-    return ns().GetAttr(ino).then([this, req, ino, size, off, plus, ns_off, limit](Result<Inode>&& dir) -> kj::Promise<void> {
+    return ns().GetAttr(ino).then([this, req, ino, size, off, plus, ns_off,
+                                   limit](Result<Inode>&& dir) -> kj::Promise<void> {
       if (!dir.ok()) return fuse_reply_err(req, ErrnoOf(dir.status())), kj::READY_NOW;
       if (!dir->is_dir()) return fuse_reply_err(req, ENOTDIR), kj::READY_NOW;
       auto d = std::make_shared<Inode>(*dir);
-      return ns().ReadDir(ino, ns_off, limit).then([this, req, size, off, plus, d](Result<DirListing>&& l) -> kj::Promise<void> {
-        if (!l.ok()) return fuse_reply_err(req, ErrnoOf(l.status())), kj::READY_NOW;
-        auto listing = std::make_shared<DirListing>(std::move(l).value());
-        kj::Vector<kj::Promise<Result<Inode>>> attrs;
-        if (plus) {
-          for (const auto& e : listing->entries) attrs.add(ns().GetAttr(e.ino));
-        }
-        return kj::joinPromises(attrs.releaseAsArray())
-            .then([this, req, size, off, plus, d, listing](kj::Array<Result<Inode>>&& inodes) {
-              std::string buf(size, '\0');
-              size_t used = 0;
-              auto add = [&](const std::string& name, const Inode* in, uint64_t ino, FileType type,
-                             off_t next) -> bool {
-                size_t need;
-                if (plus) {
-                  fuse_entry_param e;
-                  std::memset(&e, 0, sizeof(e));
-                  if (in) {
-                    e = Entry(*in);
-                  } else {
-                    e.attr.st_ino = ino;
-                    e.attr.st_mode = ModeTypeBits(type);
+      return ns()
+          .ReadDir(ino, ns_off, limit)
+          .then([this, req, size, off, plus, d](Result<DirListing>&& l) -> kj::Promise<void> {
+            if (!l.ok()) return fuse_reply_err(req, ErrnoOf(l.status())), kj::READY_NOW;
+            auto listing = std::make_shared<DirListing>(std::move(l).value());
+            kj::Vector<kj::Promise<Result<Inode>>> attrs;
+            if (plus) {
+              for (const auto& e : listing->entries) attrs.add(ns().GetAttr(e.ino));
+            }
+            return kj::joinPromises(attrs.releaseAsArray())
+                .then([this, req, size, off, plus, d, listing](kj::Array<Result<Inode>>&& inodes) {
+                  std::string buf(size, '\0');
+                  size_t used = 0;
+                  auto add = [&](const std::string& name, const Inode* in, uint64_t ino,
+                                 FileType type, off_t next) -> bool {
+                    size_t need;
+                    if (plus) {
+                      fuse_entry_param e;
+                      std::memset(&e, 0, sizeof(e));
+                      if (in) {
+                        e = Entry(*in);
+                      } else {
+                        e.attr.st_ino = ino;
+                        e.attr.st_mode = ModeTypeBits(type);
+                      }
+                      need = fuse_add_direntry_plus(req, &buf[used], size - used, name.c_str(), &e,
+                                                    next);
+                    } else {
+                      struct stat st;
+                      std::memset(&st, 0, sizeof(st));
+                      st.st_ino = ino;
+                      st.st_mode = ModeTypeBits(type);
+                      need =
+                          fuse_add_direntry(req, &buf[used], size - used, name.c_str(), &st, next);
+                    }
+                    if (need > size - used) return false;
+                    used += need;
+                    return true;
+                  };
+                  bool full = false;
+                  if (off < 1)
+                    full = !add(".", plus ? d.get() : nullptr, d->ino, FileType::kDirectory, 1);
+                  if (!full && off < 2) {
+                    uint64_t parent = d->parents.empty() ? d->ino : d->parents.front().parent;
+                    full = !add("..", nullptr, parent, FileType::kDirectory, 2);
                   }
-                  need = fuse_add_direntry_plus(req, &buf[used], size - used, name.c_str(), &e, next);
-                } else {
-                  struct stat st;
-                  std::memset(&st, 0, sizeof(st));
-                  st.st_ino = ino;
-                  st.st_mode = ModeTypeBits(type);
-                  need = fuse_add_direntry(req, &buf[used], size - used, name.c_str(), &st, next);
-                }
-                if (need > size - used) return false;
-                used += need;
-                return true;
-              };
-              bool full = false;
-              if (off < 1) full = !add(".", plus ? d.get() : nullptr, d->ino, FileType::kDirectory, 1);
-              if (!full && off < 2) {
-                uint64_t parent = d->parents.empty() ? d->ino : d->parents.front().parent;
-                full = !add("..", nullptr, parent, FileType::kDirectory, 2);
-              }
-              for (size_t i = 0; !full && i < listing->entries.size(); ++i) {
-                const auto& e = listing->entries[i];
-                const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
-                if (plus && !in) continue;  // vanished meanwhile
-                full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
-              }
-              fuse_reply_buf(req, buf.data(), used);
-            });
-      });
+                  for (size_t i = 0; !full && i < listing->entries.size(); ++i) {
+                    const auto& e = listing->entries[i];
+                    const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
+                    if (plus && !in) continue;  // vanished meanwhile
+                    full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
+                  }
+                  fuse_reply_buf(req, buf.data(), used);
+                });
+          });
     });
   }
 
@@ -747,56 +772,61 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     kj::Vector<kj::Promise<Result<NodeStatsInfo>>> all;
     for (const auto& n : cfg.nodes) all.add(c_.rpc().Stats(n.id));
     int replicas = cfg.replicas;
-    return kj::joinPromises(all.releaseAsArray()).then([req, replicas](kj::Array<Result<NodeStatsInfo>>&& stats) {
-      uint64_t cap = 0, avail = 0, free_bytes = 0;
-      int answered = 0;
-      for (auto& s : stats) {
-        if (!s.ok()) continue;
-        ++answered;
-        cap += s->capacity;
-        avail += s->available;
-        free_bytes += s->capacity - s->used;
-      }
-      if (answered == 0) return fuse_reply_err(req, EIO), void();
-      struct statvfs st;
-      std::memset(&st, 0, sizeof(st));
-      st.f_bsize = 4096;
-      st.f_frsize = 4096;
-      st.f_blocks = cap / replicas / 4096;
-      st.f_bfree = free_bytes / replicas / 4096;
-      st.f_bavail = avail / replicas / 4096;
-      st.f_files = 1ull << 40;
-      st.f_ffree = 1ull << 40;
-      st.f_favail = 1ull << 40;
-      st.f_namemax = 255;
-      fuse_reply_statfs(req, &st);
-    });
+    return kj::joinPromises(all.releaseAsArray())
+        .then([req, replicas](kj::Array<Result<NodeStatsInfo>>&& stats) {
+          uint64_t cap = 0, avail = 0, free_bytes = 0;
+          int answered = 0;
+          for (auto& s : stats) {
+            if (!s.ok()) continue;
+            ++answered;
+            cap += s->capacity;
+            avail += s->available;
+            free_bytes += s->capacity - s->used;
+          }
+          if (answered == 0) return fuse_reply_err(req, EIO), void();
+          struct statvfs st;
+          std::memset(&st, 0, sizeof(st));
+          st.f_bsize = 4096;
+          st.f_frsize = 4096;
+          st.f_blocks = cap / replicas / 4096;
+          st.f_bfree = free_bytes / replicas / 4096;
+          st.f_bavail = avail / replicas / 4096;
+          st.f_files = 1ull << 40;
+          st.f_ffree = 1ull << 40;
+          st.f_favail = 1ull << 40;
+          st.f_namemax = 255;
+          fuse_reply_statfs(req, &st);
+        });
   }
 
   kj::Promise<void> Lseek(fuse_req_t req, uint64_t ino, off_t off, int whence) {
     FileState* fs = Find(ino);
     if (!fs) return fuse_reply_err(req, EBADF), kj::READY_NOW;
     uint64_t size = fs->Size();
-    if (off < 0 || static_cast<uint64_t>(off) >= size) return fuse_reply_err(req, ENXIO), kj::READY_NOW;
+    if (off < 0 || static_cast<uint64_t>(off) >= size)
+      return fuse_reply_err(req, ENXIO), kj::READY_NOW;
     const uint64_t cs = fs->chunk_size();
     auto data_end_of = [&](uint64_t idx) -> uint64_t {  // bytes of slot idx that hold data
       auto d = fs->dirty.find(idx);
       if (d != fs->dirty.end()) return d->second.data.size();
-      if (idx < fs->inode.slots.size() && !fs->inode.slots[idx].hole()) return fs->inode.slots[idx].length;
+      if (idx < fs->inode.slots.size() && !fs->inode.slots[idx].hole())
+        return fs->inode.slots[idx].length;
       return 0;
     };
     uint64_t pos = static_cast<uint64_t>(off);
     if (whence == SEEK_DATA) {
       for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
         uint64_t start = std::max(pos, idx * cs);
-        if (start < idx * cs + data_end_of(idx)) return fuse_reply_lseek(req, static_cast<off_t>(start)), kj::READY_NOW;
+        if (start < idx * cs + data_end_of(idx))
+          return fuse_reply_lseek(req, static_cast<off_t>(start)), kj::READY_NOW;
       }
       return fuse_reply_err(req, ENXIO), kj::READY_NOW;
     }
     for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
       uint64_t start = std::max(pos, idx * cs);
       uint64_t data_end = idx * cs + data_end_of(idx);
-      if (start >= data_end) return fuse_reply_lseek(req, static_cast<off_t>(std::min(start, size))), kj::READY_NOW;
+      if (start >= data_end)
+        return fuse_reply_lseek(req, static_cast<off_t>(std::min(start, size))), kj::READY_NOW;
       if (data_end < (idx + 1) * cs && data_end < size) {
         return fuse_reply_lseek(req, static_cast<off_t>(data_end)), kj::READY_NOW;
       }
@@ -811,16 +841,18 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cr.mode = mode & 07777;
     cr.uid = uid;
     cr.gid = gid;
-    return ns().Create(parent, name, cr).then([this, req, parent, name, fi](Result<Inode>&& r) mutable -> kj::Promise<void> {
-      if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
-        // Created by someone else since the kernel's lookup: open the existing file.
-        return ns().Lookup(parent, name).then([this, req, fi](Result<Inode>&& e) mutable {
-          FinishCreate(req, e, fi);
+    return ns()
+        .Create(parent, name, cr)
+        .then([this, req, parent, name, fi](Result<Inode>&& r) mutable -> kj::Promise<void> {
+          if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
+            // Created by someone else since the kernel's lookup: open the existing file.
+            return ns().Lookup(parent, name).then([this, req, fi](Result<Inode>&& e) mutable {
+              FinishCreate(req, e, fi);
+            });
+          }
+          FinishCreate(req, r, fi);
+          return kj::READY_NOW;
         });
-      }
-      FinishCreate(req, r, fi);
-      return kj::READY_NOW;
-    });
   }
 
   void FinishCreate(fuse_req_t req, const Result<Inode>& r, fuse_file_info fi) {
@@ -942,7 +974,8 @@ void QuorumFs::DropCaches() {
 void QuorumFs::FlushAllSync() {
   Impl* impl = impl_.get();
   std::promise<void> done;
-  impl->c_.executor().executeSync([impl, &done]() { impl->FlushAll([&done]() { done.set_value(); }); });
+  impl->c_.executor().executeSync(
+      [impl, &done]() { impl->FlushAll([&done]() { done.set_value(); }); });
   done.get_future().wait();
 }
 
@@ -980,7 +1013,8 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       QFS_IMPL(req);
       std::string n(name);
       Fs(req)->Submit([=]() {
-        return impl->ns().Lookup(parent, n).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+        return impl->ns().Lookup(parent, n).then(
+            [=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
       });
     };
     o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
@@ -1018,7 +1052,9 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (target) cr.symlink_target = target;
       std::string n(name);
       Fs(req)->Submit([=]() {
-        return impl->ns().Create(parent, n, cr).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+        return impl->ns().Create(parent, n, cr).then([=](Result<Inode>&& r) {
+          impl->ReplyEntry(req, r);
+        });
       });
     };
     static auto s_make = make;
@@ -1060,14 +1096,18 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (flags & RENAME_EXCHANGE) f |= kRenameExchange;
       std::string n(name), nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->ns().Rename(parent, n, newparent, nn, f).then([=](Status s) { impl->ReplyStatus(req, s); });
+        return impl->ns().Rename(parent, n, newparent, nn, f).then([=](Status s) {
+          impl->ReplyStatus(req, s);
+        });
       });
     };
     o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
       QFS_IMPL(req);
       std::string nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->ns().Link(ino, newparent, nn).then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
+        return impl->ns().Link(ino, newparent, nn).then([=](Result<Inode>&& r) {
+          impl->ReplyEntry(req, r);
+        });
       });
     };
     o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -1102,11 +1142,13 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     };
     o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
       QFS_IMPL(req);
-      Fs(req)->Submit([=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
+      Fs(req)->Submit(
+          [=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
     };
     o.fsync = [](fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
       QFS_IMPL(req);
-      Fs(req)->Submit([=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
+      Fs(req)->Submit(
+          [=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
     };
     o.release = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       QFS_IMPL(req);
@@ -1270,7 +1312,8 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
       char* end = nullptr;
       double v = std::strtod(value.c_str(), &end);
       if (value.empty() || *end != '\0' || v < 0) {
-        return InvalidArgument("option " + key + " needs a non-negative number, got '" + value + "'");
+        return InvalidArgument("option " + key + " needs a non-negative number, got '" + value +
+                               "'");
       }
       *out = v;
       return Status::Ok();
@@ -1280,11 +1323,16 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
       double v = std::strtod(value.c_str(), &end);
       std::string suffix = end ? end : "";
       double mult = 1;
-      if (suffix == "k" || suffix == "K" || suffix == "KiB") mult = 1024;
-      else if (suffix == "m" || suffix == "M" || suffix == "MiB") mult = 1024 * 1024;
-      else if (suffix == "g" || suffix == "G" || suffix == "GiB") mult = 1024.0 * 1024 * 1024;
-      else if (!suffix.empty()) return InvalidArgument("option " + key + ": bad size '" + value + "'");
-      if (value.empty() || v < 0) return InvalidArgument("option " + key + ": bad size '" + value + "'");
+      if (suffix == "k" || suffix == "K" || suffix == "KiB")
+        mult = 1024;
+      else if (suffix == "m" || suffix == "M" || suffix == "MiB")
+        mult = 1024 * 1024;
+      else if (suffix == "g" || suffix == "G" || suffix == "GiB")
+        mult = 1024.0 * 1024 * 1024;
+      else if (!suffix.empty())
+        return InvalidArgument("option " + key + ": bad size '" + value + "'");
+      if (value.empty() || v < 0)
+        return InvalidArgument("option " + key + ": bad size '" + value + "'");
       *out = static_cast<uint64_t>(v * mult);
       return Status::Ok();
     };

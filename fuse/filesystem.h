@@ -6,7 +6,6 @@
 
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
-
 #include <kj/async.h>
 
 #include <cstdint>

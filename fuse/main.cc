@@ -22,22 +22,23 @@ namespace quorumfs {
 namespace {
 
 void Usage(FILE* out) {
-  std::fprintf(out,
-               "usage: quorumfs-mount --cluster FILE MOUNTPOINT [-f] [-d] [-o opt,...]\n"
-               "       mount.quorumfs FILE MOUNTPOINT [-o opt,...]\n"
-               "\n"
-               "options (-o):\n"
-               "  attr_timeout=S     kernel attribute cache, seconds (default 1)\n"
-               "  entry_timeout=S    kernel name cache, seconds (default 1); missing names are "
-               "never cached\n"
-               "  max_dirty=SIZE     write-back memory before writers wait (default 256M)\n"
-               "  cache_size=SIZE    verified chunks cached for reads (default 256M)\n"
-               "  op_timeout=S       how long an operation waits for a quorum before EIO "
-               "(default 10)\n"
-               "  read_ahead_kb=N    kernel read-ahead of the mount (default 4096)\n"
-               "  ro, allow_other    as for any FUSE file system; default_permissions is always on\n"
-               "  _netdev, nofail, defaults, auto, noauto   accepted for /etc/fstab\n"
-               "  -f                 stay in the foreground;  -d  debug (implies -f)\n");
+  std::fprintf(
+      out,
+      "usage: quorumfs-mount --cluster FILE MOUNTPOINT [-f] [-d] [-o opt,...]\n"
+      "       mount.quorumfs FILE MOUNTPOINT [-o opt,...]\n"
+      "\n"
+      "options (-o):\n"
+      "  attr_timeout=S     kernel attribute cache, seconds (default 1)\n"
+      "  entry_timeout=S    kernel name cache, seconds (default 1); missing names are "
+      "never cached\n"
+      "  max_dirty=SIZE     write-back memory before writers wait (default 256M)\n"
+      "  cache_size=SIZE    verified chunks cached for reads (default 256M)\n"
+      "  op_timeout=S       how long an operation waits for a quorum before EIO "
+      "(default 10)\n"
+      "  read_ahead_kb=N    kernel read-ahead of the mount (default 4096)\n"
+      "  ro, allow_other    as for any FUSE file system; default_permissions is always on\n"
+      "  _netdev, nofail, defaults, auto, noauto   accepted for /etc/fstab\n"
+      "  -f                 stay in the foreground;  -d  debug (implies -f)\n");
 }
 
 // The mount whose chunk cache SIGUSR1 empties (null while none).

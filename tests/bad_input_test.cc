@@ -1,14 +1,13 @@
 // Bad input from the network is refused with a clear error and never crashes a server or
 // corrupts stored state; after each case the server still serves.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
-
-#include <gtest/gtest.h>
-#include <kj/async-io.h>
 
 #include "common/chunk_id.h"
 #include "common/record_key.h"
@@ -124,7 +123,9 @@ TEST_F(BadInputTest, OversizedMessageIsRefusedAndServerKeepsServing) {
     req.setId(capnp::Data::Reader(id.bytes().data(), 32));
     req.setData(AsData(big));
     auto result = kj::runCatchingExceptions([&]() { req.send().wait(io_.waitScope); });
-    KJ_IF_MAYBE(e, result) { return e->getDescription().cStr(); }
+    KJ_IF_MAYBE (e, result) {
+      return e->getDescription().cStr();
+    }
     return "";
   };
   // Our own client refuses to send it.

@@ -1,5 +1,6 @@
 #include "chunkserver/chunk_store.h"
 
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -8,8 +9,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace quorumfs {
 namespace {
@@ -32,7 +31,10 @@ TEST_F(ChunkStoreTest, PutGetAndLayout) {
   ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
   std::string hex = id.ToHex();
   struct stat st;
-  EXPECT_EQ(::stat((dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex).c_str(), &st), 0);
+  EXPECT_EQ(
+      ::stat((dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex).c_str(),
+             &st),
+      0);
   auto got = (*store)->Get(id);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, data);

@@ -1,4 +1,5 @@
 // Integration tests with real chunkserver processes on loopback (issue: cluster core).
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <random>
 #include <set>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/cluster_client.h"
 #include "common/placement.h"
@@ -90,9 +89,8 @@ TEST(ClusterIntegration, ChunksAndRecordsSurviveNodeFailures) {
   cluster.Kill(1);
   get_all();
   auto start = std::chrono::steady_clock::now();
-  auto fail = client.Change(InodeKey(100), [](const std::optional<std::string>&) {
-    return SetTo("never");
-  });
+  auto fail = client.Change(InodeKey(100),
+                            [](const std::optional<std::string>&) { return SetTo("never"); });
   auto elapsed = std::chrono::steady_clock::now() - start;
   ASSERT_FALSE(fail.ok());
   EXPECT_EQ(fail.status().code(), StatusCode::kNoQuorum) << fail.status().ToString();
@@ -221,8 +219,8 @@ TEST(ClusterIntegration, CreateFreshOnceThenFullProtocol) {
 TEST(ClusterIntegration, StartupRefusals) {
   TestCluster cluster;
   // Unknown id.
-  auto [code1, err1] = cluster.RunOnce({"--id", "zz", "--data", cluster.dir() + "/zz",
-                                        "--cluster", cluster.cluster_file()});
+  auto [code1, err1] = cluster.RunOnce(
+      {"--id", "zz", "--data", cluster.dir() + "/zz", "--cluster", cluster.cluster_file()});
   EXPECT_NE(code1, 0);
   EXPECT_NE(err1.find("node id 'zz' is not in"), std::string::npos) << err1;
   // Data dir held by the running node a.
@@ -232,8 +230,8 @@ TEST(ClusterIntegration, StartupRefusals) {
   EXPECT_NE(code2, 0);
   EXPECT_NE(err2.find("is in use by another process"), std::string::npos) << err2;
   // Listen address taken (node a's port, fresh data dir).
-  auto [code3, err3] = cluster.RunOnce({"--id", "a", "--data", cluster.dir() + "/other",
-                                        "--cluster", cluster.cluster_file()});
+  auto [code3, err3] = cluster.RunOnce(
+      {"--id", "a", "--data", cluster.dir() + "/other", "--cluster", cluster.cluster_file()});
   EXPECT_NE(code3, 0);
   EXPECT_NE(err3.find("cannot listen on"), std::string::npos) << err3;
   // Malformed cluster file.
@@ -241,7 +239,8 @@ TEST(ClusterIntegration, StartupRefusals) {
   FILE* f = std::fopen(bad.c_str(), "w");
   std::fputs("epoch = 1\nreplicas = 3\nwrite_quorum = 1\nread_quorum = 1\n", f);
   std::fclose(f);
-  auto [code4, err4] = cluster.RunOnce({"--id", "a", "--data", cluster.dir() + "/x", "--cluster", bad});
+  auto [code4, err4] =
+      cluster.RunOnce({"--id", "a", "--data", cluster.dir() + "/x", "--cluster", bad});
   EXPECT_NE(code4, 0);
   EXPECT_NE(err4.find("bad.conf"), std::string::npos) << err4;
   for (const auto& e : {err1, err2, err3, err4}) {
@@ -254,9 +253,8 @@ TEST(ClusterIntegration, SigtermIsCleanAndIncarnationPersists) {
   std::string inc_before;
   {
     ClusterClient client(cluster.config(), ShortDeadlines());
-    auto r = client.Change(InodeKey(5), [](const std::optional<std::string>&) {
-      return Decision::Write("kept");
-    });
+    auto r = client.Change(
+        InodeKey(5), [](const std::optional<std::string>&) { return Decision::Write("kept"); });
     ASSERT_TRUE(r.ok());
     auto stats = client.Stats("a");
     ASSERT_TRUE(stats.ok()) << stats.status().ToString();
@@ -281,9 +279,8 @@ TEST(ClusterIntegration, SigtermIsCleanAndIncarnationPersists) {
 TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
   TestCluster cluster;
   ClusterClient client(cluster.config(), ShortDeadlines());
-  auto r = client.Change(InodeKey(9), [](const std::optional<std::string>&) {
-    return Decision::Write("x");
-  });
+  auto r = client.Change(InodeKey(9),
+                         [](const std::optional<std::string>&) { return Decision::Write("x"); });
   ASSERT_TRUE(r.ok());
   std::string old_inc = client.Stats("b")->incarnation;
   // b loses its disk and comes back with --rejoin; c is down.
@@ -296,9 +293,8 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
   EXPECT_FALSE(stats->voting);
   EXPECT_NE(stats->incarnation, old_inc);
   // Only a votes: no quorum, although two nodes answer.
-  auto w = client.Change(InodeKey(9), [](const std::optional<std::string>&) {
-    return Decision::Write("y");
-  });
+  auto w = client.Change(InodeKey(9),
+                         [](const std::optional<std::string>&) { return Decision::Write("y"); });
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), StatusCode::kNoQuorum) << w.status().ToString();
   EXPECT_NE(w.status().message().find("rejoining"), std::string::npos) << w.status().ToString();
@@ -314,9 +310,8 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
 TEST(ClusterIntegration, WrongEpochIsRefusedNamingBoth) {
   TestCluster cluster;
   ClusterClient client(cluster.ConfigWithEpoch(2), ShortDeadlines());
-  auto r = client.Change(InodeKey(3), [](const std::optional<std::string>&) {
-    return Decision::Write("x");
-  });
+  auto r = client.Change(InodeKey(3),
+                         [](const std::optional<std::string>&) { return Decision::Write("x"); });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kEpochMismatch) << r.status().ToString();
   EXPECT_NE(r.status().message().find("request epoch 2"), std::string::npos);
@@ -336,7 +331,8 @@ TEST(ClusterIntegration, CorruptReplicaIsSkippedReportedAndQuarantined) {
   // Wait until every replica has it (the put returned after W of N).
   std::string hex = id->ToHex();
   auto path = [&](int node) {
-    return cluster.data_dir(node) + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+    return cluster.data_dir(node) + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" +
+           hex;
   };
   for (int t = 0; t < 100 && ::access(path(2).c_str(), F_OK) != 0; ++t) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

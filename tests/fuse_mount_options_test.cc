@@ -1,5 +1,6 @@
 // The mount's command line: mount.quorumfs called the way mount(8) and /etc/fstab call a
 // helper, and the options ro, allow_other, _netdev, default_permissions, --help.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
@@ -58,7 +57,8 @@ TEST(FuseMountOptions, HelpListsTheOptions) {
   EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster /nonexistent /tmp", &out), 0);
   EXPECT_NE(out.find("/nonexistent"), std::string::npos) << out;
   out.clear();
-  EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster x /tmp -o op_timeout=abc", &out), 0);
+  EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster x /tmp -o op_timeout=abc", &out),
+            0);
   EXPECT_NE(out.find("op_timeout"), std::string::npos) << out;
 }
 
@@ -70,8 +70,8 @@ TEST(FuseMountOptions, MountHelperCalledLikeMount8WithFstabOptions) {
   // mount(8) runs /sbin/mount.<type> SPEC DIR [-sfnv] -o OPTIONS; the helper daemonizes.
   std::string out;
   int rc = Shell(Helper() + " " + cluster.cluster_file() + " " + dir +
-                   " -n -o rw,_netdev,allow_other,default_permissions,nofail,op_timeout=5",
-               &out);
+                     " -n -o rw,_netdev,allow_other,default_permissions,nofail,op_timeout=5",
+                 &out);
   ASSERT_EQ(rc, 0) << out;
   std::string line;
   for (int i = 0; i < 100 && (line = MountLine(dir)).empty(); ++i) {

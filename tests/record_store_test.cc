@@ -1,10 +1,10 @@
 #include "chunkserver/record_store.h"
 
-#include <cstdlib>
-
 #include <gtest/gtest.h>
 #include <kj/async.h>
 #include <kj/vector.h>
+
+#include <cstdlib>
 
 #include "common/record_key.h"
 

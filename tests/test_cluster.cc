@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,8 +15,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace quorumfs {
 namespace testing {
@@ -113,8 +112,12 @@ std::string TestCluster::Log(int i) const {
 
 void TestCluster::Start(int i, bool rejoin) {
   ASSERT_LE(pids_[i], 0) << "node " << node_id(i) << " already running";
-  std::vector<std::string> args = {QUORUMFS_CHUNKSERVER_BIN, "--id",      node_id(i),
-                                   "--data",                 data_dir(i), "--cluster",
+  std::vector<std::string> args = {QUORUMFS_CHUNKSERVER_BIN,
+                                   "--id",
+                                   node_id(i),
+                                   "--data",
+                                   data_dir(i),
+                                   "--cluster",
                                    cluster_file_};
   if (rejoin) args.push_back("--rejoin");
   for (int attempt = 0; attempt < 3; ++attempt) {

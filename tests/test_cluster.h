@@ -30,7 +30,7 @@ class TestCluster {
 
   // Starts node i and waits until it accepts connections (fails the test otherwise).
   void Start(int i, bool rejoin = false);
-  void Kill(int i);     // SIGKILL and reap
+  void Kill(int i);      // SIGKILL and reap
   int Terminate(int i);  // SIGTERM, reap, return the exit status (-1 if killed by a signal)
   bool Running(int i) const { return pids_[i] > 0; }
 
