@@ -27,15 +27,6 @@
 namespace quorumfs {
 namespace {
 
-struct Stat {
-  double median, min, max;
-};
-
-Stat Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return Stat{v[v.size() / 2], v.front(), v.back()};
-}
-
 void Row(const char* name, const char* unit, const Stat& s, const std::string& note = "") {
   std::printf("| %-34s | %10.1f | %10.1f - %-10.1f | %-6s | %s\n", name, s.median, s.min, s.max,
               unit, note.c_str());

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -52,6 +53,16 @@ class LocalCluster {
   std::string dir_, cluster_file_;
   std::vector<pid_t> pids_;
 };
+
+// Median, min and max of a measurement's runs.
+struct Stat {
+  double median, min, max;
+};
+
+inline Stat Summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return Stat{v[v.size() / 2], v.front(), v.back()};
+}
 
 using Clock = std::chrono::steady_clock;
 inline double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }

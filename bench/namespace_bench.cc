@@ -12,15 +12,6 @@
 namespace quorumfs {
 namespace {
 
-struct Stat {
-  double median, min, max;
-};
-
-Stat Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return Stat{v[v.size() / 2], v.front(), v.back()};
-}
-
 int Run(int argc, char** argv) {
   CLI::App app{"quorumfs-bench-namespace"};
   std::string bin, dir = "/tmp";

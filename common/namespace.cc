@@ -192,6 +192,22 @@ class Namespace::Impl {
     return ApplyIntent(ws, key, txn, fate == TxnState::kCommitted);
   }
 
+  // A proposer change function that decodes the record and, when it carries another
+  // transaction's intent, keeps it and reports the transaction in `*blocked` (the caller
+  // resolves it and retries); otherwise it hands the record to `body`.
+  static ChangeFn UnlessIntent(uint64_t* blocked, std::function<Decision(MetaRecord)> body) {
+    return [blocked, body = std::move(body)](const std::optional<std::string>& payload) {
+      *blocked = 0;
+      auto rec = MetaRecord::DecodeOptional(payload);
+      if (!rec.ok()) return Decision::Abort(rec.status());
+      if (rec->intent) {
+        *blocked = rec->intent->txn;
+        return Decision::Keep();
+      }
+      return body(std::move(rec).value());
+    };
+  }
+
   // A plain change: resolves any intent first, then applies fn. Unknown outcomes are retried
   // (fn must be idempotent, e.g. through operation ids).
   // `retry_unknown` false: fn is not idempotent, so an unknown outcome is returned as is.
@@ -213,20 +229,14 @@ class Namespace::Impl {
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
       auto r = proposer_
-                   .Change(key,
-                           [&blocked, &fn](const std::optional<std::string>& payload) {
-                             blocked = 0;
-                             auto rec = MetaRecord::DecodeOptional(payload);
-                             if (!rec.ok()) return Decision::Abort(rec.status());
-                             if (rec->intent) {
-                               blocked = rec->intent->txn;
-                               return Decision::Keep();
-                             }
-                             auto next = fn(*rec);
-                             if (!next.ok()) return Decision::Abort(next.status());
-                             if (!*next) return Decision::Keep();
-                             return Decision::Write((*next)->Encode());
-                           })
+                   .Change(key, UnlessIntent(&blocked,
+                                             [&fn](MetaRecord rec) {
+                                               auto next = fn(rec);
+                                               if (!next.ok())
+                                                 return Decision::Abort(next.status());
+                                               if (!*next) return Decision::Keep();
+                                               return Decision::Write((*next)->Encode());
+                                             }))
                    .wait(ws);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
@@ -307,29 +317,22 @@ class Namespace::Impl {
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
       auto r = proposer_
-                   .Change(key,
-                           [&blocked, &batch](const std::optional<std::string>& payload) {
-                             blocked = 0;
-                             auto rec = MetaRecord::DecodeOptional(payload);
-                             if (!rec.ok()) return Decision::Abort(rec.status());
-                             if (rec->intent) {
-                               blocked = rec->intent->txn;
-                               return Decision::Keep();
-                             }
-                             MetaRecord cur = std::move(rec).value();
-                             bool changed = false;
-                             for (Waiter* w : batch) {
-                               auto next = w->fn(cur);
-                               w->own_status = next.ok() ? Status::Ok() : next.status();
-                               if (next.ok() && *next) {
-                                 cur = std::move(**next);
-                                 changed = true;
-                               }
-                               w->after = cur;
-                             }
-                             if (!changed) return Decision::Keep();
-                             return Decision::Write(cur.Encode());
-                           })
+                   .Change(key, UnlessIntent(&blocked,
+                                             [&batch](MetaRecord cur) {
+                                               bool changed = false;
+                                               for (Waiter* w : batch) {
+                                                 auto next = w->fn(cur);
+                                                 w->own_status =
+                                                     next.ok() ? Status::Ok() : next.status();
+                                                 if (next.ok() && *next) {
+                                                   cur = std::move(**next);
+                                                   changed = true;
+                                                 }
+                                                 w->after = cur;
+                                               }
+                                               if (!changed) return Decision::Keep();
+                                               return Decision::Write(cur.Encode());
+                                             }))
                    .wait(ws);
       Status failure;
       if (!r.ok()) {
