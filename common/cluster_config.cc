@@ -271,6 +271,7 @@ Result<ClusterConfig> ClusterConfig::Parse(const std::string& text, const std::s
   std::unordered_map<std::string, int> id_lines;
   std::unordered_map<std::string, std::pair<std::string, int>> addr_owner;  // -> (id, line)
   int previous_line = 0;
+  std::unordered_map<std::string, int> leaving_lines;  // id -> line of its `leaving` line
 
   int line_no = 0;
   size_t pos = 0;
@@ -320,9 +321,10 @@ Result<ClusterConfig> ClusterConfig::Parse(const std::string& text, const std::s
 
     std::vector<std::string_view> words = SplitWords(line);
     std::string_view head = words[0];
-    if (head == "node") {
+    if (head == "node" || head == "leaving") {
+      const bool leaving = head == "leaving";
       if (words.size() != 3) {
-        return LineError(source, line_no, "expected 'node <id> <host:port>'");
+        return LineError(source, line_no, "expected '" + std::string(head) + " <id> <host:port>'");
       }
       std::string id(words[1]);
       if (!ValidNodeId(id)) return LineError(source, line_no, BadIdReason(id));
@@ -348,7 +350,12 @@ Result<ClusterConfig> ClusterConfig::Parse(const std::string& text, const std::s
                              addr_it->second.first + "' on line " +
                              std::to_string(addr_it->second.second) + ")");
       }
-      config.nodes.push_back(std::move(node));
+      if (leaving) {
+        leaving_lines[node.id] = line_no;
+        config.leaving.push_back(std::move(node));
+      } else {
+        config.nodes.push_back(std::move(node));
+      }
     } else if (head == "previous") {
       if (previous_line != 0) {
         return LineError(
@@ -412,13 +419,22 @@ Result<ClusterConfig> ClusterConfig::Parse(const std::string& text, const std::s
                      "fewer nodes than replicas (" + std::to_string(config.nodes.size()) + " < " +
                          std::to_string(n) + ")");
   }
+  for (const NodeInfo& gone : config.leaving) {
+    if (std::find(config.previous.begin(), config.previous.end(), gone.id) ==
+        config.previous.end()) {
+      return LineError(source, leaving_lines[gone.id],
+                       "leaving node '" + gone.id +
+                           "' is not in 'previous' (only a node of the previous membership can "
+                           "be leaving)");
+    }
+  }
   if (config.InTransition()) {
     for (const std::string& id : config.previous) {
       if (id_lines.count(id) == 0) {
         return LineError(source, previous_line,
                          "previous id '" + id +
-                             "' is not a node (a node being removed stays listed as 'node' "
-                             "until the rebalance finishes)");
+                             "' has no address: list it as 'node <id> <host:port>' if it stays, "
+                             "or 'leaving <id> <host:port>' if it is being removed");
       }
     }
     if (config.previous.size() < static_cast<size_t>(n)) {
@@ -459,6 +475,7 @@ std::string ClusterConfig::Format() const {
   out += "read_quorum = " + std::to_string(read_quorum) + "\n";
   out += "chunk_size = " + FormatSize(chunk_size) + "\n";
   for (const NodeInfo& node : nodes) out += "node " + node.id + " " + node.address + "\n";
+  for (const NodeInfo& node : leaving) out += "leaving " + node.id + " " + node.address + "\n";
   if (!previous.empty()) {
     out += "previous";
     for (const std::string& id : previous) out += " " + id;
@@ -469,6 +486,9 @@ std::string ClusterConfig::Format() const {
 
 const NodeInfo* ClusterConfig::FindNode(const std::string& id) const {
   for (const NodeInfo& node : nodes) {
+    if (node.id == id) return &node;
+  }
+  for (const NodeInfo& node : leaving) {
     if (node.id == id) return &node;
   }
   return nullptr;

@@ -280,7 +280,7 @@ TEST(ClusterConfigTest, RejectsBadAddresses) {
 }
 
 TEST(ClusterConfigTest, RejectsBadPrevious) {
-  EXPECT_TRUE(RejectedWith(With("previous a b z\n"), 5, "previous id 'z' is not a node"));
+  EXPECT_TRUE(RejectedWith(With("previous a b z\n"), 5, "previous id 'z' has no address"));
   EXPECT_TRUE(RejectedWith(With("previous a b\n"), 5, "fewer previous ids than replicas (2 < 3)"));
   EXPECT_TRUE(RejectedWith(With("previous\n"), 5, "'previous' needs at least one node id"));
   EXPECT_TRUE(RejectedWith(With("previous a a b c\n"), 5, "duplicate id 'a' in 'previous'"));

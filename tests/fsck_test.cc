@@ -154,6 +154,46 @@ class FsckTest : public ::testing::Test {
     return out;
   }
 
+  // Runs `fsck --rebalance` while a thread reads every file through `fs` (a client of the
+  // joint configuration) and checks each read; returns the next cluster file fsck wrote.
+  std::string RebalanceWhileReading(TestFs& fs) {
+    std::map<std::string, uint64_t> inos;
+    for (const auto& [path, data] : files_) {
+      auto ino = fs.Resolve(path);
+      if (!ino.ok()) {
+        ADD_FAILURE() << path << ": " << ino.status().ToString();
+        return "";
+      }
+      inos[path] = *ino;
+    }
+    std::atomic<bool> done{false};
+    std::atomic<int> reads{0}, failures{0};
+    std::string first_failure;
+    std::thread reader([&]() {
+      while (!done) {
+        for (const auto& [path, ino] : inos) {
+          auto bytes = fs.ReadFile(ino);
+          if (!bytes.ok() || *bytes != files_[path]) {
+            if (failures++ == 0) {
+              first_failure =
+                  path + ": " + (bytes.ok() ? "wrong bytes" : bytes.status().ToString());
+            }
+          }
+          ++reads;
+        }
+      }
+    });
+    CliResult r = Fsck({"--rebalance"});
+    done = true;
+    reader.join();
+    EXPECT_TRUE(r.code == 0 || r.code == 1) << r.All();
+    EXPECT_GT(reads.load(), 0);
+    EXPECT_EQ(failures.load(), 0) << first_failure;
+    std::string next_path = cluster_->cluster_file() + ".next";
+    EXPECT_TRUE(testing::FileExists(next_path)) << r.out;
+    return testing::FileExists(next_path) ? next_path : "";
+  }
+
   std::unique_ptr<TestCluster> cluster_;
   std::unique_ptr<ClusterClient> client_;
   std::unique_ptr<TestFs> fs_;
@@ -450,36 +490,8 @@ TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
   EXPECT_NE(pending.out.find("record_rebalance"), std::string::npos);
   EXPECT_NE(pending.out.find("missing on d"), std::string::npos);
   EXPECT_FALSE(testing::FileExists(cluster_->cluster_file() + ".next"));
-  std::map<std::string, uint64_t> inos;
-  for (const auto& [path, data] : files_) {
-    auto ino = joint_fs.Resolve(path);
-    ASSERT_TRUE(ino.ok()) << path << ": " << ino.status().ToString();
-    inos[path] = *ino;
-  }
-  std::atomic<bool> done{false};
-  std::atomic<int> reads{0}, failures{0};
-  std::string first_failure;
-  std::thread reader([&]() {
-    while (!done) {
-      for (const auto& [path, ino] : inos) {
-        auto bytes = joint_fs.ReadFile(ino);
-        if (!bytes.ok() || *bytes != files_[path]) {
-          if (failures++ == 0) {
-            first_failure = path + ": " + (bytes.ok() ? "wrong bytes" : bytes.status().ToString());
-          }
-        }
-        ++reads;
-      }
-    }
-  });
-  CliResult r = Fsck({"--rebalance"});
-  done = true;
-  reader.join();
-  EXPECT_TRUE(r.code == 0 || r.code == 1) << r.All();
-  EXPECT_GT(reads.load(), 0);
-  EXPECT_EQ(failures.load(), 0) << first_failure;
-  std::string next_path = cluster_->cluster_file() + ".next";
-  ASSERT_TRUE(testing::FileExists(next_path)) << r.out;
+  std::string next_path = RebalanceWhileReading(joint_fs);
+  ASSERT_FALSE(next_path.empty());
   auto next = ClusterConfig::Load(next_path);
   ASSERT_TRUE(next.ok()) << next.status().ToString();
   EXPECT_EQ(next->epoch, 3u);
@@ -505,18 +517,101 @@ TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
   EXPECT_GT(stats->record_count, 0u);
 }
 
-// Removing a node cannot be expressed yet: every `previous` id must still be a `node`, so the
-// leaving node's id stays in the new list and in new replica sets (README, "Membership
-// removal"). When the grammar allows it, a removal test belongs beside the one above.
-TEST(FsckRebalance, NodeRemovalIsNotExpressibleYet) {
-  auto removal = ClusterConfig::Parse(
+// Removing node d from a, b, c, d: the joint file lists the staying nodes, keeps d reachable
+// as `leaving`, and names the old membership in `previous`. The rebalance copies every key to
+// its new replica set (reads keep working throughout), removes d's chunks, and writes the final
+// file without d; once d is stopped, everything still reads back and fsck is clean.
+TEST_F(FsckTest, RebalanceAfterRemovingANodeWhileReadsContinue) {
+  TestClusterOptions o;
+  o.nodes = 4;
+  StartCluster(o);
+  WriteFiles();
+  for (int i = 0; i < 4; ++i) {
+    Write("/more" + std::to_string(i), testing::RandomBytes(300 + i, kMiB / 2 + i));
+  }
+  std::set<ChunkId> on_d_before;
+  for (const auto& id : AllChunks()) {
+    if (Holders(id).count(3)) on_d_before.insert(id);
+  }
+  ASSERT_FALSE(on_d_before.empty());
+  client_.reset();
+  fs_.reset();
+  std::string text = "epoch = 2\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+  for (int i = 0; i < 3; ++i) text += cluster_->NodeLine(i) + "\n";
+  std::string d_line = cluster_->NodeLine(3);
+  text += "leaving" + d_line.substr(4) + "\n";
+  text += "previous a b c d\n";
+  cluster_->Reconfigure(text);
+  ASSERT_TRUE(cluster_->config()->InTransition());
+  ASSERT_TRUE(cluster_->Running(3));
+
+  // `status` shows d as leaving, outside every replica set.
+  CliResult status =
+      testing::RunCli({"status", "--cluster", cluster_->cluster_file()}, cluster_->dir());
+  EXPECT_EQ(status.code, 0) << status.All();
+  EXPECT_NE(status.out.find("leaving"), std::string::npos) << status.out;
+
+  ClusterClient joint(cluster_->config(), testing::ShortDeadlines());
+  TestFs joint_fs(joint);
+  ExpectFilesIntact(&joint_fs);
+  CliResult pending = Fsck({});
+  EXPECT_EQ(pending.code, 4) << pending.All();
+  std::string next_path = RebalanceWhileReading(joint_fs);
+  ASSERT_FALSE(next_path.empty());
+  auto next = ClusterConfig::Load(next_path);
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->epoch, 3u);
+  EXPECT_FALSE(next->InTransition());
+  EXPECT_TRUE(next->leaving.empty());
+  EXPECT_EQ(next->nodes.size(), 3u);
+  EXPECT_EQ(next->FindNode("d"), nullptr);
+  for (const auto& id : on_d_before) EXPECT_EQ(Holders(id).count(3), 0u) << id.ToHex();
+
+  // Install the final file: d is not started again. With a, b, c only, every chunk is on all
+  // three, every file reads back, and fsck is clean.
+  cluster_->Reconfigure(testing::ReadWholeFile(next_path));
+  EXPECT_FALSE(cluster_->Running(3));
+  client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
+  fs_ = std::make_unique<TestFs>(*client_);
+  ExpectFilesIntact();
+  CliResult after = Fsck({});
+  EXPECT_EQ(after.code, 0) << after.All();
+  for (const auto& id : AllChunks()) EXPECT_EQ(Holders(id), (std::set<int>{0, 1, 2})) << id.ToHex();
+}
+
+// The grammar of a removal: a leaving node must belong to `previous`, and a `previous` id needs
+// an address (as a node or as leaving).
+TEST(FsckRebalance, RemovalGrammarIsChecked) {
+  const std::string head =
       "epoch = 2\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n"
-      "node a 127.0.0.1:7101\nnode b 127.0.0.1:7102\nnode c 127.0.0.1:7103\n"
-      "previous a b c d\n",
-      "removal.conf");
-  ASSERT_FALSE(removal.ok());
-  EXPECT_NE(removal.status().message().find("previous id 'd' is not a node"), std::string::npos)
-      << removal.status().ToString();
+      "node a 127.0.0.1:7101\nnode b 127.0.0.1:7102\nnode c 127.0.0.1:7103\n";
+  auto ok = ClusterConfig::Parse(head + "leaving d 127.0.0.1:7104\nprevious a b c d\n", "ok");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->NodeIds(), (std::vector<std::string>{"a", "b", "c"}));
+  ASSERT_NE(ok->FindNode("d"), nullptr);
+  EXPECT_EQ(ok->FindNode("d")->port, 7104);
+  auto again = ClusterConfig::Parse(ok->Format(), "again");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->leaving.size(), 1u);
+
+  auto no_address = ClusterConfig::Parse(head + "previous a b c d\n", "no_address");
+  ASSERT_FALSE(no_address.ok());
+  EXPECT_NE(no_address.status().message().find("previous id 'd' has no address"), std::string::npos)
+      << no_address.status().ToString();
+  auto not_previous = ClusterConfig::Parse(head + "leaving d 127.0.0.1:7104\n", "not_previous");
+  ASSERT_FALSE(not_previous.ok());
+  EXPECT_NE(not_previous.status().message().find("not_previous:8: leaving node 'd' is not in"),
+            std::string::npos)
+      << not_previous.status().ToString();
+  auto both = ClusterConfig::Parse(head + "leaving c 127.0.0.1:7105\nprevious a b c\n", "both");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("duplicate node id 'c'"), std::string::npos)
+      << both.status().ToString();
+  auto same_addr =
+      ClusterConfig::Parse(head + "leaving d 127.0.0.1:7103\nprevious a b c d\n", "same_addr");
+  ASSERT_FALSE(same_addr.ok());
+  EXPECT_NE(same_addr.status().message().find("duplicate address"), std::string::npos)
+      << same_addr.status().ToString();
 }
 
 }  // namespace

@@ -798,6 +798,7 @@ class Fsck {
     ClusterConfig next = *config_;
     next.epoch += 1;
     next.previous.clear();
+    next.leaving.clear();
     std::string path = o_.cluster_file + ".next";
     std::ofstream(path) << next.Format();
     next_config_path_ = path;

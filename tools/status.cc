@@ -58,6 +58,8 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
   };
   std::vector<Row> rows;
   for (const auto& n : config->nodes) rows.push_back(Row{&n});
+  // Nodes being removed are shown, but no replica set of the new membership includes them.
+  for (const auto& n : config->leaving) rows.push_back(Row{&n});
   client.RunSync<bool>([&]() -> kj::Promise<bool> {
     kj::Vector<kj::Promise<void>> all;
     for (auto& row : rows) {
@@ -78,7 +80,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
   for (const auto& r : rows) {
     usable.push_back(r.stats.ok() && r.stats->voting && r.stats->epoch == config->epoch);
   }
-  int m = static_cast<int>(rows.size());
+  int m = static_cast<int>(config->nodes.size());
   int n = config->replicas;
   int need = std::max(config->write_quorum, config->read_quorum);
   int64_t sets = 0, sets_ok = 0;
@@ -95,7 +97,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
       broken.push_back("{" + name + "}");
     }
   });
-  int up_count = static_cast<int>(std::count(usable.begin(), usable.end(), true));
+  int up_count = static_cast<int>(std::count(usable.begin(), usable.begin() + m, true));
   bool healthy = sets_ok == sets;
   std::string verdict;
   if (healthy && up_count == m) {
@@ -127,6 +129,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
       j.Key("id").String(r.node->id);
       j.Key("address").String(r.node->address);
       j.Key("up").Bool(r.stats.ok());
+      j.Key("leaving").Bool(&r - rows.data() >= m);
       if (r.stats.ok()) {
         j.Key("rtt_ms").Number(r.rtt_ms);
         j.Key("version").String(r.stats->version);
@@ -159,6 +162,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
     for (const auto& r : rows) {
       if (r.stats.ok()) {
         std::string note;
+        if (&r - rows.data() >= m) note = "leaving: fsck --rebalance moves its keys off";
         if (!r.stats->voting) note = "rejoining: not voting until fsck --repair refills it";
         if (r.stats->epoch != config->epoch) {
           note = "epoch " + std::to_string(r.stats->epoch) + " differs from the cluster file's";
