@@ -7,7 +7,9 @@
 namespace quorumfs {
 namespace {
 
-constexpr uint8_t kFormat = 1;
+// Format 1: body, intent. Format 2 adds, for an absent body, the time it became a tombstone.
+constexpr uint8_t kFormatV1 = 1;
+constexpr uint8_t kFormat = 2;
 
 class Writer {
  public:
@@ -315,6 +317,7 @@ std::string MetaRecord::Encode() const {
   } else {
     w.U8(0);
   }
+  if (absent()) w.I64(removed_ns);
   return std::move(w.out());
 }
 
@@ -322,8 +325,8 @@ Result<MetaRecord> MetaRecord::Decode(std::string_view bytes) {
   Reader r(bytes);
   uint8_t format, has_intent;
   MetaRecord rec;
-  if (!r.U8(&format) || format != kFormat || !ReadBody(r, &rec.body) || !r.U8(&has_intent) ||
-      has_intent > 1) {
+  if (!r.U8(&format) || (format != kFormat && format != kFormatV1) || !ReadBody(r, &rec.body) ||
+      !r.U8(&has_intent) || has_intent > 1) {
     return Status(StatusCode::kCorruption, "malformed metadata record");
   }
   if (has_intent) {
@@ -332,6 +335,9 @@ Result<MetaRecord> MetaRecord::Decode(std::string_view bytes) {
       return Status(StatusCode::kCorruption, "malformed metadata record intent");
     }
     rec.intent = std::move(in);
+  }
+  if (format == kFormat && rec.absent() && (!r.I64(&rec.removed_ns) || rec.removed_ns < 0)) {
+    return Status(StatusCode::kCorruption, "malformed metadata record tombstone time");
   }
   if (!r.done()) return Status(StatusCode::kCorruption, "metadata record has trailing bytes");
   return rec;

@@ -118,6 +118,9 @@ struct Intent {
 struct MetaRecord {
   RecordBody body;
   std::optional<Intent> intent;
+  // Absent body only: when it became a tombstone (the writer's wall clock, ns), which
+  // `fsck --gc` measures its grace period against; 0 for a key never written.
+  int64_t removed_ns = 0;
 
   bool absent() const { return std::holds_alternative<std::monostate>(body); }
   const Inode* inode() const { return std::get_if<Inode>(&body); }

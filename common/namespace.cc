@@ -87,6 +87,13 @@ class Namespace::Impl {
   uint64_t NewId() { return rng_() | 1; }
   int64_t Now() { return clock_.NowNs(); }
 
+  // Every record value the namespace writes goes through here: a record that is (or becomes) a
+  // tombstone keeps the time it first became one, which `fsck --gc` measures its grace from.
+  static std::string Encode(MetaRecord rec, int64_t now) {
+    if (rec.absent() && rec.removed_ns == 0) rec.removed_ns = now;
+    return rec.Encode();
+  }
+
   void Backoff(kj::WaitScope& ws, int attempt) {
     int64_t base = o_.busy_wait / kj::NANOSECONDS;
     int64_t hi = std::min<int64_t>(base << std::min(attempt, 6), 100'000'000);
@@ -96,8 +103,12 @@ class Namespace::Impl {
 
   // ---- records -------------------------------------------------------------------------------
 
+  kj::Promise<Result<RecordValue>> Read(const std::string& key) {
+    return o_.observe_only ? proposer_.ReadWithoutWrite(key) : proposer_.Read(key);
+  }
+
   Result<MetaRecord> ReadRaw(kj::WaitScope& ws, const std::string& key) {
-    auto r = proposer_.Read(key).wait(ws);
+    auto r = Read(key).wait(ws);
     if (!r.ok()) return r.status();
     return MetaRecord::DecodeOptional(r->payload);
   }
@@ -111,7 +122,8 @@ class Namespace::Impl {
       // X is written before any intent and removed only after every intent is resolved.
       return Internal("intent names transaction " + std::to_string(txn) + " with no record");
     }
-    if (t->state != TxnState::kPending || !abort_if_expired || Now() <= t->deadline_ns) {
+    if (t->state != TxnState::kPending || !abort_if_expired || o_.observe_only ||
+        Now() <= t->deadline_ns) {
       return t->state;
     }
     return SetTxnState(ws, txn, TxnState::kAborted);
@@ -146,17 +158,21 @@ class Namespace::Impl {
   // Replaces an intent of `txn` by its outcome (committed: the intent's value).
   Status ApplyIntent(kj::WaitScope& ws, const std::string& key, uint64_t txn, bool committed) {
     for (int attempt = 0;; ++attempt) {
-      auto r = proposer_
-                   .Change(key,
-                           [txn, committed](const std::optional<std::string>& payload) {
-                             auto rec = MetaRecord::DecodeOptional(payload);
-                             if (!rec.ok()) return Decision::Abort(rec.status());
-                             if (!rec->intent || rec->intent->txn != txn) return Decision::Keep();
-                             if (committed) rec->body = std::move(rec->intent->value);
-                             rec->intent.reset();
-                             return Decision::Write(rec->Encode());
-                           })
-                   .wait(ws);
+      auto r =
+          proposer_
+              .Change(key,
+                      [txn, committed, now = Now()](const std::optional<std::string>& payload) {
+                        auto rec = MetaRecord::DecodeOptional(payload);
+                        if (!rec.ok()) return Decision::Abort(rec.status());
+                        if (!rec->intent || rec->intent->txn != txn) return Decision::Keep();
+                        if (committed) {
+                          rec->body = std::move(rec->intent->value);
+                          rec->removed_ns = 0;
+                        }
+                        rec->intent.reset();
+                        return Decision::Write(Encode(std::move(rec).value(), now));
+                      })
+              .wait(ws);
       if (r.ok()) return Status::Ok();
       if (r.status().code() != StatusCode::kUnknownOutcome || attempt > 20) return r.status();
     }
@@ -228,16 +244,16 @@ class Namespace::Impl {
     };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
-      auto r = proposer_
-                   .Change(key, UnlessIntent(&blocked,
-                                             [&fn](MetaRecord rec) {
-                                               auto next = fn(rec);
-                                               if (!next.ok())
-                                                 return Decision::Abort(next.status());
-                                               if (!*next) return Decision::Keep();
-                                               return Decision::Write((*next)->Encode());
-                                             }))
-                   .wait(ws);
+      auto r =
+          proposer_
+              .Change(key, UnlessIntent(&blocked,
+                                        [&fn, now = Now()](MetaRecord rec) {
+                                          auto next = fn(rec);
+                                          if (!next.ok()) return Decision::Abort(next.status());
+                                          if (!*next) return Decision::Keep();
+                                          return Decision::Write(Encode(std::move(**next), now));
+                                        }))
+              .wait(ws);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
           unknown = true;
@@ -318,7 +334,7 @@ class Namespace::Impl {
       uint64_t blocked = 0;
       auto r = proposer_
                    .Change(key, UnlessIntent(&blocked,
-                                             [&batch](MetaRecord cur) {
+                                             [&batch, now = Now()](MetaRecord cur) {
                                                bool changed = false;
                                                for (Waiter* w : batch) {
                                                  auto next = w->fn(cur);
@@ -331,7 +347,7 @@ class Namespace::Impl {
                                                  w->after = cur;
                                                }
                                                if (!changed) return Decision::Keep();
-                                               return Decision::Write(cur.Encode());
+                                               return Decision::Write(Encode(cur, now));
                                              }))
                    .wait(ws);
       Status failure;
@@ -393,24 +409,25 @@ class Namespace::Impl {
     const uint64_t me = ctx.txn.id;
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
-      auto r = proposer_
-                   .Change(key,
-                           [&blocked, &fn, me](const std::optional<std::string>& payload) {
-                             blocked = 0;
-                             auto rec = MetaRecord::DecodeOptional(payload);
-                             if (!rec.ok()) return Decision::Abort(rec.status());
-                             if (rec->intent) {
-                               if (rec->intent->txn == me) return Decision::Keep();
-                               blocked = rec->intent->txn;
-                               return Decision::Keep();
-                             }
-                             auto next = fn(*rec);
-                             if (!next.ok()) return Decision::Abort(next.status());
-                             MetaRecord out = *rec;
-                             out.intent = Intent{me, *next ? (*next)->body : rec->body};
-                             return Decision::Write(out.Encode());
-                           })
-                   .wait(ws);
+      auto r =
+          proposer_
+              .Change(key,
+                      [&blocked, &fn, me, now = Now()](const std::optional<std::string>& payload) {
+                        blocked = 0;
+                        auto rec = MetaRecord::DecodeOptional(payload);
+                        if (!rec.ok()) return Decision::Abort(rec.status());
+                        if (rec->intent) {
+                          if (rec->intent->txn == me) return Decision::Keep();
+                          blocked = rec->intent->txn;
+                          return Decision::Keep();
+                        }
+                        auto next = fn(*rec);
+                        if (!next.ok()) return Decision::Abort(next.status());
+                        MetaRecord out = *rec;
+                        out.intent = Intent{me, *next ? (*next)->body : rec->body};
+                        return Decision::Write(Encode(std::move(out), now));
+                      })
+              .wait(ws);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
         return r.status();
@@ -788,14 +805,17 @@ class Namespace::Impl {
   }
 
   void MarkDying(kj::WaitScope& ws, uint64_t ino) {
-    (void)Change(ws, InodeKey(ino), [](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-      if (!rec.inode()) return std::optional<MetaRecord>();
-      MetaRecord out = rec;
-      out.inode()->state = InodeState::kDying;
-      out.inode()->nlink = 0;
-      out.inode()->parents.clear();
-      return std::optional<MetaRecord>(std::move(out));
-    });
+    int64_t now = Now();
+    (void)Change(ws, InodeKey(ino),
+                 [now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                   if (!rec.inode()) return std::optional<MetaRecord>();
+                   MetaRecord out = rec;
+                   out.inode()->state = InodeState::kDying;
+                   out.inode()->ctime_ns = now;
+                   out.inode()->nlink = 0;
+                   out.inode()->parents.clear();
+                   return std::optional<MetaRecord>(std::move(out));
+                 });
   }
 
   Result<std::string> DoReadLink(kj::WaitScope& ws, uint64_t ino) {
@@ -1230,7 +1250,7 @@ class Namespace::Impl {
       if (!keys.ok()) return keys.status();
       // Read every key of the page at once.
       std::vector<kj::Promise<Result<RecordValue>>> reads;
-      for (const auto& key : *keys) reads.push_back(proposer_.Read(key));
+      for (const auto& key : *keys) reads.push_back(Read(key));
       for (size_t i = 0; i < keys->size(); ++i) {
         auto r = reads[i].wait(ws);
         if (!r.ok()) return r.status();
@@ -1366,6 +1386,7 @@ class Namespace::Impl {
           MetaRecord out = rec;
           if (release) {
             out.inode()->state = InodeState::kDying;
+            out.inode()->ctime_ns = until - o_.lease_ns;
           } else {
             out.inode()->lease_until_ns = until;
           }
@@ -1471,6 +1492,7 @@ class Namespace::Impl {
             if (named.empty() && cur.state == InodeState::kLive &&
                 now > cur.birth_deadline_ns + o_.clock_skew_ns) {
               cur.state = InodeState::kDying;
+              cur.ctime_ns = now;
               cur.nlink = 0;
               changed = true;
             }
@@ -1483,10 +1505,12 @@ class Namespace::Impl {
           if (want == 0 && cur.state == InodeState::kLive && !adopt &&
               now > cur.birth_deadline_ns + o_.clock_skew_ns) {
             cur.state = InodeState::kDying;
+            cur.ctime_ns = now;
             changed = true;
           }
           if (cur.state == InodeState::kUnlinkedOpen && cur.lease_until_ns < now) {
             cur.state = InodeState::kDying;
+            cur.ctime_ns = now;
             changed = true;
           }
           if (!changed) return std::optional<MetaRecord>();

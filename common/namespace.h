@@ -76,6 +76,10 @@ struct NamespaceOptions {
   kj::Duration busy_timeout = 30 * kj::SECONDS;   // give up waiting (EBUSY -> EIO)
   uint32_t default_chunk_size = 1024 * 1024;
   size_t fiber_stack = 256 * 1024;
+  // Reads write nothing: records are read with Proposer::ReadWithoutWrite (no write-back to
+  // lagging replicas), and a transaction pending past its deadline is taken as pending (the
+  // old value) instead of being aborted. For fsck's check mode, which must change nothing.
+  bool observe_only = false;
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
   bool unsafe_read_ignores_intents = false;

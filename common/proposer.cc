@@ -367,6 +367,49 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
       });
 }
 
+kj::Promise<Result<RecordValue>> Proposer::ReadWithoutWrite(std::string key) {
+  Status valid = ValidateRecordKey(key);
+  if (!valid.ok()) return Result<RecordValue>(valid);
+  auto spec = std::make_shared<QuorumSpec>(SpecFor(key));
+  auto skey = std::make_shared<std::string>(std::move(key));
+  const int R = config_->read_quorum;
+  auto send = [this, spec, skey](size_t i) {
+    return transport_.ReadAccepted(spec->targets[i], *skey);
+  };
+  // Every reply (or the round timeout): a replica that answers later than the others may hold
+  // the newest value.
+  auto decide = [](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
+    for (const auto& reply : r) {
+      if (!reply) return false;
+    }
+    return true;
+  };
+  return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
+                                   decide)
+      .then([spec, skey, R](Gathered<ReadAcceptedReply>&& g) -> Result<RecordValue> {
+        auto votes = VotesOf(g.replies, &ReadYes);
+        if (!spec->Satisfied(votes, R)) {
+          return Status(StatusCode::kNoQuorum,
+                        DescribeKey(*skey) + ": fewer than read_quorum replicas answered");
+        }
+        const ReadAcceptedReply* best = nullptr;
+        for (size_t i = 0; i < g.replies.size(); ++i) {
+          if (votes[i] != Vote::kYes) continue;
+          if (!best || (*g.replies[i])->accepted_ballot > best->accepted_ballot) {
+            best = &**g.replies[i];
+          }
+        }
+        RecordValue v;
+        if (best && best->value) {
+          auto env = RecordEnvelope::Decode(*best->value);
+          if (!env.ok()) return env.status().WithContext(DescribeKey(*skey));
+          v.payload = std::move(env->payload);
+          v.version = env->version;
+        }
+        return v;
+      });
+}
+
 kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::string payload) {
   Status valid = ValidateRecordKey(key);
   if (!valid.ok()) return Result<RecordValue>(valid);

@@ -85,6 +85,13 @@ class Proposer {
   // otherwise Change(key, keep), which also repairs lagging replicas.
   kj::Promise<Result<RecordValue>> Read(std::string key);
 
+  // A read that never writes (for a check that must change nothing): asks every replica,
+  // waits for all that answer within the round timeout (at least R of each group), and
+  // returns the value of the highest accepted ballot among them: the value a full read with
+  // all of them in its prepare quorum would adopt. Unlike Read it repairs nothing, so a value
+  // accepted by fewer than W replicas and never chosen may be returned. NoQuorum below R.
+  kj::Promise<Result<RecordValue>> ReadWithoutWrite(std::string key);
+
   // The first write of a key only this process can be creating (a freshly allocated inode):
   // accept at ballot (0, id) without prepare, once. If that does not reach W, falls back to
   // the full protocol. AlreadyExists if the key holds another value.

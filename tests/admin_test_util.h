@@ -154,6 +154,12 @@ class TestFs {
     return c_.RunSync<Status>([&] { return c_.ns().Rename(fparent, fname, tparent, tname, 0); });
   }
 
+  Status Unlink(const std::string& path) {
+    auto [dir, name] = Split(path);
+    QFS_ASSIGN_OR_RETURN(uint64_t parent, Resolve(dir));
+    return c_.RunSync<Status>([&] { return c_.ns().Unlink(parent, name); });
+  }
+
   // Creates `path` holding `data`: every chunk-size piece is put as a chunk, then the layout
   // is published with each slot changed from a hole.
   Result<Inode> WriteFile(const std::string& path, const std::string& data) {

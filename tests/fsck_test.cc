@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/placement.h"
+#include "common/record_key.h"
 #include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
 
@@ -92,6 +93,14 @@ class FsckTest : public ::testing::Test {
     for (const auto& s : must_name) {
       EXPECT_NE(check.out.find(s), std::string::npos) << "fsck output does not name " << s;
     }
+    // A check changes nothing: a second one finds the same damage.
+    CliResult recheck = Fsck(flags);
+    EXPECT_EQ(recheck.code, 4) << recheck.All();
+    auto table = [](const std::string& out) {
+      size_t from = out.find("\ncheck ");
+      return from == std::string::npos ? out : out.substr(from, out.find("\nscanned") - from);
+    };
+    EXPECT_EQ(table(recheck.out), table(check.out));
     std::vector<std::string> repair_flags = flags;
     repair_flags.push_back("--repair");
     CliResult repair = Fsck(repair_flags);
@@ -463,6 +472,63 @@ TEST_F(FsckTest, GcDeletesOnlyOldUnreferencedChunks) {
   EXPECT_EQ(down.code, 8) << down.All();
   EXPECT_NE(down.out.find("every node"), std::string::npos) << down.out;
   EXPECT_FALSE(Holders(*fresh_id).empty());
+}
+
+// Unlinking leaves a tombstone entry and a dying inode; past the grace period --gc removes
+// both (on every replica) and the chunks only the dead inode referenced. A younger unlink keeps
+// its records and chunks, and the name can be created again afterwards.
+TEST_F(FsckTest, GcRemovesOldTombstonesDeadInodesAndTheirChunks) {
+  StartCluster();
+  WriteFiles();
+  std::string gone_data = testing::RandomBytes(77, kMiB + 99);
+  auto gone = fs_->WriteFile("/d/gone", gone_data);
+  ASSERT_TRUE(gone.ok()) << gone.status().ToString();
+  auto d = fs_->Resolve("/d");
+  ASSERT_TRUE(d.ok());
+  std::vector<ChunkId> gone_chunks;
+  for (const auto& s : gone->slots) gone_chunks.push_back(s.id);
+  ASSERT_EQ(gone_chunks.size(), 2u);
+  ASSERT_TRUE(fs_->Unlink("/d/gone").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Unlinked just now: too young for a grace of 1 s.
+  std::string young_data = testing::RandomBytes(78, 1000);
+  auto young = fs_->WriteFile("/d/young", young_data);
+  ASSERT_TRUE(young.ok());
+  ASSERT_TRUE(fs_->Unlink("/d/young").ok());
+
+  auto row_count = [&](const std::string& key) {
+    int n = 0;
+    for (int i = 0; i < cluster_->nodes(); ++i) {
+      auto r = client_->RunSync<Result<ReadAcceptedReply>>(
+          [&] { return client_->rpc().ReadAccepted(cluster_->node_id(i), key); });
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      n += r.ok() && r->value.has_value();
+    }
+    return n;
+  };
+  const std::string gone_entry = DirEntryKey(*d, "gone"), gone_inode = InodeKey(gone->ino);
+  EXPECT_EQ(row_count(gone_entry), 3);
+  EXPECT_EQ(row_count(gone_inode), 3);
+
+  CliResult check = Fsck({});  // tombstones and dead inodes are no damage
+  EXPECT_EQ(check.code, 0) << check.All();
+  CliResult r = Fsck({"--gc", "--grace", "1"});
+  EXPECT_EQ(r.code, 0) << r.All();
+  EXPECT_NE(r.out.find("(1 tombstones, 1 dead inodes)"), std::string::npos) << r.out;
+  EXPECT_EQ(row_count(gone_entry), 0);
+  EXPECT_EQ(row_count(gone_inode), 0);
+  for (const auto& id : gone_chunks) EXPECT_TRUE(Holders(id).empty()) << id.ToHex();
+  EXPECT_EQ(row_count(DirEntryKey(*d, "young")), 3);
+  EXPECT_EQ(row_count(InodeKey(young->ino)), 3);
+  EXPECT_FALSE(Holders(young->slots.at(0).id).empty());
+  for (const auto& id : AllChunks()) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
+  ExpectFilesIntact();
+
+  // The removed name is created again (its key's ballot floor was raised by the delete).
+  Write("/d/gone", "born again\n");
+  ExpectFilesIntact();
+  CliResult again = Fsck({});
+  EXPECT_EQ(again.code, 0) << again.All();
 }
 
 TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {

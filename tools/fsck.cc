@@ -99,6 +99,9 @@ class Fsck {
     copts.rpc.connect_timeout = std::min(t, 2 * kj::SECONDS);
     copts.proposer.op_timeout = t;
     copts.ns.busy_timeout = t;
+    // A check changes nothing: its walk reads a transaction pending past its deadline as
+    // pending instead of aborting it (only --repair finishes or aborts transactions).
+    copts.ns.observe_only = !o.repair;
     client_ = std::make_unique<ClusterClient>(config, copts);
   }
 
@@ -580,8 +583,11 @@ class Fsck {
       for (const auto& [node, r] : copies.by_node) {
         auto rec = Decode(r);
         if (!rec) continue;
+        // A dying inode (no entry names it, no mount holds it open) references nothing: its
+        // chunks go once no live copy of any inode references them.
         auto mark = [&](const RecordBody& body) {
-          if (const Inode* in = std::get_if<Inode>(&body)) {
+          const Inode* in = std::get_if<Inode>(&body);
+          if (in && in->state != InodeState::kDying) {
             for (const auto& s : in->slots) {
               if (!s.hole()) referenced_[s.id].insert(in->ino);
             }
@@ -751,6 +757,25 @@ class Fsck {
       if (!resolved || !DeleteEverywhere(key, best->accepted)) continue;
       ++gc_records_;
     }
+    // Tombstones (entries removed) and dead inodes (dying, no entry found by the walk) older
+    // than the grace period. Dead inodes need the whole namespace walked.
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'D' && key[0] != 'I') continue;
+      const ScannedRecord* best = Latest(copies);
+      if (!best->value) continue;  // a promise only
+      auto rec = Decode(*best);
+      if (!rec || rec->intent) continue;
+      bool old_enough = false;
+      if (key[0] == 'D') {
+        old_enough = rec->absent() && rec->removed_ns > 0 && rec->removed_ns < now - grace_ns;
+      } else if (const Inode* in = rec->inode()) {
+        old_enough = walked_whole_ && in->state == InodeState::kDying && in->ino != kRootIno &&
+                     paths_.count(in->ino) == 0 && in->ctime_ns < now - grace_ns;
+      }
+      if (!old_enough || !DeleteEverywhere(key, best->accepted)) continue;
+      ++(key[0] == 'D' ? gc_tombstones_ : gc_dead_inodes_);
+      ++gc_records_;
+    }
   }
 
   // deleteRecord on every replica, only if every replica holds the same accepted ballot.
@@ -845,6 +870,8 @@ class Fsck {
       j.Key("fixed").Number(fixed);
       j.Key("gc_chunks_deleted").Number(static_cast<double>(gc_chunks_));
       j.Key("gc_records_deleted").Number(static_cast<double>(gc_records_));
+      j.Key("gc_tombstones_deleted").Number(static_cast<double>(gc_tombstones_));
+      j.Key("gc_dead_inodes_deleted").Number(static_cast<double>(gc_dead_inodes_));
       j.EndObject();
       if (!next_config_path_.empty()) j.Key("next_cluster_file").String(next_config_path_);
       j.EndObject();
@@ -869,10 +896,13 @@ class Fsck {
         records_.size(), files_.size(), paths_.size() - files_.size(), referenced_.size(),
         stored_.size());
     if (o_.gc) {
-      std::printf("; gc deleted %llu chunks (%llu bytes), %llu records",
-                  static_cast<unsigned long long>(gc_chunks_),
-                  static_cast<unsigned long long>(gc_bytes_),
-                  static_cast<unsigned long long>(gc_records_));
+      std::printf(
+          "; gc deleted %llu chunks (%llu bytes), %llu records (%llu tombstones, %llu dead "
+          "inodes)",
+          static_cast<unsigned long long>(gc_chunks_), static_cast<unsigned long long>(gc_bytes_),
+          static_cast<unsigned long long>(gc_records_),
+          static_cast<unsigned long long>(gc_tombstones_),
+          static_cast<unsigned long long>(gc_dead_inodes_));
     }
     std::printf("\n");
     if (!next_config_path_.empty()) {
@@ -905,7 +935,7 @@ class Fsck {
   std::map<ChunkId, std::set<uint64_t>> referenced_;
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
-  uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0;
+  uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0;
   std::string next_config_path_;
 };
 
