@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/gc_rules.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -264,7 +265,7 @@ kj::Promise<void> ChunkserverService::deleteChunk(DeleteChunkContext context) {
     return kj::READY_NOW;
   }
   ChunkId cid = *id;
-  int64_t cutoff = params.getMarkStart() - params.getGraceNs();
+  int64_t cutoff = ChunkSweepCutoff(params.getMarkStart(), params.getGraceNs());
   return Track(
       pool_.Run<Result<bool>>([this, cid, cutoff]() { return chunks_.DeleteIfOlder(cid, cutoff); })
           .then([context](Result<bool> r) mutable {

@@ -42,6 +42,8 @@ class ClusterClient {
   RpcCluster& rpc() { return *rpc_; }
   InodeAllocator& allocator() { return *allocator_; }
   Namespace& ns() { return *ns_; }
+  // Threads for hashing (Run() from the loop thread).
+  WorkerPool& hashers() { return hashers_; }
   kj::Timer& timer() { return io_->provider->getTimer(); }
   const kj::Executor& executor() const { return *executor_; }
   const ClusterConfig& config() const { return *config_; }

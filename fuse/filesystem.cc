@@ -14,6 +14,7 @@
 #include <future>
 #include <random>
 
+#include "common/gc_rules.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -34,6 +35,7 @@ struct DirtySlot {
   uint64_t gen = 0;                                   // bumped by every write
   uint64_t uploaded_gen = 0;                          // gen whose bytes `uploaded` holds (0: none)
   Slot uploaded;
+  int64_t uploaded_at_ns = 0;  // wall clock when the put of `uploaded` was sent
   kj::Maybe<kj::ForkedPromise<void>> upload;
 };
 
@@ -258,6 +260,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t gen = ds.gen;
     auto data = std::make_shared<const std::string>(ds.data);
     uint64_t ino = fs.ino;
+    int64_t sent_ns = SystemWallClock().NowNs();
     auto p =
         hashers_.Run<ChunkId>([data]() { return ChunkId::Of(*data); })
             .then([this, data](ChunkId id) {
@@ -267,7 +270,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 return id;
               });
             })
-            .then([this, ino, idx, gen, len = data->size()](Result<ChunkId>&& r) {
+            .then([this, ino, idx, gen, sent_ns, len = data->size()](Result<ChunkId>&& r) {
               FileState* f = Find(ino);
               if (!f) return;
               auto it = f->dirty.find(idx);
@@ -279,6 +282,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
               if (it->second.gen == gen) {
                 it->second.uploaded_gen = gen;
                 it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
+                it->second.uploaded_at_ns = sent_ns;
               }
             })
             .fork();
@@ -384,14 +388,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     FileState* fs = Find(ino);
     if (!fs) return Status::Ok();
     kj::Vector<kj::Promise<void>> uploads;
+    int64_t now = SystemWallClock().NowNs();
     for (auto& [idx, ds] : fs->dirty) {
-      if (ds.uploaded_gen != ds.gen) {
-        bool running = false;
-        KJ_IF_MAYBE (u, ds.upload) {
-          running = true;
-          (void)u;
-        }
-        if (!running || true) StartUpload(*fs, idx);
+      // A chunk put long ago is put again (refreshing its last-put time) so that a GC whose
+      // mark began before this publish cannot sweep it (common/gc_rules.h).
+      if (ds.uploaded_gen != ds.gen || ChunkNeedsRefresh(ds.uploaded_at_ns, now, kMinGcGraceNs)) {
+        StartUpload(*fs, idx);
       }
       KJ_IF_MAYBE (u, ds.upload) {
         uploads.add(u->addBranch());

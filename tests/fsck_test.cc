@@ -403,7 +403,7 @@ TEST_F(FsckTest, InterruptedRenamesAreResolved) {
   // Both transaction records (and any other decided one) are removed by --gc after the grace
   // period; the namespace stays clean and usable.
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-  CliResult gc = Fsck({"--gc", "--grace", "1", "--json"});
+  CliResult gc = Fsck({"--gc", "--grace", "1", "--no-writers", "--json"});
   EXPECT_EQ(gc.code, 0) << gc.All();
   EXPECT_EQ(gc.out.find("\"gc_records_deleted\":0"), std::string::npos) << gc.out;
   CliResult after_gc = Fsck({});
@@ -457,7 +457,13 @@ TEST_F(FsckTest, GcDeletesOnlyOldUnreferencedChunks) {
   std::set<ChunkId> referenced = AllChunks();
   size_t old_copies = Holders(*old_id).size();
   ASSERT_GT(old_copies, 0u);
-  CliResult r = Fsck({"--gc", "--grace", "1"});
+  // A grace shorter than mounts refresh their chunks for needs --no-writers.
+  CliResult refused = Fsck({"--gc", "--grace", "1"});
+  EXPECT_EQ(refused.code, 8) << refused.All();
+  EXPECT_NE(refused.out.find("pass --no-writers if no mount is writing"), std::string::npos)
+      << refused.out;
+  EXPECT_EQ(Holders(*old_id).size(), old_copies);
+  CliResult r = Fsck({"--gc", "--grace", "1", "--no-writers"});
   EXPECT_EQ(r.code, 0) << r.All();
   EXPECT_NE(r.out.find("gc deleted " + std::to_string(old_copies) + " chunks"), std::string::npos)
       << r.out;
@@ -468,7 +474,7 @@ TEST_F(FsckTest, GcDeletesOnlyOldUnreferencedChunks) {
 
   // GC runs only when every node answers.
   cluster_->Kill(0);
-  CliResult down = Fsck({"--gc", "--grace", "0"});
+  CliResult down = Fsck({"--gc", "--grace", "0", "--no-writers"});
   EXPECT_EQ(down.code, 8) << down.All();
   EXPECT_NE(down.out.find("every node"), std::string::npos) << down.out;
   EXPECT_FALSE(Holders(*fresh_id).empty());
@@ -512,7 +518,7 @@ TEST_F(FsckTest, GcRemovesOldTombstonesDeadInodesAndTheirChunks) {
 
   CliResult check = Fsck({});  // tombstones and dead inodes are no damage
   EXPECT_EQ(check.code, 0) << check.All();
-  CliResult r = Fsck({"--gc", "--grace", "1"});
+  CliResult r = Fsck({"--gc", "--grace", "1", "--no-writers"});
   EXPECT_EQ(r.code, 0) << r.All();
   EXPECT_NE(r.out.find("(1 tombstones, 1 dead inodes)"), std::string::npos) << r.out;
   EXPECT_EQ(row_count(gone_entry), 0);

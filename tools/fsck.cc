@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cluster_client.h"
+#include "common/gc_rules.h"
 #include "common/placement.h"
 #include "common/record.h"
 #include "common/record_key.h"
@@ -102,6 +103,8 @@ class Fsck {
     // A check changes nothing: its walk reads a transaction pending past its deadline as
     // pending instead of aborting it (only --repair finishes or aborts transactions).
     copts.ns.observe_only = !o.repair;
+    // --deep hashes every replica: on every core.
+    copts.hash_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
     client_ = std::make_unique<ClusterClient>(config, copts);
   }
 
@@ -622,7 +625,46 @@ class Fsck {
     return Status(StatusCode::kCorruption, "no replica whose bytes match the chunk id");
   }
 
+  // --deep: every replica of every referenced chunk is read and hashed, 2 x --jobs reads in
+  // flight and the hashing spread over every core, so the disks, not one CPU, set the pace.
+  // Fills deep_corrupt_ with the replicas whose bytes do not match their id.
+  void DeepVerify() {
+    std::vector<std::pair<ChunkId, std::string>> work;
+    for (const auto& [id, inos] : referenced_) {
+      for (const auto& [node, c] : stored_[id]) work.emplace_back(id, node);
+    }
+    progress_.Phase("hashing replicas", work.size());
+    const size_t window = static_cast<size_t>(std::max(1, o_.jobs)) * 2;
+    for (size_t next = 0; next < work.size();) {
+      size_t end = std::min(work.size(), next + window);
+      auto bad = Sync<std::vector<bool>>([&]() {
+        kj::Vector<kj::Promise<bool>> all;
+        for (size_t k = next; k < end; ++k) {
+          ChunkId id = work[k].first;
+          all.add(client_->rpc()
+                      .GetChunk(work[k].second, id)
+                      .then([this, id](Result<std::string>&& r) -> kj::Promise<bool> {
+                        if (!r.ok())
+                          return false;  // unreadable now: the home check below retries it
+                        auto bytes = std::make_shared<std::string>(std::move(r).value());
+                        return client_->hashers().Run<bool>(
+                            [bytes, id]() { return ChunkId::Of(*bytes) != id; });
+                      }));
+        }
+        return kj::joinPromises(all.releaseAsArray()).then([](kj::Array<bool>&& rs) {
+          return std::vector<bool>(rs.begin(), rs.end());
+        });
+      });
+      for (size_t k = next; k < end; ++k) {
+        if (bad[k - next]) deep_corrupt_[work[k].first].insert(work[k].second);
+      }
+      progress_.Tick(end - next);
+      next = end;
+    }
+  }
+
   void CheckChunks() {
+    if (o_.deep) DeepVerify();
     progress_.Phase("checking chunks", referenced_.size());
     for (const auto& [id, inos] : referenced_) {
       progress_.Tick();
@@ -631,13 +673,7 @@ class Fsck {
       auto& copies = stored_[id];
       std::vector<std::string> holders;
       for (const auto& [node, c] : copies) holders.push_back(node);
-      std::set<std::string> corrupt;
-      if (o_.deep) {
-        for (const auto& node : holders) {
-          auto r = Sync<Result<std::string>>([&]() { return client_->rpc().GetChunk(node, id); });
-          if (r.ok() && ChunkId::Of(*r) != id) corrupt.insert(node);
-        }
-      }
+      std::set<std::string> corrupt = deep_corrupt_[id];
       std::vector<std::string> good;
       for (const auto& n : holders) {
         if (!corrupt.count(n)) good.push_back(n);
@@ -726,6 +762,14 @@ class Fsck {
     // The mark must have seen every record and every stored chunk.
     if (!operational_.empty()) return;
     int64_t grace_ns = static_cast<int64_t>(o_.grace_s * 1e9);
+    if (grace_ns < kMinGcGraceNs && !o_.no_writers) {
+      operational_ = "--grace " + std::to_string(static_cast<int64_t>(o_.grace_s)) +
+                     " s is shorter than mounts refresh their chunks for (" +
+                     std::to_string(kMinGcGraceNs / 1'000'000'000) +
+                     " s): a chunk a mount is about to publish could be deleted; use a longer "
+                     "grace, or pass --no-writers if no mount is writing";
+      return;
+    }
     progress_.Phase("collecting garbage", 0);
     for (const auto& [id, copies] : stored_) {
       if (referenced_.count(id)) continue;
@@ -933,6 +977,7 @@ class Fsck {
   bool walked_whole_ = false;
   std::map<ChunkId, std::map<std::string, ListedChunk>> stored_;
   std::map<ChunkId, std::set<uint64_t>> referenced_;
+  std::map<ChunkId, std::set<std::string>> deep_corrupt_;  // --deep: replicas that fail the hash
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
   uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0;

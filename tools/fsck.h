@@ -20,6 +20,9 @@ struct FsckOptions {
   std::string path = "/";
   int jobs = 16;
   double grace_s = 86400;
+  // The operator confirms no mount is writing, which allows a --grace below kMinGcGraceNs
+  // (common/gc_rules.h): mounts refresh only chunks older than half of that.
+  bool no_writers = false;
   double timeout_s = 10;
 };
 

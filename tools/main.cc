@@ -116,14 +116,16 @@ int main(int argc, char** argv) {
   fsck->add_option("--cluster", cluster, "cluster file")->capture_default_str();
   fsck->add_flag("--repair", fo.repair, "fix what is found");
   fsck->add_flag("--gc", fo.gc,
-                 "delete unreferenced chunks and decided transaction records past the grace "
-                 "period");
+                 "delete unreferenced chunks, old tombstones, dead inodes and decided "
+                 "transaction records past the grace period");
   fsck->add_flag("--deep", fo.deep, "read and hash every chunk replica");
   fsck->add_flag("--rebalance", fo.rebalance, "move data to new replica sets after a change");
   fsck->add_option("--path", fo.path, "check only this subtree");
   fsck->add_option("--jobs", fo.jobs, "parallel requests")->check(CLI::Range(1, 4096));
   fsck->add_option("--grace", fo.grace_s, "GC grace period, seconds (default 86400)")
       ->check(CLI::NonNegativeNumber);
+  fsck->add_flag("--no-writers", fo.no_writers,
+                 "confirm that no mount is writing (needed for --grace under 1200 s)");
   fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum")
       ->check(CLI::PositiveNumber);
   fsck->add_flag("--json", json, "machine-readable output");
