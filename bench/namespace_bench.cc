@@ -21,6 +21,9 @@ int Run(int argc, char** argv) {
   app.add_option("--ops", n, "operations per measurement");
   app.add_option("--runs", runs, "runs per measurement");
   app.add_option("--list", list_n, "entries in the listed directory");
+  bool two_rounds = false;
+  app.add_flag("--two-rounds", two_rounds,
+               "every record change prepares first (turns off one-round changes, to compare)");
   CLI11_PARSE(app, argc, argv);
   if (bin.empty()) {
     std::string self = argv[0];
@@ -34,7 +37,9 @@ int Run(int argc, char** argv) {
     LocalCluster servers(bin, root);
     auto config = ClusterConfig::Load(servers.cluster_file());
     if (!config.ok()) return 1;
-    ClusterClient client(std::make_shared<const ClusterConfig>(*config), ClusterClientOptions{});
+    ClusterClientOptions copts;
+    copts.proposer.one_round_changes = !two_rounds;
+    ClusterClient client(std::make_shared<const ClusterConfig>(*config), copts);
     Namespace& ns = client.ns();
     auto root_ino = client.RunSync<Result<Inode>>([&]() { return ns.EnsureRoot(); });
     if (!root_ino.ok()) {

@@ -26,6 +26,11 @@ bool& AcceptorCore::UnsafeIgnoreFloorForTesting() {
   return ignore;
 }
 
+bool& AcceptorCore::UnsafeNoNextPromiseForTesting() {
+  static bool no_next = false;
+  return no_next;
+}
+
 Result<AcceptorResult<PrepareReply>> AcceptorCore::Prepare(AcceptorStorage& storage,
                                                            const std::string& key, Ballot ballot) {
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
@@ -51,6 +56,14 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
                                                          std::string value) {
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<AcceptReply> r;
+  // A duplicate of the accept this row holds (a message delivered twice): already done. The
+  // row is written again, unchanged, so the reply waits until the first write is durable.
+  if (l.row && l.row->value && ballot == l.row->accepted && *l.row->value == value) {
+    r.reply.accepted = true;
+    r.reply.promised_ballot = l.row->promised;
+    r.write.rows.emplace_back(key, *l.row);
+    return r;
+  }
   bool ok;
   if (l.row) {
     ok = ballot >= l.row->promised;
@@ -66,11 +79,11 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
     return r;
   }
   AcceptorState next;
-  next.promised = ballot;
+  next.promised = UnsafeNoNextPromiseForTesting() ? ballot : ballot.Next();
   next.accepted = ballot;
   next.value = std::move(value);
   r.reply.accepted = true;
-  r.reply.promised_ballot = ballot;
+  r.reply.promised_ballot = next.promised;
   r.write.rows.emplace_back(key, std::move(next));
   return r;
 }

@@ -8,8 +8,11 @@
 //    strictly above the floor to be promised or accepted there, so a delayed message from
 //    before a deletion can never resurrect the key.
 //  - prepare(b): promise iff b > promised; reply with the accepted ballot and value.
-//  - accept(b, v): accept iff b >= promised (b > floor if absent); promised = accepted = b.
-//    A ballot with counter 0 (skip-prepare create) is refused where a value is already held.
+//  - accept(b, v): accept iff b >= promised (b > floor if absent); accepted = b and
+//    promised = b.Next(): the accept doubles as the prepare of the same proposer's next ballot
+//    (CASPaxos's piggybacked prepare), so that proposer's next change of the key can skip its
+//    prepare round (Proposer, "one-round changes"). A ballot with counter 0 (skip-prepare
+//    create) is refused where a value is already held.
 //  - readAccepted: report state, change nothing.
 //  - deleteRecord(key, b): delete iff the row's accepted ballot is still b, raising the
 //    floor to at least the row's promised and accepted ballots in the same batch.
@@ -92,6 +95,9 @@ class AcceptorCore {
 
   // Knob for the simulator's negative control only: accept ballots equal to the floor.
   static bool& UnsafeIgnoreFloorForTesting();
+  // Knob for the simulator's negative control only: an accept promises only its own ballot,
+  // not the next one (one-round changes then lose updates).
+  static bool& UnsafeNoNextPromiseForTesting();
 };
 
 }  // namespace quorumfs

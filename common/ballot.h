@@ -24,6 +24,9 @@ struct Ballot {
   bool operator<=(const Ballot& o) const { return !(o < *this); }
   bool operator>=(const Ballot& o) const { return !(*this < o); }
 
+  // The next ballot of the same proposer: what an acceptor promises when it accepts this one.
+  Ballot Next() const { return Ballot{counter + 1, proposer}; }
+
   std::string ToString() const {
     return "(" + std::to_string(counter) + "," + std::to_string(proposer) + ")";
   }

@@ -4,7 +4,7 @@
 
 namespace quorumfs {
 
-kj::Promise<Result<uint64_t>> InodeAllocator::AllocateBlock() {
+kj::Promise<Result<uint64_t>> InodeAllocator::AllocateBlock(int attempt) {
   // The record holds the next block to hand out; absent means block 1 (block 0 is reserved).
   return proposer_
       .Change(AllocatorKey(0),
@@ -13,12 +13,18 @@ kj::Promise<Result<uint64_t>> InodeAllocator::AllocateBlock() {
                 if (current && current->size() == 8) next = DecodeU64(*current);
                 return Decision::Write(EncodeU64(next + 1));
               })
-      .then([](Result<RecordValue>&& r) -> Result<uint64_t> {
-        if (!r.ok()) return r.status();
-        if (!r->payload || r->payload->size() != 8) {
-          return Status(StatusCode::kCorruption, "allocator record A/0 is malformed");
+      .then([this, attempt](Result<RecordValue>&& r) -> kj::Promise<Result<uint64_t>> {
+        // An unknown outcome (a busy allocator record) is safe to retry: if the earlier write
+        // was chosen, the block it took is simply never used.
+        if (!r.ok() && r.status().code() == StatusCode::kUnknownOutcome && attempt < 10) {
+          return AllocateBlock(attempt + 1);
         }
-        return DecodeU64(*r->payload) - 1;
+        if (!r.ok()) return Result<uint64_t>(r.status());
+        if (!r->payload || r->payload->size() != 8) {
+          return Result<uint64_t>(
+              Status(StatusCode::kCorruption, "allocator record A/0 is malformed"));
+        }
+        return Result<uint64_t>(DecodeU64(*r->payload) - 1);
       });
 }
 

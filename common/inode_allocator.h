@@ -20,7 +20,8 @@ class InodeAllocator {
   kj::Promise<Result<uint64_t>> Allocate();
 
   // Takes a whole block (for callers that hand numbers out themselves). Returns its number.
-  kj::Promise<Result<uint64_t>> AllocateBlock();
+  // An UnknownOutcome is retried (up to 10 times): a block taken twice only wastes numbers.
+  kj::Promise<Result<uint64_t>> AllocateBlock(int attempt = 0);
 
  private:
   Proposer& proposer_;

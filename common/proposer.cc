@@ -94,6 +94,80 @@ Proposer::~Proposer() = default;
 
 void Proposer::SetConfig(std::shared_ptr<const ClusterConfig> config) {
   config_ = std::move(config);
+  prepared_.clear();  // replica sets may have changed
+}
+
+void Proposer::RememberPrepared(const std::string& key, Ballot accepted,
+                                std::shared_ptr<std::string> value) {
+  if (!options_.one_round_changes) return;
+  auto c = contended_.find(key);
+  if (c != contended_.end()) {
+    if (--c->second <= 0) contended_.erase(c);
+    return;
+  }
+  if (prepared_.size() >= options_.one_round_cache) prepared_.clear();
+  prepared_[key] = Prepared{accepted.Next(), std::move(value)};
+}
+
+kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op, Prepared p) {
+  auto env_r = RecordEnvelope::Decode(*p.value);
+  if (!env_r.ok()) return RunChange(op);
+  RecordEnvelope env = std::move(env_r).value();
+  Decision decision = op->f(env.payload);
+  if (decision.kind != Decision::kWrite) return RunChange(op);
+  env.Apply(rng_() | 1, std::move(decision.payload));
+  op->sent.push_back({env.recent.back(), env.version, env.payload});
+  RecordValue result;
+  result.payload = env.payload;
+  result.version = env.version;
+  Observe(p.next);
+  auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
+  auto value = std::make_shared<std::string>(env.Encode());
+  const int R = config_->read_quorum;
+  const int W = config_->write_quorum;
+  Ballot ballot = p.next;
+  auto send = [this, spec, op, ballot, value](size_t i) {
+    return transport_.Accept(spec->targets[i], op->key, ballot, *value);
+  };
+  // Short of a quorum, wait for every reply (or the round timeout): if every replica refused,
+  // the write is stored nowhere and the full protocol may apply f afresh; a missing reply would
+  // leave its outcome open (and a busy key's window of change ids may not tell it later).
+  auto decide = [spec, W](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+    if (spec->Satisfied(VotesOf(replies, &AcceptYes), W)) return true;
+    for (const auto& r : replies) {
+      if (!r) return false;
+    }
+    return true;
+  };
+  return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
+      .then([this, op, spec, R, W, ballot, value, result = std::move(result)](
+                Gathered<AcceptReply>&& g) mutable -> kj::Promise<Result<RecordValue>> {
+        auto votes = VotesOf(g.replies, &AcceptYes);
+        if (spec->Satisfied(votes, W)) {
+          ++counters_.one_round;
+          if (spec->Satisfied(votes, R)) RememberPrepared(op->key, ballot, value);
+          return Result<RecordValue>(std::move(result));
+        }
+        ++counters_.one_round_failed;
+        // Other proposers change this key too: its next changes take the full protocol (a
+        // one-round accept that fails may be stored on some replicas, leaving the change's
+        // outcome to be found by its id, which a busy key's window may not tell).
+        if (contended_.size() >= options_.one_round_cache) contended_.clear();
+        contended_[op->key] = kContendedSkips;
+        bool rejected_everywhere = true;
+        for (const auto& r : g.replies) {
+          if (r && r->ok()) {
+            Observe((*r)->promised_ballot);
+            if ((*r)->accepted) rejected_everywhere = false;
+          } else {
+            rejected_everywhere = false;  // no answer: it may have been accepted
+          }
+        }
+        if (rejected_everywhere) op->sent.pop_back();
+        // Someone else changed the key (or replies were lost): the full protocol decides,
+        // finding this write through its change id if it was chosen after all.
+        return RunChange(op);
+      });
 }
 
 QuorumSpec Proposer::SpecFor(const std::string& key) const {
@@ -122,6 +196,14 @@ kj::Promise<Result<RecordValue>> Proposer::Change(std::string key, ChangeFn f) {
   op->f = std::move(f);
   op->deadline = timer_.now() + options_.op_timeout;
   ++counters_.changes;
+  if (options_.one_round_changes) {
+    auto it = prepared_.find(op->key);
+    if (it != prepared_.end()) {
+      Prepared p = std::move(it->second);
+      prepared_.erase(it);  // one use: a concurrent change of the key takes the full protocol
+      return OneRound(std::move(op), std::move(p));
+    }
+  }
   return RunChange(std::move(op));
 }
 
@@ -268,11 +350,12 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         bool is_write = decision.kind == Decision::kWrite;
         return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
-            .then([this, op, spec, W, result = std::move(result), abort_status, aborted, is_write,
-                   fail_status](
+            .then([this, op, spec, R, W, ballot, value, result = std::move(result), abort_status,
+                   aborted, is_write, fail_status](
                       Gathered<AcceptReply>&& g) mutable -> kj::Promise<Result<RecordValue>> {
               auto votes = VotesOf(g.replies, &AcceptYes);
               if (spec->Satisfied(votes, W)) {
+                if (spec->Satisfied(votes, R)) RememberPrepared(op->key, ballot, value);
                 if (aborted) return Result<RecordValue>(abort_status);
                 return Result<RecordValue>(std::move(result));
               }
@@ -427,6 +510,7 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
   auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
   auto value = std::make_shared<std::string>(env.Encode());
   Ballot ballot{0, options_.proposer_id};
+  const int R = config_->read_quorum;
   const int W = config_->write_quorum;
   auto send = [this, spec, op, ballot, value](size_t i) {
     return transport_.Accept(spec->targets[i], op->key, ballot, *value);
@@ -436,9 +520,13 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
     return spec->Satisfied(votes, W) || spec->Hopeless(votes, W);
   };
   return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
-      .then([this, op, spec, W](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
+      .then([this, op, spec, R, W,
+             value](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
         auto votes = VotesOf(g.replies, &AcceptYes);
         if (spec->Satisfied(votes, W)) {
+          if (spec->Satisfied(votes, R)) {
+            RememberPrepared(op->key, Ballot{0, options_.proposer_id}, value);
+          }
           RecordValue v;
           v.payload = op->sent.back().payload;
           v.version = op->sent.back().version;

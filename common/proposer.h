@@ -12,6 +12,16 @@
 // versions they would have had, none has been chosen: f is applied afresh and the attempt's
 // accept (made even when f keeps or aborts) rules out that a later proposer adopts an earlier
 // write; otherwise the outcome is reported as UnknownOutcome.
+//
+// One-round changes. An acceptor that accepts ballot b also promises b.Next() (the same
+// proposer's next ballot; common/acceptor.h). Once this proposer's accept of a key at b has
+// been accepted by a write quorum that is also a read (prepare) quorum, those acceptors have,
+// in effect, answered a prepare of b.Next() reporting (b, value): the proposer's next change of
+// that key applies f to the value it wrote and sends only the accept at b.Next(). If another
+// proposer changed the key meanwhile, its prepare (above b.Next()) met that promise on some
+// acceptor of every write quorum, so the accept fails and the change runs the full protocol
+// (the change id still tells whether the one-round accept was chosen). f's kKeep and kAbort
+// decisions need the current value confirmed, so they also take the full protocol.
 #pragma once
 
 #include <kj/async.h>
@@ -22,6 +32,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <unordered_map>
 
 #include "common/ballot.h"
 #include "common/cluster_config.h"
@@ -38,6 +49,8 @@ struct ProposerOptions {
   kj::Duration op_timeout = 10 * kj::SECONDS;    // a whole Change/Read, retries included
   kj::Duration backoff_min = 200 * kj::MICROSECONDS;
   kj::Duration backoff_max = 20 * kj::MILLISECONDS;
+  bool one_round_changes = true;  // see the header comment
+  size_t one_round_cache = 4096;  // keys remembered for one-round changes
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
   bool unsafe_fast_read_single_reply = false;  // fast read with fewer than W agreeing replies
@@ -99,6 +112,7 @@ class Proposer {
 
   struct Counters {
     uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
+    uint64_t one_round = 0, one_round_failed = 0;
   };
   const Counters& counters() const { return counters_; }
 
@@ -113,6 +127,15 @@ class Proposer {
   kj::Promise<Result<RecordValue>> RunChange(std::shared_ptr<ChangeOp> op);
   kj::Promise<Result<RecordValue>> Attempt(std::shared_ptr<ChangeOp> op);
 
+  // A key whose last accept by this proposer reached a write quorum that is a read quorum too.
+  struct Prepared {
+    Ballot next;                         // the ballot those acceptors promised
+    std::shared_ptr<std::string> value;  // the envelope they accepted
+  };
+  void RememberPrepared(const std::string& key, Ballot accepted,
+                        std::shared_ptr<std::string> value);
+  kj::Promise<Result<RecordValue>> OneRound(std::shared_ptr<ChangeOp> op, Prepared p);
+
   RecordTransport& transport_;
   kj::Timer& timer_;
   ProposerOptions options_;
@@ -120,6 +143,11 @@ class Proposer {
   std::mt19937_64 rng_;
   uint64_t max_counter_ = 0;
   Counters counters_;
+  std::unordered_map<std::string, Prepared> prepared_;
+  // Keys whose last one-round change failed (other proposers change them too) -> how many of
+  // this proposer's next changes of them take the full protocol.
+  static constexpr int kContendedSkips = 16;
+  std::unordered_map<std::string, int> contended_;
 };
 
 }  // namespace quorumfs

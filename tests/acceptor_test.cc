@@ -141,13 +141,19 @@ TEST_F(AcceptorTest, AcceptNeedsABallotAtLeastThePromise) {
 
   auto equal = Accept(key_, B(5, 2), "equal");
   EXPECT_TRUE(equal.accepted);
-  EXPECT_EQ(equal.promised_ballot, B(5, 2));
+  // The accept doubles as the prepare of the proposer's next ballot (one-round changes).
+  EXPECT_EQ(equal.promised_ballot, B(6, 2));
+  EXPECT_EQ(storage_.rows[key_].promised, B(6, 2));
   EXPECT_EQ(storage_.rows[key_].accepted, B(5, 2));
   EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("equal"));
 
+  // Ballots between the accepted one and its successor can no longer be promised.
+  auto between = Prepare(key_, B(5, 9));
+  EXPECT_FALSE(between.promised);
+  EXPECT_EQ(between.promised_ballot, B(6, 2));
   // A higher ballot is accepted without a prepare, and raises the promise with it.
   EXPECT_TRUE(Accept(key_, B(7, 1), "higher").accepted);
-  EXPECT_EQ(storage_.rows[key_].promised, B(7, 1));
+  EXPECT_EQ(storage_.rows[key_].promised, B(8, 1));
   EXPECT_EQ(storage_.rows[key_].accepted, B(7, 1));
   EXPECT_FALSE(Accept(key_, B(6, 9), "stale").accepted);
   EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("higher"));
@@ -155,8 +161,17 @@ TEST_F(AcceptorTest, AcceptNeedsABallotAtLeastThePromise) {
 
 TEST_F(AcceptorTest, AcceptIsIdempotent) {
   EXPECT_TRUE(Accept(key_, B(2, 1), "v").accepted);
-  EXPECT_TRUE(Accept(key_, B(2, 1), "v").accepted);  // a duplicated message
+  auto dup = AcceptorCore::Accept(storage_, key_, B(2, 1), "v");  // a duplicated message
+  ASSERT_TRUE(dup.ok());
+  EXPECT_TRUE(dup->reply.accepted);
+  // The unchanged row is written again: the reply must wait for the first write's sync.
+  ASSERT_EQ(dup->write.rows.size(), 1u);
+  EXPECT_EQ(dup->write.rows[0].second->accepted, B(2, 1));
   EXPECT_EQ(storage_.rows[key_].accepted, B(2, 1));
+  EXPECT_EQ(storage_.rows[key_].promised, B(3, 1));
+  // The same ballot with another value is no duplicate: refused (promise is past it).
+  EXPECT_FALSE(Accept(key_, B(2, 1), "other").accepted);
+  EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("v"));
 }
 
 TEST_F(AcceptorTest, ReadAcceptedChangesNothing) {
@@ -167,10 +182,10 @@ TEST_F(AcceptorTest, ReadAcceptedChangesNothing) {
   EXPECT_TRUE(storage_.rows.empty());
 
   ASSERT_TRUE(Accept(key_, B(2, 1), "v").accepted);
-  ASSERT_TRUE(Prepare(key_, B(3, 1)).promised);
+  ASSERT_TRUE(Prepare(key_, B(4, 1)).promised);
   AcceptorState before = storage_.rows[key_];
   auto r = Read(key_);
-  EXPECT_EQ(r.promised_ballot, B(3, 1));
+  EXPECT_EQ(r.promised_ballot, B(4, 1));
   EXPECT_EQ(r.accepted_ballot, B(2, 1));
   EXPECT_EQ(r.value, std::optional<std::string>("v"));
   EXPECT_EQ(storage_.rows[key_], before);
@@ -250,7 +265,7 @@ TEST_F(AcceptorTest, DeleteNeedsTheMatchingAcceptedBallot) {
   EXPECT_FALSE(write.rows[0].second.has_value());
   ASSERT_EQ(write.floors.size(), 1u);
   EXPECT_EQ(write.floors[0].first, FloorRangeOf(key_));
-  EXPECT_EQ(write.floors[0].second, B(3, 1));
+  EXPECT_EQ(write.floors[0].second, B(4, 1));  // the row's promise: its accept's successor
 }
 
 TEST_F(AcceptorTest, DeleteOfAnAbsentKeyDoesNothing) {
@@ -312,10 +327,14 @@ TEST_F(AcceptorTest, SkipPrepareWriteOfAFreshKey) {
   EXPECT_EQ(storage_.rows[key_].accepted, creator);
   // The creator's duplicate is harmless; any real ballot supersedes it.
   EXPECT_TRUE(Accept(key_, creator, "fresh").accepted);
-  auto p = Prepare(key_, B(1, 5));
+  // The accept promised the creator's next ballot (1, 77): a prepare must go above it.
+  EXPECT_FALSE(Prepare(key_, B(1, 5)).promised);
+  auto p = Prepare(key_, B(2, 5));
   EXPECT_TRUE(p.promised);
   EXPECT_EQ(p.accepted_ballot, creator);
-  EXPECT_FALSE(Accept(key_, creator, "fresh").accepted);
+  // A duplicate still reports the accept this row holds; another value is refused.
+  EXPECT_TRUE(Accept(key_, creator, "fresh").accepted);
+  EXPECT_FALSE(Accept(key_, creator, "other").accepted);
 }
 
 TEST_F(AcceptorTest, SkipPrepareWriteIsRefusedAfterAPrepare) {

@@ -54,6 +54,7 @@ enum class Scenario {
   kFastReadSingleReply,
   kIgnoreJointQuorum,
   kWipedNodeVotes,
+  kNoNextPromise,
 };
 
 std::optional<uint64_t> EnvU64(const char* name) {
@@ -136,6 +137,9 @@ SimOptions OptionsFor(Scenario scenario, uint64_t seed) {
       o.membership_change = true;
       o.unsafe_ignore_joint_quorum = true;
       o.max_ops_per_key = 60;
+      break;
+    case Scenario::kNoNextPromise:
+      o.unsafe_accept_without_next_promise = true;
       break;
     case Scenario::kWipedNodeVotes:
       o.unsafe_wiped_node_votes = true;
@@ -506,6 +510,13 @@ TEST(SimulationNegativeControl, FastReadSingleReply) {
 
 TEST(SimulationNegativeControl, IgnoreJointQuorum) {
   ExpectViolation(Scenario::kIgnoreJointQuorum, 500);
+}
+
+// One-round changes without the acceptor's piggybacked promise: a proposer that saw an older
+// ballot prepares between this proposer's accept at b and its one-round accept at b.Next(),
+// changes the key, and the one-round accept then overwrites that change (a lost update).
+TEST(SimulationNegativeControl, OneRoundChangeWithoutNextPromise) {
+  ExpectViolation(Scenario::kNoNextPromise, 2000);
 }
 
 TEST(SimulationNegativeControl, WipedNodeVotesWithoutRejoin) {

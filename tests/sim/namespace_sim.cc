@@ -272,6 +272,13 @@ class ClientTransport final : public RecordTransport {
   kj::Promise<Result<PrepareReply>> Prepare(const std::string& node, const std::string& key,
                                             Ballot ballot) override {
     auto it = cut_off_.find(key);
+    // Another operation of the client started meanwhile: this prepare may be its, and failing
+    // it would be a fault of a run that has none (the cut-off is only meant for the retry of
+    // the change whose replies were lost).
+    if (it != cut_off_.end() && alone_ && !alone_()) {
+      cut_off_.erase(it);
+      it = cut_off_.end();
+    }
     if (it != cut_off_.end()) {
       if (--it->second == 0) cut_off_.erase(it);
       network_.Trace("client cut off: prepare " + DescribeKey(key) + " to " + node + " fails");

@@ -385,6 +385,7 @@ void Sim::Setup() {
     po.round_timeout = kRoundTimeoutMs * kj::MILLISECONDS;
     po.op_timeout = kOpTimeoutMs * kj::MILLISECONDS;
     po.unsafe_fast_read_single_reply = options_.unsafe_fast_read_single_reply;
+    po.one_round_changes = options_.one_round_changes;
     po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
     return po;
   };
@@ -862,8 +863,14 @@ SimResult Sim::Run() {
 }  // namespace
 
 SimResult RunSimulation(const SimOptions& options) {
-  Sim sim(options);
-  return sim.Run();
+  AcceptorCore::UnsafeNoNextPromiseForTesting() = options.unsafe_accept_without_next_promise;
+  SimResult r;
+  {
+    Sim sim(options);
+    r = sim.Run();
+  }
+  AcceptorCore::UnsafeNoNextPromiseForTesting() = false;
+  return r;
 }
 
 }  // namespace quorumfs::sim

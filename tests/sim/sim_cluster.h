@@ -48,7 +48,11 @@ struct SimOptions {
   bool unsafe_read_unsynced = false;           // readAccepted reports writes not yet synced
   bool unsafe_wiped_node_votes = false;        // a wiped node comes back voting (no --rejoin)
   bool unsafe_fast_read_single_reply = false;  // ProposerOptions knob
-  bool unsafe_ignore_joint_quorum = false;     // ProposerOptions knob
+  // Acceptors accept without promising the proposer's next ballot, while proposers still make
+  // one-round changes (AcceptorCore::UnsafeNoNextPromiseForTesting).
+  bool unsafe_accept_without_next_promise = false;
+  bool one_round_changes = true;            // ProposerOptions knob
+  bool unsafe_ignore_joint_quorum = false;  // ProposerOptions knob
 
   int64_t max_sim_time_ms = 120'000;  // a run that takes longer is reported as stuck
   int64_t checker_max_states = 1'000'000;
