@@ -135,6 +135,7 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     return Status(StatusCode::kTooLarge,
                   "chunk of " + std::to_string(size) + " bytes (max 16 MiB)");
   }
+  std::lock_guard<std::mutex> lock(LockOf(id));
   std::string path = PathOf(id);
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) {
@@ -273,6 +274,7 @@ Result<std::vector<StoredChunk>> ChunkStore::List(const ChunkId* after, size_t l
 }
 
 Result<bool> ChunkStore::DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns) {
+  std::lock_guard<std::mutex> lock(LockOf(id));
   std::string path = PathOf(id);
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -293,6 +295,7 @@ Result<bool> ChunkStore::DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns) {
 Result<bool> ChunkStore::VerifyOrQuarantine(const ChunkId& id) {
   QFS_ASSIGN_OR_RETURN(std::string bytes, Get(id));
   if (ChunkId::Of(bytes) == id) return false;
+  std::lock_guard<std::mutex> lock(LockOf(id));
   std::string path = PathOf(id);
   std::string q = dir_ + "/quarantine/" + id.ToHex() + "." + std::to_string(std::time(nullptr));
   if (::rename(path.c_str(), q.c_str()) != 0) return ErrnoStatus("quarantine " + path, errno);

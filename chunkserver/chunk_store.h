@@ -8,9 +8,11 @@
 // leaves no partial file under chunks/.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,13 @@ class ChunkStore {
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> tmp_seq_{0};
+  // Puts, deletes and quarantines of one chunk exclude each other (striped by id): a GC delete
+  // that found the chunk old must not unlink it after a concurrent put refreshed it and was
+  // acknowledged.
+  std::mutex& LockOf(const ChunkId& id) {
+    return locks_[static_cast<unsigned char>(id.view()[0]) % locks_.size()];
+  }
+  std::array<std::mutex, 64> locks_;
 };
 
 }  // namespace quorumfs

@@ -440,7 +440,9 @@ kj::Promise<void> ChunkserverService::deleteRecord(DeleteRecordContext context) 
     SetError(context.getResults().initError(), admit);
     return kj::READY_NOW;
   }
-  auto r = AcceptorCore::DeleteRecord(records_, key, ReadBallot(params.getBallot()));
+  auto r =
+      AcceptorCore::DeleteRecord(records_, key, ReadBallot(params.getBallot()),
+                                 ReadBallot(params.getPromised()), ReadBallot(params.getFence()));
   if (!r.ok()) {
     SetError(context.getResults().initError(), r.status());
     return kj::READY_NOW;

@@ -102,15 +102,17 @@ Result<ReadAcceptedReply> AcceptorCore::ReadAccepted(AcceptorStorage& storage,
 
 Result<AcceptorResult<DeleteRecordReply>> AcceptorCore::DeleteRecord(AcceptorStorage& storage,
                                                                      const std::string& key,
-                                                                     Ballot accepted_ballot) {
+                                                                     Ballot accepted_ballot,
+                                                                     Ballot promised_ballot,
+                                                                     Ballot fence) {
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<DeleteRecordReply> r;
-  if (!l.row || l.row->accepted != accepted_ballot) {
+  if (!l.row || l.row->accepted != accepted_ballot || l.row->promised != promised_ballot) {
     r.reply.deleted = false;
     if (l.row) r.reply.accepted_ballot = l.row->accepted;
     return r;
   }
-  Ballot floor = MaxBallot(l.floor, MaxBallot(l.row->promised, l.row->accepted));
+  Ballot floor = MaxBallot(MaxBallot(l.floor, fence), MaxBallot(l.row->promised, l.row->accepted));
   r.reply.deleted = true;
   r.reply.accepted_ballot = accepted_ballot;
   r.write.rows.emplace_back(key, std::nullopt);

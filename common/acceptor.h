@@ -14,8 +14,12 @@
 //    prepare round (Proposer, "one-round changes"). A ballot with counter 0 (skip-prepare
 //    create) is refused where a value is already held.
 //  - readAccepted: report state, change nothing.
-//  - deleteRecord(key, b): delete iff the row's accepted ballot is still b, raising the
-//    floor to at least the row's promised and accepted ballots in the same batch.
+//  - deleteRecord(key, b, p, fence): delete iff the row still holds accepted ballot b and
+//    promised ballot p (what GC's scan saw: nothing reached the row since), raising the floor
+//    to at least fence and the row's ballots in the same batch. GC passes as fence the highest
+//    promise its scan saw on any replica: a proposer promised on one replica before that
+//    replica's delete can then not accept on another replica after its delete (without the
+//    fence, it would bring the removed value back; tests/sim/gc_sim.h).
 #pragma once
 
 #include <optional>
@@ -91,7 +95,9 @@ class AcceptorCore {
   static Result<ReadAcceptedReply> ReadAccepted(AcceptorStorage& storage, const std::string& key);
   static Result<AcceptorResult<DeleteRecordReply>> DeleteRecord(AcceptorStorage& storage,
                                                                 const std::string& key,
-                                                                Ballot accepted_ballot);
+                                                                Ballot accepted_ballot,
+                                                                Ballot promised_ballot,
+                                                                Ballot fence);
 
   // Knob for the simulator's negative control only: accept ballots equal to the floor.
   static bool& UnsafeIgnoreFloorForTesting();

@@ -414,13 +414,15 @@ kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> RpcCluster::Sca
 }
 
 kj::Promise<Result<bool>> RpcCluster::DeleteRecord(const std::string& node, const std::string& key,
-                                                   Ballot ballot) {
+                                                   Ballot ballot, Ballot promised, Ballot fence) {
   uint64_t epoch = config_->epoch;
-  return Call<bool>(node, [key, ballot, epoch](rpc::Chunkserver::Client& c) {
+  return Call<bool>(node, [key, ballot, promised, fence, epoch](rpc::Chunkserver::Client& c) {
     auto req = c.deleteRecordRequest();
     req.setEpoch(epoch);
     req.setKey(AsData(key));
     ToRpc(req.initBallot(), ballot);
+    ToRpc(req.initPromised(), promised);
+    ToRpc(req.initFence(), fence);
     return req.send().then(
         [](capnp::Response<rpc::Chunkserver::DeleteRecordResults>&& r) -> Result<bool> {
           Status s = StatusFromRpc(r.getError());

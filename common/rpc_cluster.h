@@ -83,8 +83,9 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
                                         int64_t mark_start_ns, int64_t grace_ns);
   kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> ScanRecords(
       const std::string& node, const std::string& prefix, const std::string& after, uint32_t limit);
+  // deleteRecord: see schema/chunkserver.capnp (accepted and promised ballots as scanned).
   kj::Promise<Result<bool>> DeleteRecord(const std::string& node, const std::string& key,
-                                         Ballot ballot);
+                                         Ballot ballot, Ballot promised, Ballot fence);
   kj::Promise<Status> FinishRejoin(const std::string& node);
 
  private:

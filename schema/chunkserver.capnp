@@ -118,9 +118,12 @@ interface Chunkserver {
       -> (error :Error, records :List(RecordState), next :Data);
 
   # Removes a record (GC of tombstones, dead inodes, finished transactions): deletes the row
-  # only if its accepted ballot is still `ballot`, raising the key range's ballot floor to at
-  # least the row's promised and accepted ballots in the same batch.
-  deleteRecord @10 (epoch :UInt64, key :Data, ballot :Ballot) -> (error :Error, deleted :Bool);
+  # only if it still holds the accepted ballot `ballot` and the promised ballot `promised` that
+  # the caller's scan saw (no prepare or accept reached it since), raising the key range's
+  # ballot floor to at least `fence` (the highest promise the scan saw on any replica of the
+  # key) and the row's own ballots, in the same batch. A missing `promised` matches no row.
+  deleteRecord @10 (epoch :UInt64, key :Data, ballot :Ballot, promised :Ballot, fence :Ballot)
+      -> (error :Error, deleted :Bool);
 
   # Health and capacity. Answered regardless of epoch (status tools need it to diagnose a
   # mismatch); `stats.epoch` tells the server's epoch.

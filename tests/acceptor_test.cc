@@ -65,8 +65,15 @@ class AcceptorTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return *r;
   }
-  DeleteRecordReply Delete(const std::string& key, Ballot accepted, AcceptorWrite* write) {
-    auto r = AcceptorCore::DeleteRecord(storage_, key, accepted);
+  // deleteRecord as GC sends it: with the promise its scan saw (by default the row's current
+  // one) and a fence (by default none).
+  DeleteRecordReply Delete(const std::string& key, Ballot accepted, AcceptorWrite* write,
+                           std::optional<Ballot> promised = std::nullopt, Ballot fence = {}) {
+    if (!promised) {
+      auto row = storage_.rows.find(key);
+      promised = row != storage_.rows.end() ? row->second.promised : Ballot{};
+    }
+    auto r = AcceptorCore::DeleteRecord(storage_, key, accepted, *promised, fence);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     *write = r->write;
     storage_.Apply(r->write);
@@ -266,6 +273,33 @@ TEST_F(AcceptorTest, DeleteNeedsTheMatchingAcceptedBallot) {
   ASSERT_EQ(write.floors.size(), 1u);
   EXPECT_EQ(write.floors[0].first, FloorRangeOf(key_));
   EXPECT_EQ(write.floors[0].second, B(4, 1));  // the row's promise: its accept's successor
+}
+
+// GC's scan saw (accepted 3, promised 4); a prepare that reached the replica since moves the
+// promise, and the delete must then leave the row alone: that proposer may have read the value
+// here and would carry it to replicas already deleted.
+TEST_F(AcceptorTest, DeleteNeedsThePromiseTheScanSaw) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "tombstone").accepted);
+  Ballot scanned_promise = storage_.rows[key_].promised;
+  ASSERT_TRUE(Prepare(key_, B(9, 2)).promised);
+  AcceptorWrite write;
+  auto r = Delete(key_, B(3, 1), &write, scanned_promise);
+  EXPECT_FALSE(r.deleted);
+  EXPECT_TRUE(write.empty());
+  EXPECT_TRUE(storage_.rows.count(key_));
+}
+
+// The floor rises to the fence (the highest promise seen on any replica), not only to this
+// row's ballots: a proposer promised elsewhere at that ballot cannot accept here afterwards.
+TEST_F(AcceptorTest, DeleteRaisesTheFloorToTheFence) {
+  ASSERT_TRUE(Accept(key_, B(3, 1), "tombstone").accepted);
+  AcceptorWrite write;
+  ASSERT_TRUE(Delete(key_, B(3, 1), &write, std::nullopt, B(12, 5)).deleted);
+  ASSERT_EQ(write.floors.size(), 1u);
+  EXPECT_EQ(write.floors[0].second, B(12, 5));
+  EXPECT_FALSE(Accept(key_, B(12, 5), "tombstone").accepted);
+  EXPECT_FALSE(Prepare(key_, B(12, 5)).promised);
+  EXPECT_TRUE(Prepare(key_, B(13, 1)).promised);
 }
 
 TEST_F(AcceptorTest, DeleteOfAnAbsentKeyDoesNothing) {

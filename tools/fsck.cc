@@ -791,12 +791,16 @@ class Fsck {
       auto rec = Decode(*best);
       if (!rec || !rec->txn() || rec->txn()->state == TxnState::kPending) continue;
       if (rec->txn()->created_ns > now - grace_ns) continue;
+      // No copy of any participant, on any replica, may still carry its intent: a lower-ballot
+      // copy could otherwise be adopted later and name a transaction that no longer exists.
       bool resolved = true;
       for (const auto& p : rec->txn()->participants) {
         auto it = records_.find(p);
         if (it == records_.end()) continue;
-        auto prec = Decode(*Latest(it->second));
-        if (prec && prec->intent && prec->intent->txn == rec->txn()->id) resolved = false;
+        for (const auto& [node, copy] : it->second.by_node) {
+          auto prec = Decode(copy);
+          if (prec && prec->intent && prec->intent->txn == rec->txn()->id) resolved = false;
+        }
       }
       if (!resolved || !DeleteEverywhere(key, best->accepted)) continue;
       ++gc_records_;
@@ -822,17 +826,23 @@ class Fsck {
     }
   }
 
-  // deleteRecord on every replica, only if every replica holds the same accepted ballot.
+  // deleteRecord on every replica, only if every replica holds the same accepted ballot; each
+  // replica deletes only if its row is still as scanned, and every floor rises to the highest
+  // promise seen on any replica (common/acceptor.h).
   bool DeleteEverywhere(const std::string& key, Ballot ballot) {
     auto members = ReplicaUnion(ReplicaGroupsFor(*config_, RecordPlacementKey(key)));
     auto it = records_.find(key);
+    Ballot fence;
     for (const auto& m : members) {
       auto c = it->second.by_node.find(m);
       if (c == it->second.by_node.end() || c->second.accepted != ballot) return false;
+      fence = MaxBallot(fence, c->second.promised);
     }
     bool ok = true;
     for (const auto& m : members) {
-      auto r = Sync<Result<bool>>([&]() { return client_->rpc().DeleteRecord(m, key, ballot); });
+      Ballot promised = it->second.by_node.find(m)->second.promised;
+      auto r = Sync<Result<bool>>(
+          [&]() { return client_->rpc().DeleteRecord(m, key, ballot, promised, fence); });
       ok &= r.ok() && *r;
     }
     return ok;

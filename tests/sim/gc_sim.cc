@@ -674,24 +674,22 @@ kj::Promise<Result<AcceptReply>> GcSim::DeleteRecord(int from, size_t node, cons
   std::string what =
       network_->tracing() ? "deleteRecord " + DescribeKey(key) + " " + ballot.ToString() : "";
   const bool unconditional = options_.unsafe_unconditional_record_delete;
-  const bool fenced = options_.fenced_record_delete;
+  const bool unfenced = options_.unsafe_unfenced_record_delete;
   return network_->Call<AcceptReply>(
       from, node_ids_[node], std::move(what),
       [this, key, ballot, promised, fence, unconditional,
-       fenced](SimStorage& s) -> Result<AcceptorResult<AcceptReply>> {
+       unfenced](SimStorage& s) -> Result<AcceptorResult<AcceptReply>> {
         AcceptorResult<AcceptReply> r;
-        if (fenced && !unconditional) {
-          // The candidate fix (GcSimOptions::fenced_record_delete): delete only if no promise
-          // or accept reached this replica since the scan, and raise the floor to the highest
-          // promise the scan saw on any replica.
+        if (unfenced && !unconditional) {
+          // Negative control: the first rule (conditional on the accepted ballot only, the
+          // floor raised to this row's own ballots).
           QFS_ASSIGN_OR_RETURN(std::optional<AcceptorState> row, s.LoadRecord(key));
-          QFS_ASSIGN_OR_RETURN(Ballot floor, s.LoadFloor(FloorRangeOf(key)));
-          if (!row || row->accepted != ballot || row->promised != promised) return r;
-          r.write.rows.emplace_back(key, std::nullopt);
-          r.write.floors.emplace_back(
-              FloorRangeOf(key), MaxBallot(MaxBallot(floor, fence), MaxBallot(promised, ballot)));
-          r.reply.accepted = true;
-          r.reply.promised_ballot = ballot;
+          if (!row) return r;
+          QFS_ASSIGN_OR_RETURN(auto d,
+                               AcceptorCore::DeleteRecord(s, key, ballot, row->promised, Ballot{}));
+          r.reply.accepted = d.reply.deleted;
+          r.reply.promised_ballot = d.reply.accepted_ballot;
+          r.write = std::move(d.write);
         } else if (unconditional) {
           // Negative control: delete whatever the row holds, raising the floor as usual.
           QFS_ASSIGN_OR_RETURN(std::optional<AcceptorState> row, s.LoadRecord(key));
@@ -703,7 +701,7 @@ kj::Promise<Result<AcceptReply>> GcSim::DeleteRecord(int from, size_t node, cons
           r.reply.accepted = true;
           r.reply.promised_ballot = row->accepted;
         } else {
-          QFS_ASSIGN_OR_RETURN(auto d, AcceptorCore::DeleteRecord(s, key, ballot));
+          QFS_ASSIGN_OR_RETURN(auto d, AcceptorCore::DeleteRecord(s, key, ballot, promised, fence));
           r.reply.accepted = d.reply.deleted;
           r.reply.promised_ballot = d.reply.accepted_ballot;
           r.write = std::move(d.write);

@@ -32,7 +32,8 @@
 //  2. No removed key comes back: once GC's deleteRecord succeeded on every replica, no
 //     operation invoked afterwards returns the removed tombstone or any value observed before
 //     that GC round's mark began. (With the chunkserver's deleteRecord rule the tombstone
-//     itself can come back; see fenced_record_delete. That case is reported separately.)
+//     itself could come back under the first deleteRecord rule; see
+//     unsafe_unfenced_record_delete. That case is reported separately.)
 //  3. Nothing acknowledged is lost, and every key behaves as a linearizable register (tombstone
 //     and absent being the same value): the checker of linearizability.h runs on every key's
 //     history, final reads after the run included; and the last acknowledged write of a key,
@@ -98,18 +99,17 @@ struct GcSimOptions {
 
   FaultOptions faults;
 
-  // How GC removes a key. false: the chunkserver's rule, AcceptorCore::DeleteRecord(key, b):
-  // delete iff the row's accepted ballot is still b, raising that replica's floor to the row's
-  // promised and accepted ballots. That rule lets the removed tombstone come back: a proposer
-  // promised on replica X before X's delete, whose prepare reaches replica Y only after Y's
-  // delete (Y's floor does not know its ballot), gets the tombstone from X and "absent" from Y
-  // and accepts the tombstone again on Y (invariant 2, kTombstoneResurrected).
-  // true: a candidate fix, implemented here only: deleteRecord(key, b, p, F) deletes iff the
-  // row still holds accepted ballot b and the promised ballot p the scan saw on that replica,
-  // and raises the floor to F, the highest promise the scan saw on any replica.
-  bool fenced_record_delete = false;
+  // GC removes a key with the chunkserver's rule, AcceptorCore::DeleteRecord(key, b, p, F):
+  // delete iff the row still holds accepted ballot b and the promised ballot p the scan saw on
+  // that replica, raising the floor to F, the highest promise the scan saw on any replica.
 
   // Negative controls.
+  // The first rule (until 2026-11-26): delete iff the row's accepted ballot is still b, raising
+  // that replica's floor to its own row's ballots only. It lets the removed tombstone come
+  // back: a proposer promised on replica X before X's delete, whose prepare reaches replica Y
+  // only after Y's delete (Y's floor does not know its ballot), gets the tombstone from X and
+  // "absent" from Y and accepts the tombstone again on Y (kTombstoneResurrected; seed 537).
+  bool unsafe_unfenced_record_delete = false;
   bool unsafe_sweep_uses_own_clock = false;
   bool unsafe_unconditional_record_delete = false;
   bool unsafe_writer_skips_refresh = false;
