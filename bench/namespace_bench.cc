@@ -5,12 +5,22 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <map>
 
 #include "bench/local_cluster.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
 namespace {
+
+// Reports the first failure of an operation kind (and counts them), so a failing operation is
+// named rather than only counted.
+bool Ok(const char* what, const Status& s) {
+  static std::map<std::string, int> failures;
+  if (s.ok()) return true;
+  if (failures[what]++ == 0) std::fprintf(stderr, "%s failed: %s\n", what, s.ToString().c_str());
+  return false;
+}
 
 int Run(int argc, char** argv) {
   CLI::App app{"quorumfs-bench-namespace"};
@@ -61,7 +71,9 @@ int Run(int argc, char** argv) {
         double s = Pipeline(
             client, n, conc,
             [&](int i) {
-              return ns.Create(parent, name(i), f).then([](Result<Inode> x) { return x.ok(); });
+              return ns.Create(parent, name(i), f).then([](Result<Inode> x) {
+                return Ok("create", x.status());
+              });
             },
             nullptr);
         results["create" + tag].push_back(n / s);
@@ -79,7 +91,7 @@ int Run(int argc, char** argv) {
             client, n, conc,
             [&](int i) {
               return ns.Rename(parent, name(i), parent, "r" + std::to_string(i)).then([](Status x) {
-                return x.ok();
+                return Ok("rename", x);
               });
             },
             nullptr);
@@ -88,7 +100,7 @@ int Run(int argc, char** argv) {
             client, n, conc,
             [&](int i) {
               return ns.Unlink(parent, "r" + std::to_string(i)).then([](Status x) {
-                return x.ok();
+                return Ok("unlink", x);
               });
             },
             nullptr);
@@ -132,7 +144,8 @@ int Run(int argc, char** argv) {
         };
         return (*page)(0).attach(kj::heap(page));
       });
-      results["readdir+getattr 10k entries (s)"].push_back(Seconds(Clock::now() - t0));
+      results["readdir+getattr " + std::to_string(list_n) + " entries (s)"].push_back(
+          Seconds(Clock::now() - t0));
       if (listed != static_cast<size_t>(list_n)) {
         std::fprintf(stderr, "listed %zu of %d entries\n", listed, list_n);
       }

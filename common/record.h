@@ -29,7 +29,7 @@ struct AcceptorState {
 };
 
 struct RecordEnvelope {
-  static constexpr size_t kRecentChanges = 8;
+  static constexpr size_t kRecentChanges = 32;
 
   uint64_t version = 0;          // 0: the record was never written
   std::vector<uint64_t> recent;  // change ids, oldest first, at most kRecentChanges
