@@ -229,8 +229,12 @@ class Namespace::Impl {
   // `retry_unknown` false: fn is not idempotent, so an unknown outcome is returned as is.
   // Once an attempt's outcome was unknown, a later attempt that fails without writing (no
   // quorum, busy) does not make the change "not done": the result stays UnknownOutcome.
+  // `first_write`: the record's value if fn finds it absent, for a key other clients may be
+  // creating too (a new entry): the first attempt tries Proposer::CreateShared (one round when
+  // every replica accepts).
   Result<MetaRecord> Change(kj::WaitScope& ws, const std::string& key, RecordFn fn,
-                            bool retry_unknown = true) {
+                            bool retry_unknown = true,
+                            std::optional<MetaRecord> first_write = std::nullopt) {
     auto deadline = timer_.now() + o_.busy_timeout;
     bool unknown = false;
     auto failed = [&](const Status& s) {
@@ -244,16 +248,17 @@ class Namespace::Impl {
     };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
-      auto r =
-          proposer_
-              .Change(key, UnlessIntent(&blocked,
-                                        [&fn, now = Now()](MetaRecord rec) {
-                                          auto next = fn(rec);
-                                          if (!next.ok()) return Decision::Abort(next.status());
-                                          if (!*next) return Decision::Keep();
-                                          return Decision::Write(Encode(std::move(**next), now));
-                                        }))
-              .wait(ws);
+      int64_t now = Now();
+      ChangeFn change = UnlessIntent(&blocked, [&fn, now](MetaRecord rec) {
+        auto next = fn(rec);
+        if (!next.ok()) return Decision::Abort(next.status());
+        if (!*next) return Decision::Keep();
+        return Decision::Write(Encode(std::move(**next), now));
+      });
+      auto r = (attempt == 0 && first_write && o_.fast_create
+                    ? proposer_.CreateShared(key, Encode(*first_write, now), std::move(change))
+                    : proposer_.Change(key, std::move(change)))
+                   .wait(ws);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
           unknown = true;
@@ -767,7 +772,7 @@ class Namespace::Impl {
           }
           return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
         },
-        /*retry_unknown=*/false);
+        /*retry_unknown=*/false, WithBody(DirEntry{ino, req.type}));
     if (!entry_r.ok()) {
       // An unknown outcome may yet name the inode: undoing would leave an entry naming a dying
       // inode and a count too low. Leave both for fsck (the count high, the inode adoptable).

@@ -80,6 +80,9 @@ struct NamespaceOptions {
   // lagging replicas), and a transaction pending past its deadline is taken as pending (the
   // old value) instead of being aborted. For fsck's check mode, which must change nothing.
   bool observe_only = false;
+  // A create writes its new entry in one round when every replica accepts it at once
+  // (Proposer::CreateShared), otherwise with the full protocol.
+  bool fast_create = true;
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
   bool unsafe_read_ignores_intents = false;

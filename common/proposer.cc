@@ -26,6 +26,23 @@ struct Proposer::ChangeOp {
 
 namespace {
 
+// Keys whose first write may be a one-round CreateShared by any of several processes (directory
+// entries). Their counter-0 values are Fast Paxos round-0 values: one is chosen only when every
+// replica holds it, and different proposers' counter-0 ballots are not ordered rounds (a
+// counter-0 accept is never preceded by a prepare). So a counter-0 value of such a key counts as
+// chosen only with every replica agreeing (found by the namespace simulator, seed 206: a
+// prepare that heard two replicas holding one creator's entry took it as chosen, while another
+// creator's recovery, hearing one of them and the third replica, adopted its own).
+bool SharedFirstWriteKey(const std::string& key) { return !key.empty() && key[0] == 'D'; }
+
+// Whether every target voted yes.
+bool AllYes(const std::vector<Vote>& votes) {
+  for (Vote v : votes) {
+    if (v != Vote::kYes) return false;
+  }
+  return !votes.empty();
+}
+
 template <typename Reply>
 std::vector<Vote> VotesOf(const std::vector<std::optional<Result<Reply>>>& replies,
                           bool (*yes)(const Reply&)) {
@@ -287,7 +304,9 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
             same[i] = Vote::kYes;
           }
         }
-        bool already_chosen = spec->Satisfied(same, W);
+        bool already_chosen = best->accepted_ballot.counter == 0 && SharedFirstWriteKey(op->key)
+                                  ? AllYes(same)
+                                  : spec->Satisfied(same, W);
 
         Decision decision;
         RecordValue result;
@@ -399,7 +418,7 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
 
   // The fast read holds when every group has R voting replies and W of them carry the
   // highest accepted ballot seen (with the same value). Returns the agreed reply or null.
-  auto fast = [spec, R, W,
+  auto fast = [spec, skey, R, W,
                single](const std::vector<std::optional<Result<ReadAcceptedReply>>>& replies)
       -> const ReadAcceptedReply* {
     auto votes = VotesOf(replies, &ReadYes);
@@ -418,14 +437,35 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
         same[i] = Vote::kYes;
       }
     }
+    if (best->accepted_ballot.counter == 0 && SharedFirstWriteKey(*skey) && best->value) {
+      return AllYes(same) ? best : nullptr;  // a round-0 value: chosen only if all hold it
+    }
     return spec->Satisfied(same, W) ? best : nullptr;
   };
   auto send = [this, spec, skey](size_t i) {
     return transport_.ReadAccepted(spec->targets[i], *skey);
   };
-  auto decide = [spec, R, fast](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
+  auto decide = [spec, skey, R,
+                 fast](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
+    if (fast(r) != nullptr) return true;
     auto votes = VotesOf(r, &ReadYes);
-    return fast(r) != nullptr || spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
+    if (spec->Hopeless(votes, R)) return true;
+    if (!spec->Satisfied(votes, R)) return false;
+    // A round-0 value of a shared key counts only with every replica's answer: wait for the
+    // rest (within the round) rather than fall back to a slow read that writes.
+    if (SharedFirstWriteKey(*skey)) {
+      bool round0 = false, missing = false;
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (!r[i]) {
+          missing = true;
+        } else if (votes[i] == Vote::kYes && (*r[i])->accepted_ballot.counter == 0 &&
+                   (*r[i])->value) {
+          round0 = true;
+        }
+      }
+      if (round0 && missing) return false;
+    }
+    return true;
   };
   return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
@@ -494,15 +534,26 @@ kj::Promise<Result<RecordValue>> Proposer::ReadWithoutWrite(std::string key) {
 }
 
 kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::string payload) {
+  ChangeFn f = [payload](const std::optional<std::string>& current) {
+    if (current) return Decision::Abort(Status(StatusCode::kAlreadyExists, "record exists"));
+    return Decision::Write(payload);
+  };
+  return FirstWrite(std::move(key), std::move(payload), std::move(f), /*shared=*/false);
+}
+
+kj::Promise<Result<RecordValue>> Proposer::CreateShared(std::string key, std::string payload,
+                                                        ChangeFn f) {
+  return FirstWrite(std::move(key), std::move(payload), std::move(f), /*shared=*/true);
+}
+
+kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::string payload,
+                                                      ChangeFn f, bool shared) {
   Status valid = ValidateRecordKey(key);
   if (!valid.ok()) return Result<RecordValue>(valid);
   auto op = std::make_shared<ChangeOp>();
   op->key = std::move(key);
   op->deadline = timer_.now() + options_.op_timeout;
-  op->f = [payload](const std::optional<std::string>& current) {
-    if (current) return Decision::Abort(Status(StatusCode::kAlreadyExists, "record exists"));
-    return Decision::Write(payload);
-  };
+  op->f = std::move(f);
   ++counters_.changes;
   RecordEnvelope env;
   env.Apply(rng_() | 1, payload);
@@ -512,21 +563,45 @@ kj::Promise<Result<RecordValue>> Proposer::CreateFresh(std::string key, std::str
   Ballot ballot{0, options_.proposer_id};
   const int R = config_->read_quorum;
   const int W = config_->write_quorum;
+  // A key only this process writes (fresh inode): W acceptances choose the value. A key others
+  // may be creating at the same moment (a directory entry): only every replica accepting does
+  // (Fast Paxos with a fast quorum of all N). Acceptors take one counter-0 value at most, so a
+  // value all N hold is the only counter-0 value anywhere, and every later prepare adopts it;
+  // with fewer, two creators may each hold W copies of their own, so neither may count as
+  // chosen until the full protocol has decided (unsafe_shared_first_write_at_w breaks this).
+  const bool need_all = shared && !options_.unsafe_shared_first_write_at_w;
+  auto all_yes = [spec](const std::vector<Vote>& votes) {
+    for (size_t i = 0; i < votes.size(); ++i) {
+      if (votes[i] != Vote::kYes) return false;
+    }
+    return !votes.empty();
+  };
   auto send = [this, spec, op, ballot, value](size_t i) {
     return transport_.Accept(spec->targets[i], op->key, ballot, *value);
   };
-  auto decide = [spec, W](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+  auto decide = [spec, W, need_all,
+                 all_yes](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
     auto votes = VotesOf(replies, &AcceptYes);
+    if (need_all) {
+      if (all_yes(votes)) return true;
+      for (const auto& r : replies) {
+        if (!r) return false;  // every reply, to know whether the write is stored nowhere
+      }
+      return true;
+    }
     return spec->Satisfied(votes, W) || spec->Hopeless(votes, W);
   };
-  return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
-      .then([this, op, spec, R, W,
-             value](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
+  kj::Duration timeout = shared ? std::min(options_.round_timeout, options_.fast_round_timeout)
+                                : options_.round_timeout;
+  return Gather<AcceptReply>(timer_, timeout, spec->targets.size(), send, decide)
+      .then([this, op, spec, R, W, value, need_all,
+             all_yes](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
         auto votes = VotesOf(g.replies, &AcceptYes);
-        if (spec->Satisfied(votes, W)) {
+        if (need_all ? all_yes(votes) : spec->Satisfied(votes, W)) {
           if (spec->Satisfied(votes, R)) {
             RememberPrepared(op->key, Ballot{0, options_.proposer_id}, value);
           }
+          ++counters_.first_writes;
           RecordValue v;
           v.payload = op->sent.back().payload;
           v.version = op->sent.back().version;

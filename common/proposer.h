@@ -50,11 +50,14 @@ struct ProposerOptions {
   kj::Duration backoff_min = 200 * kj::MICROSECONDS;
   kj::Duration backoff_max = 20 * kj::MILLISECONDS;
   bool one_round_changes = true;  // see the header comment
+  // CreateShared's one round waits at most this long for every replica, then falls back.
+  kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
   size_t one_round_cache = 4096;  // keys remembered for one-round changes
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
-  bool unsafe_fast_read_single_reply = false;  // fast read with fewer than W agreeing replies
-  bool unsafe_ignore_joint_quorum = false;     // quorum only in the new replica set
+  bool unsafe_fast_read_single_reply = false;   // fast read with fewer than W agreeing replies
+  bool unsafe_ignore_joint_quorum = false;      // quorum only in the new replica set
+  bool unsafe_shared_first_write_at_w = false;  // CreateShared done at W, not all N, replies
 };
 
 // What a change function decides after seeing the current payload.
@@ -110,9 +113,16 @@ class Proposer {
   // the full protocol. AlreadyExists if the key holds another value.
   kj::Promise<Result<RecordValue>> CreateFresh(std::string key, std::string payload);
 
+  // The first write of a key that other processes may be creating too (a directory entry),
+  // in one round when it is uncontended: `payload` is accepted at ballot (0, id) by every
+  // replica (all N, not W: see FirstWrite) or, failing that, the full protocol applies f to
+  // the current value, recognizing the one-round write by its change id if it was adopted.
+  // REQUIRES: f(nullopt) writes `payload`.
+  kj::Promise<Result<RecordValue>> CreateShared(std::string key, std::string payload, ChangeFn f);
+
   struct Counters {
     uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
-    uint64_t one_round = 0, one_round_failed = 0;
+    uint64_t one_round = 0, one_round_failed = 0, first_writes = 0;
   };
   const Counters& counters() const { return counters_; }
 
@@ -135,6 +145,8 @@ class Proposer {
   void RememberPrepared(const std::string& key, Ballot accepted,
                         std::shared_ptr<std::string> value);
   kj::Promise<Result<RecordValue>> OneRound(std::shared_ptr<ChangeOp> op, Prepared p);
+  kj::Promise<Result<RecordValue>> FirstWrite(std::string key, std::string payload, ChangeFn f,
+                                              bool shared);
 
   RecordTransport& transport_;
   kj::Timer& timer_;

@@ -38,6 +38,7 @@ enum class Scenario {
   kCreateSkipsParentChange,
   kMoveWithoutRenameLock,
   kParentChangeWithoutOpId,
+  kSharedFirstWriteAtW,
 };
 
 std::optional<uint64_t> EnvU64(const char* name) {
@@ -86,6 +87,9 @@ NamespaceSimOptions OptionsFor(Scenario scenario, uint64_t seed) {
       break;
     case Scenario::kParentChangeWithoutOpId:
       o.ns.unsafe_parent_change_without_op_id = true;
+      break;
+    case Scenario::kSharedFirstWriteAtW:
+      o.unsafe_shared_first_write_at_w = true;
       break;
   }
   return o;
@@ -253,6 +257,16 @@ TEST(NamespaceSimulationNegativeControl, MoveWithoutRenameLock) {
   ExpectViolation(Scenario::kMoveWithoutRenameLock, 300,
                   {"crossing directory moves both succeeded", "back-pointers of", "reached twice",
                    "is live but not reachable"});
+}
+
+// A create's one-round entry write taken as chosen with W acceptances instead of all N: with
+// N=3, W=2, two clients racing for one name can get two replicas and one; a later prepare that
+// hears the one and a third replica may adopt the loser's entry, so both creates succeed (two
+// O_EXCL winners) or an acknowledged create's entry is replaced.
+TEST(NamespaceSimulationNegativeControl, SharedFirstWriteAtW) {
+  ExpectViolation(Scenario::kSharedFirstWriteAtW, 1000,
+                  {"O_EXCL", "differs from its client's acknowledged operations",
+                   "recovery changed what reads showed"});
 }
 
 // A parent change retried after an unknown outcome, without operation ids, applies twice.

@@ -289,7 +289,10 @@ class ClientTransport final : public RecordTransport {
     return inner_.Prepare(node, key, ballot).then([seen, key, ballot](Result<PrepareReply>&& r) {
       if (r.ok() && r->value) {
         auto& round = (*seen)[key];
-        if (round.first != ballot) round = {ballot, {}};
+        // Every value a prepare reported for the key lately (not only this round's: a reply
+        // of an earlier round may arrive after the next round began).
+        if (round.second.size() > 64) round.second.clear();
+        round.first = ballot;
         round.second.insert(*r->value);
       }
       return kj::mv(r);
@@ -308,8 +311,8 @@ class ClientTransport final : public RecordTransport {
       bool resting = last != last_fired_.end() && network_.NowNs() - last->second < 1'000'000'000;
       // A repair (an accept of a value the prepare round found) is not a change.
       auto round = seen_->find(key);
-      bool repair = round != seen_->end() && round->second.first == ballot &&
-                    round->second.second.count(value) > 0;
+      // (A change writes a new envelope, with a new version and change id, never seen before.)
+      bool repair = round != seen_->end() && round->second.second.count(value) > 0;
       // With other operations of the client in flight, the failing prepare could be theirs.
       bool alone = !alone_ || alone_();
       round_lost_ = ballot.counter > 0 && rate_ > 0 && !resting && !repair && alone &&
@@ -787,6 +790,7 @@ std::unique_ptr<NsClient> NamespaceSim::NewClient(const std::string& name, int n
   po.rng_seed = rng_() | 1;
   po.round_timeout = kRoundTimeoutMs * kj::MILLISECONDS;
   po.op_timeout = kOpTimeoutMs * kj::MILLISECONDS;
+  po.unsafe_shared_first_write_at_w = options_.unsafe_shared_first_write_at_w;
   c->proposer = std::make_unique<Proposer>(*c->transport, timer_, po);
   c->proposer->SetConfig(config_);
   c->allocator = std::make_unique<InodeAllocator>(*c->proposer);

@@ -93,6 +93,9 @@ struct NamespaceSimOptions {
   FaultOptions faults;
   // Namespace options of every client (timeouts in simulated time, negative controls).
   NamespaceOptions ns;
+  // Negative control (ProposerOptions): a create's one-round entry write counts as chosen once
+  // W replicas accept it, instead of all N.
+  bool unsafe_shared_first_write_at_w = false;
   // The run has no client crash and no fault that can leave a count high (no message loss,
   // no node crash, no round timeout): counts must be exact even before recovery, and every
   // O_EXCL race must have a winner.
