@@ -49,7 +49,10 @@ struct ProposerOptions {
   kj::Duration op_timeout = 10 * kj::SECONDS;    // a whole Change/Read, retries included
   kj::Duration backoff_min = 200 * kj::MICROSECONDS;
   kj::Duration backoff_max = 20 * kj::MILLISECONDS;
-  bool one_round_changes = true;  // see the header comment
+  // Off by default: a 27,000-seed soak found rare linearizability violations with it on
+  // (QUORUMFS_SIM_SEED=527459 and 521975 with SimOptions::one_round_changes = true); the
+  // acceptor's piggybacked promise stays, harmless, until the rule is fixed.
+  bool one_round_changes = false;  // see the header comment
   // CreateShared's one round waits at most this long for every replica, then falls back.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
   size_t one_round_cache = 4096;  // keys remembered for one-round changes

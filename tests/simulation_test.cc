@@ -139,6 +139,7 @@ SimOptions OptionsFor(Scenario scenario, uint64_t seed) {
       o.max_ops_per_key = 60;
       break;
     case Scenario::kNoNextPromise:
+      o.one_round_changes = true;
       o.unsafe_accept_without_next_promise = true;
       break;
     case Scenario::kWipedNodeVotes:

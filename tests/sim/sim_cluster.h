@@ -51,7 +51,7 @@ struct SimOptions {
   // Acceptors accept without promising the proposer's next ballot, while proposers still make
   // one-round changes (AcceptorCore::UnsafeNoNextPromiseForTesting).
   bool unsafe_accept_without_next_promise = false;
-  bool one_round_changes = true;            // ProposerOptions knob
+  bool one_round_changes = false;           // ProposerOptions knob
   bool unsafe_ignore_joint_quorum = false;  // ProposerOptions knob
 
   int64_t max_sim_time_ms = 120'000;  // a run that takes longer is reported as stuck
