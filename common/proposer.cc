@@ -126,6 +126,19 @@ void Proposer::RememberPrepared(const std::string& key, Ballot accepted,
   prepared_[key] = Prepared{accepted.Next(), std::move(value)};
 }
 
+bool Proposer::ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+  bool refused_everywhere = true;
+  for (const auto& r : replies) {
+    if (r && r->ok()) {
+      Observe((*r)->promised_ballot);
+      if ((*r)->accepted) refused_everywhere = false;
+    } else {
+      refused_everywhere = false;  // no answer: it may have been accepted
+    }
+  }
+  return refused_everywhere;
+}
+
 kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op, Prepared p) {
   auto env_r = RecordEnvelope::Decode(*p.value);
   if (!env_r.ok()) return RunChange(op);
@@ -171,16 +184,7 @@ kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op
         // outcome to be found by its id, which a busy key's window may not tell).
         if (contended_.size() >= options_.one_round_cache) contended_.clear();
         contended_[op->key] = kContendedSkips;
-        bool rejected_everywhere = true;
-        for (const auto& r : g.replies) {
-          if (r && r->ok()) {
-            Observe((*r)->promised_ballot);
-            if ((*r)->accepted) rejected_everywhere = false;
-          } else {
-            rejected_everywhere = false;  // no answer: it may have been accepted
-          }
-        }
-        if (rejected_everywhere) op->sent.pop_back();
+        if (ObserveRefusals(g.replies)) op->sent.pop_back();
         // Someone else changed the key (or replies were lost): the full protocol decides,
         // finding this write through its change id if it was chosen after all.
         return RunChange(op);
@@ -570,20 +574,14 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
   // with fewer, two creators may each hold W copies of their own, so neither may count as
   // chosen until the full protocol has decided (unsafe_shared_first_write_at_w breaks this).
   const bool need_all = shared && !options_.unsafe_shared_first_write_at_w;
-  auto all_yes = [spec](const std::vector<Vote>& votes) {
-    for (size_t i = 0; i < votes.size(); ++i) {
-      if (votes[i] != Vote::kYes) return false;
-    }
-    return !votes.empty();
-  };
   auto send = [this, spec, op, ballot, value](size_t i) {
     return transport_.Accept(spec->targets[i], op->key, ballot, *value);
   };
-  auto decide = [spec, W, need_all,
-                 all_yes](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+  auto decide = [spec, W,
+                 need_all](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
     auto votes = VotesOf(replies, &AcceptYes);
     if (need_all) {
-      if (all_yes(votes)) return true;
+      if (AllYes(votes)) return true;
       for (const auto& r : replies) {
         if (!r) return false;  // every reply, to know whether the write is stored nowhere
       }
@@ -594,10 +592,10 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
   kj::Duration timeout = shared ? std::min(options_.round_timeout, options_.fast_round_timeout)
                                 : options_.round_timeout;
   return Gather<AcceptReply>(timer_, timeout, spec->targets.size(), send, decide)
-      .then([this, op, spec, R, W, value, need_all,
-             all_yes](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
+      .then([this, op, spec, R, W, value,
+             need_all](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
         auto votes = VotesOf(g.replies, &AcceptYes);
-        if (need_all ? all_yes(votes) : spec->Satisfied(votes, W)) {
+        if (need_all ? AllYes(votes) : spec->Satisfied(votes, W)) {
           if (spec->Satisfied(votes, R)) {
             RememberPrepared(op->key, Ballot{0, options_.proposer_id}, value);
           }
@@ -607,16 +605,7 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
           v.version = op->sent.back().version;
           return Result<RecordValue>(std::move(v));
         }
-        bool rejected_everywhere = true;
-        for (const auto& r : g.replies) {
-          if (r && r->ok()) {
-            Observe((*r)->promised_ballot);
-            if ((*r)->accepted) rejected_everywhere = false;
-          } else {
-            rejected_everywhere = false;
-          }
-        }
-        if (rejected_everywhere) op->sent.clear();  // stored nowhere, never will be
+        if (ObserveRefusals(g.replies)) op->sent.clear();  // stored nowhere, never will be
         // Contested or short of replies: the full protocol decides (and is exactly-once).
         return RunChange(op);
       });

@@ -145,6 +145,9 @@ class Proposer {
     Ballot next;                         // the ballot those acceptors promised
     std::shared_ptr<std::string> value;  // the envelope they accepted
   };
+  // Observes the promises of accept replies; true if every replica answered and refused (the
+  // write is stored nowhere, and with promises only rising never will be).
+  bool ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies);
   void RememberPrepared(const std::string& key, Ballot accepted,
                         std::shared_ptr<std::string> value);
   kj::Promise<Result<RecordValue>> OneRound(std::shared_ptr<ChangeOp> op, Prepared p);
