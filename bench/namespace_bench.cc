@@ -32,6 +32,9 @@ int Run(int argc, char** argv) {
   app.add_option("--runs", runs, "runs per measurement");
   app.add_option("--list", list_n, "entries in the listed directory");
   bool two_rounds = false;
+  bool counters = false;
+  app.add_flag("--counters", counters,
+               "print the proposer's work per operation after each measurement (to stderr)");
   app.add_flag("--two-rounds", two_rounds,
                "every record change prepares first (turns off one-round changes, to compare)");
   CLI11_PARSE(app, argc, argv);
@@ -56,6 +59,23 @@ int Run(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", root_ino.status().ToString().c_str());
       return 1;
     }
+    // Per-operation proposer work of the measurement just made (--counters).
+    Proposer::Counters last = client.proposer().counters();
+    auto report = [&](const std::string& what, int ops) {
+      Proposer::Counters now = client.proposer().counters();
+      if (counters) {
+        double k = 1.0 / ops;
+        std::fprintf(
+            stderr,
+            "%-36s per op: changes %.2f one-round %.2f (failed %.2f) first-writes %.2f "
+            "fast-reads %.2f slow-reads %.2f conflicts %.2f\n",
+            what.c_str(), k * (now.changes - last.changes), k * (now.one_round - last.one_round),
+            k * (now.one_round_failed - last.one_round_failed),
+            k * (now.first_writes - last.first_writes), k * (now.fast_reads - last.fast_reads),
+            k * (now.slow_reads - last.slow_reads), k * (now.conflicts - last.conflicts));
+      }
+      last = now;
+    };
     int dir_seq = 0;
     for (int r = 0; r < runs; ++r) {
       for (int conc : {1, 16}) {
@@ -77,6 +97,7 @@ int Run(int argc, char** argv) {
             },
             nullptr);
         results["create" + tag].push_back(n / s);
+        report("create" + tag, n);
         s = Pipeline(
             client, n, conc,
             [&](int i) {
@@ -87,6 +108,7 @@ int Run(int argc, char** argv) {
             },
             nullptr);
         results["stat (lookup+getattr)" + tag].push_back(n / s);
+        report("stat (lookup+getattr)" + tag, n);
         s = Pipeline(
             client, n, conc,
             [&](int i) {
@@ -96,6 +118,7 @@ int Run(int argc, char** argv) {
             },
             nullptr);
         results["rename within a dir" + tag].push_back(n / s);
+        report("rename within a dir" + tag, n);
         s = Pipeline(
             client, n, conc,
             [&](int i) {
@@ -105,6 +128,7 @@ int Run(int argc, char** argv) {
             },
             nullptr);
         results["unlink" + tag].push_back(n / s);
+        report("unlink" + tag, n);
       }
       // readdir + getattr of a large directory.
       CreateRequest d;
@@ -129,14 +153,17 @@ int Run(int argc, char** argv) {
           return ns.ReadDir(big->ino, off, 1024)
               .then([&ns, count, page](Result<DirListing> l) -> kj::Promise<size_t> {
                 if (!l.ok()) return *count;
-                kj::Vector<kj::Promise<Result<Inode>>> attrs;
-                for (const auto& e : l->entries) attrs.add(ns.GetAttr(e.ino));
+                // As readdirplus does: the page's inodes in one batched read.
+                std::vector<uint64_t> inos;
+                for (const auto& e : l->entries) inos.push_back(e.ino);
                 bool end = l->end || l->entries.empty();
                 uint64_t next = l->entries.empty() ? 0 : l->entries.back().offset;
-                return kj::joinPromises(attrs.releaseAsArray())
+                return ns.GetAttrMany(std::move(inos))
                     .then([count, page, end,
-                           next](kj::Array<Result<Inode>>&& a) -> kj::Promise<size_t> {
-                      *count += a.size();
+                           next](std::vector<Result<Inode>>&& a) -> kj::Promise<size_t> {
+                      for (const auto& in : a) {
+                        if (in.ok()) ++*count;
+                      }
                       if (end) return *count;
                       return (*page)(next);
                     });

@@ -350,6 +350,7 @@ kj::Promise<void> ChunkserverService::accept(AcceptContext context) {
     results.setVoting(options_.voting);
     results.setAccepted(reply.accepted);
     WriteBallot(results.initPromised(), reply.promised_ballot);
+    WriteBallot(results.initAcceptedBallot(), reply.accepted_ballot);
   }));
 }
 
@@ -379,6 +380,51 @@ kj::Promise<void> ChunkserverService::readAccepted(ReadAcceptedContext context) 
     st.setHasValue(r->value.has_value());
     if (r->value) st.setValue(AsData(*r->value));
   }));
+}
+
+kj::Promise<void> ChunkserverService::readAcceptedBatch(ReadAcceptedBatchContext context) {
+  auto params = context.getParams();
+  Status admit = Admit(params.getEpoch());
+  auto keys = std::make_shared<std::vector<std::string>>();
+  if (admit.ok() && (params.getKeys().size() == 0 || params.getKeys().size() > kMaxPage)) {
+    admit = InvalidArgument("readAcceptedBatch takes 1..4096 keys");
+  }
+  if (admit.ok()) {
+    keys->reserve(params.getKeys().size());
+    for (auto k : params.getKeys()) {
+      std::string key;
+      admit = ReadKey(k, &key);
+      if (!admit.ok()) break;
+      keys->push_back(std::move(key));
+    }
+  }
+  if (!admit.ok()) {
+    SetError(context.getResults().initError(), admit);
+    return kj::READY_NOW;
+  }
+  kj::Vector<kj::Promise<Result<ReadAcceptedReply>>> reads(keys->size());
+  for (const auto& key : *keys) reads.add(ReadDurable(key, 0));
+  return Track(kj::joinPromises(reads.releaseAsArray())
+                   .then([this, context, keys](kj::Array<Result<ReadAcceptedReply>> r) mutable {
+                     auto results = context.getResults();
+                     for (const auto& one : r) {
+                       if (!one.ok()) {
+                         SetError(results.initError(), one.status());
+                         return;
+                       }
+                     }
+                     SetError(results.initError(), Status::Ok());
+                     results.setVoting(options_.voting);
+                     auto states = results.initStates(static_cast<unsigned>(r.size()));
+                     for (size_t i = 0; i < r.size(); ++i) {
+                       auto st = states[static_cast<unsigned>(i)];
+                       st.setKey(AsData((*keys)[i]));
+                       WriteBallot(st.initPromised(), r[i]->promised_ballot);
+                       WriteBallot(st.initAccepted(), r[i]->accepted_ballot);
+                       st.setHasValue(r[i]->value.has_value());
+                       if (r[i]->value) st.setValue(AsData(*r[i]->value));
+                     }
+                   }));
 }
 
 kj::Promise<Result<ReadAcceptedReply>> ChunkserverService::ReadDurable(const std::string& key,

@@ -47,6 +47,7 @@ class ChunkserverService final : public rpc::Chunkserver::Server {
   kj::Promise<void> prepare(PrepareContext context) override;
   kj::Promise<void> accept(AcceptContext context) override;
   kj::Promise<void> readAccepted(ReadAcceptedContext context) override;
+  kj::Promise<void> readAcceptedBatch(ReadAcceptedBatchContext context) override;
   kj::Promise<void> scanRecords(ScanRecordsContext context) override;
   kj::Promise<void> deleteRecord(DeleteRecordContext context) override;
   kj::Promise<void> stats(StatsContext context) override;

@@ -61,6 +61,7 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
   if (l.row && l.row->value && ballot == l.row->accepted && *l.row->value == value) {
     r.reply.accepted = true;
     r.reply.promised_ballot = l.row->promised;
+    r.reply.accepted_ballot = l.row->accepted;
     r.write.rows.emplace_back(key, *l.row);
     return r;
   }
@@ -76,6 +77,7 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
   if (!ok) {
     r.reply.accepted = false;
     r.reply.promised_ballot = l.Promised();
+    if (l.row) r.reply.accepted_ballot = l.row->accepted;
     return r;
   }
   AcceptorState next;
@@ -84,6 +86,7 @@ Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storag
   next.value = std::move(value);
   r.reply.accepted = true;
   r.reply.promised_ballot = next.promised;
+  r.reply.accepted_ballot = ballot;
   r.write.rows.emplace_back(key, std::move(next));
   return r;
 }

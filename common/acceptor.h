@@ -64,6 +64,11 @@ struct AcceptReply {
   bool voting = true;
   bool accepted = false;  // false: conflict; `promised_ballot` is the higher promise
   Ballot promised_ballot;
+  // The ballot of the value this row holds after the request (zero: none). A refusal with
+  // accepted_ballot below the request's ballot proves the row never accepted that ballot
+  // (accepted ballots only rise); one at or above it does not: a duplicate of an accept
+  // the row took, and then replaced by a higher ballot's value, is refused too.
+  Ballot accepted_ballot;
 };
 
 struct ReadAcceptedReply {

@@ -56,6 +56,11 @@ Result<RecordValue> ClusterClient::Read(const std::string& key) {
   return RunSync<Result<RecordValue>>([&]() { return proposer_->Read(key); });
 }
 
+std::vector<Result<RecordValue>> ClusterClient::ReadMany(std::vector<std::string> keys) {
+  return RunSync<std::vector<Result<RecordValue>>>(
+      [&]() { return proposer_->ReadMany(std::move(keys)); });
+}
+
 Result<RecordValue> ClusterClient::CreateFresh(const std::string& key, const std::string& payload) {
   return RunSync<Result<RecordValue>>([&]() { return proposer_->CreateFresh(key, payload); });
 }

@@ -57,6 +57,7 @@ class ClusterClient {
   // Blocking conveniences built on RunSync.
   Result<RecordValue> Change(const std::string& key, ChangeFn f);
   Result<RecordValue> Read(const std::string& key);
+  std::vector<Result<RecordValue>> ReadMany(std::vector<std::string> keys);
   Result<RecordValue> CreateFresh(const std::string& key, const std::string& payload);
   Result<ChunkId> PutChunk(std::string data);
   Result<std::string> GetChunk(const ChunkId& id);

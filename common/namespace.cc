@@ -1,5 +1,6 @@
 #include "common/namespace.h"
 
+#include <kj/vector.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -107,6 +108,18 @@ class Namespace::Impl {
     return o_.observe_only ? proposer_.ReadWithoutWrite(key) : proposer_.Read(key);
   }
 
+  // Read of many keys at once (batched per node; see Proposer::ReadMany).
+  std::vector<Result<RecordValue>> ReadMany(kj::WaitScope& ws, std::vector<std::string> keys) {
+    if (!o_.observe_only) return proposer_.ReadMany(std::move(keys)).wait(ws);
+    kj::Vector<kj::Promise<Result<RecordValue>>> reads(keys.size());
+    for (const auto& key : keys) reads.add(proposer_.ReadWithoutWrite(key));
+    auto done = kj::joinPromises(reads.releaseAsArray()).wait(ws);
+    std::vector<Result<RecordValue>> out;
+    out.reserve(done.size());
+    for (auto& r : done) out.push_back(std::move(r));
+    return out;
+  }
+
   Result<MetaRecord> ReadRaw(kj::WaitScope& ws, const std::string& key) {
     auto r = Read(key).wait(ws);
     if (!r.ok()) return r.status();
@@ -195,6 +208,29 @@ class Namespace::Impl {
     QFS_ASSIGN_OR_RETURN(MetaRecord rec, ReadVisible(ws, InodeKey(ino)));
     if (!rec.inode()) return NotFound("no inode " + std::to_string(ino));
     return *rec.inode();
+  }
+
+  // ReadInode of many inodes, batched: one result per inode, in order.
+  std::vector<Result<Inode>> ReadInodes(kj::WaitScope& ws, const std::vector<uint64_t>& inos) {
+    std::vector<std::string> keys;
+    keys.reserve(inos.size());
+    for (uint64_t ino : inos) keys.push_back(InodeKey(ino));
+    auto raw = ReadMany(ws, keys);
+    std::vector<Result<Inode>> out;
+    out.reserve(inos.size());
+    for (size_t i = 0; i < inos.size(); ++i) {
+      Result<MetaRecord> rec = raw[i].ok() ? MetaRecord::DecodeOptional(raw[i]->payload)
+                                           : Result<MetaRecord>(raw[i].status());
+      if (rec.ok() && rec->intent) rec = ReadVisible(ws, keys[i]);  // follows the intent
+      if (!rec.ok()) {
+        out.push_back(rec.status());
+      } else if (!rec->inode()) {
+        out.push_back(NotFound("no inode " + std::to_string(inos[i])));
+      } else {
+        out.push_back(*rec->inode());
+      }
+    }
+    return out;
   }
 
   // Resolves an intent of `txn` found on `key` by a plain change: applies or drops it once
@@ -599,7 +635,8 @@ class Namespace::Impl {
     return *r->inode();
   }
 
-  Result<Inode> DoLookup(kj::WaitScope& ws, uint64_t parent, const std::string& name) {
+  Result<Inode> DoLookup(kj::WaitScope& ws, uint64_t parent, const std::string& name,
+                         bool parent_is_dir = false) {
     if (name.size() > kMaxNameSize) return Status(StatusCode::kNameTooLong, "name over 255 bytes");
     if (name == ".") return DoGetAttr(ws, parent);
     if (name == "..") {
@@ -610,6 +647,7 @@ class Namespace::Impl {
     QFS_RETURN_IF_ERROR(ValidateName(name));
     QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
     if (!e.entry()) {
+      if (parent_is_dir) return NotFound(name + ": no such entry");
       // Distinguish ENOTDIR for a lookup under a non-directory.
       auto p = ReadInode(ws, parent);
       if (p.ok() && !p->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
@@ -1253,11 +1291,10 @@ class Namespace::Impl {
     while (out.entries.size() < limit) {
       auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, limit).wait(ws);
       if (!keys.ok()) return keys.status();
-      // Read every key of the page at once.
-      std::vector<kj::Promise<Result<RecordValue>>> reads;
-      for (const auto& key : *keys) reads.push_back(Read(key));
+      // Read every key of the page at once, one message per node.
+      auto reads = ReadMany(ws, *keys);
       for (size_t i = 0; i < keys->size(); ++i) {
-        auto r = reads[i].wait(ws);
+        auto& r = reads[i];
         if (!r.ok()) return r.status();
         QFS_ASSIGN_OR_RETURN(MetaRecord rec, MetaRecord::DecodeOptional(r->payload));
         const std::string& key = (*keys)[i];
@@ -1622,8 +1659,9 @@ Namespace::~Namespace() = default;
 kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
   return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });
 }
-kj::Promise<Result<Inode>> Namespace::Lookup(uint64_t parent, std::string name) {
-  return QFS_FIBER(Result<Inode>, { return impl->DoLookup(ws, parent, name); });
+kj::Promise<Result<Inode>> Namespace::Lookup(uint64_t parent, std::string name,
+                                             bool parent_is_dir) {
+  return QFS_FIBER(Result<Inode>, { return impl->DoLookup(ws, parent, name, parent_is_dir); });
 }
 kj::Promise<Result<Inode>> Namespace::GetAttr(uint64_t ino) {
   return QFS_FIBER(Result<Inode>, { return impl->DoGetAttr(ws, ino); });
@@ -1658,6 +1696,9 @@ kj::Promise<Status> Namespace::Rename(uint64_t parent, std::string name, uint64_
                                       std::string new_name, uint32_t flags) {
   return QFS_FIBER(Status,
                    { return impl->DoRename(ws, parent, name, new_parent, new_name, flags); });
+}
+kj::Promise<std::vector<Result<Inode>>> Namespace::GetAttrMany(std::vector<uint64_t> inos) {
+  return QFS_FIBER(std::vector<Result<Inode>>, { return impl->ReadInodes(ws, inos); });
 }
 kj::Promise<Result<DirListing>> Namespace::ReadDir(uint64_t dir, uint64_t offset, uint32_t limit) {
   return QFS_FIBER(Result<DirListing>, { return impl->DoReadDir(ws, dir, offset, limit); });

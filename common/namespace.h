@@ -163,7 +163,9 @@ class Namespace {
   // Creates the root directory (inode 1) if it does not exist. Idempotent.
   kj::Promise<Result<Inode>> EnsureRoot(uint32_t mode = 0755, uint32_t uid = 0, uint32_t gid = 0);
 
-  kj::Promise<Result<Inode>> Lookup(uint64_t parent, std::string name);
+  // `parent_is_dir`: the caller knows `parent` is a directory (the kernel looks names up only
+  // in directories), so a missing name is ENOENT without reading the parent to tell ENOTDIR.
+  kj::Promise<Result<Inode>> Lookup(uint64_t parent, std::string name, bool parent_is_dir = false);
   kj::Promise<Result<Inode>> GetAttr(uint64_t ino);
   kj::Promise<Result<Inode>> SetAttr(uint64_t ino, SetAttrRequest request);
   // O_EXCL semantics: EEXIST if the name exists.
@@ -183,6 +185,9 @@ class Namespace {
   // whose hashes differ only in the last bit would share an offset (odds 2^-63 per pair).
   // "." and ".." are the caller's business.
   kj::Promise<Result<DirListing>> ReadDir(uint64_t dir, uint64_t offset, uint32_t limit);
+  // GetAttr of many inodes at once (readdirplus): one result per inode, in order; the reads
+  // are batched, one message per node.
+  kj::Promise<std::vector<Result<Inode>>> GetAttrMany(std::vector<uint64_t> inos);
 
   kj::Promise<Result<std::string>> GetXattr(uint64_t ino, std::string name);
   kj::Promise<Status> SetXattr(uint64_t ino, std::string name, std::string value, uint32_t flags);

@@ -1,5 +1,7 @@
 #include "common/proposer.h"
 
+#include <kj/vector.h>
+
 #include <algorithm>
 
 #include "common/record.h"
@@ -95,6 +97,70 @@ bool AllEpochMismatch(const std::vector<std::optional<Result<Reply>>>& replies) 
   return any;
 }
 
+using ReadReplies = std::vector<std::optional<Result<ReadAcceptedReply>>>;
+
+// The fast read holds when every group has R voting replies and W of them carry the highest
+// accepted ballot seen (with the same value). Returns the agreed reply or null.
+const ReadAcceptedReply* FastReadChoice(const QuorumSpec& spec, const std::string& key, int R,
+                                        int W, bool single, const ReadReplies& replies) {
+  auto votes = VotesOf(replies, &ReadYes);
+  const ReadAcceptedReply* best = nullptr;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (votes[i] != Vote::kYes) continue;
+    if (!best || (*replies[i])->accepted_ballot > best->accepted_ballot) best = &**replies[i];
+  }
+  if (!best) return nullptr;
+  if (single) return best;
+  if (!spec.Satisfied(votes, R)) return nullptr;
+  std::vector<Vote> same(votes.size(), Vote::kNo);
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (votes[i] == Vote::kYes && (*replies[i])->accepted_ballot == best->accepted_ballot &&
+        (*replies[i])->value == best->value) {
+      same[i] = Vote::kYes;
+    }
+  }
+  if (best->accepted_ballot.counter == 0 && SharedFirstWriteKey(key) && best->value) {
+    return AllYes(same) ? best : nullptr;  // a round-0 value: chosen only if all hold it
+  }
+  return spec.Satisfied(same, W) ? best : nullptr;
+}
+
+// Whether a fast read has heard enough: it holds, or cannot, or every group has R answers.
+bool ReadDecided(const QuorumSpec& spec, const std::string& key, int R, int W, bool single,
+                 const ReadReplies& r) {
+  if (FastReadChoice(spec, key, R, W, single, r) != nullptr) return true;
+  auto votes = VotesOf(r, &ReadYes);
+  if (spec.Hopeless(votes, R)) return true;
+  if (!spec.Satisfied(votes, R)) return false;
+  // A round-0 value of a shared key counts only with every replica's answer: wait for the
+  // rest (within the round) rather than fall back to a slow read that writes.
+  if (SharedFirstWriteKey(key)) {
+    bool round0 = false, missing = false;
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (!r[i]) {
+        missing = true;
+      } else if (votes[i] == Vote::kYes && (*r[i])->accepted_ballot.counter == 0 &&
+                 (*r[i])->value) {
+        round0 = true;
+      }
+    }
+    if (round0 && missing) return false;
+  }
+  return true;
+}
+
+// The record a chosen reply holds.
+Result<RecordValue> ValueOf(const std::string& key, const ReadAcceptedReply& chosen) {
+  RecordValue v;
+  if (chosen.value) {
+    auto env = RecordEnvelope::Decode(*chosen.value);
+    if (!env.ok()) return env.status().WithContext(DescribeKey(key));
+    v.payload = std::move(env->payload);
+    v.version = env->version;
+  }
+  return v;
+}
+
 }  // namespace
 
 Proposer::Proposer(RecordTransport& transport, kj::Timer& timer, ProposerOptions options)
@@ -126,12 +192,18 @@ void Proposer::RememberPrepared(const std::string& key, Ballot accepted,
   prepared_[key] = Prepared{accepted.Next(), std::move(value)};
 }
 
-bool Proposer::ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+bool Proposer::ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies,
+                               Ballot ballot, bool* conflict) {
   bool refused_everywhere = true;
   for (const auto& r : replies) {
     if (r && r->ok()) {
       Observe((*r)->promised_ballot);
-      if ((*r)->accepted) refused_everywhere = false;
+      if ((*r)->voting && !(*r)->accepted && conflict) *conflict = true;
+      bool proves_absent =
+          (*r)->voting && (options_.unsafe_trust_any_refusal || (*r)->accepted_ballot < ballot);
+      if ((*r)->accepted || !proves_absent) {
+        refused_everywhere = false;
+      }
     } else {
       refused_everywhere = false;  // no answer: it may have been accepted
     }
@@ -184,7 +256,7 @@ kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op
         // outcome to be found by its id, which a busy key's window may not tell).
         if (contended_.size() >= options_.one_round_cache) contended_.clear();
         contended_[op->key] = kContendedSkips;
-        if (ObserveRefusals(g.replies)) op->sent.pop_back();
+        if (ObserveRefusals(g.replies, ballot)) op->sent.pop_back();
         // Someone else changed the key (or replies were lost): the full protocol decides,
         // finding this write through its change id if it was chosen after all.
         return RunChange(op);
@@ -383,19 +455,9 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
                 return Result<RecordValue>(std::move(result));
               }
               bool conflict = false;
-              bool rejected_everywhere = true;
-              for (const auto& r : g.replies) {
-                if (r && r->ok()) {
-                  Observe((*r)->promised_ballot);
-                  if ((*r)->voting && !(*r)->accepted) conflict = true;
-                  if ((*r)->accepted) rejected_everywhere = false;
-                } else {
-                  rejected_everywhere = false;  // no answer: it may have been accepted
-                }
-              }
               // Every replica refused it: this accept is stored nowhere and, promises only
               // rising, never will be. A later attempt may apply f without the id check.
-              if (rejected_everywhere && is_write) op->sent.pop_back();
+              if (ObserveRefusals(g.replies, ballot, &conflict) && is_write) op->sent.pop_back();
               if (conflict || timer_.now() < op->deadline) {
                 // Lost the ballot, or replies went missing: find out in a new round whether
                 // our value made it (see the header), then apply f again if it did not.
@@ -420,56 +482,14 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
   const int W = config_->write_quorum;
   const bool single = options_.unsafe_fast_read_single_reply;
 
-  // The fast read holds when every group has R voting replies and W of them carry the
-  // highest accepted ballot seen (with the same value). Returns the agreed reply or null.
-  auto fast = [spec, skey, R, W,
-               single](const std::vector<std::optional<Result<ReadAcceptedReply>>>& replies)
-      -> const ReadAcceptedReply* {
-    auto votes = VotesOf(replies, &ReadYes);
-    const ReadAcceptedReply* best = nullptr;
-    for (size_t i = 0; i < replies.size(); ++i) {
-      if (votes[i] != Vote::kYes) continue;
-      if (!best || (*replies[i])->accepted_ballot > best->accepted_ballot) best = &**replies[i];
-    }
-    if (!best) return nullptr;
-    if (single) return best;
-    if (!spec->Satisfied(votes, R)) return nullptr;
-    std::vector<Vote> same(votes.size(), Vote::kNo);
-    for (size_t i = 0; i < replies.size(); ++i) {
-      if (votes[i] == Vote::kYes && (*replies[i])->accepted_ballot == best->accepted_ballot &&
-          (*replies[i])->value == best->value) {
-        same[i] = Vote::kYes;
-      }
-    }
-    if (best->accepted_ballot.counter == 0 && SharedFirstWriteKey(*skey) && best->value) {
-      return AllYes(same) ? best : nullptr;  // a round-0 value: chosen only if all hold it
-    }
-    return spec->Satisfied(same, W) ? best : nullptr;
+  auto fast = [spec, skey, R, W, single](const ReadReplies& replies) {
+    return FastReadChoice(*spec, *skey, R, W, single, replies);
   };
   auto send = [this, spec, skey](size_t i) {
     return transport_.ReadAccepted(spec->targets[i], *skey);
   };
-  auto decide = [spec, skey, R,
-                 fast](const std::vector<std::optional<Result<ReadAcceptedReply>>>& r) {
-    if (fast(r) != nullptr) return true;
-    auto votes = VotesOf(r, &ReadYes);
-    if (spec->Hopeless(votes, R)) return true;
-    if (!spec->Satisfied(votes, R)) return false;
-    // A round-0 value of a shared key counts only with every replica's answer: wait for the
-    // rest (within the round) rather than fall back to a slow read that writes.
-    if (SharedFirstWriteKey(*skey)) {
-      bool round0 = false, missing = false;
-      for (size_t i = 0; i < r.size(); ++i) {
-        if (!r[i]) {
-          missing = true;
-        } else if (votes[i] == Vote::kYes && (*r[i])->accepted_ballot.counter == 0 &&
-                   (*r[i])->value) {
-          round0 = true;
-        }
-      }
-      if (round0 && missing) return false;
-    }
-    return true;
+  auto decide = [spec, skey, R, W, single](const ReadReplies& r) {
+    return ReadDecided(*spec, *skey, R, W, single, r);
   };
   return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
@@ -480,17 +500,123 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
         }
         if (const ReadAcceptedReply* best = fast(g.replies)) {
           ++counters_.fast_reads;
-          RecordValue v;
-          if (best->value) {
-            auto env = RecordEnvelope::Decode(*best->value);
-            if (!env.ok()) return Result<RecordValue>(env.status().WithContext(DescribeKey(*skey)));
-            v.payload = std::move(env->payload);
-            v.version = env->version;
-          }
-          return Result<RecordValue>(std::move(v));
+          return ValueOf(*skey, *best);
         }
         ++counters_.slow_reads;
         return Change(*skey, [](const std::optional<std::string>&) { return Decision::Keep(); });
+      });
+}
+
+kj::Promise<std::vector<Result<RecordValue>>> Proposer::ReadMany(std::vector<std::string> keys) {
+  using Out = std::vector<Result<RecordValue>>;
+  if (keys.size() > RecordTransport::kMaxReadBatch) {
+    // In pieces the server takes, one after the other.
+    std::vector<std::string> rest(keys.begin() + RecordTransport::kMaxReadBatch, keys.end());
+    keys.resize(RecordTransport::kMaxReadBatch);
+    return ReadMany(std::move(keys)).then([this, rest = std::move(rest)](Out&& first) mutable {
+      return ReadMany(std::move(rest)).then([first = std::move(first)](Out&& second) mutable {
+        for (auto& r : second) first.push_back(std::move(r));
+        return std::move(first);
+      });
+    });
+  }
+  struct Batch {
+    std::vector<std::string> keys;
+    std::vector<Status> invalid;                 // per key: Ok, or why it is not a valid key
+    std::vector<QuorumSpec> specs;               // per key
+    std::vector<std::string> nodes;              // every node some key's replica set names
+    std::vector<std::vector<size_t>> node_keys;  // per node: indices into keys
+    std::vector<std::vector<size_t>> where;      // per key, per target: the node's index
+    std::vector<std::vector<size_t>> slot;       // per key, per target: position in node_keys
+  };
+  auto b = std::make_shared<Batch>();
+  b->keys = std::move(keys);
+  size_t n = b->keys.size();
+  b->invalid.resize(n);
+  b->specs.resize(n);
+  b->where.resize(n);
+  b->slot.resize(n);
+  std::unordered_map<std::string, size_t> node_index;
+  for (size_t k = 0; k < n; ++k) {
+    b->invalid[k] = ValidateRecordKey(b->keys[k]);
+    if (!b->invalid[k].ok()) continue;
+    b->specs[k] = SpecFor(b->keys[k]);
+    for (const auto& t : b->specs[k].targets) {
+      auto [it, fresh] = node_index.emplace(t, b->nodes.size());
+      if (fresh) {
+        b->nodes.push_back(t);
+        b->node_keys.emplace_back();
+      }
+      b->where[k].push_back(it->second);
+      b->slot[k].push_back(b->node_keys[it->second].size());
+      b->node_keys[it->second].push_back(k);
+    }
+  }
+  const int R = config_->read_quorum;
+  const int W = config_->write_quorum;
+  const bool single = options_.unsafe_fast_read_single_reply;
+  using NodeReplies = std::vector<std::optional<Result<std::vector<ReadAcceptedReply>>>>;
+  // Key k's replies, as Read would have gathered them.
+  auto replies_of = [b](size_t k, const NodeReplies& nodes) {
+    ReadReplies out(b->where[k].size());
+    for (size_t t = 0; t < out.size(); ++t) {
+      const auto& r = nodes[b->where[k][t]];
+      if (!r) continue;
+      if (!r->ok()) {
+        out[t] = Result<ReadAcceptedReply>(r->status());
+      } else {
+        out[t] = Result<ReadAcceptedReply>((**r)[b->slot[k][t]]);
+      }
+    }
+    return out;
+  };
+  auto send = [this, b](size_t i) {
+    std::vector<std::string> keys;
+    keys.reserve(b->node_keys[i].size());
+    for (size_t k : b->node_keys[i]) keys.push_back(b->keys[k]);
+    return transport_.ReadAcceptedBatch(b->nodes[i], keys)
+        .then([expect = keys.size()](Result<std::vector<ReadAcceptedReply>>&& r) {
+          if (r.ok() && r->size() != expect) {
+            return Result<std::vector<ReadAcceptedReply>>(
+                Status(StatusCode::kInternal, "batch read answered the wrong number of keys"));
+          }
+          return kj::mv(r);
+        });
+  };
+  auto decide = [b, replies_of, R, W, single](const NodeReplies& nodes) {
+    for (size_t k = 0; k < b->keys.size(); ++k) {
+      if (!b->invalid[k].ok()) continue;
+      if (!ReadDecided(b->specs[k], b->keys[k], R, W, single, replies_of(k, nodes))) return false;
+    }
+    return true;
+  };
+  return Gather<std::vector<ReadAcceptedReply>>(timer_, options_.round_timeout, b->nodes.size(),
+                                                send, decide)
+      .then([this, b, replies_of, R, W, single](Gathered<std::vector<ReadAcceptedReply>>&& g) {
+        kj::Vector<kj::Promise<Result<RecordValue>>> out(b->keys.size());
+        for (size_t k = 0; k < b->keys.size(); ++k) {
+          if (!b->invalid[k].ok()) {
+            out.add(Result<RecordValue>(b->invalid[k]));
+            continue;
+          }
+          ReadReplies replies = replies_of(k, g.replies);
+          for (const auto& r : replies) {
+            if (r && r->ok()) Observe((*r)->accepted_ballot);
+          }
+          if (const ReadAcceptedReply* best =
+                  FastReadChoice(b->specs[k], b->keys[k], R, W, single, replies)) {
+            ++counters_.fast_reads;
+            out.add(ValueOf(b->keys[k], *best));
+          } else {
+            out.add(Read(b->keys[k]));  // on its own: a fast read again, or the full protocol
+          }
+        }
+        return kj::joinPromises(out.releaseAsArray()).then([](kj::Array<Result<RecordValue>> a) {
+          Out v;
+          v.reserve(a.size());
+          for (auto& r : a) v.push_back(std::move(r));
+          return v;
+        });
       });
 }
 
@@ -592,7 +718,7 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
   kj::Duration timeout = shared ? std::min(options_.round_timeout, options_.fast_round_timeout)
                                 : options_.round_timeout;
   return Gather<AcceptReply>(timer_, timeout, spec->targets.size(), send, decide)
-      .then([this, op, spec, R, W, value,
+      .then([this, op, spec, R, W, value, ballot,
              need_all](Gathered<AcceptReply>&& g) -> kj::Promise<Result<RecordValue>> {
         auto votes = VotesOf(g.replies, &AcceptYes);
         if (need_all ? AllYes(votes) : spec->Satisfied(votes, W)) {
@@ -605,7 +731,7 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
           v.version = op->sent.back().version;
           return Result<RecordValue>(std::move(v));
         }
-        if (ObserveRefusals(g.replies)) op->sent.clear();  // stored nowhere, never will be
+        if (ObserveRefusals(g.replies, ballot)) op->sent.clear();  // stored nowhere, never will be
         // Contested or short of replies: the full protocol decides (and is exactly-once).
         return RunChange(op);
       });

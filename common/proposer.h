@@ -49,10 +49,7 @@ struct ProposerOptions {
   kj::Duration op_timeout = 10 * kj::SECONDS;    // a whole Change/Read, retries included
   kj::Duration backoff_min = 200 * kj::MICROSECONDS;
   kj::Duration backoff_max = 20 * kj::MILLISECONDS;
-  // Off by default: a 27,000-seed soak found rare linearizability violations with it on
-  // (QUORUMFS_SIM_SEED=527459 and 521975 with SimOptions::one_round_changes = true); the
-  // acceptor's piggybacked promise stays, harmless, until the rule is fixed.
-  bool one_round_changes = false;  // see the header comment
+  bool one_round_changes = true;  // see the header comment
   // CreateShared's one round waits at most this long for every replica, then falls back.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
   size_t one_round_cache = 4096;  // keys remembered for one-round changes
@@ -61,6 +58,7 @@ struct ProposerOptions {
   bool unsafe_fast_read_single_reply = false;   // fast read with fewer than W agreeing replies
   bool unsafe_ignore_joint_quorum = false;      // quorum only in the new replica set
   bool unsafe_shared_first_write_at_w = false;  // CreateShared done at W, not all N, replies
+  bool unsafe_trust_any_refusal = false;        // refused everywhere = stored nowhere, any ballot
 };
 
 // What a change function decides after seeing the current payload.
@@ -104,6 +102,11 @@ class Proposer {
   // otherwise Change(key, keep), which also repairs lagging replicas.
   kj::Promise<Result<RecordValue>> Read(std::string key);
 
+  // Read of many keys (a directory's entries, the inodes they name): one batched message per
+  // node for all keys that node holds, each key decided as Read decides it; a key whose
+  // replies do not agree takes Read on its own. One result per key, in order.
+  kj::Promise<std::vector<Result<RecordValue>>> ReadMany(std::vector<std::string> keys);
+
   // A read that never writes (for a check that must change nothing): asks every replica,
   // waits for all that answer within the round timeout (at least R of each group), and
   // returns the value of the highest accepted ballot among them: the value a full read with
@@ -145,9 +148,14 @@ class Proposer {
     Ballot next;                         // the ballot those acceptors promised
     std::shared_ptr<std::string> value;  // the envelope they accepted
   };
-  // Observes the promises of accept replies; true if every replica answered and refused (the
-  // write is stored nowhere, and with promises only rising never will be).
-  bool ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies);
+  // Observes the promises of the replies to an accept at `ballot`; true if every replica
+  // answered, refused, and holds a value below `ballot` (the write is stored nowhere, and with
+  // promises only rising never will be). A refusal from a replica that holds `ballot` or
+  // higher proves nothing: the request may have been delivered twice, taken the first time
+  // and refused the second after a higher ballot adopted it (simulator seed 527459 with
+  // one-round changes). `conflict` (optional): some voting replica refused.
+  bool ObserveRefusals(const std::vector<std::optional<Result<AcceptReply>>>& replies,
+                       Ballot ballot, bool* conflict = nullptr);
   void RememberPrepared(const std::string& key, Ballot accepted,
                         std::shared_ptr<std::string> value);
   kj::Promise<Result<RecordValue>> OneRound(std::shared_ptr<ChangeOp> op, Prepared p);

@@ -7,6 +7,7 @@
 #include <kj/async.h>
 
 #include <string>
+#include <vector>
 
 #include "common/acceptor.h"
 #include "common/ballot.h"
@@ -23,6 +24,12 @@ class RecordTransport {
                                                   Ballot ballot, const std::string& value) = 0;
   virtual kj::Promise<Result<ReadAcceptedReply>> ReadAccepted(const std::string& node,
                                                               const std::string& key) = 0;
+  // ReadAccepted of many keys: one reply per key, in order, or one error for the call. The
+  // default sends one ReadAccepted per key (the simulator's transports); the RPC client sends
+  // one message. REQUIRES: 1..kMaxReadBatch keys.
+  static constexpr size_t kMaxReadBatch = 4096;
+  virtual kj::Promise<Result<std::vector<ReadAcceptedReply>>> ReadAcceptedBatch(
+      const std::string& node, const std::vector<std::string>& keys);
 };
 
 }  // namespace quorumfs

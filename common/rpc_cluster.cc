@@ -219,6 +219,7 @@ kj::Promise<Result<AcceptReply>> RpcCluster::Accept(const std::string& node, con
           reply.voting = r.getVoting();
           reply.accepted = r.getAccepted();
           reply.promised_ballot = FromRpc(r.getPromised());
+          reply.accepted_ballot = FromRpc(r.getAcceptedBallot());
           return reply;
         });
   });
@@ -242,6 +243,37 @@ kj::Promise<Result<ReadAcceptedReply>> RpcCluster::ReadAccepted(const std::strin
       reply.accepted_ballot = FromRpc(st.getAccepted());
       if (st.getHasValue()) reply.value = ToString(st.getValue());
       return reply;
+    });
+  });
+}
+
+kj::Promise<Result<std::vector<ReadAcceptedReply>>> RpcCluster::ReadAcceptedBatch(
+    const std::string& node, const std::vector<std::string>& keys) {
+  uint64_t epoch = config_->epoch;
+  return Call<std::vector<ReadAcceptedReply>>(node, [keys, epoch](rpc::Chunkserver::Client& c) {
+    auto req = c.readAcceptedBatchRequest();
+    req.setEpoch(epoch);
+    auto list = req.initKeys(static_cast<unsigned>(keys.size()));
+    for (size_t i = 0; i < keys.size(); ++i) list.set(static_cast<unsigned>(i), AsData(keys[i]));
+    size_t n = keys.size();
+    return req.send().then([n](capnp::Response<rpc::Chunkserver::ReadAcceptedBatchResults>&& r)
+                               -> Result<std::vector<ReadAcceptedReply>> {
+      Status s = StatusFromRpc(r.getError());
+      if (!s.ok()) return s;
+      auto states = r.getStates();
+      if (states.size() != n) {
+        return Status(StatusCode::kInternal, "readAcceptedBatch: " + std::to_string(states.size()) +
+                                                 " states for " + std::to_string(n) + " keys");
+      }
+      std::vector<ReadAcceptedReply> out(n);
+      for (size_t i = 0; i < n; ++i) {
+        auto st = states[static_cast<unsigned>(i)];
+        out[i].voting = r.getVoting();
+        out[i].promised_ballot = FromRpc(st.getPromised());
+        out[i].accepted_ballot = FromRpc(st.getAccepted());
+        if (st.getHasValue()) out[i].value = ToString(st.getValue());
+      }
+      return out;
     });
   });
 }

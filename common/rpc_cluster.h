@@ -65,6 +65,8 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
                                           Ballot ballot, const std::string& value) override;
   kj::Promise<Result<ReadAcceptedReply>> ReadAccepted(const std::string& node,
                                                       const std::string& key) override;
+  kj::Promise<Result<std::vector<ReadAcceptedReply>>> ReadAcceptedBatch(
+      const std::string& node, const std::vector<std::string>& keys) override;
   // ChunkTransport
   kj::Promise<Status> PutChunk(const std::string& node, const ChunkId& id,
                                std::shared_ptr<const std::string> data,

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <mutex>
+#include <optional>
 #include <random>
 
 #include "common/gc_rules.h"
@@ -81,6 +83,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
 
   Namespace& ns() { return c_.ns(); }
+  // The namespace, for a call that changes it: drops every lookup read-ahead listing first, so
+  // that this mount sees its own changes at once.
+  Namespace& Changing() {
+    ++change_generation_;
+    listings_.clear();
+    return ns();
+  }
   fuse_session* se() { return outer_->session_; }
 
   void Add(kj::Promise<void> p) { tasks_.add(kj::mv(p)); }
@@ -127,15 +136,18 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // Extended attributes of inodes this mount recently reported to the kernel, so that the
   // getxattr/listxattr calls `ls -l` makes for every file are answered within attr_timeout
-  // (the staleness the kernel already accepts for attributes) without a round trip.
+  // (the staleness the kernel already accepts for attributes) without a round trip, and
+  // without a trip to the loop thread either: FUSE threads read it under xattr_mu_.
   struct CachedXattrs {
     std::vector<Xattr> xattrs;
     std::chrono::steady_clock::time_point expires;
   };
-  std::unordered_map<uint64_t, CachedXattrs> xattr_cache_;
+  std::mutex xattr_mu_;
+  std::unordered_map<uint64_t, CachedXattrs> xattr_cache_;  // guarded by xattr_mu_
 
   void RememberXattrs(const Inode& in) {
     if (o_.attr_timeout <= 0) return;
+    std::lock_guard<std::mutex> lock(xattr_mu_);
     if (xattr_cache_.size() > 200000) xattr_cache_.clear();
     auto& c = xattr_cache_[in.ino];
     c.xattrs = in.xattrs;
@@ -146,14 +158,21 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         std::chrono::microseconds(static_cast<int64_t>(std::max(o_.attr_timeout, 10.0) * 1e6));
   }
 
-  const std::vector<Xattr>* CachedXattrsOf(uint64_t ino) {
+  // Without -o selinux, SELinux labels are not stored (MountOptions::selinux). Any thread.
+  bool SelinuxRefused(const std::string& name) const {
+    return !o_.selinux && name == "security.selinux";
+  }
+
+  // The cached xattrs of `ino` (any thread), or nullopt if none are cached.
+  std::optional<std::vector<Xattr>> CachedXattrsOf(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(xattr_mu_);
     auto it = xattr_cache_.find(ino);
-    if (it == xattr_cache_.end()) return nullptr;
+    if (it == xattr_cache_.end()) return std::nullopt;
     if (std::chrono::steady_clock::now() > it->second.expires) {
       xattr_cache_.erase(it);
-      return nullptr;
+      return std::nullopt;
     }
-    return &it->second.xattrs;
+    return it->second.xattrs;
   }
 
   fuse_entry_param Entry(const Inode& in) {
@@ -423,7 +442,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           u.written_end = fs->written_end;
           u.truncated_to = fs->truncated_to;
           auto conflict = std::make_shared<LayoutConflict>();
-          return ns()
+          return Changing()
               .PublishLayout(ino, u, conflict)
               .then([this, ino, attempt, conflict, gens,
                      u](Result<Inode>&& r) -> kj::Promise<Status> {
@@ -578,6 +597,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       FileState& fs = State(*r);
       bool unchanged = KernelCacheCurrent(*r);
       if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
+      RememberXattrs(*r);  // the xattrs read at open (close-to-open)
       fs.open_count++;
       uint64_t fh = next_fh_++;
       handles_[fh] = Handle{ino, fi.flags};
@@ -603,7 +623,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       kj::Promise<void> lease = kj::READY_NOW;
       if (fs && fs->open_count == 0 && fs->unlinked_held) {
         fs->unlinked_held = false;
-        lease = ns().ReleaseLease(ino, lease_holder_).then([](Status) {});
+        lease = Changing().ReleaseLease(ino, lease_holder_).then([](Status) {});
       }
       return lease.then([this, req, ino, s]() {
         MaybeForget(ino);
@@ -612,7 +632,95 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     });
   }
 
+  std::chrono::steady_clock::duration EntryTimeout() const {
+    return std::chrono::microseconds(static_cast<int64_t>(o_.entry_timeout * 1e6));
+  }
+
+  kj::Promise<void> Lookup(fuse_req_t req, uint64_t parent, std::string name) {
+    if (o_.entry_timeout > 0) {
+      auto now = std::chrono::steady_clock::now();
+      auto it = listings_.find(parent);
+      if (it != listings_.end() && it->second.complete) {
+        if (now - it->second.started < EntryTimeout()) {
+          auto hit = it->second.names.find(name);
+          if (hit != it->second.names.end()) {
+            ReplyEntry(req, hit->second);
+            return kj::READY_NOW;
+          }
+        } else {
+          listings_.erase(it);
+        }
+      }
+      if (listings_.find(parent) == listings_.end()) {
+        if (lookup_runs_.size() > 4096) lookup_runs_.clear();
+        LookupRun& run = lookup_runs_[parent];
+        // A run counts only while this mount changes nothing (unlinking a directory's files
+        // looks each one up first; a listing would be dropped at the next unlink).
+        if (run.count == 0 || now - run.first > EntryTimeout() ||
+            run.generation != change_generation_) {
+          run.first = now;
+          run.count = 0;
+          run.generation = change_generation_;
+        }
+        if (++run.count >= kLookupRun) {
+          lookup_runs_.erase(parent);
+          if (listings_.size() > 64) listings_.clear();
+          listings_[parent].started = now;
+          Add(ListForLookups(parent, 0, change_generation_));
+        }
+      }
+    }
+    return ns().Lookup(parent, name, /*parent_is_dir=*/true).then([this, req](Result<Inode>&& r) {
+      ReplyEntry(req, r);
+    });
+  }
+
+  // One page of a lookup read-ahead listing (see Listing), then the next.
+  kj::Promise<void> ListForLookups(uint64_t dir, uint64_t offset, uint64_t generation) {
+    return ns()
+        .ReadDir(dir, offset, 1024)
+        .then([this, dir, generation](Result<DirListing>&& l) -> kj::Promise<void> {
+          if (!l.ok() || generation != change_generation_) {
+            listings_.erase(dir);
+            return kj::READY_NOW;
+          }
+          auto listing = std::make_shared<DirListing>(std::move(l).value());
+          std::vector<uint64_t> inos;
+          for (const auto& e : listing->entries) inos.push_back(e.ino);
+          kj::Promise<std::vector<Result<Inode>>> attrs =
+              inos.empty() ? kj::Promise<std::vector<Result<Inode>>>(std::vector<Result<Inode>>())
+                           : ns().GetAttrMany(std::move(inos));
+          return attrs.then([this, dir, generation,
+                             listing](std::vector<Result<Inode>>&& inodes) -> kj::Promise<void> {
+            auto it = listings_.find(dir);
+            if (generation != change_generation_ || it == listings_.end()) return kj::READY_NOW;
+            for (size_t i = 0; i < inodes.size(); ++i) {
+              if (!inodes[i].ok()) continue;  // vanished meanwhile: the normal path answers
+              it->second.names.emplace(listing->entries[i].name, std::move(inodes[i]).value());
+            }
+            if (listing->end || listing->entries.empty()) {
+              it->second.complete = true;
+              return kj::READY_NOW;
+            }
+            if (it->second.names.size() >= kListingMax) {
+              listings_.erase(it);  // too large to list for lookups
+              return kj::READY_NOW;
+            }
+            return ListForLookups(dir, listing->entries.back().offset, generation);
+          });
+        });
+  }
+
   kj::Promise<void> Unlink(fuse_req_t req, uint64_t parent, std::string name) {
+    Changing();
+    // Whether the file is open here matters only if some file is: otherwise no lookup first.
+    bool any_open = false;
+    for (const auto& [ino, fs] : files_) {
+      if (fs->open_count > 0) any_open = true;
+    }
+    if (!any_open) {
+      return ns().Unlink(parent, name).then([this, req](Status s) { ReplyStatus(req, s); });
+    }
     return ns()
         .Lookup(parent, name)
         .then([this, req, parent, name](Result<Inode>&& r) -> kj::Promise<void> {
@@ -685,7 +793,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         r.size || explicit_times ? Flush(ino) : kj::Promise<Status>(Status::Ok());
     return before.then([this, req, ino, r](Status s) -> kj::Promise<void> {
       if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
-      return ns().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
+      return Changing().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
         if (res.ok()) {
           if (FileState* fs = Find(ino)) {
             if (fs->dirty.empty()) {
@@ -716,55 +824,58 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           .then([this, req, size, off, plus, d](Result<DirListing>&& l) -> kj::Promise<void> {
             if (!l.ok()) return fuse_reply_err(req, ErrnoOf(l.status())), kj::READY_NOW;
             auto listing = std::make_shared<DirListing>(std::move(l).value());
-            kj::Vector<kj::Promise<Result<Inode>>> attrs;
+            std::vector<uint64_t> inos;
             if (plus) {
-              for (const auto& e : listing->entries) attrs.add(ns().GetAttr(e.ino));
+              for (const auto& e : listing->entries) inos.push_back(e.ino);
             }
-            return kj::joinPromises(attrs.releaseAsArray())
-                .then([this, req, size, off, plus, d, listing](kj::Array<Result<Inode>>&& inodes) {
-                  std::string buf(size, '\0');
-                  size_t used = 0;
-                  auto add = [&](const std::string& name, const Inode* in, uint64_t ino,
-                                 FileType type, off_t next) -> bool {
-                    size_t need;
-                    if (plus) {
-                      fuse_entry_param e;
-                      std::memset(&e, 0, sizeof(e));
-                      if (in) {
-                        e = Entry(*in);
-                      } else {
-                        e.attr.st_ino = ino;
-                        e.attr.st_mode = ModeTypeBits(type);
-                      }
-                      need = fuse_add_direntry_plus(req, &buf[used], size - used, name.c_str(), &e,
-                                                    next);
-                    } else {
-                      struct stat st;
-                      std::memset(&st, 0, sizeof(st));
-                      st.st_ino = ino;
-                      st.st_mode = ModeTypeBits(type);
-                      need =
-                          fuse_add_direntry(req, &buf[used], size - used, name.c_str(), &st, next);
-                    }
-                    if (need > size - used) return false;
-                    used += need;
-                    return true;
-                  };
-                  bool full = false;
-                  if (off < 1)
-                    full = !add(".", plus ? d.get() : nullptr, d->ino, FileType::kDirectory, 1);
-                  if (!full && off < 2) {
-                    uint64_t parent = d->parents.empty() ? d->ino : d->parents.front().parent;
-                    full = !add("..", nullptr, parent, FileType::kDirectory, 2);
+            // Every entry's attributes in one batched read per node.
+            kj::Promise<std::vector<Result<Inode>>> attrs =
+                inos.empty() ? kj::Promise<std::vector<Result<Inode>>>(std::vector<Result<Inode>>())
+                             : ns().GetAttrMany(std::move(inos));
+            return attrs.then([this, req, size, off, plus, d,
+                               listing](std::vector<Result<Inode>>&& inodes) {
+              std::string buf(size, '\0');
+              size_t used = 0;
+              auto add = [&](const std::string& name, const Inode* in, uint64_t ino, FileType type,
+                             off_t next) -> bool {
+                size_t need;
+                if (plus) {
+                  fuse_entry_param e;
+                  std::memset(&e, 0, sizeof(e));
+                  if (in) {
+                    e = Entry(*in);
+                  } else {
+                    e.attr.st_ino = ino;
+                    e.attr.st_mode = ModeTypeBits(type);
                   }
-                  for (size_t i = 0; !full && i < listing->entries.size(); ++i) {
-                    const auto& e = listing->entries[i];
-                    const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
-                    if (plus && !in) continue;  // vanished meanwhile
-                    full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
-                  }
-                  fuse_reply_buf(req, buf.data(), used);
-                });
+                  need =
+                      fuse_add_direntry_plus(req, &buf[used], size - used, name.c_str(), &e, next);
+                } else {
+                  struct stat st;
+                  std::memset(&st, 0, sizeof(st));
+                  st.st_ino = ino;
+                  st.st_mode = ModeTypeBits(type);
+                  need = fuse_add_direntry(req, &buf[used], size - used, name.c_str(), &st, next);
+                }
+                if (need > size - used) return false;
+                used += need;
+                return true;
+              };
+              bool full = false;
+              if (off < 1)
+                full = !add(".", plus ? d.get() : nullptr, d->ino, FileType::kDirectory, 1);
+              if (!full && off < 2) {
+                uint64_t parent = d->parents.empty() ? d->ino : d->parents.front().parent;
+                full = !add("..", nullptr, parent, FileType::kDirectory, 2);
+              }
+              for (size_t i = 0; !full && i < listing->entries.size(); ++i) {
+                const auto& e = listing->entries[i];
+                const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
+                if (plus && !in) continue;  // vanished meanwhile
+                full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
+              }
+              fuse_reply_buf(req, buf.data(), used);
+            });
           });
     });
   }
@@ -893,7 +1004,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // Keeps an open file's cached record in step with this mount's own xattr changes.
   void UpdateCachedXattr(uint64_t ino, const std::string& name, const std::string* value) {
-    xattr_cache_.erase(ino);
+    {
+      std::lock_guard<std::mutex> lock(xattr_mu_);
+      xattr_cache_.erase(ino);
+    }
     FileState* fs = Find(ino);
     if (!fs) return;
     auto& xs = fs->inode.xattrs;
@@ -934,6 +1048,31 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   WorkerPool hashers_;
   uint64_t lease_holder_ = 0;
   bool lease_loop_running_ = false;
+
+  // ---- lookup read-ahead -----------------------------------------------------------------
+  //
+  // A program that stats many names of one directory (a build, `find`, a backup, a cold
+  // `stat` loop) costs two reads per name. After kLookupRun lookups in one directory within
+  // entry_timeout, the mount lists the directory with batched reads (at most kListingMax
+  // entries, as readdirplus would) and answers lookups of the names it found from that listing
+  // while it is younger than entry_timeout, counted from when the listing began: the staleness
+  // the kernel's entry cache already accepts. Any change this mount makes drops every listing;
+  // a name the listing lacks takes the normal path (nothing negative is cached).
+  static constexpr int kLookupRun = 8;
+  static constexpr size_t kListingMax = 16384;
+  struct Listing {
+    std::chrono::steady_clock::time_point started;
+    std::unordered_map<std::string, Inode> names;
+    bool complete = false;
+  };
+  struct LookupRun {
+    std::chrono::steady_clock::time_point first;
+    int count = 0;
+    uint64_t generation = 0;
+  };
+  std::unordered_map<uint64_t, Listing> listings_;
+  std::unordered_map<uint64_t, LookupRun> lookup_runs_;
+  uint64_t change_generation_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
   std::unordered_map<uint64_t, Handle> handles_;
   // ino -> (ctime, size) of the version the kernel's page cache holds (see KernelCacheCurrent).
@@ -1014,10 +1153,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
       QFS_IMPL(req);
       std::string n(name);
-      Fs(req)->Submit([=]() {
-        return impl->ns().Lookup(parent, n).then(
-            [=](Result<Inode>&& r) { impl->ReplyEntry(req, r); });
-      });
+      Fs(req)->Submit([=]() { return impl->Lookup(req, parent, n); });
     };
     o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
     o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
@@ -1054,7 +1190,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (target) cr.symlink_target = target;
       std::string n(name);
       Fs(req)->Submit([=]() {
-        return impl->ns().Create(parent, n, cr).then([=](Result<Inode>&& r) {
+        return impl->Changing().Create(parent, n, cr).then([=](Result<Inode>&& r) {
           impl->ReplyEntry(req, r);
         });
       });
@@ -1083,7 +1219,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       QFS_IMPL(req);
       std::string n(name);
       Fs(req)->Submit([=]() {
-        return impl->ns().Rmdir(parent, n).then([=](Status s) { impl->ReplyStatus(req, s); });
+        return impl->Changing().Rmdir(parent, n).then([=](Status s) { impl->ReplyStatus(req, s); });
       });
     };
     o.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
@@ -1098,7 +1234,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (flags & RENAME_EXCHANGE) f |= kRenameExchange;
       std::string n(name), nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->ns().Rename(parent, n, newparent, nn, f).then([=](Status s) {
+        return impl->Changing().Rename(parent, n, newparent, nn, f).then([=](Status s) {
           impl->ReplyStatus(req, s);
         });
       });
@@ -1107,7 +1243,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       QFS_IMPL(req);
       std::string nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->ns().Link(ino, newparent, nn).then([=](Result<Inode>&& r) {
+        return impl->Changing().Link(ino, newparent, nn).then([=](Result<Inode>&& r) {
           impl->ReplyEntry(req, r);
         });
       });
@@ -1179,11 +1315,12 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
                     size_t size, int flags) {
       QFS_IMPL(req);
       std::string n(name), v(value, size);
+      if (impl->SelinuxRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
       uint32_t f = 0;
       if (flags & XATTR_CREATE) f |= kXattrCreate;
       if (flags & XATTR_REPLACE) f |= kXattrReplace;
       Fs(req)->Submit([=]() {
-        return impl->ns().SetXattr(ino, n, v, f).then([=](Status s) {
+        return impl->Changing().SetXattr(ino, n, v, f).then([=](Status s) {
           if (s.ok()) impl->UpdateCachedXattr(ino, n, &v);
           impl->ReplyStatus(req, s);
         });
@@ -1192,29 +1329,35 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
       QFS_IMPL(req);
       std::string n(name);
+      auto reply_from = [req, n, size](const std::vector<Xattr>& xattrs) {
+        for (const auto& x : xattrs) {
+          if (x.name != n) continue;
+          if (size == 0) return fuse_reply_xattr(req, x.value.size()), void();
+          if (x.value.size() > size) return fuse_reply_err(req, ERANGE), void();
+          return fuse_reply_buf(req, x.value.data(), x.value.size()), void();
+        }
+        fuse_reply_err(req, ENODATA);
+      };
+      // POSIX ACLs are not supported: say so at once (ls asks for them on every file). `ls -l`
+      // also asks every file for security.selinux: answered here, on the FUSE thread, from
+      // the xattr cache when it holds the file.
+      if (n == "system.posix_acl_access" || n == "system.posix_acl_default" ||
+          impl->SelinuxRefused(n)) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+      }
+      if (auto cached = impl->CachedXattrsOf(ino)) {
+        reply_from(*cached);
+        return;
+      }
       Fs(req)->Submit([=]() -> kj::Promise<void> {
         // The kernel asks for security.capability before every write(2): answer it for an open
         // file from the record this mount read at open (close-to-open), not with a round trip.
-        // POSIX ACLs are not supported: say so at once (ls asks for them on every file).
-        if (n == "system.posix_acl_access" || n == "system.posix_acl_default") {
-          return fuse_reply_err(req, EOPNOTSUPP), kj::READY_NOW;
-        }
         FileState* fs = impl->Find(ino);
-        const std::vector<Xattr>* cached = nullptr;
         if (fs && fs->open_count > 0 && n.rfind("security.", 0) == 0) {
-          cached = &fs->inode.xattrs;
-        } else {
-          cached = impl->CachedXattrsOf(ino);
+          return reply_from(fs->inode.xattrs), kj::READY_NOW;
         }
-        if (cached) {
-          for (const auto& x : *cached) {
-            if (x.name != n) continue;
-            if (size == 0) return fuse_reply_xattr(req, x.value.size()), kj::READY_NOW;
-            if (x.value.size() > size) return fuse_reply_err(req, ERANGE), kj::READY_NOW;
-            return fuse_reply_buf(req, x.value.data(), x.value.size()), kj::READY_NOW;
-          }
-          return fuse_reply_err(req, ENODATA), kj::READY_NOW;
-        }
+        if (auto cached = impl->CachedXattrsOf(ino)) return reply_from(*cached), kj::READY_NOW;
         return impl->ns().GetXattr(ino, n).then([=](Result<std::string>&& r) {
           if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
           if (size == 0) return fuse_reply_xattr(req, r->size()), void();
@@ -1229,7 +1372,9 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
         return impl->ns().ListXattr(ino).then([=](Result<std::vector<std::string>>&& r) {
           if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
           std::string all;
-          for (const auto& n : *r) all += n + '\0';
+          for (const auto& n : *r) {
+            if (!impl->SelinuxRefused(n)) all += n + '\0';
+          }
           if (size == 0) return fuse_reply_xattr(req, all.size()), void();
           if (all.size() > size) return fuse_reply_err(req, ERANGE), void();
           fuse_reply_buf(req, all.data(), all.size());
@@ -1239,8 +1384,9 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
       QFS_IMPL(req);
       std::string n(name);
+      if (impl->SelinuxRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
       Fs(req)->Submit([=]() {
-        return impl->ns().RemoveXattr(ino, n).then([=](Status s) {
+        return impl->Changing().RemoveXattr(ino, n).then([=](Status s) {
           if (s.ok()) impl->UpdateCachedXattr(ino, n, nullptr);
           impl->ReplyStatus(req, s);
         });
@@ -1276,7 +1422,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
             if (in->size >= end) return fuse_reply_err(req, 0), kj::READY_NOW;
             SetAttrRequest r;
             r.size = end;
-            return impl->ns().SetAttr(ino, r).then([=](Result<Inode>&& res) {
+            return impl->Changing().SetAttr(ino, r).then([=](Result<Inode>&& res) {
               if (res.ok()) {
                 if (FileState* f = impl->Find(ino)) f->inode = *res;
               }
@@ -1363,6 +1509,8 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
     } else if (key == "allow_other") {
       o->allow_other = true;
       *rest += (rest->empty() ? "" : ",") + opt;
+    } else if (key == "selinux") {
+      o->selinux = true;
     } else {
       *rest += (rest->empty() ? "" : ",") + opt;
     }

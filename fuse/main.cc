@@ -36,6 +36,8 @@ void Usage(FILE* out) {
       "  op_timeout=S       how long an operation waits for a quorum before EIO "
       "(default 10)\n"
       "  read_ahead_kb=N    kernel read-ahead of the mount (default 4096)\n"
+      "  selinux            store SELinux labels (security.selinux); without it the\n"
+      "                     attribute is refused with EOPNOTSUPP, as on GlusterFS\n"
       "  ro, allow_other    as for any FUSE file system; default_permissions is always on\n"
       "  _netdev, nofail, defaults, auto, noauto   accepted for /etc/fstab\n"
       "  -f                 stay in the foreground;  -d  debug (implies -f)\n");

@@ -104,9 +104,12 @@ interface Chunkserver {
       -> (error :Error, promised :Bool, state :RecordState, voting :Bool);
 
   # CASPaxos phase 2. `accepted` true once the value is durable. false: `promised` is the
-  # higher ballot already promised. Value at most 1 MiB.
+  # higher ballot already promised. Value at most 1 MiB. `acceptedBallot`: the ballot of the
+  # value the row holds after the call (zero: none); a refusal with it below `ballot` proves
+  # the row never took this accept (a refusal of a re-delivered accept the row took and then
+  # replaced does not).
   accept @7 (epoch :UInt64, key :Data, ballot :Ballot, value :Data)
-      -> (error :Error, accepted :Bool, promised :Ballot, voting :Bool);
+      -> (error :Error, accepted :Bool, promised :Ballot, voting :Bool, acceptedBallot :Ballot);
 
   # The no-promise read of DESIGN.md: the acceptor state, unchanged.
   readAccepted @8 (epoch :UInt64, key :Data)
@@ -131,4 +134,10 @@ interface Chunkserver {
 
   # Ends --rejoin mode once fsck has refilled this node: from then on it votes. Durable.
   finishRejoin @12 (epoch :UInt64) -> (error :Error);
+
+  # readAccepted of many keys in one call (a directory listing, `ls -l`): `states[i]` is the
+  # durable state of `keys[i]` (`hasValue` false and zero ballots for a key never written).
+  # 1..4096 keys; any invalid key fails the whole call with InvalidArgument.
+  readAcceptedBatch @13 (epoch :UInt64, keys :List(Data))
+      -> (error :Error, states :List(RecordState), voting :Bool);
 }

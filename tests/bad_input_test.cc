@@ -205,6 +205,38 @@ TEST_F(BadInputTest, UnknownRecordKeyPrefixAndOversizedValues) {
   ExpectServing(0);
 }
 
+TEST_F(BadInputTest, MalformedBatchReads) {
+  auto c = Connect(0);
+  auto send = [&](std::vector<std::string> keys) {
+    auto req = c.readAcceptedBatchRequest();
+    req.setEpoch(1);
+    auto list = req.initKeys(static_cast<unsigned>(keys.size()));
+    for (size_t i = 0; i < keys.size(); ++i) list.set(static_cast<unsigned>(i), AsData(keys[i]));
+    return req.send().wait(io_.waitScope);
+  };
+  {
+    auto r = send({});
+    EXPECT_EQ(r.getError().getCode(), rpc::ErrorCode::INVALID_ARGUMENT);
+    EXPECT_NE(std::string(r.getError().getMessage().cStr()).find("1..4096"), std::string::npos);
+  }
+  EXPECT_EQ(send(std::vector<std::string>(4097, InodeKey(1))).getError().getCode(),
+            rpc::ErrorCode::INVALID_ARGUMENT);
+  // One bad key fails the call, naming the problem.
+  {
+    auto r = send({InodeKey(1), "Q/whatever"});
+    EXPECT_EQ(r.getError().getCode(), rpc::ErrorCode::INVALID_ARGUMENT);
+    EXPECT_NE(std::string(r.getError().getMessage().cStr()).find("unknown record key prefix"),
+              std::string::npos);
+  }
+  {
+    auto r = send({InodeKey(1), InodeKey(2)});
+    EXPECT_EQ(r.getError().getCode(), rpc::ErrorCode::OK);
+    ASSERT_EQ(r.getStates().size(), 2u);
+    EXPECT_FALSE(r.getStates()[0].getHasValue());
+  }
+  ExpectServing(0);
+}
+
 TEST_F(BadInputTest, WrongEpochIsRefusedNamingBothEpochs) {
   auto c = Connect(0);
   auto req = c.readAcceptedRequest();

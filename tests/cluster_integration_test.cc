@@ -70,8 +70,28 @@ TEST(ClusterIntegration, ChunksAndRecordsSurviveNodeFailures) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
 
+  // A batched read (one message per node) returns what single reads return, in order, with a
+  // never-written key and an invalid key answered on their own.
+  std::vector<std::string> keys;
+  for (int i = 19; i >= 0; --i) keys.push_back(InodeKey(100 + i));
+  keys.push_back(InodeKey(99));
+  keys.push_back("Q/not-a-key");
+  auto check_batch = [&]() {
+    auto many = client.ReadMany(keys);
+    ASSERT_EQ(many.size(), keys.size());
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(many[i].ok()) << many[i].status().ToString();
+      EXPECT_EQ(many[i]->payload, "v" + std::to_string(19 - i));
+    }
+    ASSERT_TRUE(many[20].ok());
+    EXPECT_FALSE(many[20]->payload.has_value());
+    EXPECT_FALSE(many[21].ok());
+  };
+  check_batch();
+
   // One node down: everything still works.
   cluster.Kill(0);
+  check_batch();
   put_batch(100);
   get_all();
   for (int i = 0; i < 20; ++i) {

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -50,7 +52,7 @@ TEST(FuseMountOptions, HelpListsTheOptions) {
   std::string out;
   EXPECT_EQ(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --help", &out), 0);
   for (const char* opt : {"attr_timeout", "entry_timeout", "max_dirty", "cache_size", "op_timeout",
-                          "allow_other", "_netdev", "ro"}) {
+                          "allow_other", "_netdev", "ro", "selinux"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt << " missing from --help:\n" << out;
   }
   out.clear();
@@ -125,6 +127,42 @@ TEST(FuseMountOptions, ReadOnlyMountRefusesWrites) {
   if (f) std::fclose(f);
   EXPECT_NE(::mkdir(ro.path("d").c_str(), 0755), 0);
   EXPECT_EQ(errno, EROFS);
+}
+
+// Without -o selinux the SELinux label is refused (as on GlusterFS), so that `ls -l` asks for
+// it once, not once per file; other security.* attributes are stored. With it, it is stored.
+TEST(FuseMountOptions, SelinuxLabelsOnlyWithTheOption) {
+  QUORUMFS_REQUIRE_FUSE();
+  TestCluster cluster;
+  char buf[64];
+  {
+    TestMount m(cluster.cluster_file(), cluster.dir() + "/plain");
+    ASSERT_TRUE(m.ok()) << m.Log();
+    std::ofstream(m.path("f")) << "x";
+    std::string f = m.path("f");
+    EXPECT_EQ(::lgetxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    EXPECT_EQ(::lsetxattr(f.c_str(), "security.selinux", "l", 1, 0), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    EXPECT_EQ(::lremovexattr(f.c_str(), "security.selinux"), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+    ASSERT_EQ(::lsetxattr(f.c_str(), "security.other", "v", 1, 0), 0) << std::strerror(errno);
+    EXPECT_EQ(::lgetxattr(f.c_str(), "security.other", buf, sizeof(buf)), 1);
+  }
+  TestMountOptions o;
+  o.extra_opts = {"selinux"};
+  TestMount m(cluster.cluster_file(), cluster.dir() + "/labels", o);
+  ASSERT_TRUE(m.ok()) << m.Log();
+  std::string f = m.path("f");
+  EXPECT_EQ(::lgetxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, ENODATA);
+  ASSERT_EQ(::lsetxattr(f.c_str(), "security.selinux", "label", 5, 0), 0) << std::strerror(errno);
+  ASSERT_EQ(::lgetxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), 5);
+  EXPECT_EQ(std::string(buf, 5), "label");
+  char names[256];
+  ssize_t n = ::llistxattr(f.c_str(), names, sizeof(names));
+  ASSERT_GT(n, 0);
+  EXPECT_NE(std::string(names, static_cast<size_t>(n)).find("security.selinux"), std::string::npos);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -324,6 +325,49 @@ TEST_F(MultiMountTest, ConcurrentWritersOfDifferentRanges) {
           << "round " << round << " on " << m->dir();
     }
   }
+}
+
+// Lookup read-ahead (a mount that sees many lookups in one directory lists it and answers
+// from the listing for entry_timeout): this mount's own changes show at once, another mount's
+// within entry_timeout plus attr_timeout (1 s each by default), as with the kernel's caches.
+TEST_F(MultiMountTest, LookupReadAheadSeesChangesInTime) {
+  constexpr int kFiles = 40;
+  for (int i = 0; i < kFiles; ++i) ASSERT_TRUE(WriteFile(A("f" + std::to_string(i)), "x"));
+  struct stat st;
+  auto stat_all_on_b = [&](int from) {
+    for (int i = from; i < kFiles; ++i) {
+      ASSERT_EQ(::stat(B("f" + std::to_string(i)).c_str(), &st), 0) << i;
+    }
+  };
+  stat_all_on_b(10);  // B lists the directory after a few lookups
+  // B's own changes, each followed by a lookup the kernel sends to the mount.
+  ASSERT_EQ(::unlink(B("f10").c_str()), 0);
+  EXPECT_NE(::stat(B("f10").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+  stat_all_on_b(11);
+  ASSERT_EQ(::rename(B("f11").c_str(), B("r11").c_str()), 0);
+  EXPECT_NE(::stat(B("f11").c_str(), &st), 0);
+  EXPECT_EQ(::stat(B("r11").c_str(), &st), 0);
+  // A's changes to names B looked up a moment ago.
+  for (int i = 12; i < kFiles; ++i) ASSERT_EQ(::stat(B("f" + std::to_string(i)).c_str(), &st), 0);
+  ASSERT_EQ(::chmod(A("f12").c_str(), 0640), 0);
+  ASSERT_EQ(::unlink(A("f13").c_str()), 0);
+  ASSERT_TRUE(WriteFile(A("f14"), "longer now"));
+  auto start = std::chrono::steady_clock::now();
+  bool mode_seen = false, unlink_seen = false, size_seen = false;
+  while (std::chrono::steady_clock::now() - start < std::chrono::seconds(5) &&
+         !(mode_seen && unlink_seen && size_seen)) {
+    if (::stat(B("f12").c_str(), &st) == 0 && (st.st_mode & 07777) == 0640) mode_seen = true;
+    if (::stat(B("f13").c_str(), &st) != 0 && errno == ENOENT) unlink_seen = true;
+    if (::stat(B("f14").c_str(), &st) == 0 && st.st_size == 10) size_seen = true;
+    for (int i = 20; i < kFiles; ++i) ::stat(B("f" + std::to_string(i)).c_str(), &st);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_TRUE(mode_seen && unlink_seen && size_seen)
+      << "mode " << mode_seen << " unlink " << unlink_seen << " size " << size_seen;
+  EXPECT_LT(secs, 3.0) << "another mount's changes took longer than the two timeouts";
+  EXPECT_EQ(ReadFile(B("f14")), "longer now");
 }
 
 }  // namespace

@@ -112,8 +112,12 @@ class Fs {
     req.mode = mode;
     return Create(parent, name, req);
   }
-  Result<Inode> Lookup(uint64_t parent, const std::string& name) {
-    return c_.RunSync<Result<Inode>>([&] { return c_.ns().Lookup(parent, name); });
+  Result<Inode> Lookup(uint64_t parent, const std::string& name, bool parent_is_dir = false) {
+    return c_.RunSync<Result<Inode>>([&] { return c_.ns().Lookup(parent, name, parent_is_dir); });
+  }
+  std::vector<Result<Inode>> GetAttrMany(std::vector<uint64_t> inos) {
+    return c_.RunSync<std::vector<Result<Inode>>>(
+        [&] { return c_.ns().GetAttrMany(std::move(inos)); });
   }
   Result<Inode> GetAttr(uint64_t ino) {
     return c_.RunSync<Result<Inode>>([&] { return c_.ns().GetAttr(ino); });
@@ -483,7 +487,20 @@ TEST_F(NamespaceTest, LookupGetAttrReadLink) {
   EXPECT_EQ(got.ino, f.ino);
   EXPECT_CODE(fs_->Lookup(d.ino, "missing"), kNotFound);
   EXPECT_CODE(fs_->Lookup(f.ino, "x"), kNotDirectory);
+  // A caller that knows the parent is a directory (the kernel) gets ENOENT without the read.
+  EXPECT_CODE(fs_->Lookup(d.ino, "missing", /*parent_is_dir=*/true), kNotFound);
+  ASSERT_OK_AND_ASSIGN(Inode again, fs_->Lookup(d.ino, "f", /*parent_is_dir=*/true));
+  EXPECT_EQ(again.ino, f.ino);
   EXPECT_CODE(fs_->Lookup(d.ino, "a/b"), kInvalidArgument);
+  // Batched getattr: each inode's own answer, in order, a missing one NotFound.
+  auto many = fs_->GetAttrMany({f.ino, 987'654'321, d.ino, f.ino});
+  ASSERT_EQ(many.size(), 4u);
+  ASSERT_TRUE(many[0].ok() && many[2].ok() && many[3].ok());
+  EXPECT_EQ(many[0]->ino, f.ino);
+  EXPECT_EQ(many[1].status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(many[2]->ino, d.ino);
+  EXPECT_TRUE(many[2]->is_dir());
+  EXPECT_EQ(many[3]->ino, f.ino);
   EXPECT_CODE(fs_->GetAttr(987'654'321), kNotFound);
   ASSERT_OK_AND_ASSIGN(Inode attr, fs_->GetAttr(f.ino));
   EXPECT_EQ(attr.ino, f.ino);

@@ -53,6 +53,7 @@ void SimStats::Add(const SimStats& o) {
   wipes += o.wipes;
   fast_reads += o.fast_reads;
   slow_reads += o.slow_reads;
+  batched_reads += o.batched_reads;
   conflicts += o.conflicts;
   sim_time_us += o.sim_time_us;
   keys_checked += o.keys_checked;
@@ -63,13 +64,14 @@ void SimStats::Add(const SimStats& o) {
 std::string SimStats::ToString() const {
   std::ostringstream out;
   out << "ops " << ops << " (ok " << ok << ", failed " << failed << ", unknown " << unknown
-      << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << "], writes "
-      << writes << ", cas " << cas << " [succeeded " << cas_succeeded << ", mismatch "
-      << cas_mismatch << "], updates " << updates << ", creates " << creates << ", rebalance "
-      << rebalance_ops << "), conflicts " << conflicts << ", messages " << messages << " (dropped "
-      << dropped << ", duplicated " << duplicated << ", refused " << refused << "), crashes "
-      << crashes << ", wipes " << wipes << ", simulated " << sim_time_us / 1000
-      << " ms, keys checked " << keys_checked << " (checker gave up on " << checker_gave_up << ")";
+      << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << ", batched "
+      << batched_reads << "], writes " << writes << ", cas " << cas << " [succeeded "
+      << cas_succeeded << ", mismatch " << cas_mismatch << "], updates " << updates << ", creates "
+      << creates << ", rebalance " << rebalance_ops << "), conflicts " << conflicts << ", messages "
+      << messages << " (dropped " << dropped << ", duplicated " << duplicated << ", refused "
+      << refused << "), crashes " << crashes << ", wipes " << wipes << ", simulated "
+      << sim_time_us / 1000 << " ms, keys checked " << keys_checked << " (checker gave up on "
+      << checker_gave_up << ")";
   return out.str();
 }
 
@@ -386,6 +388,7 @@ void Sim::Setup() {
     po.op_timeout = kOpTimeoutMs * kj::MILLISECONDS;
     po.unsafe_fast_read_single_reply = options_.unsafe_fast_read_single_reply;
     po.one_round_changes = options_.one_round_changes;
+    po.unsafe_trust_any_refusal = options_.unsafe_trust_any_refusal;
     po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
     return po;
   };
@@ -621,17 +624,34 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
           Record(c, k, std::move(op));
         });
       }
-      return c.proposer->Read(k.key).then(
-          [this, &c, &k, op, what](Result<RecordValue>&& r) mutable {
-            if (r.ok()) {
-              op.outcome = OpOutcome::kOk;
-              op.value = r->payload;
-              c.last_seen[k.key] = r->payload;
-            } else {
-              op.outcome = Classify(r.status(), what + ": read");
-            }
-            Record(c, k, std::move(op));
-          });
+      kj::Promise<Result<RecordValue>> read = nullptr;
+      if (options_.batched_read_percent > 0 && Uniform(0, 99) < options_.batched_read_percent) {
+        // A batched read (Proposer::ReadMany, as readdir uses it) of every key in a random
+        // order; only this key's answer is recorded, but all of them share the messages.
+        ++result_.stats.batched_reads;
+        std::vector<std::string> keys;
+        size_t mine = 0;
+        for (const auto& other : keys_) {
+          if (&other == &k) mine = keys.size();
+          keys.push_back(other.key);
+        }
+        size_t to = static_cast<size_t>(Uniform(0, static_cast<int64_t>(keys.size()) - 1));
+        std::swap(keys[mine], keys[to]);
+        read = c.proposer->ReadMany(std::move(keys))
+                   .then([to](std::vector<Result<RecordValue>>&& all) { return all[to]; });
+      } else {
+        read = c.proposer->Read(k.key);
+      }
+      return read.then([this, &c, &k, op, what](Result<RecordValue>&& r) mutable {
+        if (r.ok()) {
+          op.outcome = OpOutcome::kOk;
+          op.value = r->payload;
+          c.last_seen[k.key] = r->payload;
+        } else {
+          op.outcome = Classify(r.status(), what + ": read");
+        }
+        Record(c, k, std::move(op));
+      });
     }
     case OpType::kWrite: {
       ++result_.stats.writes;

@@ -51,7 +51,9 @@ struct SimOptions {
   // Acceptors accept without promising the proposer's next ballot, while proposers still make
   // one-round changes (AcceptorCore::UnsafeNoNextPromiseForTesting).
   bool unsafe_accept_without_next_promise = false;
-  bool one_round_changes = false;           // ProposerOptions knob
+  bool one_round_changes = true;            // ProposerOptions knob
+  bool unsafe_trust_any_refusal = false;    // ProposerOptions knob (negative control)
+  int batched_read_percent = 40;            // reads done with Proposer::ReadMany (0: no draw)
   bool unsafe_ignore_joint_quorum = false;  // ProposerOptions knob
 
   int64_t max_sim_time_ms = 120'000;  // a run that takes longer is reported as stuck
@@ -66,7 +68,7 @@ struct SimStats {
   int64_t rebalance_ops = 0;
   int64_t messages = 0, dropped = 0, duplicated = 0, refused = 0;
   int64_t crashes = 0, wipes = 0;
-  int64_t fast_reads = 0, slow_reads = 0, conflicts = 0;
+  int64_t fast_reads = 0, slow_reads = 0, batched_reads = 0, conflicts = 0;
   int64_t sim_time_us = 0;
   int64_t keys_checked = 0, checker_gave_up = 0;
   int final_stage = 0;  // membership: index of the configuration every client ended on

@@ -148,7 +148,7 @@ std::string DescribeReply(const PrepareReply& r) {
 }
 std::string DescribeReply(const AcceptReply& r) {
   return std::string(r.accepted ? "accepted" : "refused") + " p=" + r.promised_ballot.ToString() +
-         (r.voting ? "" : " (not voting)");
+         " a=" + r.accepted_ballot.ToString() + (r.voting ? "" : " (not voting)");
 }
 std::string DescribeReply(const ReadAcceptedReply& r) {
   return "p=" + r.promised_ballot.ToString() + " a=" + r.accepted_ballot.ToString() + " " +
