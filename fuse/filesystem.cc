@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "common/gc_rules.h"
 #include "common/record_key.h"
@@ -87,7 +89,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // that this mount sees its own changes at once.
   Namespace& Changing() {
     ++change_generation_;
-    listings_.clear();
+    if (!listings_.empty()) {
+      std::lock_guard<std::mutex> lock(listing_mu_);
+      listings_.clear();
+    }
+    loading_.clear();
     return ns();
   }
   fuse_session* se() { return outer_->session_; }
@@ -101,7 +107,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return it == files_.end() ? nullptr : it->second.get();
   }
 
-  void FillStat(const Inode& in, struct stat* st) {
+  // `local`: overlay this mount's unpublished writes (loop thread only).
+  void FillStat(const Inode& in, struct stat* st, bool local = true) {
     std::memset(st, 0, sizeof(*st));
     st->st_ino = in.ino;
     st->st_mode = ModeTypeBits(in.type) | in.mode;
@@ -120,7 +127,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     st->st_atim = {in.atime_ns / 1000000000, in.atime_ns % 1000000000};
     st->st_mtim = {in.mtime_ns / 1000000000, in.mtime_ns % 1000000000};
     st->st_ctim = {in.ctime_ns / 1000000000, in.ctime_ns % 1000000000};
-    if (FileState* fs = Find(in.ino)) {
+    if (FileState* fs = local ? Find(in.ino) : nullptr) {
       st->st_size =
           static_cast<off_t>(std::max<uint64_t>(fs->Size(), fs->truncated_to ? 0 : in.size));
       if (fs->truncated_to) st->st_size = static_cast<off_t>(fs->Size());
@@ -175,13 +182,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return it->second.xattrs;
   }
 
-  fuse_entry_param Entry(const Inode& in) {
+  fuse_entry_param Entry(const Inode& in, bool local = true) {
     RememberXattrs(in);
     fuse_entry_param e;
     std::memset(&e, 0, sizeof(e));
     e.ino = in.ino;
     e.generation = 1;
-    FillStat(in, &e.attr);
+    FillStat(in, &e.attr, local);
     e.attr_timeout = o_.attr_timeout;
     e.entry_timeout = o_.entry_timeout;
     return e;
@@ -270,6 +277,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       p = std::make_unique<FileState>();
       p->ino = in.ino;
       p->inode = in;
+      no_files_ = false;
     }
     return *p;
   }
@@ -516,6 +524,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (fs && fs->open_count == 0 && fs->dirty.empty() && !fs->truncated_to && !fs->flushing &&
         !fs->unlinked_held) {
       files_.erase(ino);
+      no_files_ = files_.empty();
     }
   }
 
@@ -632,6 +641,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     });
   }
 
+  struct Listing;  // below, with the rest of the lookup read-ahead state
+
   std::chrono::steady_clock::duration EntryTimeout() const {
     return std::chrono::microseconds(static_cast<int64_t>(o_.entry_timeout * 1e6));
   }
@@ -640,7 +651,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (o_.entry_timeout > 0) {
       auto now = std::chrono::steady_clock::now();
       auto it = listings_.find(parent);
-      if (it != listings_.end() && it->second.complete) {
+      if (it != listings_.end()) {
         if (now - it->second.started < EntryTimeout()) {
           auto hit = it->second.names.find(name);
           if (hit != it->second.names.end()) {
@@ -648,10 +659,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             return kj::READY_NOW;
           }
         } else {
+          std::lock_guard<std::mutex> lock(listing_mu_);
           listings_.erase(it);
         }
       }
-      if (listings_.find(parent) == listings_.end()) {
+      if (listings_.find(parent) == listings_.end() && loading_.count(parent) == 0) {
         if (lookup_runs_.size() > 4096) lookup_runs_.clear();
         LookupRun& run = lookup_runs_[parent];
         // A run counts only while this mount changes nothing (unlinking a directory's files
@@ -664,9 +676,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         }
         if (++run.count >= kLookupRun) {
           lookup_runs_.erase(parent);
-          if (listings_.size() > 64) listings_.clear();
-          listings_[parent].started = now;
-          Add(ListForLookups(parent, 0, change_generation_));
+          loading_.insert(parent);
+          auto listing = std::make_shared<Listing>();
+          listing->started = now;
+          Add(ListForLookups(parent, 0, change_generation_, listing));
         }
       }
     }
@@ -675,13 +688,15 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     });
   }
 
-  // One page of a lookup read-ahead listing (see Listing), then the next.
-  kj::Promise<void> ListForLookups(uint64_t dir, uint64_t offset, uint64_t generation) {
+  // One page of a lookup read-ahead listing (see Listing), then the next; a complete listing
+  // is published to listings_.
+  kj::Promise<void> ListForLookups(uint64_t dir, uint64_t offset, uint64_t generation,
+                                   std::shared_ptr<Listing> building) {
     return ns()
         .ReadDir(dir, offset, 1024)
-        .then([this, dir, generation](Result<DirListing>&& l) -> kj::Promise<void> {
+        .then([this, dir, generation, building](Result<DirListing>&& l) -> kj::Promise<void> {
           if (!l.ok() || generation != change_generation_) {
-            listings_.erase(dir);
+            if (generation == change_generation_) loading_.erase(dir);
             return kj::READY_NOW;
           }
           auto listing = std::make_shared<DirListing>(std::move(l).value());
@@ -690,23 +705,25 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           kj::Promise<std::vector<Result<Inode>>> attrs =
               inos.empty() ? kj::Promise<std::vector<Result<Inode>>>(std::vector<Result<Inode>>())
                            : ns().GetAttrMany(std::move(inos));
-          return attrs.then([this, dir, generation,
-                             listing](std::vector<Result<Inode>>&& inodes) -> kj::Promise<void> {
-            auto it = listings_.find(dir);
-            if (generation != change_generation_ || it == listings_.end()) return kj::READY_NOW;
+          return attrs.then([this, dir, generation, listing,
+                             building](std::vector<Result<Inode>>&& inodes) -> kj::Promise<void> {
+            if (generation != change_generation_) return kj::READY_NOW;
             for (size_t i = 0; i < inodes.size(); ++i) {
               if (!inodes[i].ok()) continue;  // vanished meanwhile: the normal path answers
-              it->second.names.emplace(listing->entries[i].name, std::move(inodes[i]).value());
+              building->names.emplace(listing->entries[i].name, std::move(inodes[i]).value());
             }
             if (listing->end || listing->entries.empty()) {
-              it->second.complete = true;
+              loading_.erase(dir);
+              std::lock_guard<std::mutex> lock(listing_mu_);
+              if (listings_.size() > 64) listings_.clear();
+              listings_[dir] = std::move(*building);
               return kj::READY_NOW;
             }
-            if (it->second.names.size() >= kListingMax) {
-              listings_.erase(it);  // too large to list for lookups
+            if (building->names.size() >= kListingMax) {
+              loading_.erase(dir);  // too large to list for lookups
               return kj::READY_NOW;
             }
-            return ListForLookups(dir, listing->entries.back().offset, generation);
+            return ListForLookups(dir, listing->entries.back().offset, generation, building);
           });
         });
   }
@@ -1063,14 +1080,37 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   struct Listing {
     std::chrono::steady_clock::time_point started;
     std::unordered_map<std::string, Inode> names;
-    bool complete = false;
   };
   struct LookupRun {
     std::chrono::steady_clock::time_point first;
     int count = 0;
     uint64_t generation = 0;
   };
+  // Complete listings. Written on the loop thread under listing_mu_; FUSE threads read them
+  // under it (TryLookupFromListing) while the mount has no file state to overlay.
+  std::mutex listing_mu_;
   std::unordered_map<uint64_t, Listing> listings_;
+  std::set<uint64_t> loading_;        // directories being listed (loop thread)
+  std::atomic<bool> no_files_{true};  // files_ is empty (written on the loop thread)
+
+  // Answers a lookup on the calling FUSE thread from a complete, fresh listing when the mount
+  // has no open or dirty file whose local state would have to be overlaid; false otherwise.
+  bool TryLookupFromListing(fuse_req_t req, uint64_t parent, const std::string& name) {
+    if (o_.entry_timeout <= 0 || !no_files_) return false;
+    std::optional<Inode> in;
+    {
+      std::lock_guard<std::mutex> lock(listing_mu_);
+      auto it = listings_.find(parent);
+      if (it == listings_.end()) return false;
+      if (std::chrono::steady_clock::now() - it->second.started >= EntryTimeout()) return false;
+      auto hit = it->second.names.find(name);
+      if (hit == it->second.names.end()) return false;
+      in = hit->second;
+    }
+    fuse_entry_param e = Entry(*in, /*local=*/false);
+    fuse_reply_entry(req, &e);
+    return true;
+  }
   std::unordered_map<uint64_t, LookupRun> lookup_runs_;
   uint64_t change_generation_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
@@ -1153,6 +1193,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
       QFS_IMPL(req);
       std::string n(name);
+      if (impl->TryLookupFromListing(req, parent, n)) return;
       Fs(req)->Submit([=]() { return impl->Lookup(req, parent, n); });
     };
     o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };

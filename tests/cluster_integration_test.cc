@@ -377,9 +377,16 @@ TEST(ClusterIntegration, CorruptReplicaIsSkippedReportedAndQuarantined) {
     return cluster.data_dir(node) + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" +
            hex;
   };
-  for (int t = 0; t < 100 && ::access(path(2).c_str(), F_OK) != 0; ++t) {
+  auto all_stored = [&]() {
+    for (int node = 0; node < 3; ++node) {
+      if (::access(path(node).c_str(), F_OK) != 0) return false;
+    }
+    return true;
+  };
+  for (int t = 0; t < 500 && !all_stored(); ++t) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  ASSERT_TRUE(all_stored()) << "the third replica never arrived";
   // Flip a byte in the replica the client tries first.
   auto order = FullRanking(*cluster.config(), id->view());
   int first = order[0][0] - 'a';
