@@ -17,6 +17,7 @@ namespace {
 constexpr uint32_t kMaxPage = 4096;
 constexpr size_t kMaxIdsPerCall = 65536;
 constexpr size_t kMaxRecordValue = 1024 * 1024;
+constexpr size_t kMaxBatchReplyBytes = 8 * 1024 * 1024;  // readAcceptedBatch answers a prefix
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -415,8 +416,16 @@ kj::Promise<void> ChunkserverService::readAcceptedBatch(ReadAcceptedBatchContext
                      }
                      SetError(results.initError(), Status::Ok());
                      results.setVoting(options_.voting);
-                     auto states = results.initStates(static_cast<unsigned>(r.size()));
-                     for (size_t i = 0; i < r.size(); ++i) {
+                     // A prefix whose values fit in one message (at least one state).
+                     size_t count = 0, bytes = 0;
+                     while (count < r.size()) {
+                       bytes +=
+                           (*keys)[count].size() + (r[count]->value ? r[count]->value->size() : 0);
+                       if (count > 0 && bytes > kMaxBatchReplyBytes) break;
+                       ++count;
+                     }
+                     auto states = results.initStates(static_cast<unsigned>(count));
+                     for (size_t i = 0; i < count; ++i) {
                        auto st = states[static_cast<unsigned>(i)];
                        st.setKey(AsData((*keys)[i]));
                        WriteBallot(st.initPromised(), r[i]->promised_ballot);

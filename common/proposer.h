@@ -11,7 +11,11 @@
 // value a completed prepare adopts); if none is while the window of recent ids still covers the
 // versions they would have had, none has been chosen: f is applied afresh and the attempt's
 // accept (made even when f keeps or aborts) rules out that a later proposer adopts an earlier
-// write; otherwise the outcome is reported as UnknownOutcome.
+// write; otherwise the outcome is reported as UnknownOutcome. A write at version 1 (one that
+// would create the record, e.g. a one-round create of a directory entry) is told by the record's
+// birth id instead, which the envelope keeps for good: a name created and removed more than
+// kRecentChanges/2 times must not make its next create "unknown" (NamespaceTest.
+// OneNameCreatedAndRemovedManyTimes).
 //
 // One-round changes. An acceptor that accepts ballot b also promises b.Next() (the same
 // proposer's next ballot; common/acceptor.h). Once this proposer's accept of a key at b has
@@ -59,6 +63,7 @@ struct ProposerOptions {
   bool unsafe_ignore_joint_quorum = false;      // quorum only in the new replica set
   bool unsafe_shared_first_write_at_w = false;  // CreateShared done at W, not all N, replies
   bool unsafe_trust_any_refusal = false;        // refused everywhere = stored nowhere, any ballot
+  bool unsafe_round0_highest_wins = false;      // adopt the highest round-0 value (see .cc)
 };
 
 // What a change function decides after seeing the current payload.
@@ -129,6 +134,7 @@ class Proposer {
   struct Counters {
     uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
     uint64_t one_round = 0, one_round_failed = 0, first_writes = 0;
+    uint64_t batch_fallbacks = 0;  // keys of a ReadMany that took Read on their own
   };
   const Counters& counters() const { return counters_; }
 

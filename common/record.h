@@ -33,6 +33,11 @@ struct RecordEnvelope {
 
   uint64_t version = 0;          // 0: the record was never written
   std::vector<uint64_t> recent;  // change ids, oldest first, at most kRecentChanges
+  // The id of the change that wrote version 1, kept for the record's life: a write that would
+  // have created the record was chosen iff it is the birth, however many changes followed (the
+  // window of `recent` cannot tell that past kRecentChanges). 0: unknown (a record written in
+  // the first envelope format and already past its window).
+  uint64_t birth = 0;
   std::string payload;
 
   // Applies a change with id `change_id` that sets the payload.

@@ -249,6 +249,26 @@ kj::Promise<Result<ReadAcceptedReply>> RpcCluster::ReadAccepted(const std::strin
 
 kj::Promise<Result<std::vector<ReadAcceptedReply>>> RpcCluster::ReadAcceptedBatch(
     const std::string& node, const std::vector<std::string>& keys) {
+  // The server answers a prefix when the values would not fit in one message: ask again for
+  // the rest until every key has its state.
+  return ReadAcceptedBatchOnce(node, keys)
+      .then([this, node, keys](Result<std::vector<ReadAcceptedReply>>&& first)
+                -> kj::Promise<Result<std::vector<ReadAcceptedReply>>> {
+        if (!first.ok() || first->size() == keys.size()) return kj::mv(first);
+        std::vector<std::string> rest(keys.begin() + static_cast<long>(first->size()), keys.end());
+        return ReadAcceptedBatch(node, rest)
+            .then([got = std::move(first).value()](
+                      Result<std::vector<ReadAcceptedReply>>&& more) mutable
+                  -> Result<std::vector<ReadAcceptedReply>> {
+              if (!more.ok()) return more.status();
+              for (auto& r : *more) got.push_back(std::move(r));
+              return got;
+            });
+      });
+}
+
+kj::Promise<Result<std::vector<ReadAcceptedReply>>> RpcCluster::ReadAcceptedBatchOnce(
+    const std::string& node, const std::vector<std::string>& keys) {
   uint64_t epoch = config_->epoch;
   return Call<std::vector<ReadAcceptedReply>>(node, [keys, epoch](rpc::Chunkserver::Client& c) {
     auto req = c.readAcceptedBatchRequest();
@@ -261,12 +281,12 @@ kj::Promise<Result<std::vector<ReadAcceptedReply>>> RpcCluster::ReadAcceptedBatc
       Status s = StatusFromRpc(r.getError());
       if (!s.ok()) return s;
       auto states = r.getStates();
-      if (states.size() != n) {
+      if (states.size() == 0 || states.size() > n) {
         return Status(StatusCode::kInternal, "readAcceptedBatch: " + std::to_string(states.size()) +
                                                  " states for " + std::to_string(n) + " keys");
       }
-      std::vector<ReadAcceptedReply> out(n);
-      for (size_t i = 0; i < n; ++i) {
+      std::vector<ReadAcceptedReply> out(states.size());
+      for (size_t i = 0; i < out.size(); ++i) {
         auto st = states[static_cast<unsigned>(i)];
         out[i].voting = r.getVoting();
         out[i].promised_ballot = FromRpc(st.getPromised());

@@ -91,6 +91,9 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   kj::Promise<Status> FinishRejoin(const std::string& node);
 
  private:
+  // One readAcceptedBatch call: the states of a prefix of `keys` (see the schema).
+  kj::Promise<Result<std::vector<ReadAcceptedReply>>> ReadAcceptedBatchOnce(
+      const std::string& node, const std::vector<std::string>& keys);
   struct Node;
   Node& NodeFor(const std::string& id);
   kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);

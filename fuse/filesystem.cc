@@ -710,16 +710,22 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             if (generation != change_generation_) return kj::READY_NOW;
             for (size_t i = 0; i < inodes.size(); ++i) {
               if (!inodes[i].ok()) continue;  // vanished meanwhile: the normal path answers
-              building->names.emplace(listing->entries[i].name, std::move(inodes[i]).value());
+              Inode in = std::move(inodes[i]).value();
+              in.parents.clear();  // not needed to answer a lookup
+              in.recent_ops.clear();
+              building->bytes += ListingBytes(listing->entries[i].name, in);
+              building->names.emplace(listing->entries[i].name, std::move(in));
             }
             if (listing->end || listing->entries.empty()) {
               loading_.erase(dir);
               std::lock_guard<std::mutex> lock(listing_mu_);
-              if (listings_.size() > 64) listings_.clear();
+              size_t total = building->bytes;
+              for (const auto& [d, l] : listings_) total += l.bytes;
+              if (listings_.size() >= 64 || total > kListingsMaxBytes) listings_.clear();
               listings_[dir] = std::move(*building);
               return kj::READY_NOW;
             }
-            if (building->names.size() >= kListingMax) {
+            if (building->names.size() >= kListingMax || building->bytes > kListingsMaxBytes) {
               loading_.erase(dir);  // too large to list for lookups
               return kj::READY_NOW;
             }
@@ -1077,10 +1083,18 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // a name the listing lacks takes the normal path (nothing negative is cached).
   static constexpr int kLookupRun = 8;
   static constexpr size_t kListingMax = 16384;
+  static constexpr size_t kListingsMaxBytes = 64 << 20;  // all listings together, roughly
   struct Listing {
     std::chrono::steady_clock::time_point started;
     std::unordered_map<std::string, Inode> names;
+    size_t bytes = 0;  // roughly, what `names` holds
   };
+  static size_t ListingBytes(const std::string& name, const Inode& in) {
+    size_t b =
+        sizeof(Inode) + 2 * name.size() + in.symlink_target.size() + in.slots.size() * sizeof(Slot);
+    for (const auto& x : in.xattrs) b += x.name.size() + x.value.size();
+    return b;
+  }
   struct LookupRun {
     std::chrono::steady_clock::time_point first;
     int count = 0;

@@ -137,7 +137,9 @@ interface Chunkserver {
 
   # readAccepted of many keys in one call (a directory listing, `ls -l`): `states[i]` is the
   # durable state of `keys[i]` (`hasValue` false and zero ballots for a key never written).
-  # 1..4096 keys; any invalid key fails the whole call with InvalidArgument.
+  # 1..4096 keys; any invalid key fails the whole call with InvalidArgument. When the values
+  # would not fit in one reply (over 8 MiB in all) only the states of a prefix of `keys` are
+  # returned, never fewer than one: the caller asks again for the rest.
   readAcceptedBatch @13 (epoch :UInt64, keys :List(Data))
       -> (error :Error, states :List(RecordState), voting :Bool);
 }

@@ -396,5 +396,50 @@ TEST_F(AcceptorTest, WritesCarryEncodableState) {
   EXPECT_EQ(*decoded, row);
 }
 
+// The envelope a proposer writes: round trip, the birth id kept past the window of recent
+// change ids, first-format records still read, malformed bytes refused.
+TEST(RecordEnvelopeTest, KeepsItsBirthPastTheWindowAndReadsTheFirstFormat) {
+  RecordEnvelope e;
+  for (uint64_t id = 101; id < 101 + 40; ++id) e.Apply(id, "p" + std::to_string(id));
+  EXPECT_EQ(e.version, 40u);
+  EXPECT_EQ(e.birth, 101u);
+  EXPECT_EQ(e.recent.size(), RecordEnvelope::kRecentChanges);
+  EXPECT_FALSE(e.Contains(101));
+  auto back = RecordEnvelope::Decode(e.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->version, 40u);
+  EXPECT_EQ(back->birth, 101u);
+  EXPECT_EQ(back->recent, e.recent);
+  EXPECT_EQ(back->payload, "p140");
+
+  // First format: {1, version, n, ids, payload}; the birth is the oldest id while the window
+  // still reaches version 1, unknown (0) after.
+  auto v1 = [](uint64_t version, const std::vector<uint64_t>& ids) {
+    std::string out(1, '\x01');
+    out += EncodeU64(version);
+    out.push_back(static_cast<char>(ids.size()));
+    for (uint64_t id : ids) out += EncodeU64(id);
+    return out + "payload";
+  };
+  auto young = RecordEnvelope::Decode(v1(2, {7, 8}));
+  ASSERT_TRUE(young.ok());
+  EXPECT_EQ(young->birth, 7u);
+  EXPECT_EQ(young->payload, "payload");
+  std::vector<uint64_t> window(RecordEnvelope::kRecentChanges, 9);
+  auto old = RecordEnvelope::Decode(v1(50, window));
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->birth, 0u);
+  EXPECT_EQ(old->version, 50u);
+
+  std::string good = e.Encode();
+  EXPECT_FALSE(RecordEnvelope::Decode("").ok());
+  EXPECT_FALSE(RecordEnvelope::Decode(good.substr(0, 17)).ok());  // cut inside the header
+  EXPECT_FALSE(RecordEnvelope::Decode(good.substr(0, 30)).ok());  // cut inside the ids
+  std::string bad_format = good;
+  bad_format[0] = 9;
+  EXPECT_FALSE(RecordEnvelope::Decode(bad_format).ok());
+  EXPECT_FALSE(RecordEnvelope::Decode(v1(1, {7, 8})).ok());  // more ids than versions
+}
+
 }  // namespace
 }  // namespace quorumfs

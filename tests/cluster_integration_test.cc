@@ -234,6 +234,31 @@ TEST(ClusterIntegration, InodeNumbersAreUniqueAcrossClients) {
   EXPECT_EQ(seen.size(), 10000u);
 }
 
+// A batched read whose values do not fit in one message (40 records of 900 KiB against the
+// 17 MiB message limit): each server answers a prefix and the client asks for the rest.
+TEST(ClusterIntegration, BatchedReadLargerThanOneMessage) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  std::vector<std::string> keys;
+  for (int i = 0; i < 40; ++i) {
+    std::string value(900 * 1024, static_cast<char>('a' + i % 26));
+    keys.push_back(InodeKey(5000 + i));
+    auto r = client.Change(keys.back(),
+                           [value](const std::optional<std::string>&) { return SetTo(value); });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  auto many = client.ReadMany(keys);
+  ASSERT_EQ(many.size(), keys.size());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(many[i].ok()) << i << ": " << many[i].status().ToString();
+    ASSERT_TRUE(many[i]->payload.has_value());
+    EXPECT_EQ(many[i]->payload->size(), 900u * 1024);
+    EXPECT_EQ((*many[i]->payload)[0], static_cast<char>('a' + i % 26));
+  }
+  // All of them decided by the batch, none by a read of its own after a failed batch.
+  EXPECT_EQ(client.proposer().counters().batch_fallbacks, 0u);
+}
+
 TEST(ClusterIntegration, CreateFreshOnceThenFullProtocol) {
   TestCluster cluster;
   ClusterClient a(cluster.config(), ShortDeadlines());

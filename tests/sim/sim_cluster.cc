@@ -44,6 +44,9 @@ void SimStats::Add(const SimStats& o) {
   cas_mismatch += o.cas_mismatch;
   updates += o.updates;
   creates += o.creates;
+  shared_creates += o.shared_creates;
+  shared_created += o.shared_created;
+  tombstones += o.tombstones;
   rebalance_ops += o.rebalance_ops;
   messages += o.messages;
   dropped += o.dropped;
@@ -67,11 +70,12 @@ std::string SimStats::ToString() const {
       << "; reads " << reads << " [fast " << fast_reads << ", slow " << slow_reads << ", batched "
       << batched_reads << "], writes " << writes << ", cas " << cas << " [succeeded "
       << cas_succeeded << ", mismatch " << cas_mismatch << "], updates " << updates << ", creates "
-      << creates << ", rebalance " << rebalance_ops << "), conflicts " << conflicts << ", messages "
-      << messages << " (dropped " << dropped << ", duplicated " << duplicated << ", refused "
-      << refused << "), crashes " << crashes << ", wipes " << wipes << ", simulated "
-      << sim_time_us / 1000 << " ms, keys checked " << keys_checked << " (checker gave up on "
-      << checker_gave_up << ")";
+      << creates << ", shared creates " << shared_creates << " (" << shared_created
+      << " created), tombstones " << tombstones << ", rebalance " << rebalance_ops
+      << "), conflicts " << conflicts << ", messages " << messages << " (dropped " << dropped
+      << ", duplicated " << duplicated << ", refused " << refused << "), crashes " << crashes
+      << ", wipes " << wipes << ", simulated " << sim_time_us / 1000 << " ms, keys checked "
+      << keys_checked << " (checker gave up on " << checker_gave_up << ")";
   return out.str();
 }
 
@@ -118,6 +122,7 @@ struct KeyState {
   std::string key;
   std::string name;  // printable
   bool fresh = false;
+  bool shared = false;  // a directory-entry key (SimOptions::shared_keys)
   int creator = -1;
   bool create_started = false;
   bool create_returned = false;
@@ -125,7 +130,10 @@ struct KeyState {
   std::vector<Operation> history;
 };
 
-enum class OpType { kRead, kWrite, kCas, kUpdate, kCreate };
+enum class OpType { kRead, kWrite, kCas, kUpdate, kCreate, kCreateShared, kTombstone };
+
+// A tombstone value of a shared key: a create may replace it, as it replaces an absent key.
+bool IsTombstone(const std::optional<std::string>& v) { return v && !v->empty() && (*v)[0] == 'T'; }
 
 // Negative control: a last-writer-wins register over the same acceptors. A write is an accept
 // at ballot (now, client) sent to every replica without prepare; a read takes the highest
@@ -268,6 +276,17 @@ class Sim final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> RunOp(Client& c, KeyState& k, OpType type);
   bool PickOp(Client& c, KeyState** key, OpType* type);
   void Record(Client& c, KeyState& k, Operation op);
+  // An operation with an unknown outcome whose change function produced these payloads (each
+  // from the value it saw): any one of them may take effect (at most one will).
+  void RecordEachPossible(Client& c, KeyState& k, const Operation& op,
+                          const std::map<std::string, std::optional<std::string>>& produced) {
+    for (const auto& [payload, current] : produced) {
+      Operation each = op;
+      each.expected = current;
+      each.value = payload;
+      Record(c, k, std::move(each));
+    }
+  }
   OpOutcome Classify(const Status& s, const std::string& what);
   std::string NewValue(Client& c) {
     return "c" + std::to_string(c.index) + "." + std::to_string(++c.next_value);
@@ -362,6 +381,13 @@ void Sim::Setup() {
     k.name = DescribeKey(k.key);
     keys_.push_back(std::move(k));
   }
+  for (int i = 0; i < options_.shared_keys; ++i) {
+    KeyState k;
+    k.key = DirEntryKey(1, "s" + std::to_string(i));
+    k.name = DescribeKey(k.key);
+    k.shared = true;
+    keys_.push_back(std::move(k));
+  }
   for (int i = 0; i < options_.fresh_keys; ++i) {
     KeyState k;
     k.key = InodeKey(1000 + i);
@@ -389,6 +415,7 @@ void Sim::Setup() {
     po.unsafe_fast_read_single_reply = options_.unsafe_fast_read_single_reply;
     po.one_round_changes = options_.one_round_changes;
     po.unsafe_trust_any_refusal = options_.unsafe_trust_any_refusal;
+    po.unsafe_round0_highest_wins = options_.unsafe_round0_highest_wins;
     po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
     return po;
   };
@@ -514,7 +541,7 @@ bool Sim::PickOp(Client& c, KeyState** key, OpType* type) {
   };
   std::vector<Candidate> candidates;
   for (auto& k : keys_) {
-    if (k.reserved >= cap) continue;
+    if (k.reserved >= (k.shared ? options_.max_ops_per_shared_key : cap)) continue;
     if (!k.fresh || k.create_returned) {
       candidates.push_back({&k, false, false});
     } else if (k.creator == c.index) {
@@ -530,6 +557,13 @@ bool Sim::PickOp(Client& c, KeyState** key, OpType* type) {
   *key = pick.key;
   if (pick.create) {
     *type = OpType::kCreate;
+  } else if (pick.key->shared && options_.client_kind == ClientKind::kProposer) {
+    int64_t roll = Uniform(0, 99);
+    *type = roll < 25   ? OpType::kRead
+            : roll < 50 ? OpType::kTombstone
+            : roll < 85 ? OpType::kCreateShared
+            : roll < 93 ? OpType::kCas
+                        : OpType::kUpdate;
   } else if (pick.read_only) {
     *type = OpType::kRead;
   } else {
@@ -653,10 +687,12 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
         Record(c, k, std::move(op));
       });
     }
+    case OpType::kTombstone:
     case OpType::kWrite: {
       ++result_.stats.writes;
+      if (type == OpType::kTombstone) ++result_.stats.tombstones;
       op.kind = OpKind::kWrite;
-      std::string value = NewValue(c);
+      std::string value = (type == OpType::kTombstone ? "T" : "") + NewValue(c);
       op.value = value;
       if (c.lww) {
         return c.lww->Write(k.key, value).then([this, &c, &k, op, value](OpOutcome o) mutable {
@@ -778,13 +814,64 @@ kj::Promise<void> Sim::RunOp(Client& c, KeyState& k, OpType type) {
               Record(c, k, std::move(op));
               return;
             }
-            // Any one of the values it produced may take effect (at most one will).
-            for (const auto& [payload, current] : *produced) {
-              Operation each = op;
-              each.expected = current;
-              each.value = payload;
-              Record(c, k, std::move(each));
+            RecordEachPossible(c, k, op, *produced);
+          });
+    }
+    case OpType::kCreateShared: {
+      // A directory entry's create: absent or a tombstone -> "<op>^<hash of what it replaced>";
+      // a live value aborts with AlreadyExists. The one-round write is the payload the function
+      // makes of an absent key. Recorded like kUpdate (the CAS the returned payload implies),
+      // an AlreadyExists as the read of the live value the function saw last.
+      ++result_.stats.shared_creates;
+      op.kind = OpKind::kCas;
+      std::string id = NewValue(c);
+      std::string first = id + "^" + HashOf(std::nullopt);
+      auto produced = std::make_shared<std::map<std::string, std::optional<std::string>>>();
+      (*produced)[first] = std::nullopt;
+      auto saw = std::make_shared<std::optional<std::string>>();
+      ChangeFn f = [id, produced, saw](const std::optional<std::string>& current) {
+        *saw = current;
+        if (current && !IsTombstone(current)) {
+          return Decision::Abort(Status(StatusCode::kAlreadyExists, "entry exists"));
+        }
+        std::string payload = id + "^" + HashOf(current);
+        (*produced)[payload] = current;
+        return Decision::Write(payload);
+      };
+      return c.proposer->CreateShared(k.key, first, std::move(f))
+          .then([this, &c, &k, op, produced, saw, what](Result<RecordValue>&& r) mutable {
+            if (r.ok()) {
+              auto it = r->payload ? produced->find(*r->payload) : produced->end();
+              if (it == produced->end()) {
+                result_.errors.push_back(what + ": shared create returned " + Quote(r->payload));
+                return;
+              }
+              ++result_.stats.shared_created;
+              op.outcome = OpOutcome::kOk;
+              op.cas_succeeded = true;
+              op.expected = it->second;
+              op.value = it->first;
+              c.last_seen[k.key] = it->first;
+              Record(c, k, std::move(op));
+              return;
             }
+            if (r.status().code() == StatusCode::kAlreadyExists) {
+              Operation read = op;
+              read.kind = OpKind::kRead;
+              read.outcome = OpOutcome::kOk;
+              read.value = *saw;
+              c.last_seen[k.key] = *saw;
+              Record(c, k, std::move(read));
+              return;
+            }
+            op.outcome = Classify(r.status(), what + ": shared create");
+            if (op.outcome != OpOutcome::kUnknown) {
+              op.expected = std::nullopt;
+              op.value = produced->begin()->first;
+              Record(c, k, std::move(op));
+              return;
+            }
+            RecordEachPossible(c, k, op, *produced);
           });
     }
     case OpType::kCreate: {

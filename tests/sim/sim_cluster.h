@@ -4,8 +4,9 @@
 // lost disks) on one kj event loop whose clock is a kj::TimerImpl advanced by hand:
 //
 //  - Clients run random reads, writes, compare-and-sets, read-modify-writes and create-fresh
-//    operations on a few keys through one Proposer each, and record every operation for the
-//    linearizability checker.
+//    operations on a few keys, and shared creates and tombstone writes on directory-entry
+//    keys, through one Proposer each, and record every operation for the linearizability
+//    checker.
 //  - Optionally the membership changes under load: {a,b,c} -> joint {a,b,c,d | a,b,c} ->
 //    rebalance -> {a,b,c,d} -> joint {b,c,d | a,b,c,d} -> rebalance -> {b,c,d}, clients
 //    switching one at a time at random points.
@@ -38,7 +39,13 @@ struct SimOptions {
   int keys = 3;              // InodeKey(1..keys), used by every client
   int fresh_keys = 2;        // InodeKey(1000 + i): CreateFresh by one client, then shared
   int max_ops_per_key = 60;  // histories stay short so each check is fast
-  int max_think_us = 3000;   // a client waits uniform [0, max_think_us] between operations
+  // DirEntryKey(1, "s<i>"): keys any client may create with Proposer::CreateShared (the
+  // one-round Fast Paxos create of a directory entry) and remove by writing a tombstone, so a
+  // create meets absent keys, tombstones and live values, and a key lives past the window of
+  // recent change ids (the birth id decides then).
+  int shared_keys = 0;
+  int max_ops_per_shared_key = 100;
+  int max_think_us = 3000;  // a client waits uniform [0, max_think_us] between operations
   FaultOptions faults;
   bool membership_change = false;
 
@@ -53,6 +60,7 @@ struct SimOptions {
   bool unsafe_accept_without_next_promise = false;
   bool one_round_changes = true;            // ProposerOptions knob
   bool unsafe_trust_any_refusal = false;    // ProposerOptions knob (negative control)
+  bool unsafe_round0_highest_wins = false;  // ProposerOptions knob (negative control)
   int batched_read_percent = 40;            // reads done with Proposer::ReadMany (0: no draw)
   bool unsafe_ignore_joint_quorum = false;  // ProposerOptions knob
 
@@ -64,7 +72,7 @@ struct SimOptions {
 struct SimStats {
   int64_t ops = 0, ok = 0, failed = 0, unknown = 0;
   int64_t reads = 0, writes = 0, cas = 0, cas_succeeded = 0, cas_mismatch = 0, updates = 0;
-  int64_t creates = 0;
+  int64_t creates = 0, shared_creates = 0, shared_created = 0, tombstones = 0;
   int64_t rebalance_ops = 0;
   int64_t messages = 0, dropped = 0, duplicated = 0, refused = 0;
   int64_t crashes = 0, wipes = 0;
