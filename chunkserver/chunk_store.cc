@@ -198,6 +198,11 @@ Status ChunkStore::WriteHint(const ChunkId& id, const std::string& hint) {
 }
 
 Result<std::string> ChunkStore::Get(const ChunkId& id) {
+  QFS_ASSIGN_OR_RETURN(Bytes b, Read(id));
+  return std::string(b.data.get(), b.size);
+}
+
+Result<ChunkStore::Bytes> ChunkStore::Read(const ChunkId& id) {
   std::string path = PathOf(id);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -210,10 +215,12 @@ Result<std::string> ChunkStore::Get(const ChunkId& id) {
     ::close(fd);
     return ErrnoStatus("stat " + path, err);
   }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
+  Bytes out;
+  out.size = static_cast<size_t>(st.st_size);
+  out.data.reset(new char[std::max<size_t>(out.size, 1)]);
   size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::pread(fd, &out[done], out.size() - done, static_cast<off_t>(done));
+  while (done < out.size) {
+    ssize_t n = ::pread(fd, out.data.get() + done, out.size - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       int err = n < 0 ? errno : EIO;

@@ -164,15 +164,16 @@ kj::Promise<void> ChunkserverService::getChunk(GetChunkContext context) {
     return kj::READY_NOW;
   }
   ChunkId cid = *id;
-  return Track(pool_.Run<Result<std::string>>([this, cid]() { return chunks_.Get(cid); })
-                   .then([context](Result<std::string> r) mutable {
+  return Track(pool_.Run<Result<ChunkStore::Bytes>>([this, cid]() { return chunks_.Read(cid); })
+                   .then([context](Result<ChunkStore::Bytes> r) mutable {
                      auto results = context.getResults();
                      if (!r.ok()) {
                        SetError(results.initError(), r.status());
                        return;
                      }
                      SetError(results.initError(), Status::Ok());
-                     results.setData(AsData(*r));
+                     results.setData(capnp::Data::Reader(
+                         reinterpret_cast<const kj::byte*>(r->data.get()), r->size));
                    }));
 }
 

@@ -530,15 +530,41 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // ---- reads -----------------------------------------------------------------------------
 
-  kj::Promise<Result<std::string>> Read(uint64_t ino, uint64_t off, size_t size) {
+  // The bytes of a read: its own buffer, or (the common case: a read within one published
+  // chunk) a range of the cached chunk itself, replied without a copy.
+  struct ReadBytes {
+    std::string owned;
+    Bytes chunk;
+    size_t offset = 0, length = 0;
+    const char* data() const { return chunk ? chunk->data() + offset : owned.data(); }
+    size_t size() const { return chunk ? length : owned.size(); }
+  };
+
+  kj::Promise<Result<ReadBytes>> Read(uint64_t ino, uint64_t off, size_t size) {
     FileState* fs = Find(ino);
-    if (!fs) return Result<std::string>(Status(StatusCode::kNotFound, "file not open"));
+    if (!fs) return Result<ReadBytes>(Status(StatusCode::kNotFound, "file not open"));
     uint64_t fsize = fs->Size();
-    if (off >= fsize) return Result<std::string>(std::string());
+    if (off >= fsize) return Result<ReadBytes>(ReadBytes{});
     size = static_cast<size_t>(std::min<uint64_t>(size, fsize - off));
     const uint64_t cs = fs->chunk_size();
     bool sequential = off == fs->last_read_end;
     fs->last_read_end = off + size;
+    if (off / cs == (off + size - 1) / cs && !fs->dirty.count(off / cs)) {
+      uint64_t idx = off / cs;
+      Slot s = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+      size_t in_slot = static_cast<size_t>(off % cs);
+      if (!s.hole() && in_slot + size <= s.length) {
+        if (sequential) Prefetch(*fs, (off + size) / cs, 4);
+        return SlotBytes(s).then([in_slot, size](Result<Bytes>&& r) -> Result<ReadBytes> {
+          if (!r.ok()) return r.status();
+          ReadBytes b;
+          b.chunk = std::move(r).value();
+          b.offset = in_slot;
+          b.length = size;  // SlotBytes returns exactly the slot's length, which covers it
+          return b;
+        });
+      }
+    }
     auto out = std::make_shared<std::string>(size, '\0');
     kj::Vector<kj::Promise<Status>> parts;
     for (uint64_t pos = off; pos < off + size;) {
@@ -571,11 +597,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
     if (sequential) Prefetch(*fs, (off + size) / cs, 4);
     return kj::joinPromises(parts.releaseAsArray())
-        .then([out](kj::Array<Status>&& results) -> Result<std::string> {
+        .then([out](kj::Array<Status>&& results) -> Result<ReadBytes> {
           for (auto& s : results) {
             if (!s.ok()) return s;
           }
-          return std::move(*out);
+          ReadBytes b;
+          b.owned = std::move(*out);
+          return b;
         });
   }
 
@@ -1311,10 +1339,11 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
       QFS_IMPL(req);
       Fs(req)->Submit([=]() {
-        return impl->Read(ino, static_cast<uint64_t>(off), size).then([=](Result<std::string>&& r) {
-          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
-          fuse_reply_buf(req, r->data(), r->size());
-        });
+        return impl->Read(ino, static_cast<uint64_t>(off), size)
+            .then([=](Result<Impl::ReadBytes>&& r) {
+              if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+              fuse_reply_buf(req, r->data(), r->size());
+            });
       });
     };
     o.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
