@@ -37,6 +37,10 @@ int Run(int argc, char** argv) {
                "print the proposer's work per operation after each measurement (to stderr)");
   app.add_flag("--two-rounds", two_rounds,
                "every record change prepares first (turns off one-round changes, to compare)");
+  bool create_prereads = false;
+  app.add_flag("--create-prereads", create_prereads,
+               "every create reads the parent and the entry first (as before 2026-11-27, to "
+               "compare)");
   CLI11_PARSE(app, argc, argv);
   if (bin.empty()) {
     std::string self = argv[0];
@@ -52,6 +56,7 @@ int Run(int argc, char** argv) {
     if (!config.ok()) return 1;
     ClusterClientOptions copts;
     copts.proposer.one_round_changes = !two_rounds;
+    copts.ns.create_skips_prereads = !create_prereads;
     ClusterClient client(std::make_shared<const ClusterConfig>(*config), copts);
     Namespace& ns = client.ns();
     auto root_ino = client.RunSync<Result<Inode>>([&]() { return ns.EnsureRoot(); });

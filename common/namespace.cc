@@ -714,8 +714,20 @@ class Namespace::Impl {
     }
   }
 
+  // What this client last saw of a directory's setgid bit and group (which decide a new
+  // inode's group), so that its next create there can skip the pre-reads.
+  struct DirGroup {
+    bool setgid = false;
+    uint32_t gid = 0;
+  };
+  std::unordered_map<uint64_t, DirGroup> dir_groups_;
+  void RememberDirGroup(uint64_t dir, const Inode& d) {
+    if (dir_groups_.size() >= 65536) dir_groups_.clear();
+    dir_groups_[dir] = DirGroup{(d.mode & S_ISGID) != 0, d.gid};
+  }
+
   Result<Inode> DoCreate(kj::WaitScope& ws, uint64_t parent, const std::string& name,
-                         const CreateRequest& req) {
+                         const CreateRequest& req, bool use_known_parent = true) {
     QFS_RETURN_IF_ERROR(ValidateName(name));
     if (req.type == FileType::kNone) return InvalidArgument("no file type");
     if (req.type == FileType::kSymlink && req.symlink_target.empty()) {
@@ -724,18 +736,32 @@ class Namespace::Impl {
     if (req.type == FileType::kSymlink && req.symlink_target.size() > kMaxSymlinkSize) {
       return Status(StatusCode::kNameTooLong, "symlink target must be 1..4095 bytes");
     }
-    // Cheap pre-checks (both reads at once) so the common EEXIST/ENOENT do not allocate or
-    // write anything; the parent's mode and group also decide the new inode's group.
-    auto parent_read =
-        fibers_.startFiber([this, parent](kj::WaitScope& ws) { return ReadInode(ws, parent); });
-    auto existing = ReadVisible(ws, DirEntryKey(parent, name));
-    auto parent_r0 = parent_read.wait(ws);
-    if (!parent_r0.ok()) return parent_r0.status();
-    Inode p = std::move(parent_r0).value();
-    if (!p.is_dir()) return Status(StatusCode::kNotDirectory, "parent is not a directory");
-    if (p.state != InodeState::kLive) return NotFound("parent directory is being removed");
-    if (!existing.ok()) return existing.status();
-    if (existing->entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
+    // The parent's setgid bit and group decide the new inode's group. If this client saw them
+    // lately (its last create in this directory), it skips the pre-reads: the parent's change
+    // in round 1 checks that they still hold and that the parent is a live directory, and an
+    // existing name is met by the entry's write in round 2 and undone as a lost race is
+    // (NamespaceTest.CreateAfterTheParentsGroupChanged). Otherwise cheap pre-checks (both
+    // reads at once) first, so the common EEXIST/ENOENT do not allocate or write anything.
+    std::optional<DirGroup> known;
+    if (use_known_parent && o_.create_skips_prereads) {
+      auto it = dir_groups_.find(parent);
+      if (it != dir_groups_.end()) known = it->second;
+    }
+    const bool check_parent_group = known.has_value();
+    if (!known) {
+      auto parent_read =
+          fibers_.startFiber([this, parent](kj::WaitScope& ws) { return ReadInode(ws, parent); });
+      auto existing = ReadVisible(ws, DirEntryKey(parent, name));
+      auto parent_r0 = parent_read.wait(ws);
+      if (!parent_r0.ok()) return parent_r0.status();
+      const Inode& p = *parent_r0;
+      if (!p.is_dir()) return Status(StatusCode::kNotDirectory, "parent is not a directory");
+      if (p.state != InodeState::kLive) return NotFound("parent directory is being removed");
+      if (!existing.ok()) return existing.status();
+      if (existing->entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
+      RememberDirGroup(parent, p);
+      known = dir_groups_[parent];
+    }
 
     // A block CAS whose outcome is unknown at worst wastes a block, so it is simply retried
     // (many clients taking their first block at once overflow the proposer's window).
@@ -765,8 +791,8 @@ class Namespace::Impl {
     inode.chunk_size = req.type == FileType::kRegular ? o_.default_chunk_size : 0;
     inode.parents.push_back(BackPointer{parent, name});
     inode.birth_deadline_ns = now + o_.birth_grace_ns;
-    if (p.mode & S_ISGID) {  // BSD group semantics of a setgid directory, as ext4
-      inode.gid = p.gid;
+    if (known->setgid) {  // BSD group semantics of a setgid directory, as ext4
+      inode.gid = known->gid;
       if (is_dir) inode.mode |= S_ISGID;
     }
 
@@ -779,18 +805,30 @@ class Namespace::Impl {
                         (r.ok() ? std::string("written") : r.status().ToString()) + ")");
     }
     Result<MetaRecord> parent_r = MetaRecord{};
+    auto group_changed = std::make_shared<bool>(false);
     if (!o_.unsafe_create_skips_parent_change) {
-      parent_r =
-          ChangeCombined(ws, InodeKey(parent), DirChange(op, [is_dir, now](Inode& d) -> Status {
-                           if (is_dir && d.nlink >= kMaxLinks)
-                             return Status(StatusCode::kTooManyLinks, "EMLINK");
-                           d.entry_count += 1;
-                           if (is_dir) d.nlink += 1;
-                           d.mtime_ns = d.ctime_ns = now;
-                           return Status::Ok();
-                         }));
+      const DirGroup used = *known;
+      parent_r = ChangeCombined(
+          ws, InodeKey(parent),
+          DirChange(op, [is_dir, now, used, check_parent_group, group_changed](Inode& d) -> Status {
+            *group_changed = check_parent_group && (((d.mode & S_ISGID) != 0) != used.setgid ||
+                                                    (used.setgid && d.gid != used.gid));
+            if (*group_changed) return Status(StatusCode::kConflict, "parent's group changed");
+            if (is_dir && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
+            d.entry_count += 1;
+            if (is_dir) d.nlink += 1;
+            d.mtime_ns = d.ctime_ns = now;
+            return Status::Ok();
+          }));
     }
     auto inode_r = inode_write.wait(ws);
+    if (!parent_r.ok() && *group_changed) {
+      // Built from an old view of the parent: this inode is dropped, the create starts over.
+      dir_groups_.erase(parent);
+      if (inode_r.ok()) MarkDying(ws, ino);
+      return DoCreate(ws, parent, name, req, /*use_known_parent=*/false);
+    }
+    if (parent_r.ok() && parent_r->inode()) RememberDirGroup(parent, *parent_r->inode());
     if (!parent_r.ok() || !inode_r.ok()) {
       Status why = !parent_r.ok() ? parent_r.status() : inode_r.status();
       if (parent_r.ok() && !o_.unsafe_create_skips_parent_change)

@@ -83,6 +83,9 @@ struct NamespaceOptions {
   // A create writes its new entry in one round when every replica accepts it at once
   // (Proposer::CreateShared), otherwise with the full protocol.
   bool fast_create = true;
+  // A create in a directory this client created in before skips the read of the parent and
+  // of the entry (the parent's change checks what that read was for).
+  bool create_skips_prereads = true;
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
   bool unsafe_read_ignores_intents = false;

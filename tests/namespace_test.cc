@@ -707,6 +707,58 @@ TEST_F(NamespaceTest, OneNameCreatedAndRemovedManyTimes) {
   EXPECT_EQ(Attr(top_).entry_count, 0u);
 }
 
+// A client's second create in a directory skips the reads of the parent and the entry, using
+// the setgid bit and group it saw before; another client's chmod/chgrp of the directory in
+// between must still decide the new inode's group, and an existing name must still be EEXIST
+// with nothing left behind.
+TEST_F(NamespaceTest, CreateAfterTheParentsGroupChanged) {
+  ClusterClient other_client(cluster_->config(), Options());
+  Fs other(other_client);
+  ASSERT_OK_AND_ASSIGN(Inode d, fs_->Mkdir(top_, "d", 0755));
+  ASSERT_OK_AND_ASSIGN(Inode f1, fs_->File(d.ino, "f1"));
+  EXPECT_EQ(f1.gid, 0u);
+
+  SetAttrRequest setgid;
+  setgid.mode = 02775;
+  setgid.gid = 4242;
+  ASSERT_OK(other.SetAttr(d.ino, setgid));
+  ASSERT_OK_AND_ASSIGN(Inode f2, fs_->File(d.ino, "f2"));
+  EXPECT_EQ(f2.gid, 4242u);
+  ASSERT_OK_AND_ASSIGN(Inode sub, fs_->Mkdir(d.ino, "sub"));
+  EXPECT_EQ(sub.gid, 4242u);
+  EXPECT_TRUE(sub.mode & S_ISGID);
+
+  SetAttrRequest chgrp;
+  chgrp.gid = 777;
+  ASSERT_OK(other.SetAttr(d.ino, chgrp));
+  ASSERT_OK_AND_ASSIGN(Inode f3, fs_->File(d.ino, "f3"));
+  EXPECT_EQ(f3.gid, 777u);
+
+  SetAttrRequest plain;
+  plain.mode = 0755;
+  ASSERT_OK(other.SetAttr(d.ino, plain));
+  ASSERT_OK_AND_ASSIGN(Inode f4, fs_->File(d.ino, "f4"));
+  EXPECT_EQ(f4.gid, 0u);
+  ASSERT_OK_AND_ASSIGN(Inode f4_seen, other.Lookup(d.ino, "f4"));
+  EXPECT_EQ(f4_seen.gid, 0u);
+
+  // An existing name: EEXIST, the count unchanged, the inode it wrote dying.
+  EXPECT_CODE(fs_->File(d.ino, "f4"), kAlreadyExists);
+  EXPECT_CODE(fs_->Mkdir(d.ino, "sub"), kAlreadyExists);
+  Inode after = Attr(d.ino);
+  EXPECT_EQ(after.entry_count, 5u);
+  EXPECT_EQ(after.nlink, 3u);
+  ASSERT_OK_AND_ASSIGN(Inode still, fs_->Lookup(d.ino, "f4"));
+  EXPECT_EQ(still.ino, f4.ino);
+
+  // The directory removed by the other client: ENOENT, nothing created.
+  ASSERT_OK_AND_ASSIGN(Inode gone, fs_->Mkdir(top_, "gone"));
+  ASSERT_OK(fs_->File(gone.ino, "x"));
+  ASSERT_OK(other.Unlink(gone.ino, "x"));
+  ASSERT_OK(other.Rmdir(top_, "gone"));
+  EXPECT_CODE(fs_->File(gone.ino, "y"), kNotFound);
+}
+
 TEST_F(NamespaceTest, Rmdir) {
   ASSERT_OK_AND_ASSIGN(Inode d, fs_->Mkdir(top_, "d"));
   ASSERT_OK_AND_ASSIGN(Inode full, fs_->Mkdir(top_, "full"));
