@@ -43,8 +43,8 @@ class ChunkStore {
 
   // The stored bytes, unverified. NotFound if absent.
   Result<std::string> Get(const ChunkId& id);
-  // The same into a buffer that is not zero-filled first (the serving path: a chunk is read
-  // once per get, and clearing 1-16 MiB before overwriting it was a measurable share of a get).
+  // The same into a buffer that is not zero-filled first (the serving path: a get need not
+  // clear 1-16 MiB before overwriting it).
   struct Bytes {
     std::unique_ptr<char[]> data;
     size_t size = 0;

@@ -721,9 +721,9 @@ class Namespace::Impl {
     uint32_t gid = 0;
   };
   std::unordered_map<uint64_t, DirGroup> dir_groups_;
-  void RememberDirGroup(uint64_t dir, const Inode& d) {
+  DirGroup RememberDirGroup(uint64_t dir, const Inode& d) {
     if (dir_groups_.size() >= 65536) dir_groups_.clear();
-    dir_groups_[dir] = DirGroup{(d.mode & S_ISGID) != 0, d.gid};
+    return dir_groups_[dir] = DirGroup{(d.mode & S_ISGID) != 0, d.gid};
   }
 
   Result<Inode> DoCreate(kj::WaitScope& ws, uint64_t parent, const std::string& name,
@@ -759,8 +759,7 @@ class Namespace::Impl {
       if (p.state != InodeState::kLive) return NotFound("parent directory is being removed");
       if (!existing.ok()) return existing.status();
       if (existing->entry()) return Status(StatusCode::kAlreadyExists, name + " exists");
-      RememberDirGroup(parent, p);
-      known = dir_groups_[parent];
+      known = RememberDirGroup(parent, p);
     }
 
     // A block CAS whose outcome is unknown at worst wastes a block, so it is simply retried

@@ -128,6 +128,24 @@ const Reply* Round0HeldByAGroup(const QuorumSpec& spec, const std::vector<Vote>&
   return nullptr;
 }
 
+// The reply whose value a prepare (or a read of every replica) adopts among the kYes votes: the
+// highest accepted ballot, or for a shared key's round-0 values the one some group holds (above;
+// `highest_wins` is the negative control). Null if no reply voted yes.
+template <typename Reply>
+const Reply* Adopted(const QuorumSpec& spec, const std::string& key, const std::vector<Vote>& votes,
+                     const std::vector<std::optional<Result<Reply>>>& replies, bool highest_wins) {
+  const Reply* best = nullptr;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (votes[i] != Vote::kYes) continue;
+    if (!best || (*replies[i])->accepted_ballot > best->accepted_ballot) best = &**replies[i];
+  }
+  if (best && best->accepted_ballot.counter == 0 && best->value && SharedFirstWriteKey(key) &&
+      !highest_wins) {
+    if (const Reply* held = Round0HeldByAGroup(spec, votes, replies)) best = held;
+  }
+  return best;
+}
+
 using ReadReplies = std::vector<std::optional<Result<ReadAcceptedReply>>>;
 
 // The fast read holds when every group has R voting replies and W of them carry the highest
@@ -388,17 +406,9 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
               fail_status(code, "prepare reached fewer than " + std::to_string(R) +
                                     " replicas: " + DescribeFailures(*spec, g.replies)));
         }
-        // The value with the highest accepted ballot among the promises.
-        const PrepareReply* best = nullptr;
-        for (size_t i = 0; i < g.replies.size(); ++i) {
-          if (votes[i] != Vote::kYes) continue;
-          const PrepareReply& r = **g.replies[i];
-          if (!best || r.accepted_ballot > best->accepted_ballot) best = &r;
-        }
-        if (best->accepted_ballot.counter == 0 && best->value && SharedFirstWriteKey(op->key) &&
-            !options_.unsafe_round0_highest_wins) {
-          if (const PrepareReply* held = Round0HeldByAGroup(*spec, votes, g.replies)) best = held;
-        }
+        // The value the promises carry (the highest accepted ballot; see Adopted).
+        const PrepareReply* best =
+            Adopted(*spec, op->key, votes, g.replies, options_.unsafe_round0_highest_wins);
         RecordEnvelope env;
         bool exists = best->value.has_value();
         if (exists) {
@@ -689,17 +699,8 @@ kj::Promise<Result<RecordValue>> Proposer::ReadWithoutWrite(std::string key) {
           return Status(StatusCode::kNoQuorum,
                         DescribeKey(*skey) + ": fewer than read_quorum replicas answered");
         }
-        const ReadAcceptedReply* best = nullptr;
-        for (size_t i = 0; i < g.replies.size(); ++i) {
-          if (votes[i] != Vote::kYes) continue;
-          if (!best || (*g.replies[i])->accepted_ballot > best->accepted_ballot) {
-            best = &**g.replies[i];
-          }
-        }
-        if (best && best->accepted_ballot.counter == 0 && best->value &&
-            SharedFirstWriteKey(*skey) && !options_.unsafe_round0_highest_wins) {
-          if (const auto* held = Round0HeldByAGroup(*spec, votes, g.replies)) best = held;
-        }
+        const ReadAcceptedReply* best =
+            Adopted(*spec, *skey, votes, g.replies, options_.unsafe_round0_highest_wins);
         RecordValue v;
         if (best && best->value) {
           auto env = RecordEnvelope::Decode(*best->value);
