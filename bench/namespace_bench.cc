@@ -70,14 +70,16 @@ int Run(int argc, char** argv) {
       Proposer::Counters now = client.proposer().counters();
       if (counters) {
         double k = 1.0 / ops;
-        std::fprintf(
-            stderr,
-            "%-36s per op: changes %.2f one-round %.2f (failed %.2f) first-writes %.2f "
-            "fast-reads %.2f slow-reads %.2f conflicts %.2f\n",
-            what.c_str(), k * (now.changes - last.changes), k * (now.one_round - last.one_round),
-            k * (now.one_round_failed - last.one_round_failed),
-            k * (now.first_writes - last.first_writes), k * (now.fast_reads - last.fast_reads),
-            k * (now.slow_reads - last.slow_reads), k * (now.conflicts - last.conflicts));
+        std::fprintf(stderr,
+                     "%-36s per op: changes %.2f one-round %.2f (failed %.2f) first-writes %.2f "
+                     "(failed %.2f) fast-reads %.2f slow-reads %.2f conflicts %.2f\n",
+                     what.c_str(), k * (now.changes - last.changes),
+                     k * (now.one_round - last.one_round),
+                     k * (now.one_round_failed - last.one_round_failed),
+                     k * (now.first_writes - last.first_writes),
+                     k * (now.first_writes_failed - last.first_writes_failed),
+                     k * (now.fast_reads - last.fast_reads), k * (now.slow_reads - last.slow_reads),
+                     k * (now.conflicts - last.conflicts));
       }
       last = now;
     };

@@ -646,6 +646,7 @@ class Namespace::Impl {
     }
     QFS_RETURN_IF_ERROR(ValidateName(name));
     QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
+    if (e.entry()) NoteEntry(DirEntryKey(parent, name), e.entry()->ino);
     if (!e.entry()) {
       if (parent_is_dir) return NotFound(name + ": no such entry");
       // Distinguish ENOTDIR for a lookup under a non-directory.
@@ -657,6 +658,15 @@ class Namespace::Impl {
   }
 
   Result<Inode> DoGetAttr(kj::WaitScope& ws, uint64_t ino) { return ReadInode(ws, ino); }
+
+  // The inode a name was last seen to name (by a lookup or a create of this client): an unlink
+  // reads that inode beside the entry instead of after it. A hint only: when the entry names
+  // another inode, that one is read after all.
+  std::unordered_map<std::string, uint64_t> entry_hints_;
+  void NoteEntry(const std::string& key, uint64_t ino) {
+    if (entry_hints_.size() >= 16384) entry_hints_.clear();
+    entry_hints_[key] = ino;
+  }
 
   Result<Inode> DoSetAttr(kj::WaitScope& ws, uint64_t ino, const SetAttrRequest& req) {
     int64_t now = Now();
@@ -856,6 +866,7 @@ class Namespace::Impl {
       MarkDying(ws, ino);
       return entry_r.status();
     }
+    NoteEntry(DirEntryKey(parent, name), ino);
     // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
     if (Now() > inode.birth_deadline_ns - o_.clock_skew_ns) {
       auto now_inode = ReadInode(ws, ino);
@@ -939,12 +950,26 @@ class Namespace::Impl {
                   uint64_t holder) {
     QFS_RETURN_IF_ERROR(ValidateName(name));
     return RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
-      QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
-      if (!e.entry()) return NotFound(name + ": no such entry");
-      DirEntry entry = *e.entry();
+      const std::string entry_key = DirEntryKey(parent, name);
+      std::optional<uint64_t> hint;
+      if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
+      std::optional<kj::Promise<Result<Inode>>> hinted;
+      if (hint) {
+        hinted = fibers_.startFiber(
+            [this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
+      }
+      auto e = ReadVisible(ws, entry_key);
+      std::optional<Result<Inode>> target_r;
+      if (hinted) target_r = hinted->wait(ws);  // always waited: never cancelled midway
+      if (!e.ok()) return e.status();
+      if (!e->entry()) return NotFound(name + ": no such entry");
+      DirEntry entry = *e->entry();
       if (entry.type == FileType::kDirectory)
         return Status(StatusCode::kIsDirectory, "is a directory");
-      QFS_ASSIGN_OR_RETURN(Inode target, ReadInode(ws, entry.ino));
+      if (!hint || *hint != entry.ino) target_r = ReadInode(ws, entry.ino);
+      entry_hints_.erase(entry_key);
+      if (!target_r->ok()) return target_r->status();
+      Inode target = std::move(*target_r).value();
       const uint64_t op = NewId();
       int64_t now = Now();
       auto parent_fn = DirChange(op, [now](Inode& d) -> Status {
@@ -1305,7 +1330,12 @@ class Namespace::Impl {
         Status empty = CheckEmpty(ws, dst->ino);
         if (!empty.ok()) return fail(empty);
       }
-      return Commit(ws, ctx);
+      Status committed = Commit(ws, ctx);
+      if (committed.ok()) {
+        entry_hints_.erase(DirEntryKey(p1, n1));
+        NoteEntry(DirEntryKey(p2, n2), src.ino);
+      }
+      return committed;
     });
   }
 

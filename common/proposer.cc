@@ -227,6 +227,26 @@ Proposer::~Proposer() = default;
 void Proposer::SetConfig(std::shared_ptr<const ClusterConfig> config) {
   config_ = std::move(config);
   prepared_.clear();  // replica sets may have changed
+  prepared_old_.clear();
+}
+
+std::optional<Proposer::Prepared> Proposer::TakePrepared(const std::string& key) {
+  if (!options_.one_round_changes) return std::nullopt;
+  // One use: a concurrent change of the key takes the full protocol.
+  for (auto* gen : {&prepared_, &prepared_old_}) {
+    auto it = gen->find(key);
+    if (it != gen->end()) {
+      Prepared p = std::move(it->second);
+      gen->erase(it);
+      return p;
+    }
+  }
+  return std::nullopt;
+}
+
+void Proposer::NoteWritten(const std::string& key) {
+  if (known_written_.size() >= options_.one_round_cache / 2) known_written_.clear();
+  known_written_.insert(key);
 }
 
 void Proposer::RememberPrepared(const std::string& key, Ballot accepted,
@@ -237,7 +257,11 @@ void Proposer::RememberPrepared(const std::string& key, Ballot accepted,
     if (--c->second <= 0) contended_.erase(c);
     return;
   }
-  if (prepared_.size() >= options_.one_round_cache) prepared_.clear();
+  if (prepared_.size() >= std::max<size_t>(1, options_.one_round_cache / 2)) {
+    prepared_old_ = std::move(prepared_);
+    prepared_.clear();
+  }
+  prepared_old_.erase(key);
   prepared_[key] = Prepared{accepted.Next(), std::move(value)};
 }
 
@@ -338,14 +362,7 @@ kj::Promise<Result<RecordValue>> Proposer::Change(std::string key, ChangeFn f) {
   op->f = std::move(f);
   op->deadline = timer_.now() + options_.op_timeout;
   ++counters_.changes;
-  if (options_.one_round_changes) {
-    auto it = prepared_.find(op->key);
-    if (it != prepared_.end()) {
-      Prepared p = std::move(it->second);
-      prepared_.erase(it);  // one use: a concurrent change of the key takes the full protocol
-      return OneRound(std::move(op), std::move(p));
-    }
-  }
+  if (auto p = TakePrepared(op->key)) return OneRound(std::move(op), std::move(*p));
   return RunChange(std::move(op));
 }
 
@@ -553,6 +570,7 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
         }
         if (const ReadAcceptedReply* best = fast(g.replies)) {
           ++counters_.fast_reads;
+          if (best->value) NoteWritten(*skey);
           return ValueOf(*skey, *best);
         }
         ++counters_.slow_reads;
@@ -734,6 +752,15 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
   op->deadline = timer_.now() + options_.op_timeout;
   op->f = std::move(f);
   ++counters_.changes;
+  // The key is written already, so every replica would refuse a round-0 write. If this
+  // proposer holds the promise of its last write (it removed the name it now creates again),
+  // the one-round change applies f to that value; if a read lately found it written, the full
+  // protocol starts at once. Either way f decides on the current value, as the fallback would.
+  if (auto p = TakePrepared(op->key)) {
+    known_written_.erase(op->key);
+    return OneRound(std::move(op), std::move(*p));
+  }
+  if (known_written_.erase(op->key) > 0) return RunChange(std::move(op));
   RecordEnvelope env;
   env.Apply(rng_() | 1, payload);
   op->sent.push_back({env.recent.back(), env.version, env.payload});
@@ -780,6 +807,7 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
           v.version = op->sent.back().version;
           return Result<RecordValue>(std::move(v));
         }
+        ++counters_.first_writes_failed;
         if (ObserveRefusals(g.replies, ballot)) op->sent.clear();  // stored nowhere, never will be
         // Contested or short of replies: the full protocol decides (and is exactly-once).
         return RunChange(op);

@@ -37,6 +37,7 @@
 #include <random>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/ballot.h"
 #include "common/cluster_config.h"
@@ -56,7 +57,9 @@ struct ProposerOptions {
   bool one_round_changes = true;  // see the header comment
   // CreateShared's one round waits at most this long for every replica, then falls back.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
-  size_t one_round_cache = 4096;  // keys remembered for one-round changes
+  // Keys remembered for one-round changes (two generations of half this many each, so a
+  // directory of 10,000 files created, listed and removed by one client keeps its keys).
+  size_t one_round_cache = 32768;
 
   // Negative controls for the simulator: each breaks one rule; never set in production.
   bool unsafe_fast_read_single_reply = false;   // fast read with fewer than W agreeing replies
@@ -134,7 +137,8 @@ class Proposer {
   struct Counters {
     uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
     uint64_t one_round = 0, one_round_failed = 0, first_writes = 0;
-    uint64_t batch_fallbacks = 0;  // keys of a ReadMany that took Read on their own
+    uint64_t first_writes_failed = 0;  // round-0 writes that fell back to the full protocol
+    uint64_t batch_fallbacks = 0;      // keys of a ReadMany that took Read on their own
   };
   const Counters& counters() const { return counters_; }
 
@@ -175,7 +179,14 @@ class Proposer {
   std::mt19937_64 rng_;
   uint64_t max_counter_ = 0;
   Counters counters_;
-  std::unordered_map<std::string, Prepared> prepared_;
+  // The one-round cache: the newer generation, and the older one it replaced when full.
+  std::unordered_map<std::string, Prepared> prepared_, prepared_old_;
+  std::optional<Prepared> TakePrepared(const std::string& key);
+  // Keys a fast read lately found written (a tombstone of a removed name, say): a round-0
+  // first write of them would be refused by every replica, so CreateShared goes straight to
+  // the full protocol (two rounds rather than three). A hint only; forgetting costs a round.
+  std::unordered_set<std::string> known_written_;
+  void NoteWritten(const std::string& key);
   // Keys whose last one-round change failed (other proposers change them too) -> how many of
   // this proposer's next changes of them take the full protocol.
   static constexpr int kContendedSkips = 16;

@@ -282,6 +282,64 @@ TEST(ClusterIntegration, CreateFreshOnceThenFullProtocol) {
   EXPECT_EQ(changed->version, 2u);
 }
 
+// A name removed and created again: every replica holds its tombstone, so a round-0 write is
+// refused everywhere. The client that wrote the tombstone holds its acceptors' promise and
+// creates the name in one round; a client whose read just found the tombstone goes straight to
+// the full protocol; only a client that knows nothing of the key tries round 0 first.
+TEST(ClusterIntegration, NameCreatedAgainSkipsTheRefusedRoundZero) {
+  TestCluster cluster;
+  ClusterClient a(cluster.config(), ShortDeadlines());
+  ClusterClient b(cluster.config(), ShortDeadlines());
+  auto entry = [](const std::optional<std::string>& cur) {
+    if (cur && !cur->empty()) return Decision::Abort(Status(StatusCode::kAlreadyExists, "exists"));
+    return Decision::Write("entry");
+  };
+  auto create = [&](ClusterClient& c, const std::string& key) {
+    return c.RunSync<Result<RecordValue>>(
+        [&]() { return c.proposer().CreateShared(key, "entry", entry); });
+  };
+  auto remove = [](ClusterClient& c, const std::string& key) {
+    return c.Change(key, [](const std::optional<std::string>&) { return Decision::Write(""); });
+  };
+  auto counters = [](ClusterClient& c) {
+    return c.RunSync<Proposer::Counters>([&]() { return c.proposer().counters(); });
+  };
+  const std::string key = DirEntryKey(1, "again");
+  ASSERT_TRUE(create(a, key).ok());
+  ASSERT_TRUE(remove(a, key).ok());
+
+  // The client that removed it.
+  auto before = counters(a);
+  auto r = create(a, key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->payload, "entry");
+  EXPECT_EQ(r->version, 3u);
+  auto after = counters(a);
+  EXPECT_EQ(after.first_writes_failed, before.first_writes_failed);
+  EXPECT_EQ(after.one_round, before.one_round + 1);
+
+  // Another client, after reading the tombstone.
+  ASSERT_TRUE(remove(a, key).ok());
+  ASSERT_TRUE(b.Read(key).ok());
+  before = counters(b);
+  r = create(b, key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->version, 5u);
+  EXPECT_EQ(counters(b).first_writes_failed, before.first_writes_failed);
+
+  // A client that never saw the key tries round 0, is refused, and still creates it.
+  ClusterClient c(cluster.config(), ShortDeadlines());
+  ASSERT_TRUE(remove(a, key).ok());
+  before = counters(c);
+  r = create(c, key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->version, 7u);
+  EXPECT_EQ(counters(c).first_writes_failed, before.first_writes_failed + 1);
+  // And an existing name is still refused, by the one-round path too.
+  r = create(c, key);
+  EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists);
+}
+
 TEST(ClusterIntegration, StartupRefusals) {
   TestCluster cluster;
   // Unknown id.

@@ -707,6 +707,37 @@ TEST_F(NamespaceTest, OneNameCreatedAndRemovedManyTimes) {
   EXPECT_EQ(Attr(top_).entry_count, 0u);
 }
 
+// An unlink reads the inode its client last saw the name naming beside the entry. When another
+// client has since replaced the file (a rename over it) or given it a second link, the unlink
+// must act on what the entry names now, with the right link count.
+TEST_F(NamespaceTest, UnlinkAfterAnotherClientReplacedTheName) {
+  ClusterClient other_client(cluster_->config(), Options());
+  Fs other(other_client);
+  ASSERT_OK_AND_ASSIGN(Inode old_file, fs_->File(top_, "x"));
+  ASSERT_OK_AND_ASSIGN(Inode seen, fs_->Lookup(top_, "x"));
+  ASSERT_EQ(seen.ino, old_file.ino);
+  ASSERT_OK_AND_ASSIGN(Inode new_file, other.File(top_, "y"));
+  ASSERT_OK(other.Rename(top_, "y", top_, "x"));
+  ASSERT_OK(fs_->Unlink(top_, "x"));  // removes new_file, which the hint does not name
+  EXPECT_CODE(other.Lookup(top_, "x"), kNotFound);
+  for (uint64_t ino : {new_file.ino, old_file.ino}) {  // both unlinked (dying or gone)
+    auto in = other.GetAttr(ino);
+    if (in.ok()) {
+      EXPECT_EQ(in->nlink, 0u) << ino;
+    }
+  }
+  EXPECT_EQ(Attr(top_).entry_count, 0u);
+
+  // The hinted inode gained a link meanwhile: the transaction path, the other name intact.
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "a"));
+  ASSERT_OK(other.Link(f.ino, top_, "b").status());
+  ASSERT_OK(fs_->Unlink(top_, "a"));
+  ASSERT_OK_AND_ASSIGN(Inode via_b, other.Lookup(top_, "b"));
+  EXPECT_EQ(via_b.ino, f.ino);
+  EXPECT_EQ(via_b.nlink, 1u);
+  EXPECT_EQ(Attr(top_).entry_count, 1u);
+}
+
 // A client's second create in a directory skips the reads of the parent and the entry, using
 // the setgid bit and group it saw before; another client's chmod/chgrp of the directory in
 // between must still decide the new inode's group, and an existing name must still be EEXIST
