@@ -4,6 +4,15 @@
 # and creates again of the same names (bench/README.md, "Re-created names").
 # Usage: OLD_BUILD=/path/to/old/build [NEW_BUILD=build] bench/ab-recreate.sh
 set -u
+D=
+teardown() {  # unmount and stop the current variant's processes, also on failure or ^C
+  [ -n "$D" ] || return 0
+  mountpoint -q "$D/mnt" && { fusermount3 -u "$D/mnt" 2>/dev/null || umount -l "$D/mnt"; }
+  for f in "$D"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  sleep 1
+}
+trap teardown EXIT
+trap "exit 130" INT TERM
 for round in 1 2; do
 for v in old new; do
   if [ $v = old ]; then B=${OLD_BUILD:?set OLD_BUILD to a build dir of the old commit}; else B=${NEW_BUILD:-$(dirname "$0")/../build}; fi
@@ -17,6 +26,6 @@ for v in old new; do
   python3 "$(dirname "$0")/../../shared/peers/pbtool.py" meta $D/mnt $v 2000
   python3 "$(dirname "$0")/ctime.py" $D/mnt/re 1000 | sed 's/^/fresh   /'
   python3 "$(dirname "$0")/ctime.py" $D/mnt/re 1000 | sed 's/^/again   /'
-  fusermount3 -u $D/mnt || umount -l $D/mnt
-  kill $(cat $D/mount.pid) $(cat $D/a.pid) $(cat $D/b.pid) $(cat $D/c.pid) 2>/dev/null; sleep 1
+  teardown
+  D=
 done; done
