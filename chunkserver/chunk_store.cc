@@ -81,6 +81,7 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& data_dir
   for (const char* sub : {"/chunks", "/tmp", "/quarantine", "/hints"}) {
     QFS_RETURN_IF_ERROR(MakeDir(data_dir + sub));
   }
+  QFS_RETURN_IF_ERROR(FsyncPath(data_dir, O_RDONLY | O_DIRECTORY));  // their names, durable
   // Leftover temp files are puts that never completed (crash); they were never acknowledged.
   if (DIR* d = ::opendir((data_dir + "/tmp").c_str())) {
     while (struct dirent* e = ::readdir(d)) {
@@ -151,10 +152,8 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     return Status::Ok();
   }
   std::string hex = id.ToHex();
-  std::string d1 = dir_ + "/chunks/" + hex.substr(0, 2);
-  std::string d2 = d1 + "/" + hex.substr(2, 2);
-  QFS_RETURN_IF_ERROR(MakeDir(d1));
-  QFS_RETURN_IF_ERROR(MakeDir(d2));
+  std::string d2 = dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2);
+  QFS_RETURN_IF_ERROR(EnsurePrefixDir(hex));
   std::string tmp = dir_ + "/tmp/" + hex + "." + std::to_string(::getpid()) + "." +
                     std::to_string(tmp_seq_.fetch_add(1));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -181,6 +180,30 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
   QFS_RETURN_IF_ERROR(FsyncPath(d2, O_RDONLY | O_DIRECTORY));
   ++count_;
   bytes_ += size;
+  return Status::Ok();
+}
+
+Status ChunkStore::EnsurePrefixDir(const std::string& hex) {
+  size_t index = std::stoul(hex.substr(0, 4), nullptr, 16);
+  {
+    std::lock_guard<std::mutex> lock(dirs_mu_);
+    if (durable_dirs_[index]) return Status::Ok();
+  }
+  // The chunk's own fsync covers its name in <hex 2-3>, not that directory's name in
+  // <hex 0-1> nor that one's in chunks/: without these syncs, a crash (on a file system that
+  // does not journal directory changes) could take an acknowledged chunk with the directory.
+  // A directory found existing is synced too: another put may have made it a moment ago and
+  // not synced it yet, or it may be left from before a crash in the same state.
+  std::string chunks = dir_ + "/chunks";
+  std::string d1 = chunks + "/" + hex.substr(0, 2);
+  std::string d2 = d1 + "/" + hex.substr(2, 2);
+  QFS_RETURN_IF_ERROR(MakeDir(d1));
+  QFS_RETURN_IF_ERROR(MakeDir(d2));
+  QFS_RETURN_IF_ERROR(FsyncPath(d1, O_RDONLY | O_DIRECTORY));
+  QFS_RETURN_IF_ERROR(FsyncPath(chunks, O_RDONLY | O_DIRECTORY));
+  prefix_dir_syncs_ += 2;
+  std::lock_guard<std::mutex> lock(dirs_mu_);
+  durable_dirs_[index] = true;
   return Status::Ok();
 }
 

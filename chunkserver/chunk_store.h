@@ -65,6 +65,8 @@ class ChunkStore {
 
   uint64_t chunk_count() const { return count_.load(); }
   uint64_t chunk_bytes() const { return bytes_.load(); }
+  // Directory syncs made for prefix directories so far (for tests).
+  uint64_t prefix_dir_syncs() const { return prefix_dir_syncs_.load(); }
   std::string PathOf(const ChunkId& id) const;
 
  private:
@@ -72,11 +74,15 @@ class ChunkStore {
   Status Scan();
   Status WriteHint(const ChunkId& id, const std::string& hint);
   std::string HintPathOf(const ChunkId& id) const;
+  // Creates chunks/<hex 0-1>/<hex 2-3> if missing and makes its name durable, once per
+  // directory in this process's life.
+  Status EnsurePrefixDir(const std::string& hex);
 
   std::string dir_;
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> tmp_seq_{0};
+  std::atomic<uint64_t> prefix_dir_syncs_{0};
   // Puts, deletes and quarantines of one chunk exclude each other (striped by id): a GC delete
   // that found the chunk old must not unlink it after a concurrent put refreshed it and was
   // acknowledged.
@@ -84,6 +90,9 @@ class ChunkStore {
     return locks_[static_cast<unsigned char>(id.view()[0]) % locks_.size()];
   }
   std::array<std::mutex, 64> locks_;
+  // Prefix directories (by their 16-bit prefix) whose names this process made durable.
+  std::mutex dirs_mu_;
+  std::vector<bool> durable_dirs_ = std::vector<bool>(65536, false);
 };
 
 }  // namespace quorumfs

@@ -636,7 +636,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
       RememberXattrs(*r);  // the xattrs read at open (close-to-open)
       fs.open_count++;
-      uint64_t fh = next_fh_++;
+      uint64_t fh = NewFh(fi.flags);
       handles_[fh] = Handle{ino, fi.flags};
       fi.fh = fh;
       fi.keep_cache = unchanged ? 1 : 0;
@@ -1026,7 +1026,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     bool unchanged = KernelCacheCurrent(*r);
     if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
     fs.open_count++;
-    uint64_t fh = next_fh_++;
+    uint64_t fh = NewFh(fi.flags);
     handles_[fh] = Handle{r->ino, fi.flags};
     fi.fh = fh;
     fi.keep_cache = unchanged ? 1 : 0;
@@ -1160,6 +1160,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // ino -> (ctime, size) of the version the kernel's page cache holds (see KernelCacheCurrent).
   std::unordered_map<uint64_t, std::pair<int64_t, uint64_t>> page_version_;
   uint64_t next_fh_ = 1;
+  // A file handle's lowest bit says it was opened read-only: its flush (close) has nothing to
+  // publish, and the FUSE thread answers it without a trip to the loop thread.
+  uint64_t NewFh(int flags) {
+    return (next_fh_++ << 1) | ((flags & O_ACCMODE) == O_RDONLY ? 1 : 0);
+  }
+  static bool ReadOnlyFh(uint64_t fh) { return (fh & 1) != 0; }
   uint64_t dirty_bytes_ = 0;
   Status last_upload_error_;
   std::list<ChunkId> lru_;
@@ -1181,7 +1187,12 @@ QuorumFs* Fs(fuse_req_t req) { return *static_cast<QuorumFs**>(fuse_req_userdata
 QuorumFs::QuorumFs(ClusterClient& client, MountOptions options)
     : impl_(std::make_unique<Impl>(client, std::move(options), this)) {}
 
-QuorumFs::~QuorumFs() = default;
+// The mount's state holds promises and tasks of the loop thread: they are destroyed there
+// (destroyed on the main thread, a pending task threw, and the daemon aborted at exit).
+QuorumFs::~QuorumFs() {
+  ClusterClient& c = impl_->c_;
+  c.executor().executeSync([this]() { impl_.reset(); });
+}
 
 void QuorumFs::Submit(std::function<kj::Promise<void>()> fn) {
   Impl* impl = impl_.get();
@@ -1362,7 +1373,10 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
         });
       });
     };
-    o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      // close(2) of a read-only descriptor: what other descriptors wrote is theirs to publish
+      // (at their close or fsync), so there is nothing to wait for.
+      if (Impl::ReadOnlyFh(fi->fh)) return fuse_reply_err(req, 0), void();
       QFS_IMPL(req);
       Fs(req)->Submit(
           [=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });

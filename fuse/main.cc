@@ -171,6 +171,9 @@ int Run(int argc, char** argv) {
     loop_config.clone_fd = 0;
     loop_config.max_idle_threads = 16;
     rc = fuse_session_loop_mt(se, &loop_config);
+    // libfuse reports the termination signal that ended the loop as the loop's result: a
+    // shutdown asked for, not a failure.
+    if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP) rc = 0;
     // SIGTERM or unmount: publish what is still buffered before going away.
     fs.FlushAllSync();
     g_fs.store(nullptr);

@@ -48,6 +48,40 @@ TEST_F(ChunkStoreTest, PutGetAndLayout) {
   EXPECT_EQ((*again)->chunk_count(), 1u);
 }
 
+// A chunk's fsync makes its name durable in its prefix directory, but not that directory's own
+// name: the first put into a prefix directory in a process's life syncs the two directories
+// above it, later puts into it sync nothing more, and a reopened store syncs them again once.
+TEST_F(ChunkStoreTest, FirstPutIntoAPrefixDirectorySyncsItsParents) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string a = "first";
+  ChunkId ida = ChunkId::Of(a);
+  ASSERT_TRUE((*store)->Put(ida, a.data(), a.size(), "").ok());
+  EXPECT_EQ((*store)->prefix_dir_syncs(), 2u);
+  // Bytes of another chunk under a's 4-hex-digit prefix (about 65,536 tries).
+  auto same_prefix = [&ida](const std::string& tag) {
+    for (uint64_t i = 0;; ++i) {
+      std::string bytes = tag + std::to_string(i);
+      if (ChunkId::Of(bytes).ToHex().substr(0, 4) == ida.ToHex().substr(0, 4)) return bytes;
+    }
+  };
+  std::string b = same_prefix("second ");
+  ASSERT_TRUE((*store)->Put(ChunkId::Of(b), b.data(), b.size(), "").ok());
+  EXPECT_EQ((*store)->prefix_dir_syncs(), 2u);
+  std::string c = "third";
+  ChunkId idc = ChunkId::Of(c);
+  ASSERT_NE(idc.ToHex().substr(0, 4), ida.ToHex().substr(0, 4));
+  ASSERT_TRUE((*store)->Put(idc, c.data(), c.size(), "").ok());
+  EXPECT_EQ((*store)->prefix_dir_syncs(), 4u);
+  store->reset();
+  auto again = ChunkStore::Open(dir_);
+  ASSERT_TRUE(again.ok());
+  std::string d = same_prefix("fourth ");
+  ASSERT_TRUE((*again)->Put(ChunkId::Of(d), d.data(), d.size(), "").ok());
+  EXPECT_EQ((*again)->prefix_dir_syncs(), 2u) << "an existing directory is synced once too";
+  EXPECT_EQ((*again)->chunk_count(), 4u);
+}
+
 TEST_F(ChunkStoreTest, HashMismatchStoresNothing) {
   auto store = ChunkStore::Open(dir_);
   ASSERT_TRUE(store.ok());

@@ -350,7 +350,8 @@ void NoQuorum(Outage outage) {
   std::fprintf(stderr, "unmounted in %.2f s\n", Since(teardown));
 }
 
-// SIGTERM (shutdown, `umount` by an init system) publishes what the mount still buffers.
+// SIGTERM (shutdown, `umount` by an init system) publishes what the mount still buffers, then
+// the daemon exits with status 0.
 TEST_F(FailureTest, SigtermPublishesBufferedWrites) {
   TestCluster cluster;
   TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
@@ -367,14 +368,71 @@ TEST_F(FailureTest, SigtermPublishesBufferedWrites) {
     ASSERT_EQ(::write(fd, block.data(), block.size()), static_cast<ssize_t>(block.size()));
   }
   ASSERT_EQ(::kill(mount.pid(), SIGTERM), 0);
-  ASSERT_TRUE(mount.Remount());  // waits for the old daemon to finish and exit
-  ::close(fd);                   // the old connection is gone: nothing more happens here
+  EXPECT_TRUE(mount.WaitCleanExit(10)) << "no clean exit 10 s after SIGTERM\n" << mount.Log();
+  ASSERT_TRUE(mount.Remount());
+  ::close(fd);  // the old connection is gone: nothing more happens here
   uint64_t size = 0;
   int err = 0;
   uint64_t got = FileChecksum(path, &size, &err);
   EXPECT_EQ(err, 0) << std::strerror(err);
   EXPECT_EQ(size, 2 * kMiB + 12345);
   EXPECT_EQ(got, h) << "the buffered bytes were not all published at SIGTERM";
+}
+
+// An unmount (here lazy, as `umount -l`) ends the daemon by itself, with status 0, and what was
+// written before is there at the next mount.
+TEST_F(FailureTest, UnmountEndsTheDaemon) {
+  TestCluster cluster;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
+  ASSERT_TRUE(mount.ok());
+  std::string path = mount.path("kept");
+  std::string block;
+  FillBlock(7, &block);
+  {
+    int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, block.data(), block.size()), static_cast<ssize_t>(block.size()));
+    ASSERT_EQ(::close(fd), 0);
+  }
+  EXPECT_TRUE(mount.UnmountAndWait(10)) << "no clean exit 10 s after the unmount\n" << mount.Log();
+  ASSERT_TRUE(mount.Remount());
+  uint64_t size = 0;
+  int err = 0;
+  uint64_t got = FileChecksum(path, &size, &err);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(size, block.size());
+  EXPECT_EQ(got, Mix(1469598103934665603ull, block));
+}
+
+// Closing a read-only descriptor publishes nothing, so it neither waits for nor fails with
+// another descriptor's buffered writes; the writer's own close still reports that they could not
+// be made durable.
+TEST_F(FailureTest, ReadOnlyCloseIsNotChargedForAnotherDescriptorsWrites) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.op_timeout = 2;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", mo);
+  ASSERT_TRUE(mount.ok());
+  std::string path = mount.path("shared");
+  int writer = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(writer, 0);
+  std::string block;
+  FillBlock(3, &block);
+  block.resize(100000);  // one partial chunk: stays buffered until a flush
+  ASSERT_EQ(::write(writer, block.data(), block.size()), static_cast<ssize_t>(block.size()));
+  int reader = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  std::string got(block.size(), '\0');
+  EXPECT_EQ(::read(reader, got.data(), got.size()), static_cast<ssize_t>(got.size()));
+  EXPECT_TRUE(got == block) << "this mount's reader sees this mount's unpublished writes";
+  cluster.Kill(1);
+  cluster.Kill(2);  // no quorum from here on
+  auto start = Clock::now();
+  EXPECT_EQ(::close(reader), 0);
+  EXPECT_LT(Since(start), 1.0) << "a read-only close waited for the writer's upload";
+  errno = 0;
+  EXPECT_EQ(::close(writer), -1) << "the writer's close must report the failed upload";
+  EXPECT_EQ(errno, EIO);
 }
 
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }

@@ -218,6 +218,7 @@ bool TestMount::WaitExit(double seconds) {
     int status;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_ || (r < 0 && errno == ECHILD)) {
+      exit_status_ = r == pid_ ? status : -1;
       pid_ = -1;
       return true;
     }
@@ -257,6 +258,20 @@ void TestMount::Kill() {
   }
   AbortConnection();
   LazyUnmount();
+}
+
+bool TestMount::WaitCleanExit(double seconds) {
+  if (pid_ <= 0) return false;
+  return WaitExit(seconds) && exit_status_ != -1 && WIFEXITED(exit_status_) &&
+         WEXITSTATUS(exit_status_) == 0;
+}
+
+bool TestMount::UnmountAndWait(double seconds) {
+  if (pid_ <= 0) return false;
+  LazyUnmount();
+  bool clean = WaitCleanExit(seconds);
+  Stop();
+  return clean;
 }
 
 bool TestMount::Remount() {

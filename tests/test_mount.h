@@ -52,6 +52,12 @@ class TestMount {
   bool Remount();
   // Unmounts and stops the daemon; safe to call twice.
   void Stop();
+  // Waits up to `seconds` for the daemon to exit by itself (after SIGTERM or an unmount); true
+  // if it did, with status 0.
+  bool WaitCleanExit(double seconds);
+  // Unmounts lazily and waits for the daemon to exit by itself (WaitCleanExit); whatever is left
+  // is torn down as Stop does.
+  bool UnmountAndWait(double seconds);
 
  private:
   bool Start();
@@ -65,6 +71,7 @@ class TestMount {
   std::string log_;
   TestMountOptions options_;
   pid_t pid_ = -1;
+  int exit_status_ = -1;  // waitpid status of the last daemon reaped
   bool mounted_ = false;
   int minor_ = -1;  // the FUSE connection id (device minor of the mount)
 };
