@@ -316,6 +316,158 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     ds.upload = kj::mv(p);
   }
 
+  // Writes n bytes at in_slot into slot idx, which this mount holds (or now starts holding) in
+  // memory with every byte of its base.
+  void ApplyToSlot(FileState& f, uint64_t idx, uint32_t in_slot, const char* src, size_t n) {
+    const uint64_t cs = f.chunk_size();
+    DirtySlot& ds = f.dirty[idx];
+    size_t before = ds.data.size();
+    if (ds.data.size() < in_slot + n) ds.data.resize(in_slot + n, '\0');
+    std::memcpy(&ds.data[in_slot], src, n);
+    dirty_bytes_ += ds.data.size() - before;
+    ds.ranges.emplace_back(in_slot, static_cast<uint32_t>(in_slot + n));
+    ++ds.gen;
+    f.written_end = std::max<uint64_t>(f.written_end, idx * cs + in_slot + n);
+    f.local_mtime_ns = SystemWallClock().NowNs();
+    {
+      std::lock_guard<std::mutex> lock(stage_mu_);
+      auto& held = stageable_[f.ino];
+      held.first = cs;
+      held.second.insert(idx);
+      dirty_mirror_ = dirty_bytes_;
+    }
+    // A writer that just filled the slot's last byte (sequential writing) will not come
+    // back to it soon: upload it in the background. Random writes into a full slot wait
+    // for flush, so each does not re-upload the whole chunk.
+    if (ds.data.size() == cs && in_slot + n == cs) StartUpload(f, idx);
+  }
+
+  // ---- writes answered on the FUSE thread ------------------------------------------------
+  //
+  // A write that lands only in slots this mount already holds in memory (dirty, every byte of
+  // the slot's base read in) needs nothing from the cluster: the FUSE thread queues it here and
+  // replies at once, which spares the two thread wake-ups of a trip to the loop thread (each
+  // ~80 us on this VM when the thread sits on another, idle vCPU). The loop thread applies the
+  // queue, in order, before it starts any request (Submit) and before any flush, so a later
+  // request (a read, a getattr, an fsync, a close) sees every write already answered, and no
+  // write is published without them. A queued write whose slot was published meanwhile (the
+  // race with a flush of another descriptor) is applied the ordinary way, and everything after
+  // it waits for it; if that fails, the file's next flush reports the error (as a local file
+  // system reports a failed write-back at fsync or close).
+  struct StagedWrite {
+    uint64_t ino;
+    uint64_t off;
+    std::shared_ptr<std::string> data;
+  };
+  static constexpr uint64_t kMaxStagedBytes = 8ull << 20;
+  std::mutex stage_mu_;
+  std::vector<StagedWrite> staged_;  // guarded by stage_mu_, like the three below
+  uint64_t staged_bytes_ = 0;
+  // ino -> (chunk size, slots held in memory): the slots a write may be staged into.
+  std::unordered_map<uint64_t, std::pair<uint64_t, std::set<uint64_t>>> stageable_;
+  uint64_t dirty_mirror_ = 0;  // dirty_bytes_, as of the loop thread's last change
+  // Loop thread: staged writes being applied the ordinary way, one after another.
+  kj::Maybe<kj::ForkedPromise<void>> staged_tail_;
+  uint64_t staged_tail_gen_ = 0;
+  std::unordered_map<uint64_t, Status> staged_errors_;
+
+  // FUSE thread: queues the write if it can be applied in place later; false: take the loop.
+  bool TryStage(uint64_t ino, uint64_t off, const std::shared_ptr<std::string>& data) {
+    size_t size = data->size();
+    if (size == 0) return false;
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    auto it = stageable_.find(ino);
+    if (it == stageable_.end()) return false;
+    const uint64_t cs = it->second.first;
+    for (uint64_t idx = off / cs; idx <= (off + size - 1) / cs; ++idx) {
+      if (!it->second.second.count(idx)) return false;
+    }
+    if (staged_bytes_ + size > kMaxStagedBytes ||
+        dirty_mirror_ + staged_bytes_ + size > o_.max_dirty) {
+      return false;  // the loop's path applies back-pressure (a flush) when dirty data piles up
+    }
+    staged_.push_back(StagedWrite{ino, off, data});
+    staged_bytes_ += size;
+    return true;
+  }
+
+  void ForgetStageable(uint64_t ino, std::optional<uint64_t> idx) {
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    auto it = stageable_.find(ino);
+    if (it != stageable_.end()) {
+      if (idx) it->second.second.erase(*idx);
+      if (!idx || it->second.second.empty()) stageable_.erase(it);
+    }
+    dirty_mirror_ = dirty_bytes_;
+  }
+
+  // Applies a staged write in place if every slot it touches is still held; false otherwise
+  // (nothing applied).
+  bool ApplyInPlace(const StagedWrite& w) {
+    FileState* f = Find(w.ino);
+    if (!f) return false;
+    const uint64_t cs = f->chunk_size();
+    const size_t size = w.data->size();
+    for (uint64_t idx = w.off / cs; idx <= (w.off + size - 1) / cs; ++idx) {
+      if (!f->dirty.count(idx)) return false;
+    }
+    for (size_t done = 0; done < size;) {
+      uint64_t pos = w.off + done;
+      uint32_t in_slot = static_cast<uint32_t>(pos % cs);
+      size_t n = std::min<size_t>(size - done, cs - in_slot);
+      ApplyToSlot(*f, pos / cs, in_slot, w.data->data() + done, n);
+      done += n;
+    }
+    return true;
+  }
+
+  // Loop thread: applies every staged write; what must wait is chained on staged_tail_.
+  void DrainStaged() {
+    std::vector<StagedWrite> batch;
+    {
+      std::lock_guard<std::mutex> lock(stage_mu_);
+      if (staged_.empty()) return;
+      batch.swap(staged_);
+      staged_bytes_ = 0;
+    }
+    size_t i = 0;
+    if (staged_tail_ == nullptr) {
+      while (i < batch.size() && ApplyInPlace(batch[i])) ++i;
+      if (i == batch.size()) return;
+    }
+    auto rest = std::make_shared<std::vector<StagedWrite>>(batch.begin() + i, batch.end());
+    kj::Promise<void> after = kj::READY_NOW;
+    KJ_IF_MAYBE (t, staged_tail_) {
+      after = t->addBranch();
+    }
+    const uint64_t gen = ++staged_tail_gen_;
+    staged_tail_ = after.then([this, rest]() { return ApplyInOrder(rest, 0); }).fork();
+    // Once this chain (and no later one) is done, staged writes apply in place again.
+    KJ_IF_MAYBE (t, staged_tail_) {
+      Add(t->addBranch().then([this, gen]() {
+        if (staged_tail_gen_ == gen) staged_tail_ = nullptr;
+      }));
+    }
+  }
+
+  kj::Promise<void> ApplyInOrder(std::shared_ptr<std::vector<StagedWrite>> ws, size_t k) {
+    if (k == ws->size()) return kj::READY_NOW;
+    const StagedWrite& w = (*ws)[k];
+    return WriteFrom(w.ino, w.off, w.data, 0).then([this, ws, k, ino = w.ino](Status s) {
+      if (!s.ok()) staged_errors_.emplace(ino, s);
+      return ApplyInOrder(ws, k + 1);
+    });
+  }
+
+  // Runs `fn` once every staged write is applied (at once, unless some wait in staged_tail_).
+  kj::Promise<void> AfterStaged(std::function<kj::Promise<void>()> fn) {
+    DrainStaged();
+    KJ_IF_MAYBE (t, staged_tail_) {
+      return t->addBranch().then([fn = std::move(fn)]() { return fn(); });
+    }
+    return fn();
+  }
+
   kj::Promise<Status> Write(uint64_t ino, uint64_t off, std::shared_ptr<std::string> buf) {
     FileState* fs = Find(ino);
     if (!fs) return Status(StatusCode::kNotFound, "file not open");
@@ -335,22 +487,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t idx = pos / cs;
     uint32_t in_slot = static_cast<uint32_t>(pos % cs);
     size_t n = std::min<size_t>(buf->size() - done, cs - in_slot);
-    auto apply = [this, ino, idx, in_slot, n, buf, done, off, cs]() -> kj::Promise<Status> {
+    auto apply = [this, ino, idx, in_slot, n, buf, done, off]() -> kj::Promise<Status> {
       FileState* f = Find(ino);
       if (!f) return Status(StatusCode::kNotFound, "file not open");
-      DirtySlot& ds = f->dirty[idx];
-      size_t before = ds.data.size();
-      if (ds.data.size() < in_slot + n) ds.data.resize(in_slot + n, '\0');
-      std::memcpy(&ds.data[in_slot], buf->data() + done, n);
-      dirty_bytes_ += ds.data.size() - before;
-      ds.ranges.emplace_back(in_slot, static_cast<uint32_t>(in_slot + n));
-      ++ds.gen;
-      f->written_end = std::max<uint64_t>(f->written_end, off + done + n);
-      f->local_mtime_ns = SystemWallClock().NowNs();
-      // A writer that just filled the slot's last byte (sequential writing) will not come
-      // back to it soon: upload it in the background. Random writes into a full slot wait
-      // for flush, so each does not re-upload the whole chunk.
-      if (ds.data.size() == cs && in_slot + n == cs) StartUpload(*f, idx);
+      ApplyToSlot(*f, idx, in_slot, buf->data() + done, n);
       return WriteFrom(ino, off, buf, done + n);
     };
     if (fs->dirty.count(idx)) return apply();
@@ -392,6 +532,16 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // Uploads every dirty slot and publishes the layout (close, fsync, release). Concurrent
   // flushes of one file queue behind each other.
   kj::Promise<Status> Flush(uint64_t ino) {
+    DrainStaged();
+    KJ_IF_MAYBE (t, staged_tail_) {
+      return t->addBranch().then([this, ino]() { return Flush(ino); });
+    }
+    auto failed = staged_errors_.find(ino);
+    if (failed != staged_errors_.end()) {
+      Status s = failed->second;
+      staged_errors_.erase(failed);
+      return s;
+    }
     FileState* fs = Find(ino);
     if (!fs || (fs->dirty.empty() && !fs->truncated_to)) return Status::Ok();
     if (fs->flushing) {
@@ -468,6 +618,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                     if (it->second.gen == gen) {
                       dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
                       fs->dirty.erase(it);
+                      ForgetStageable(ino, idx);
                     } else {
                       it->second.base = it->second.uploaded;
                     }
@@ -525,6 +676,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         !fs->unlinked_held) {
       files_.erase(ino);
       no_files_ = files_.empty();
+      ForgetStageable(ino, std::nullopt);
     }
   }
 
@@ -1196,8 +1348,9 @@ QuorumFs::~QuorumFs() {
 
 void QuorumFs::Submit(std::function<kj::Promise<void>()> fn) {
   Impl* impl = impl_.get();
-  // The lambda only queues: a FUSE thread never waits for the work itself.
-  impl->c_.executor().executeSync([impl, &fn]() { impl->Add(fn()); });
+  // The lambda only queues: a FUSE thread never waits for the work itself. Writes the FUSE
+  // threads answered are applied first.
+  impl->c_.executor().executeSync([impl, &fn]() { impl->Add(impl->AfterStaged(std::move(fn))); });
 }
 
 void QuorumFs::DropCaches() {
@@ -1362,6 +1515,9 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       QFS_IMPL(req);
       auto data = std::make_shared<std::string>(buf, size);
       bool append = fi->flags & O_APPEND;
+      if (!append && impl->TryStage(ino, static_cast<uint64_t>(off), data)) {
+        return fuse_reply_write(req, size), void();
+      }
       Fs(req)->Submit([=]() {
         uint64_t at = static_cast<uint64_t>(off);
         if (append) {

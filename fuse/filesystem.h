@@ -1,7 +1,10 @@
-// QuorumFs: the FUSE low-level file system (DESIGN.md, "The mount"). FUSE worker threads only
-// queue each request on the client's event-loop thread (Submit); everything else, replies
-// included, happens on that loop thread, which owns the cluster connections and every piece of
-// mount state below, so none of it needs a lock.
+// QuorumFs: the FUSE low-level file system (DESIGN.md, "The mount"). FUSE worker threads queue
+// each request on the client's event-loop thread (Submit); everything else, replies included,
+// happens on that loop thread, which owns the cluster connections and the mount's state. A few
+// requests are answered on the FUSE thread from small mirrors the loop thread keeps under
+// mutexes: lookups from a fresh directory listing, cached xattrs, the close of a read-only
+// descriptor, and writes into slots the mount already holds (queued for the loop thread, which
+// applies them before it starts any other request).
 #pragma once
 
 #define FUSE_USE_VERSION 34

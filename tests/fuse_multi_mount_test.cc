@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -330,6 +331,48 @@ TEST_F(MultiMountTest, ConcurrentWritersOfDifferentRanges) {
 // Lookup read-ahead (a mount that sees many lookups in one directory lists it and answers
 // from the listing for entry_timeout): this mount's own changes show at once, another mount's
 // within entry_timeout plus attr_timeout (1 s each by default), as with the kernel's caches.
+// Small writes into slots mount a already holds are answered on its FUSE thread and applied by
+// its loop thread before the next request it handles: a read through another descriptor (the
+// kernel's pages dropped first, so the read reaches the mount), a truncate and an fsync all see
+// every write answered before them, and mount b sees them all after the fsync and the close.
+TEST_F(MultiMountTest, WritesAnsweredOnTheFuseThreadAreSeenByEveryLaterCall) {
+  std::string path = A("f");
+  std::string model(3 * kMiB, '\0');
+  for (size_t i = 0; i < model.size(); ++i) model[i] = static_cast<char>('a' + (i * 7) % 26);
+  int w = ::open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(w, 0) << std::strerror(errno);
+  ASSERT_EQ(::pwrite(w, model.data(), model.size(), 0), static_cast<ssize_t>(model.size()));
+  int r = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(r, 0) << std::strerror(errno);
+  std::mt19937 rng(7);
+  for (int round = 0; round < 400; ++round) {
+    size_t len = 1 + rng() % 8192;
+    size_t off = rng() % (model.size() - len);
+    std::string buf(len, static_cast<char>('A' + round % 26));
+    ASSERT_EQ(::pwrite(w, buf.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
+    model.replace(off, len, buf);
+    if (round % 10 == 9) {
+      ASSERT_EQ(::posix_fadvise(r, 0, 0, POSIX_FADV_DONTNEED), 0);
+      size_t roff = rng() % model.size();
+      size_t rlen = std::min<size_t>(65536, model.size() - roff);
+      std::string got(rlen, '\0');
+      ASSERT_EQ(::pread(r, got.data(), rlen, static_cast<off_t>(roff)), static_cast<ssize_t>(rlen));
+      ASSERT_TRUE(Same(got, model.substr(roff, rlen))) << "round " << round << " at " << roff;
+    }
+    if (round == 150) {  // cuts bytes the writes just before it put beyond the new end
+      ASSERT_EQ(::ftruncate(w, 2 * kMiB + 12345), 0) << std::strerror(errno);
+      model.resize(2 * kMiB + 12345);
+    }
+    if (round == 250) {
+      ASSERT_EQ(::fsync(w), 0) << std::strerror(errno);
+      ASSERT_TRUE(Same(ReadFile(B("f")), model)) << "after fsync";
+    }
+  }
+  EXPECT_EQ(::close(r), 0);
+  ASSERT_EQ(::close(w), 0) << std::strerror(errno);
+  EXPECT_TRUE(Same(ReadFile(B("f")), model)) << "after close";
+}
+
 TEST_F(MultiMountTest, LookupReadAheadSeesChangesInTime) {
   constexpr int kFiles = 40;
   for (int i = 0; i < kFiles; ++i) ASSERT_TRUE(WriteFile(A("f" + std::to_string(i)), "x"));
