@@ -453,10 +453,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> ApplyInOrder(std::shared_ptr<std::vector<StagedWrite>> ws, size_t k) {
     if (k == ws->size()) return kj::READY_NOW;
     const StagedWrite& w = (*ws)[k];
-    return WriteFrom(w.ino, w.off, w.data, 0).then([this, ws, k, ino = w.ino](Status s) {
-      if (!s.ok()) staged_errors_.emplace(ino, s);
-      return ApplyInOrder(ws, k + 1);
-    });
+    return WriteFrom(w.ino, w.off, w.data, 0, /*backpressure=*/false)
+        .then([this, ws, k, ino = w.ino](Status s) {
+          if (!s.ok()) staged_errors_.emplace(ino, s);
+          return ApplyInOrder(ws, k + 1);
+        });
   }
 
   // Runs `fn` once every staged write is applied (at once, unless some wait in staged_tail_).
@@ -474,12 +475,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return WriteFrom(ino, off, buf, 0);
   }
 
+  // `backpressure`: once written, flush the file if the mount holds more than max_dirty. Off
+  // for the staged writes applied in order (ApplyInOrder): Flush waits for that very chain.
   kj::Promise<Status> WriteFrom(uint64_t ino, uint64_t off, std::shared_ptr<std::string> buf,
-                                size_t done) {
+                                size_t done, bool backpressure = true) {
     FileState* fs = Find(ino);
     if (!fs) return Status(StatusCode::kNotFound, "file not open");
     if (done >= buf->size()) {
-      if (dirty_bytes_ > o_.max_dirty) return Flush(ino);
+      if (backpressure && dirty_bytes_ > o_.max_dirty) return Flush(ino);
       return Status::Ok();
     }
     const uint64_t cs = fs->chunk_size();
@@ -487,11 +490,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t idx = pos / cs;
     uint32_t in_slot = static_cast<uint32_t>(pos % cs);
     size_t n = std::min<size_t>(buf->size() - done, cs - in_slot);
-    auto apply = [this, ino, idx, in_slot, n, buf, done, off]() -> kj::Promise<Status> {
+    auto apply = [this, ino, idx, in_slot, n, buf, done, off,
+                  backpressure]() -> kj::Promise<Status> {
       FileState* f = Find(ino);
       if (!f) return Status(StatusCode::kNotFound, "file not open");
       ApplyToSlot(*f, idx, in_slot, buf->data() + done, n);
-      return WriteFrom(ino, off, buf, done + n);
+      return WriteFrom(ino, off, buf, done + n, backpressure);
     };
     if (fs->dirty.count(idx)) return apply();
     // First write to this slot: start from its published bytes unless they are all replaced.
