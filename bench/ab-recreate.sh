@@ -24,8 +24,8 @@ for v in old new; do
   for _ in $(seq 50); do mountpoint -q $D/mnt && break; sleep 0.1; done
   echo "== $v round $round"
   python3 "$(dirname "$0")/../../shared/peers/pbtool.py" meta $D/mnt $v 2000
-  python3 "$(dirname "$0")/ctime.py" $D/mnt/re 1000 | sed 's/^/fresh   /'
-  python3 "$(dirname "$0")/ctime.py" $D/mnt/re 1000 | sed 's/^/again   /'
+  python3 "$(dirname "$0")/latency.py" create $D/mnt/re 1000 | sed 's/^/fresh   /'
+  python3 "$(dirname "$0")/latency.py" create $D/mnt/re 1000 | sed 's/^/again   /'
   teardown
   D=
 done; done

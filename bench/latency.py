@@ -5,6 +5,8 @@
   bench/latency.py smallwrite DIR N  N x (open(O_CREAT|O_TRUNC), write 64 KiB, close)
   bench/latency.py smallread DIR N   writes N 64 KiB files, drops caches, then open/read/close
   bench/latency.py stat DIR N        creates N empty files, drops caches, then stats each
+  bench/latency.py create DIR N      N x (open(O_CREAT|O_EXCL), close), then N unlinks; run it
+                                     twice on one DIR to time names removed before (DIR is kept)
 
 Prints the median and 90th percentile of each call. Needs root to drop caches (skipped
 otherwise). Pin the caller with taskset to see where the time goes: on this VM a thread woken
@@ -57,25 +59,38 @@ def pwrite(d, n):
     print("%.0f IOPS with the closing fsync (%.3f s of it)" % (n / (end - start), end - t))
 
 
+def timed_per_file(d, n, names, steps):
+    """Runs steps (a list of functions of the path, each returning what the next one takes)
+    on n files; returns each step's latencies."""
+    lat = [[] for _ in steps]
+    for i in range(n):
+        arg = os.path.join(d, "f%d" % i)
+        for k, step in enumerate(steps):
+            t = time.perf_counter()
+            arg = step(arg)
+            lat[k].append(time.perf_counter() - t)
+    rows = list(zip(names, lat))
+    if len(steps) > 1:
+        rows.append(("total", [sum(x) for x in zip(*lat)]))
+    return rows
+
+
+def unlink_all(d, n):
+    return timed_per_file(d, n, ["unlink"], [os.unlink])
+
+
 def smallwrite(d, n):
     buf = os.urandom(65536)
-    o, w, c = [], [], []
-    for i in range(n):
-        p = os.path.join(d, "f%d" % i)
-        t0 = time.perf_counter()
-        fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-        t1 = time.perf_counter()
+
+    def write(fd):
         os.write(fd, buf)
-        t2 = time.perf_counter()
-        os.close(fd)
-        t3 = time.perf_counter()
-        o.append(t1 - t0)
-        w.append(t2 - t1)
-        c.append(t3 - t2)
-    for i in range(n):
-        os.unlink(os.path.join(d, "f%d" % i))
-    report([("open(O_CREAT)", o), ("write 64 KiB", w), ("close", c),
-            ("total", [a + b + x for a, b, x in zip(o, w, c)])])
+        return fd
+
+    rows = timed_per_file(
+        d, n, ["open(O_CREAT)", "write 64 KiB", "close"],
+        [lambda p: os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644), write, os.close])
+    unlink_all(d, n)
+    report(rows)
 
 
 def smallread(d, n):
@@ -83,49 +98,45 @@ def smallread(d, n):
         with open(os.path.join(d, "f%d" % i), "wb") as f:
             f.write(os.urandom(65536))
     drop_caches()
-    o, r, c = [], [], []
-    for i in range(n):
-        p = os.path.join(d, "f%d" % i)
-        t0 = time.perf_counter()
-        fd = os.open(p, os.O_RDONLY)
-        t1 = time.perf_counter()
+
+    def read_all(fd):
         while os.read(fd, 1 << 20):
             pass
-        t2 = time.perf_counter()
-        os.close(fd)
-        t3 = time.perf_counter()
-        o.append(t1 - t0)
-        r.append(t2 - t1)
-        c.append(t3 - t2)
-    for i in range(n):
-        os.unlink(os.path.join(d, "f%d" % i))
-    report([("open", o), ("read to EOF", r), ("close", c),
-            ("total", [a + b + x for a, b, x in zip(o, r, c)])])
+        return fd
+
+    rows = timed_per_file(d, n, ["open", "read to EOF", "close"],
+                          [lambda p: os.open(p, os.O_RDONLY), read_all, os.close])
+    unlink_all(d, n)
+    report(rows)
+
+
+def create(d, n):
+    rows = timed_per_file(
+        d, n, ["open(O_CREAT)", "close"],
+        [lambda p: os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), os.close])
+    report(rows + unlink_all(d, n))
 
 
 def stat(d, n):
     for i in range(n):
-        open(os.path.join(d, "s%d" % i), "w").close()
+        open(os.path.join(d, "f%d" % i), "w").close()
     drop_caches()
-    lat = []
-    for i in range(n):
-        t = time.perf_counter()
-        os.stat(os.path.join(d, "s%d" % i))
-        lat.append(time.perf_counter() - t)
-    for i in range(n):
-        os.unlink(os.path.join(d, "s%d" % i))
-    report([("stat", lat)])
+    rows = timed_per_file(d, n, ["stat"], [os.stat])
+    unlink_all(d, n)
+    report(rows)
 
 
 def main():
-    cmds = {"pwrite": pwrite, "smallwrite": smallwrite, "smallread": smallread, "stat": stat}
+    cmds = {"pwrite": pwrite, "smallwrite": smallwrite, "smallread": smallread, "stat": stat,
+            "create": create}
     if len(sys.argv) != 4 or sys.argv[1] not in cmds:
         sys.stderr.write(__doc__)
         sys.exit(2)
     d = os.path.join(sys.argv[2], "latency")
     os.makedirs(d, exist_ok=True)
     cmds[sys.argv[1]](d, int(sys.argv[3]))
-    os.rmdir(d)
+    if sys.argv[1] != "create":
+        os.rmdir(d)
 
 
 if __name__ == "__main__":

@@ -460,11 +460,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         });
   }
 
-  // Runs `fn` once every staged write is applied (at once, unless some wait in staged_tail_).
-  kj::Promise<void> AfterStaged(std::function<kj::Promise<void>()> fn) {
+  // Runs `fn` (a request from Submit, a flush) once every staged write is applied: at once,
+  // unless some wait in staged_tail_; after that wait, writes staged meanwhile go first too.
+  template <typename Fn>
+  auto AfterStaged(Fn fn) -> decltype(fn()) {
     DrainStaged();
     KJ_IF_MAYBE (t, staged_tail_) {
-      return t->addBranch().then([fn = std::move(fn)]() { return fn(); });
+      return t->addBranch().then(
+          [this, fn = kj::mv(fn)]() mutable { return AfterStaged(kj::mv(fn)); });
     }
     return fn();
   }
@@ -536,10 +539,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // Uploads every dirty slot and publishes the layout (close, fsync, release). Concurrent
   // flushes of one file queue behind each other.
   kj::Promise<Status> Flush(uint64_t ino) {
-    DrainStaged();
-    KJ_IF_MAYBE (t, staged_tail_) {
-      return t->addBranch().then([this, ino]() { return Flush(ino); });
-    }
+    return AfterStaged([this, ino]() { return FlushApplied(ino); });
+  }
+
+  // Flush, once every staged write is applied.
+  kj::Promise<Status> FlushApplied(uint64_t ino) {
     auto failed = staged_errors_.find(ino);
     if (failed != staged_errors_.end()) {
       Status s = failed->second;
