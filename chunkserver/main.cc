@@ -121,6 +121,7 @@ int Run(int argc, char** argv) {
   std::string id, listen, data, cluster_path = "/etc/quorumfs/cluster.conf";
   bool rejoin = false;
   int disk_threads = 4;
+  bool buffered_chunks = false;
   app.add_option("--id", id, "this node's id in the cluster file")->required();
   app.add_option("--listen", listen,
                  "address to listen on, host:port (default: the node's address)");
@@ -129,6 +130,9 @@ int Run(int argc, char** argv) {
   app.add_flag("--rejoin", rejoin,
                "this node lost its data: serve, but do not vote until fsck --repair refills it");
   app.add_option("--disk-threads", disk_threads, "threads for chunk I/O")->check(CLI::Range(1, 64));
+  app.add_flag("--buffered-chunks", buffered_chunks,
+               "write chunk files through the page cache instead of with O_DIRECT (fresh "
+               "chunks stay cached for reads; every byte costs a kernel copy)");
   CLI11_PARSE(app, argc, argv);
   // Before any thread starts (the disk and sync threads), so every thread has them blocked and
   // the event loop alone receives them.
@@ -153,7 +157,7 @@ int Run(int argc, char** argv) {
   }
   bool voting = ::access(rejoin_marker.c_str(), F_OK) != 0;
 
-  auto chunks = ChunkStore::Open(data);
+  auto chunks = ChunkStore::Open(data, /*direct_io=*/!buffered_chunks);
   if (!chunks.ok()) Die(chunks.status().message());
   auto records = RecordStore::Open(data + "/meta");
   if (!records.ok()) Die(records.status().message());

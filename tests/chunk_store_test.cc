@@ -1,5 +1,6 @@
 #include "chunkserver/chunk_store.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -8,6 +9,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <thread>
 
 namespace quorumfs {
@@ -170,6 +172,41 @@ TEST_F(ChunkStoreTest, CorruptReplicaIsQuarantined) {
   ASSERT_TRUE(bad.ok());
   EXPECT_TRUE(*bad);
   EXPECT_FALSE((*store)->Has(id));
+}
+
+// Chunks are written with O_DIRECT from an aligned buffer padded to 4 KiB, then truncated to
+// their size: every size must come back byte for byte, with the right file size, whichever
+// way the store writes (--buffered-chunks writes through the page cache).
+TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
+  for (bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "O_DIRECT" : "buffered");
+    std::string dir = dir_ + (direct ? "/direct" : "/buffered");
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    auto store = ChunkStore::Open(dir, direct);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    std::mt19937_64 rng(42);
+    for (size_t size : {size_t{0}, size_t{1}, size_t{4095}, size_t{4096}, size_t{4097},
+                        size_t{65536 + 17}, size_t{1 << 20}, size_t{(3 << 20) + 5}}) {
+      SCOPED_TRACE(size);
+      std::string data(size, '\0');
+      for (char& c : data) c = static_cast<char>(rng());
+      ChunkId id = ChunkId::Of(data);
+      ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+      struct stat st;
+      ASSERT_EQ(::stat((*store)->PathOf(id).c_str(), &st), 0);
+      EXPECT_EQ(static_cast<size_t>(st.st_size), size);
+      auto got = (*store)->Get(id);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_TRUE(*got == data);
+    }
+    // A file system that takes O_DIRECT (this one, if a probe file opens with it) keeps it.
+    int probe = ::open((dir + "/probe").c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+    bool fs_direct = probe >= 0;
+    if (probe >= 0) ::close(probe);
+    EXPECT_EQ((*store)->direct_io(), direct && fs_direct);
+    // Nothing is left in tmp/.
+    EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir + "/tmp')\"").c_str()), 0);
+  }
 }
 
 // A full disk is an ENOSPC-style error, never a crash or a partial chunk. Uses a small tmpfs
