@@ -663,6 +663,7 @@ class Namespace::Impl {
   // reads that inode beside the entry instead of after it. A hint only: when the entry names
   // another inode, that one is read after all.
   std::unordered_map<std::string, uint64_t> entry_hints_;
+  uint64_t unlinks_without_reads_ = 0;
   void NoteEntry(const std::string& key, uint64_t ino) {
     if (entry_hints_.size() >= 16384) entry_hints_.clear();
     entry_hints_[key] = ino;
@@ -946,30 +947,67 @@ class Namespace::Impl {
     };
   }
 
+  // The entry and the inode it names as this client last wrote them, when the one-round cache
+  // holds both (see Proposer::PeekPrepared) and they show a live non-directory with one link
+  // and no pending transaction; nullopt otherwise.
+  std::optional<std::pair<DirEntry, Inode>> CachedUnlinkTarget(const std::string& entry_key) {
+    if (o_.observe_only) return std::nullopt;
+    auto cached = [this](const std::string& key) -> std::optional<MetaRecord> {
+      auto payload = proposer_.PeekPrepared(key);
+      if (!payload) return std::nullopt;
+      auto rec = MetaRecord::DecodeOptional(payload);
+      if (!rec.ok() || rec->intent) return std::nullopt;
+      return std::move(rec).value();
+    };
+    auto e = cached(entry_key);
+    if (!e || !e->entry() || e->entry()->type == FileType::kDirectory) return std::nullopt;
+    auto in = cached(InodeKey(e->entry()->ino));
+    if (!in || !in->inode()) return std::nullopt;
+    const Inode& inode = *in->inode();
+    if (inode.ino != e->entry()->ino || inode.state != InodeState::kLive || inode.nlink != 1)
+      return std::nullopt;
+    return std::make_pair(*e->entry(), inode);
+  }
+
   Status DoUnlink(kj::WaitScope& ws, uint64_t parent, const std::string& name, bool held_open,
                   uint64_t holder) {
     QFS_RETURN_IF_ERROR(ValidateName(name));
     return RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
       const std::string entry_key = DirEntryKey(parent, name);
-      std::optional<uint64_t> hint;
-      if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
-      std::optional<kj::Promise<Result<Inode>>> hinted;
-      if (hint) {
-        hinted = fibers_.startFiber(
-            [this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
+      DirEntry entry;
+      Inode target;
+      if (auto cached = CachedUnlinkTarget(entry_key)) {
+        // This client wrote the entry and the inode last and still holds both promises: no
+        // reads. The tombstone's one-round accept proves the entry unchanged (or falls back and
+        // its check fails: Conflict, and the retry reads). The link count that picks the path
+        // below is this client's last view; if another client linked the file since, the
+        // last-link path runs and its count change lowers nlink from the current value, which
+        // leaves what the transaction would (only a crash in between differs, count high).
+        entry = cached->first;
+        target = std::move(cached->second);
+        entry_hints_.erase(entry_key);
+        ++unlinks_without_reads_;
+      } else {
+        std::optional<uint64_t> hint;
+        if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
+        std::optional<kj::Promise<Result<Inode>>> hinted;
+        if (hint) {
+          hinted = fibers_.startFiber(
+              [this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
+        }
+        auto e = ReadVisible(ws, entry_key);
+        std::optional<Result<Inode>> target_r;
+        if (hinted) target_r = hinted->wait(ws);  // always waited: never cancelled midway
+        if (!e.ok()) return e.status();
+        if (!e->entry()) return NotFound(name + ": no such entry");
+        entry = *e->entry();
+        if (entry.type == FileType::kDirectory)
+          return Status(StatusCode::kIsDirectory, "is a directory");
+        if (!hint || *hint != entry.ino) target_r = ReadInode(ws, entry.ino);
+        entry_hints_.erase(entry_key);
+        if (!target_r->ok()) return target_r->status();
+        target = std::move(*target_r).value();
       }
-      auto e = ReadVisible(ws, entry_key);
-      std::optional<Result<Inode>> target_r;
-      if (hinted) target_r = hinted->wait(ws);  // always waited: never cancelled midway
-      if (!e.ok()) return e.status();
-      if (!e->entry()) return NotFound(name + ": no such entry");
-      DirEntry entry = *e->entry();
-      if (entry.type == FileType::kDirectory)
-        return Status(StatusCode::kIsDirectory, "is a directory");
-      if (!hint || *hint != entry.ino) target_r = ReadInode(ws, entry.ino);
-      entry_hints_.erase(entry_key);
-      if (!target_r->ok()) return target_r->status();
-      Inode target = std::move(*target_r).value();
       const uint64_t op = NewId();
       int64_t now = Now();
       auto parent_fn = DirChange(op, [now](Inode& d) -> Status {
@@ -1722,6 +1760,8 @@ Namespace::Namespace(Proposer& proposer, InodeAllocator& allocator, RecordLister
 Namespace::~Namespace() = default;
 
 #define QFS_FIBER(T, body) impl_->Run<T>([ =, impl = impl_.get() ](kj::WaitScope & ws) -> T body)
+
+uint64_t Namespace::unlinks_without_reads() const { return impl_->unlinks_without_reads_; }
 
 kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
   return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });

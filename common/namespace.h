@@ -223,6 +223,9 @@ class Namespace {
 
   uint64_t client_id() const { return options_.client_id; }
   const NamespaceOptions& options() const { return options_; }
+  // Unlinks that read nothing first (this client wrote the entry and inode last; for tests).
+  // Loop thread only.
+  uint64_t unlinks_without_reads() const;
 
   class Impl;
 

@@ -244,6 +244,18 @@ std::optional<Proposer::Prepared> Proposer::TakePrepared(const std::string& key)
   return std::nullopt;
 }
 
+std::optional<std::string> Proposer::PeekPrepared(const std::string& key) const {
+  if (!options_.one_round_changes) return std::nullopt;
+  for (const auto* gen : {&prepared_, &prepared_old_}) {
+    auto it = gen->find(key);
+    if (it == gen->end()) continue;
+    auto env = RecordEnvelope::Decode(*it->second.value);
+    if (!env.ok()) return std::nullopt;
+    return std::move(env->payload);
+  }
+  return std::nullopt;
+}
+
 void Proposer::NoteWritten(const std::string& key) {
   if (known_written_.size() >= options_.one_round_cache / 2) known_written_.clear();
   known_written_.insert(key);

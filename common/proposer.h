@@ -134,6 +134,12 @@ class Proposer {
   // REQUIRES: f(nullopt) writes `payload`.
   kj::Promise<Result<RecordValue>> CreateShared(std::string key, std::string payload, ChangeFn f);
 
+  // The payload this proposer last wrote to `key`, if it still holds the promise of that write
+  // (the one-round cache): the record's value unless another proposer has changed it since.
+  // A guess only: a change made from it is checked by its one-round accept, which fails (and
+  // falls back to the full protocol, where f sees the current value) if the guess is stale.
+  std::optional<std::string> PeekPrepared(const std::string& key) const;
+
   struct Counters {
     uint64_t changes = 0, fast_reads = 0, slow_reads = 0, conflicts = 0, unknown = 0;
     uint64_t one_round = 0, one_round_failed = 0, first_writes = 0;

@@ -738,6 +738,64 @@ TEST_F(NamespaceTest, UnlinkAfterAnotherClientReplacedTheName) {
   EXPECT_EQ(Attr(top_).entry_count, 1u);
 }
 
+// An unlink of a file this client created (and nobody changed since) reads nothing: the entry
+// and the inode are what its last writes made them, and the one-round cache holds both. When
+// another client changed either in between, the unlink must still act on the current state.
+TEST_F(NamespaceTest, UnlinkOfAFileThisClientWroteLastReadsNothing) {
+  auto reads = [this]() {
+    return fs_->client().RunSync<uint64_t>([&] {
+      const auto& c = fs_->client().proposer().counters();
+      return c.fast_reads + c.slow_reads;
+    });
+  };
+  auto without_reads = [this]() {
+    return fs_->client().RunSync<uint64_t>(
+        [&] { return fs_->client().ns().unlinks_without_reads(); });
+  };
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "mine"));
+  uint64_t r0 = reads(), n0 = without_reads();
+  ASSERT_OK(fs_->Unlink(top_, "mine"));
+  EXPECT_EQ(reads(), r0);
+  EXPECT_EQ(without_reads(), n0 + 1);
+  EXPECT_CODE(fs_->Lookup(top_, "mine"), kNotFound);
+  auto gone = fs_->GetAttr(f.ino);
+  if (gone.ok()) {
+    EXPECT_EQ(gone->nlink, 0u);
+  }
+  EXPECT_EQ(Attr(top_).entry_count, 0u);
+
+  ClusterClient other_client(cluster_->config(), Options());
+  Fs other(other_client);
+  // Another client renamed a file over the name: the cached entry is stale, the tombstone's
+  // check fails, and the retry reads and removes what the name names now.
+  ASSERT_OK_AND_ASSIGN(Inode mine, fs_->File(top_, "x"));
+  ASSERT_OK_AND_ASSIGN(Inode theirs, other.File(top_, "y"));
+  ASSERT_OK(other.Rename(top_, "y", top_, "x"));
+  ASSERT_OK(fs_->Unlink(top_, "x"));
+  EXPECT_CODE(other.Lookup(top_, "x"), kNotFound);
+  for (uint64_t ino : {mine.ino, theirs.ino}) {
+    auto in = other.GetAttr(ino);
+    if (in.ok()) {
+      EXPECT_EQ(in->nlink, 0u) << ino;
+    }
+  }
+  EXPECT_EQ(Attr(top_).entry_count, 0u);
+
+  // Another client gave the file a second name: the cached link count (1) is stale; the other
+  // name and the file stay, with one link.
+  ASSERT_OK_AND_ASSIGN(Inode g, fs_->File(top_, "a"));
+  ASSERT_OK(other.Link(g.ino, top_, "b").status());
+  ASSERT_OK(fs_->Unlink(top_, "a"));
+  EXPECT_CODE(other.Lookup(top_, "a"), kNotFound);
+  ASSERT_OK_AND_ASSIGN(Inode via_b, other.Lookup(top_, "b"));
+  EXPECT_EQ(via_b.ino, g.ino);
+  EXPECT_EQ(via_b.nlink, 1u);
+  EXPECT_EQ(via_b.state, InodeState::kLive);
+  EXPECT_EQ(Attr(top_).entry_count, 1u);
+  ASSERT_OK(other.Unlink(top_, "b"));
+  EXPECT_EQ(Attr(top_).entry_count, 0u);
+}
+
 // A client's second create in a directory skips the reads of the parent and the entry, using
 // the setgid bit and group it saw before; another client's chmod/chgrp of the directory in
 // between must still decide the new inode's group, and an existing name must still be EEXIST
