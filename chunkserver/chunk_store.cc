@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -185,16 +186,22 @@ Status ChunkStore::WriteChunkFile(const std::string& tmp, const void* data, size
   if (direct_io_.load()) {
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0644);
     if (fd < 0 && errno != EINVAL) return ErrnoStatus("create " + tmp, errno);
+    bool unsupported = fd < 0;
     if (fd >= 0) {
-      bool unsupported = false;
       Status s = WriteDirect(fd, data, size, tmp, &unsupported);
       if (s.ok() && ::fdatasync(fd) != 0) s = ErrnoStatus("fdatasync " + tmp, errno);
       ::close(fd);
       if (!unsupported) return s;
-      ::unlink(tmp.c_str());
     }
-    // The file system (or its block size) does not take O_DIRECT: buffered from now on.
-    direct_io_.store(false);
+    // The file system refused O_DIRECT (an open refused that way may still have created the
+    // file): buffered from now on, starting with this put.
+    ::unlink(tmp.c_str());
+    if (direct_io_.exchange(false)) {
+      std::fprintf(stderr,
+                   "quorumfs-chunkserver: %s/chunks refuses O_DIRECT; writing chunks "
+                   "through the page cache\n",
+                   dir_.c_str());
+    }
   }
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("create " + tmp, errno);
@@ -206,48 +213,59 @@ Status ChunkStore::WriteChunkFile(const std::string& tmp, const void* data, size
 
 Status ChunkStore::WriteDirect(int fd, const void* data, size_t size, const std::string& path,
                                bool* unsupported) {
-  // One aligned buffer per worker thread, kept for the thread's life: a buffer allocated per
-  // put would be fresh memory, which costs a page fault per page (and on a VM that returns
-  // free memory to its host, a trip to the host).
-  struct Aligned {
-    char* p = nullptr;
-    size_t cap = 0;
-    ~Aligned() { std::free(p); }
-  };
-  thread_local Aligned buf;
-  const size_t padded = (size + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-  if (buf.cap < padded) {
-    void* p = nullptr;
-    if (::posix_memalign(&p, kDirectAlign, padded) != 0) {
-      return Status(StatusCode::kIoError,
-                    "out of memory for a " + std::to_string(padded) + "-byte write buffer");
-    }
-    std::free(buf.p);
-    buf.p = static_cast<char*>(p);
-    buf.cap = padded;
-  }
-  if (size > 0) std::memcpy(buf.p, data, size);
-  std::memset(buf.p + size, 0, padded - size);
+  // The whole 4 KiB blocks go from an aligned buffer with O_DIRECT; a partial last block is
+  // then written through the page cache (padding it and truncating afterwards would make the
+  // file system read that block back to zero its tail).
+  const size_t head = size / kDirectAlign * kDirectAlign;
   size_t done = 0;
-  while (done < padded) {
-    ssize_t n = ::pwrite(fd, buf.p + done, padded - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EINVAL && done == 0) {
-      *unsupported = true;
-      return Status(StatusCode::kIoError, "O_DIRECT refused");
+  if (head > 0) {
+    // One aligned buffer per disk thread, kept for the thread's life (as large as the largest
+    // chunk it wrote): a buffer allocated per put would be fresh memory, a page fault per page
+    // (and on a VM that hands free memory back to its host, a trip to the host).
+    struct Aligned {
+      char* p = nullptr;
+      size_t cap = 0;
+      ~Aligned() { std::free(p); }
+    };
+    thread_local Aligned buf;
+    if (buf.cap < head) {
+      void* p = nullptr;
+      if (::posix_memalign(&p, kDirectAlign, head) != 0) {
+        return Status(StatusCode::kIoError,
+                      "out of memory for a " + std::to_string(head) + "-byte write buffer");
+      }
+      std::free(buf.p);
+      buf.p = static_cast<char*>(p);
+      buf.cap = head;
     }
-    if (n < 0) return ErrnoStatus("write " + path, errno);
-    if (n == 0 || n % kDirectAlign != 0) {
-      // A short direct write (the disk filled midway): the rest cannot continue aligned.
-      return Status(StatusCode::kNoSpace, "write " + path + ": short write of " +
-                                              std::to_string(done + static_cast<size_t>(n)) +
-                                              " of " + std::to_string(padded) + " bytes");
+    std::memcpy(buf.p, data, head);
+    while (done < head) {
+      ssize_t n = ::pwrite(fd, buf.p + done, head - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL) {
+        *unsupported = true;  // the caller starts over without O_DIRECT
+        return Status(StatusCode::kIoError, "O_DIRECT refused");
+      }
+      if (n < 0) return ErrnoStatus("write " + path, errno);
+      if (n == 0) return Status(StatusCode::kIoError, "write " + path + ": wrote nothing");
+      done += static_cast<size_t>(n);
+      if (done % kDirectAlign != 0) break;  // a short write off a block boundary: rest buffered
     }
-    done += static_cast<size_t>(n);
   }
-  // The padding goes: the file's size is part of what fdatasync makes durable.
-  if (padded != size && ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    return ErrnoStatus("truncate " + path, errno);
+  if (done < size) {
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_DIRECT) != 0) {
+      return ErrnoStatus("fcntl " + path, errno);
+    }
+    const char* p = static_cast<const char*>(data) + done;
+    while (done < size) {
+      ssize_t n = ::pwrite(fd, p, size - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoStatus("write " + path, errno);
+      if (n == 0) return Status(StatusCode::kIoError, "write " + path + ": wrote nothing");
+      done += static_cast<size_t>(n);
+      p += n;
+    }
   }
   return Status::Ok();
 }

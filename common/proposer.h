@@ -134,8 +134,9 @@ class Proposer {
   // REQUIRES: f(nullopt) writes `payload`.
   kj::Promise<Result<RecordValue>> CreateShared(std::string key, std::string payload, ChangeFn f);
 
-  // The payload this proposer last wrote to `key`, if it still holds the promise of that write
-  // (the one-round cache): the record's value unless another proposer has changed it since.
+  // The payload of `key` in the one-round cache (what this proposer's last write of it that
+  // reached a read quorum left there, its own change or a value its full protocol wrote back):
+  // the record's value unless another proposer has changed it since.
   // A guess only: a change made from it is checked by its one-round accept, which fails (and
   // falls back to the full protocol, where f sees the current value) if the guess is stale.
   std::optional<std::string> PeekPrepared(const std::string& key) const;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -199,14 +200,50 @@ TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
       ASSERT_TRUE(got.ok()) << got.status().ToString();
       EXPECT_TRUE(*got == data);
     }
-    // A file system that takes O_DIRECT (this one, if a probe file opens with it) keeps it.
+    // A file system that takes O_DIRECT (this one, if a probe file opens and writes with it)
+    // keeps it.
     int probe = ::open((dir + "/probe").c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
     bool fs_direct = probe >= 0;
-    if (probe >= 0) ::close(probe);
+    if (probe >= 0) {
+      void* block = nullptr;
+      ASSERT_EQ(::posix_memalign(&block, 4096, 4096), 0);
+      std::memset(block, 0, 4096);
+      fs_direct = ::pwrite(probe, block, 4096, 0) == 4096;
+      std::free(block);
+      ::close(probe);
+    }
     EXPECT_EQ((*store)->direct_io(), direct && fs_direct);
     // Nothing is left in tmp/.
     EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir + "/tmp')\"").c_str()), 0);
   }
+}
+
+// A file system that refuses O_DIRECT (ramfs does; so do tmpfs before Linux 6.6 and some FUSE
+// and overlay file systems) gets the chunk written through the page cache, from its first put
+// on: no failed put, nothing left in tmp/ (the refused open may have created the file).
+TEST_F(ChunkStoreTest, FileSystemWithoutODirectFallsBackToBuffered) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test mounts a ramfs and needs root (CI runs as root)";
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+  ASSERT_EQ(::mount("ramfs", dir_.c_str(), "ramfs", 0, nullptr), 0);
+  int probe = ::open((dir_ + "/probe").c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+  ASSERT_LT(probe, 0) << "ramfs took O_DIRECT here: this test cannot see the fallback";
+  ::unlink((dir_ + "/probe").c_str());
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE((*store)->direct_io());
+  for (size_t size : {size_t{1 << 20}, size_t{5000}, size_t{100}}) {
+    std::string data(size, static_cast<char>('a' + size % 26));
+    ChunkId id = ChunkId::Of(data);
+    Status s = (*store)->Put(id, data.data(), data.size(), "");
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    auto got = (*store)->Get(id);
+    ASSERT_TRUE(got.ok());
+    EXPECT_TRUE(*got == data);
+  }
+  EXPECT_FALSE((*store)->direct_io());
+  EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir_ + "/tmp')\"").c_str()), 0);
+  ::umount2(dir_.c_str(), MNT_DETACH);
 }
 
 // A full disk is an ENOSPC-style error, never a crash or a partial chunk. Uses a small tmpfs
