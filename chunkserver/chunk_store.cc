@@ -8,11 +8,15 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
 
 namespace quorumfs {
 namespace {
@@ -228,7 +232,8 @@ Status ChunkStore::WriteDirect(int fd, const void* data, size_t size, const std:
       ~Aligned() { std::free(p); }
     };
     thread_local Aligned buf;
-    if (buf.cap < head) {
+    const bool aligned_source = reinterpret_cast<uintptr_t>(data) % kDirectAlign == 0;
+    if (!aligned_source && buf.cap < head) {
       void* p = nullptr;
       if (::posix_memalign(&p, kDirectAlign, head) != 0) {
         return Status(StatusCode::kIoError,
@@ -238,9 +243,13 @@ Status ChunkStore::WriteDirect(int fd, const void* data, size_t size, const std:
       buf.p = static_cast<char*>(p);
       buf.cap = head;
     }
-    std::memcpy(buf.p, data, head);
+    const char* src = static_cast<const char*>(data);
+    if (!aligned_source) {
+      std::memcpy(buf.p, data, head);
+      src = buf.p;
+    }
     while (done < head) {
-      ssize_t n = ::pwrite(fd, buf.p + done, head - done, static_cast<off_t>(done));
+      ssize_t n = ::pwrite(fd, src + done, head - done, static_cast<off_t>(done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EINVAL) {
         *unsupported = true;  // the caller starts over without O_DIRECT
@@ -307,12 +316,72 @@ Status ChunkStore::WriteHint(const ChunkId& id, const std::string& hint) {
   return s;
 }
 
-Result<std::string> ChunkStore::Get(const ChunkId& id) {
-  QFS_ASSIGN_OR_RETURN(Bytes b, Read(id));
-  return std::string(b.data.get(), b.size);
+namespace {
+
+struct BufferPool {
+  std::mutex mu;
+  std::vector<std::pair<char*, size_t>> free;  // (buffer, capacity)
+  size_t bytes = 0;
+};
+
+BufferPool& Pool() {
+  static BufferPool* pool = new BufferPool;  // never destroyed: buffers may outlive statics
+  return *pool;
 }
 
-Result<ChunkStore::Bytes> ChunkStore::Read(const ChunkId& id) {
+}  // namespace
+
+std::shared_ptr<ChunkBuffer> ChunkBuffer::Take(size_t size) {
+  constexpr size_t kGrain = 64 << 10;
+  const size_t cap = std::max<size_t>(kGrain, (size + kGrain - 1) / kGrain * kGrain);
+  {
+    BufferPool& pool = Pool();
+    std::lock_guard<std::mutex> lock(pool.mu);
+    // The smallest free buffer that fits and is not more than twice as large.
+    size_t best = pool.free.size();
+    for (size_t i = 0; i < pool.free.size(); ++i) {
+      size_t c = pool.free[i].second;
+      if (c >= size && c <= 2 * cap && (best == pool.free.size() || c < pool.free[best].second))
+        best = i;
+    }
+    if (best != pool.free.size()) {
+      auto [p, c] = pool.free[best];
+      pool.free[best] = pool.free.back();
+      pool.free.pop_back();
+      pool.bytes -= c;
+      return std::shared_ptr<ChunkBuffer>(new ChunkBuffer(p, c, size));
+    }
+  }
+  void* p = nullptr;
+  if (::posix_memalign(&p, kAlign, cap) != 0) throw std::bad_alloc();
+  return std::shared_ptr<ChunkBuffer>(new ChunkBuffer(static_cast<char*>(p), cap, size));
+}
+
+ChunkBuffer::~ChunkBuffer() {
+  BufferPool& pool = Pool();
+  {
+    std::lock_guard<std::mutex> lock(pool.mu);
+    if (pool.bytes + cap_ <= kPoolBytes) {
+      pool.free.emplace_back(p_, cap_);
+      pool.bytes += cap_;
+      return;
+    }
+  }
+  std::free(p_);
+}
+
+size_t ChunkBuffer::pooled_bytes() {
+  BufferPool& pool = Pool();
+  std::lock_guard<std::mutex> lock(pool.mu);
+  return pool.bytes;
+}
+
+Result<std::string> ChunkStore::Get(const ChunkId& id) {
+  QFS_ASSIGN_OR_RETURN(std::shared_ptr<ChunkBuffer> b, Read(id));
+  return std::string(b->data(), b->size());
+}
+
+Result<std::shared_ptr<ChunkBuffer>> ChunkStore::Read(const ChunkId& id) {
   std::string path = PathOf(id);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -325,12 +394,10 @@ Result<ChunkStore::Bytes> ChunkStore::Read(const ChunkId& id) {
     ::close(fd);
     return ErrnoStatus("stat " + path, err);
   }
-  Bytes out;
-  out.size = static_cast<size_t>(st.st_size);
-  out.data.reset(new char[std::max<size_t>(out.size, 1)]);
+  auto out = ChunkBuffer::Take(static_cast<size_t>(st.st_size));
   size_t done = 0;
-  while (done < out.size) {
-    ssize_t n = ::pread(fd, out.data.get() + done, out.size - done, static_cast<off_t>(done));
+  while (done < out->size()) {
+    ssize_t n = ::pread(fd, out->data() + done, out->size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       int err = n < 0 ? errno : EIO;

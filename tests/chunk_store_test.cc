@@ -189,16 +189,24 @@ TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
     for (size_t size : {size_t{0}, size_t{1}, size_t{4095}, size_t{4096}, size_t{4097},
                         size_t{65536 + 17}, size_t{1 << 20}, size_t{(3 << 20) + 5}}) {
       SCOPED_TRACE(size);
-      std::string data(size, '\0');
-      for (char& c : data) c = static_cast<char>(rng());
-      ChunkId id = ChunkId::Of(data);
-      ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
-      struct stat st;
-      ASSERT_EQ(::stat((*store)->PathOf(id).c_str(), &st), 0);
-      EXPECT_EQ(static_cast<size_t>(st.st_size), size);
-      auto got = (*store)->Get(id);
-      ASSERT_TRUE(got.ok()) << got.status().ToString();
-      EXPECT_TRUE(*got == data);
+      // From an ordinary buffer (copied to an aligned one for O_DIRECT) and from a page-aligned
+      // pooled one (written as it is, as the server does).
+      for (bool pooled : {false, true}) {
+        SCOPED_TRACE(pooled ? "pooled source" : "string source");
+        std::string data(size, '\0');
+        for (char& c : data) c = static_cast<char>(rng());
+        ChunkId id = ChunkId::Of(data);
+        std::shared_ptr<ChunkBuffer> buf = ChunkBuffer::Take(size);
+        if (size > 0) std::memcpy(buf->data(), data.data(), size);
+        const char* src = pooled ? buf->data() : data.data();
+        ASSERT_TRUE((*store)->Put(id, src, size, "").ok());
+        struct stat st;
+        ASSERT_EQ(::stat((*store)->PathOf(id).c_str(), &st), 0);
+        EXPECT_EQ(static_cast<size_t>(st.st_size), size);
+        auto got = (*store)->Get(id);
+        ASSERT_TRUE(got.ok()) << got.status().ToString();
+        EXPECT_TRUE(*got == data);
+      }
     }
     // A file system that takes O_DIRECT (this one, if a probe file opens and writes with it)
     // keeps it.
@@ -216,6 +224,29 @@ TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
     // Nothing is left in tmp/.
     EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir + "/tmp')\"").c_str()), 0);
   }
+}
+
+// Chunk buffers are page-aligned and reused: a buffer given back is taken again by the next
+// request of a size it fits, and the pool keeps at most kPoolBytes of free buffers.
+TEST(ChunkBufferTest, AlignedReusedAndBounded) {
+  char* first = nullptr;
+  {
+    auto a = ChunkBuffer::Take((5 << 20) + 12345);  // a size no other test in this process uses
+    ASSERT_EQ(a->size(), size_t{(5 << 20) + 12345});
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a->data()) % ChunkBuffer::kAlign, 0u);
+    std::memset(a->data(), 7, a->size());
+    first = a->data();
+  }
+  auto b = ChunkBuffer::Take((5 << 20) + 100);
+  EXPECT_EQ(b->data(), first);
+  EXPECT_EQ(b->size(), size_t{(5 << 20) + 100});
+  b.reset();
+  {
+    std::vector<std::shared_ptr<ChunkBuffer>> many;
+    for (int i = 0; i < 100; ++i) many.push_back(ChunkBuffer::Take(1 << 20));  // 100 MiB
+  }
+  EXPECT_LE(ChunkBuffer::pooled_bytes(), ChunkBuffer::kPoolBytes);
+  EXPECT_GE(ChunkBuffer::pooled_bytes(), ChunkBuffer::kPoolBytes / 2);
 }
 
 // A file system that refuses O_DIRECT (ramfs does; so do tmpfs before Linux 6.6 and some FUSE
