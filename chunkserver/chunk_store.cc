@@ -220,33 +220,16 @@ Status ChunkStore::WriteDirect(int fd, const void* data, size_t size, const std:
   // The whole 4 KiB blocks go from an aligned buffer with O_DIRECT; a partial last block is
   // then written through the page cache (padding it and truncating afterwards would make the
   // file system read that block back to zero its tail).
-  const size_t head = size / kDirectAlign * kDirectAlign;
+  const size_t head = size / ChunkBuffer::kAlign * ChunkBuffer::kAlign;
   size_t done = 0;
   if (head > 0) {
-    // One aligned buffer per disk thread, kept for the thread's life (as large as the largest
-    // chunk it wrote): a buffer allocated per put would be fresh memory, a page fault per page
-    // (and on a VM that hands free memory back to its host, a trip to the host).
-    struct Aligned {
-      char* p = nullptr;
-      size_t cap = 0;
-      ~Aligned() { std::free(p); }
-    };
-    thread_local Aligned buf;
-    const bool aligned_source = reinterpret_cast<uintptr_t>(data) % kDirectAlign == 0;
-    if (!aligned_source && buf.cap < head) {
-      void* p = nullptr;
-      if (::posix_memalign(&p, kDirectAlign, head) != 0) {
-        return Status(StatusCode::kIoError,
-                      "out of memory for a " + std::to_string(head) + "-byte write buffer");
-      }
-      std::free(buf.p);
-      buf.p = static_cast<char*>(p);
-      buf.cap = head;
-    }
+    // The server hands over pooled, page-aligned buffers; any other source is copied into one.
     const char* src = static_cast<const char*>(data);
-    if (!aligned_source) {
-      std::memcpy(buf.p, data, head);
-      src = buf.p;
+    std::shared_ptr<ChunkBuffer> copy;
+    if (reinterpret_cast<uintptr_t>(src) % ChunkBuffer::kAlign != 0) {
+      copy = ChunkBuffer::Take(head);
+      std::memcpy(copy->data(), src, head);
+      src = copy->data();
     }
     while (done < head) {
       ssize_t n = ::pwrite(fd, src + done, head - done, static_cast<off_t>(done));
@@ -258,7 +241,8 @@ Status ChunkStore::WriteDirect(int fd, const void* data, size_t size, const std:
       if (n < 0) return ErrnoStatus("write " + path, errno);
       if (n == 0) return Status(StatusCode::kIoError, "write " + path + ": wrote nothing");
       done += static_cast<size_t>(n);
-      if (done % kDirectAlign != 0) break;  // a short write off a block boundary: rest buffered
+      if (done % ChunkBuffer::kAlign != 0)
+        break;  // a short write off a block boundary: rest buffered
     }
   }
   if (done < size) {

@@ -2,7 +2,7 @@
 // Thread-safe; every method blocks on the disk and runs on a worker thread, never the RPC loop.
 //
 // Durability: a put writes <data>/tmp/<unique> (its whole 4 KiB blocks with O_DIRECT from a
-// per-thread aligned buffer where the file system allows it), fdatasyncs it, renames it into place
+// page-aligned ChunkBuffer where the file system allows it), fdatasyncs it, renames it into place
 // and fsyncs the directory before returning, so an acknowledged chunk survives a crash. A put of an
 // id already stored does not rewrite it; it sets the file's mtime (the last-put time that GC
 // compares, DESIGN.md "Chunks") and fsyncs the file. A failed put (disk full, I/O error)
@@ -106,11 +106,10 @@ class ChunkStore {
   // directory in this process's life.
   Status EnsurePrefixDir(const std::string& hex);
   // Writes and fdatasyncs a new file `tmp` holding `data`: its whole 4 KiB blocks with O_DIRECT
-  // while the file system takes it (the bytes go from an aligned buffer to the disk without the
+  // while the file system takes it (the bytes go from a ChunkBuffer to the disk without the
   // page-cache copy that was most of a chunkserver's CPU time in a sequential write), else
   // buffered; a partial last block is always written buffered.
   Status WriteChunkFile(const std::string& tmp, const void* data, size_t size);
-  static constexpr size_t kDirectAlign = 4096;
   // *unsupported: the file system refused O_DIRECT (EINVAL); the caller writes buffered.
   static Status WriteDirect(int fd, const void* data, size_t size, const std::string& path,
                             bool* unsupported);

@@ -23,6 +23,17 @@ class ChunkStoreTest : public ::testing::Test {
     dir_ = ::mkdtemp(tmpl);
   }
   void TearDown() override { (void)std::system(("rm -rf '" + dir_ + "'").c_str()); }
+  // Mounts a fresh file system of `type` over dir_, in a private mount namespace so that it
+  // goes away with the test process. Needs root, which CI has.
+  void MountOverDir(const std::string& type, const char* options) {
+    ASSERT_EQ(::geteuid(), 0u) << "this test mounts a " << type << " and needs root";
+    ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
+    ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+    ASSERT_EQ(::mount(type.c_str(), dir_.c_str(), type.c_str(), 0, options), 0);
+  }
+  static bool EmptyDir(const std::string& dir) {
+    return std::system(("test -z \"$(ls -A '" + dir + "')\"").c_str()) == 0;
+  }
   std::string dir_;
 };
 
@@ -222,7 +233,7 @@ TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
     }
     EXPECT_EQ((*store)->direct_io(), direct && fs_direct);
     // Nothing is left in tmp/.
-    EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir + "/tmp')\"").c_str()), 0);
+    EXPECT_TRUE(EmptyDir(dir + "/tmp"));
   }
 }
 
@@ -253,10 +264,7 @@ TEST(ChunkBufferTest, AlignedReusedAndBounded) {
 // and overlay file systems) gets the chunk written through the page cache, from its first put
 // on: no failed put, nothing left in tmp/ (the refused open may have created the file).
 TEST_F(ChunkStoreTest, FileSystemWithoutODirectFallsBackToBuffered) {
-  ASSERT_EQ(::geteuid(), 0u) << "this test mounts a ramfs and needs root (CI runs as root)";
-  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  ASSERT_EQ(::mount("ramfs", dir_.c_str(), "ramfs", 0, nullptr), 0);
+  ASSERT_NO_FATAL_FAILURE(MountOverDir("ramfs", nullptr));
   int probe = ::open((dir_ + "/probe").c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
   ASSERT_LT(probe, 0) << "ramfs took O_DIRECT here: this test cannot see the fallback";
   ::unlink((dir_ + "/probe").c_str());
@@ -273,17 +281,14 @@ TEST_F(ChunkStoreTest, FileSystemWithoutODirectFallsBackToBuffered) {
     EXPECT_TRUE(*got == data);
   }
   EXPECT_FALSE((*store)->direct_io());
-  EXPECT_EQ(std::system(("test -z \"$(ls -A '" + dir_ + "/tmp')\"").c_str()), 0);
+  EXPECT_TRUE(EmptyDir(dir_ + "/tmp"));
   ::umount2(dir_.c_str(), MNT_DETACH);
 }
 
 // A full disk is an ENOSPC-style error, never a crash or a partial chunk. Uses a small tmpfs
 // in a private mount namespace (needs root, which CI has).
 TEST_F(ChunkStoreTest, DiskFullIsNoSpaceAndLeavesNothing) {
-  ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root (CI runs as root)";
-  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k"), 0);
+  ASSERT_NO_FATAL_FAILURE(MountOverDir("tmpfs", "size=256k"));
   auto store = ChunkStore::Open(dir_);
   ASSERT_TRUE(store.ok());
   std::string small(64 * 1024, 's');
