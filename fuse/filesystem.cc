@@ -57,6 +57,10 @@ struct FileState {
   // Wall-clock time of this mount's last unpublished write: stat shows it as mtime/ctime until
   // the layout is published (which sets the record's times), as a local file system would.
   int64_t local_mtime_ns = 0;
+  // When the open last read `inode` from the cluster, and the mount's change generation then
+  // (Impl::GetAttr answers from it while both are current).
+  std::chrono::steady_clock::time_point read_at;
+  uint64_t read_generation = 0;
 
   uint64_t chunk_size() const { return inode.chunk_size ? inode.chunk_size : kDefaultChunk; }
   uint64_t Size() const {
@@ -793,7 +797,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       }
       FileState& fs = State(*r);
       bool unchanged = KernelCacheCurrent(*r);
-      if (fs.dirty.empty() && !fs.truncated_to) fs.inode = *r;
+      if (fs.dirty.empty() && !fs.truncated_to) {
+        fs.inode = *r;
+        fs.read_at = std::chrono::steady_clock::now();
+        fs.read_generation = change_generation_;
+      }
       RememberXattrs(*r);  // the xattrs read at open (close-to-open)
       fs.open_count++;
       uint64_t fh = NewFh(fi.flags);
@@ -805,6 +813,24 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         fs.open_count--;
       }
     });
+  }
+
+  // A GETATTR of a file this mount opened less than attr_timeout ago, with no change made by
+  // this mount since, is answered from the inode the open read (close-to-open): when the open
+  // found the file changed, KernelCacheCurrent invalidates the kernel's attributes, and the
+  // kernel asks for them again before the first read, which would otherwise read the inode a
+  // second time per open. Staler than that read by at most attr_timeout, as the kernel's own
+  // attribute cache is.
+  kj::Promise<void> GetAttr(fuse_req_t req, uint64_t ino) {
+    if (FileState* fs = Find(ino)) {
+      auto age = std::chrono::steady_clock::now() - fs->read_at;
+      if (fs->open_count > 0 && fs->read_generation == change_generation_ &&
+          age < std::chrono::microseconds(static_cast<int64_t>(o_.attr_timeout * 1e6))) {
+        ReplyAttr(req, fs->inode);
+        return kj::READY_NOW;
+      }
+    }
+    return ns().GetAttr(ino).then([this, req](Result<Inode>&& r) { ReplyAttr(req, r); });
   }
 
   kj::Promise<void> Release(fuse_req_t req, uint64_t fh) {
@@ -1413,9 +1439,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
     o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
       QFS_IMPL(req);
-      Fs(req)->Submit([=]() {
-        return impl->ns().GetAttr(ino).then([=](Result<Inode>&& r) { impl->ReplyAttr(req, r); });
-      });
+      Fs(req)->Submit([=]() { return impl->GetAttr(req, ino); });
     };
     o.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
       QFS_IMPL(req);

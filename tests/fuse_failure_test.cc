@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -433,6 +434,55 @@ TEST_F(FailureTest, ReadOnlyCloseIsNotChargedForAnotherDescriptorsWrites) {
   errno = 0;
   EXPECT_EQ(::close(writer), -1) << "the writer's close must report the failed upload";
   EXPECT_EQ(errno, EIO);
+}
+
+// An open that finds a file changed since this mount last saw it makes the kernel ask for the
+// file's attributes again (KernelCacheCurrent), and the mount answers that from the inode the open
+// read instead of reading it a second time: with every server gone after the open, fstat still
+// works, and shows the other mount's latest write.
+TEST_F(FailureTest, AttributesAfterAnOpenComeFromTheOpensRead) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.op_timeout = 2;
+  TestMount writer(cluster.cluster_file(), cluster.dir() + "/mnt-w", mo);
+  mo.extra_opts = {"attr_timeout=10"};  // no expiry while the test runs, however slow
+  TestMount reader(cluster.cluster_file(), cluster.dir() + "/mnt-r", mo);
+  ASSERT_TRUE(writer.ok() && reader.ok());
+  auto write = [](const std::string& path, const std::string& data) {
+    int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+    return ::close(fd) == 0 && ok;
+  };
+  const std::string first(1000, 'a'), second(70000, 'b');
+  ASSERT_TRUE(write(writer.path("f"), first));
+  std::string got(first.size(), '\0');
+  int fd = ::open(reader.path("f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::read(fd, got.data(), got.size()), static_cast<ssize_t>(first.size()));
+  ASSERT_TRUE(got == first);
+  ::close(fd);
+  // The reader's own changes are never hidden: after one, the attributes are read again.
+  ASSERT_TRUE(write(writer.path("g"), first));
+  int g = ::open(reader.path("g").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(g, 0);
+  struct stat before, after;
+  ASSERT_EQ(::fstat(g, &before), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(::fsetxattr(g, "user.k", "v", 1, 0), 0) << std::strerror(errno);
+  ASSERT_EQ(::fstat(g, &after), 0);
+  EXPECT_GT(after.st_ctim.tv_sec * 1000000000LL + after.st_ctim.tv_nsec,
+            before.st_ctim.tv_sec * 1000000000LL + before.st_ctim.tv_nsec)
+      << "the reader's own setxattr did not move ctime";
+  ::close(g);
+  ASSERT_TRUE(write(writer.path("f"), second));  // the reader's kernel caches the old size
+  fd = ::open(reader.path("f").c_str(), O_RDONLY | O_CLOEXEC);  // close-to-open: reads the inode
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 3; ++i) cluster.Kill(i);
+  struct stat st;
+  EXPECT_EQ(::fstat(fd, &st), 0) << "the mount read the attributes again: " << std::strerror(errno);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(second.size()));
+  ::close(fd);
 }
 
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
