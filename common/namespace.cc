@@ -645,17 +645,38 @@ class Namespace::Impl {
       return DoGetAttr(ws, dir.parents.front().parent);
     }
     QFS_RETURN_IF_ERROR(ValidateName(name));
-    QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(parent, name)));
-    if (e.entry()) NoteEntry(DirEntryKey(parent, name), e.entry()->ino);
-    if (!e.entry()) {
+    const std::string entry_key = DirEntryKey(parent, name);
+    // When this client last saw the name naming some inode, that inode is read beside the entry
+    // (one round trip instead of two, as unlink does); if the entry now names another inode, or
+    // the guess failed, the named inode is read after the entry as before.
+    std::optional<uint64_t> hint;
+    if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
+    std::optional<kj::Promise<Result<Inode>>> hinted;
+    if (hint) {
+      hinted =
+          fibers_.startFiber([this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
+    }
+    auto e = ReadVisible(ws, entry_key);
+    std::optional<Result<Inode>> target;
+    if (hinted) target = hinted->wait(ws);  // always waited: never cancelled midway
+    if (!e.ok()) return e.status();
+    if (!e->entry()) {
+      entry_hints_.erase(entry_key);
       if (parent_is_dir) return NotFound(name + ": no such entry");
       // Distinguish ENOTDIR for a lookup under a non-directory.
       auto p = ReadInode(ws, parent);
       if (p.ok() && !p->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
       return NotFound(name + ": no such entry");
     }
-    return ReadInode(ws, e.entry()->ino);
+    const uint64_t ino = e->entry()->ino;
+    NoteEntry(entry_key, ino);
+    if (hint && *hint == ino && target->ok()) {
+      ++lookups_with_hint_;
+      return std::move(*target);
+    }
+    return ReadInode(ws, ino);
   }
+  uint64_t lookups_with_hint_ = 0;
 
   Result<Inode> DoGetAttr(kj::WaitScope& ws, uint64_t ino) { return ReadInode(ws, ino); }
 
@@ -1762,6 +1783,7 @@ Namespace::~Namespace() = default;
 #define QFS_FIBER(T, body) impl_->Run<T>([ =, impl = impl_.get() ](kj::WaitScope & ws) -> T body)
 
 uint64_t Namespace::unlinks_without_reads() const { return impl_->unlinks_without_reads_; }
+uint64_t Namespace::lookups_with_hint() const { return impl_->lookups_with_hint_; }
 
 kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
   return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });

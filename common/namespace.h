@@ -226,6 +226,8 @@ class Namespace {
   // Unlinks that read nothing first (this client wrote the entry and inode last; for tests).
   // Loop thread only.
   uint64_t unlinks_without_reads() const;
+  // Lookups whose inode was read beside the entry and was the one it names (for tests).
+  uint64_t lookups_with_hint() const;
 
   class Impl;
 

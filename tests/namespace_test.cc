@@ -738,6 +738,38 @@ TEST_F(NamespaceTest, UnlinkAfterAnotherClientReplacedTheName) {
   EXPECT_EQ(Attr(top_).entry_count, 1u);
 }
 
+// A lookup of a name this client saw reads the inode it named beside the entry (one round trip).
+// What another client did meanwhile still shows: the hinted read is a read of the inode as it is
+// now, and a name that now names another inode, or none, is answered as it is now.
+TEST_F(NamespaceTest, LookupReadsTheHintedInodeBesideTheEntry) {
+  auto hinted = [this]() {
+    return fs_->client().RunSync<uint64_t>([&] { return fs_->client().ns().lookups_with_hint(); });
+  };
+  ClusterClient other_client(cluster_->config(), Options());
+  Fs other(other_client);
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "f", 0644));
+  uint64_t h0 = hinted();
+  ASSERT_OK_AND_ASSIGN(Inode seen, fs_->Lookup(top_, "f"));
+  EXPECT_EQ(seen.ino, f.ino);
+  EXPECT_EQ(hinted(), h0 + 1);
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  ASSERT_OK(other.SetAttr(f.ino, chmod).status());
+  ASSERT_OK_AND_ASSIGN(seen, fs_->Lookup(top_, "f"));
+  EXPECT_EQ(seen.mode, 0600u) << "another client's chmod";
+  EXPECT_EQ(hinted(), h0 + 2);
+  ASSERT_OK_AND_ASSIGN(Inode g, other.File(top_, "g"));
+  ASSERT_OK(other.Rename(top_, "g", top_, "f"));
+  ASSERT_OK_AND_ASSIGN(seen, fs_->Lookup(top_, "f"));
+  EXPECT_EQ(seen.ino, g.ino) << "the name now names another inode";
+  EXPECT_EQ(hinted(), h0 + 2);
+  ASSERT_OK_AND_ASSIGN(seen, fs_->Lookup(top_, "f"));  // the hint follows the name
+  EXPECT_EQ(seen.ino, g.ino);
+  EXPECT_EQ(hinted(), h0 + 3);
+  ASSERT_OK(other.Unlink(top_, "f"));
+  EXPECT_CODE(fs_->Lookup(top_, "f"), kNotFound);
+}
+
 // An unlink of a file this client created (and nobody changed since) reads nothing: the entry
 // and the inode are what its last writes made them, and the one-round cache holds both. When
 // another client changed either in between, the unlink must still act on the current state.
