@@ -62,6 +62,19 @@ MOUNT_PID=$!
 PIDS+=($MOUNT_PID)
 for _ in $(seq 50); do mountpoint -q "$QFS/mnt" && break; sleep 0.1; done
 
+# A peer's Debian packages, installed when missing (as ../shared/peers/README.md lists them);
+# a peer whose packages cannot be installed is skipped with a message.
+peer_packages() {  # peer_packages PKG...
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing for the peers: ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+}
+
 run() {  # run LABEL DIR [env]
   local label=$1 dir=$2
   echo "== $label" >&2
@@ -72,11 +85,14 @@ for peer in $PEERS; do
   case $peer in
     ext4) mkdir -p "$PEERS_DIR/localdir"; run local-ext4 "$PEERS_DIR/localdir" ;;
     gluster)
-      if (cd "$PEERS_SCRIPTS" && ./gluster-up.sh) > "$RESULTS/gluster-up.log" 2>&1; then
+      if peer_packages glusterfs-server glusterfs-client >> "$RESULTS/gluster-up.log" 2>&1 &&
+        (cd "$PEERS_SCRIPTS" && ./gluster-up.sh) >> "$RESULTS/gluster-up.log" 2>&1; then
         run gluster-r3 "$PEERS_DIR/gmnt"
       else echo "GlusterFS could not be brought up (see $RESULTS/gluster-up.log)" >&2; fi ;;
     moosefs)
-      if (cd "$PEERS_SCRIPTS" && ./moosefs-up.sh) > "$RESULTS/moosefs-up.log" 2>&1; then
+      if peer_packages moosefs-master moosefs-chunkserver moosefs-client moosefs-cli \
+        >> "$RESULTS/moosefs-up.log" 2>&1 &&
+        (cd "$PEERS_SCRIPTS" && ./moosefs-up.sh) >> "$RESULTS/moosefs-up.log" 2>&1; then
         run moosefs-g3 "$PEERS_DIR/mmnt"
       else echo "MooseFS could not be brought up (see $RESULTS/moosefs-up.log)" >&2; fi ;;
   esac

@@ -22,6 +22,7 @@
 #include "chunkserver/record_store.h"
 #include "chunkserver/service.h"
 #include "common/cluster_config.h"
+#include "common/memory.h"
 #include "common/rpc_connection.h"
 #include "common/worker_pool.h"
 
@@ -216,4 +217,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace quorumfs
 
-int main(int argc, char** argv) { return quorumfs::Run(argc, argv); }
+int main(int argc, char** argv) {
+  quorumfs::KeepLargeBuffersInHeap();
+  return quorumfs::Run(argc, argv);
+}

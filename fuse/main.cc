@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/memory.h"
 #include "fuse/filesystem.h"
 
 namespace quorumfs {
@@ -189,4 +190,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace quorumfs
 
-int main(int argc, char** argv) { return quorumfs::Run(argc, argv); }
+int main(int argc, char** argv) {
+  quorumfs::KeepLargeBuffersInHeap();
+  return quorumfs::Run(argc, argv);
+}

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -12,6 +13,8 @@
 #include <fstream>
 #include <random>
 #include <thread>
+
+#include "common/memory.h"
 
 namespace quorumfs {
 namespace {
@@ -258,6 +261,23 @@ TEST(ChunkBufferTest, AlignedReusedAndBounded) {
   }
   EXPECT_LE(ChunkBuffer::pooled_bytes(), ChunkBuffer::kPoolBytes);
   EXPECT_GE(ChunkBuffer::pooled_bytes(), ChunkBuffer::kPoolBytes / 2);
+}
+
+// After KeepLargeBuffersInHeap (the daemons call it first thing), a buffer of a large chunk's size
+// comes from the heap, not from a mapping of its own, and stays there for reuse once freed.
+TEST(ChunkBufferTest, LargeBuffersStayInTheHeap) {
+  KeepLargeBuffersInHeap();
+  constexpr size_t kSize = 24 << 20;  // above any size glibc's own threshold rose to before
+  struct mallinfo2 before = mallinfo2();
+  char* p = static_cast<char*>(std::malloc(kSize));
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, kSize);
+  struct mallinfo2 during = mallinfo2();
+  EXPECT_LT(during.hblkhd, before.hblkhd + kSize) << "the buffer got a mapping of its own";
+  std::free(p);
+  struct mallinfo2 after = mallinfo2();
+  EXPECT_GE(after.arena + after.hblkhd, during.arena + during.hblkhd - (1 << 20))
+      << "the freed buffer was handed back to the kernel";
 }
 
 // A file system that refuses O_DIRECT (ramfs does; so do tmpfs before Linux 6.6 and some FUSE

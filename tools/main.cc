@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "common/memory.h"
 #include "tools/fsck.h"
 #include "tools/json.h"
 #include "tools/quorum_math.h"
@@ -85,6 +86,7 @@ int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trial
 }  // namespace quorumfs
 
 int main(int argc, char** argv) {
+  quorumfs::KeepLargeBuffersInHeap();
   CLI::App app{"quorumfs: administer a quorumfs cluster"};
   app.require_subcommand(1);
   std::string cluster = "/etc/quorumfs/cluster.conf";
