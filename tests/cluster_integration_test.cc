@@ -242,7 +242,14 @@ TEST(ClusterIntegration, InodeNumbersAreUniqueAcrossClients) {
 // 17 MiB message limit): each server answers a prefix and the client asks for the rest.
 TEST(ClusterIntegration, BatchedReadLargerThanOneMessage) {
   TestCluster cluster;
-  ClusterClient client(cluster.config(), ShortDeadlines());
+  // Nothing fails here, so no short deadlines: a 17 MiB reply can take most of a second on a
+  // loaded 2-core machine, and a batch that timed out would be read key by key (the counter
+  // checked below), which is not what this test is about.
+  ClusterClientOptions options = ShortDeadlines();
+  options.rpc.call_timeout = 10 * kj::SECONDS;
+  options.proposer.round_timeout = 10 * kj::SECONDS;
+  options.proposer.op_timeout = 30 * kj::SECONDS;
+  ClusterClient client(cluster.config(), options);
   std::vector<std::string> keys;
   for (int i = 0; i < 40; ++i) {
     std::string value(900 * 1024, static_cast<char>('a' + i % 26));
