@@ -646,19 +646,9 @@ class Namespace::Impl {
     }
     QFS_RETURN_IF_ERROR(ValidateName(name));
     const std::string entry_key = DirEntryKey(parent, name);
-    // When this client last saw the name naming some inode, that inode is read beside the entry
-    // (one round trip instead of two, as unlink does); if the entry now names another inode, or
-    // the guess failed, the named inode is read after the entry as before.
-    std::optional<uint64_t> hint;
-    if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
-    std::optional<kj::Promise<Result<Inode>>> hinted;
-    if (hint) {
-      hinted =
-          fibers_.startFiber([this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
-    }
-    auto e = ReadVisible(ws, entry_key);
-    std::optional<Result<Inode>> target;
-    if (hinted) target = hinted->wait(ws);  // always waited: never cancelled midway
+    // If the entry now names another inode than the hinted one, or the hinted read failed, the
+    // named inode is read after the entry as before.
+    auto [e, hint, target] = ReadEntryAndHinted(ws, entry_key);
     if (!e.ok()) return e.status();
     if (!e->entry()) {
       entry_hints_.erase(entry_key);
@@ -676,7 +666,6 @@ class Namespace::Impl {
     }
     return ReadInode(ws, ino);
   }
-  uint64_t lookups_with_hint_ = 0;
 
   Result<Inode> DoGetAttr(kj::WaitScope& ws, uint64_t ino) { return ReadInode(ws, ino); }
 
@@ -684,10 +673,30 @@ class Namespace::Impl {
   // reads that inode beside the entry instead of after it. A hint only: when the entry names
   // another inode, that one is read after all.
   std::unordered_map<std::string, uint64_t> entry_hints_;
-  uint64_t unlinks_without_reads_ = 0;
+  uint64_t unlinks_without_reads_ = 0, lookups_with_hint_ = 0;
   void NoteEntry(const std::string& key, uint64_t ino) {
     if (entry_hints_.size() >= 16384) entry_hints_.clear();
     entry_hints_[key] = ino;
+  }
+  // Reads an entry and, when this client knows which inode the name last named, that inode
+  // beside it (one round trip instead of two). `target` holds the hinted read iff `hint` is set.
+  struct HintedEntry {
+    Result<MetaRecord> entry;
+    std::optional<uint64_t> hint;
+    std::optional<Result<Inode>> target;
+  };
+  HintedEntry ReadEntryAndHinted(kj::WaitScope& ws, const std::string& entry_key) {
+    std::optional<uint64_t> hint;
+    if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
+    std::optional<kj::Promise<Result<Inode>>> hinted;
+    if (hint) {
+      hinted =
+          fibers_.startFiber([this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
+    }
+    auto e = ReadVisible(ws, entry_key);
+    std::optional<Result<Inode>> target;
+    if (hinted) target = hinted->wait(ws);  // always waited: never cancelled midway
+    return HintedEntry{std::move(e), hint, std::move(target)};
   }
 
   Result<Inode> DoSetAttr(kj::WaitScope& ws, uint64_t ino, const SetAttrRequest& req) {
@@ -1009,16 +1018,7 @@ class Namespace::Impl {
         entry_hints_.erase(entry_key);
         ++unlinks_without_reads_;
       } else {
-        std::optional<uint64_t> hint;
-        if (auto h = entry_hints_.find(entry_key); h != entry_hints_.end()) hint = h->second;
-        std::optional<kj::Promise<Result<Inode>>> hinted;
-        if (hint) {
-          hinted = fibers_.startFiber(
-              [this, ino = *hint](kj::WaitScope& ws) { return ReadInode(ws, ino); });
-        }
-        auto e = ReadVisible(ws, entry_key);
-        std::optional<Result<Inode>> target_r;
-        if (hinted) target_r = hinted->wait(ws);  // always waited: never cancelled midway
+        auto [e, hint, target_r] = ReadEntryAndHinted(ws, entry_key);
         if (!e.ok()) return e.status();
         if (!e->entry()) return NotFound(name + ": no such entry");
         entry = *e->entry();
