@@ -105,12 +105,70 @@ class Namespace::Impl {
   // ---- records -------------------------------------------------------------------------------
 
   kj::Promise<Result<RecordValue>> Read(const std::string& key) {
-    return o_.observe_only ? proposer_.ReadWithoutWrite(key) : proposer_.Read(key);
+    return (o_.observe_only ? proposer_.ReadWithoutWrite(key) : proposer_.Read(key))
+        .then([this, key](Result<RecordValue>&& r) {
+          if (r.ok()) SawVersion(key, r->version);
+          return kj::mv(r);
+        });
+  }
+
+  // ---- this client's own directory changes (RecentOwnDirectory) ------------------------------
+  //
+  // By inode key: the highest version of the record this client has seen, and the directory
+  // inode its own change left at that version (none once a newer version was read, an intent
+  // written, or a change's outcome was unknown). Versions only rise, so a result that comes
+  // back late never replaces a newer one.
+  struct OwnDirectory {
+    uint64_t version = 0;
+    std::optional<Inode> inode;
+    kj::TimePoint at = kj::origin<kj::TimePoint>();
+  };
+  std::unordered_map<std::string, OwnDirectory> own_dirs_;
+
+  void SawVersion(const std::string& key, uint64_t version) {
+    if (own_dirs_.empty()) return;
+    auto it = own_dirs_.find(key);
+    if (it == own_dirs_.end() || version <= it->second.version) return;
+    it->second.version = version;
+    it->second.inode.reset();
+  }
+  void ForgetOwn(const std::string& key) {
+    auto it = own_dirs_.find(key);
+    if (it != own_dirs_.end()) it->second.inode.reset();
+  }
+  // The value a change of this client's left (or found, if it changed nothing) at `version`.
+  void NoteOwn(const std::string& key, uint64_t version, const MetaRecord& rec) {
+    const Inode* in = rec.inode();
+    if (!in || !in->is_dir() || rec.intent) return SawVersion(key, version), ForgetOwn(key);
+    auto it = own_dirs_.find(key);
+    if (it == own_dirs_.end()) {
+      if (own_dirs_.size() >= 4096) own_dirs_.clear();
+      it = own_dirs_.emplace(key, OwnDirectory{}).first;
+    } else if (version < it->second.version) {
+      return;
+    }
+    it->second = OwnDirectory{version, *in, timer_.now()};
+  }
+
+  std::optional<Inode> RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
+                                          kj::Duration* age) const {
+    auto it = own_dirs_.find(InodeKey(ino));
+    if (it == own_dirs_.end() || !it->second.inode) return std::nullopt;
+    kj::Duration a = timer_.now() - it->second.at;
+    if (a >= max_age) return std::nullopt;
+    if (age) *age = a;
+    return it->second.inode;
   }
 
   // Read of many keys at once (batched per node; see Proposer::ReadMany).
   std::vector<Result<RecordValue>> ReadMany(kj::WaitScope& ws, std::vector<std::string> keys) {
-    if (!o_.observe_only) return proposer_.ReadMany(std::move(keys)).wait(ws);
+    if (!o_.observe_only) {
+      auto out = proposer_.ReadMany(keys).wait(ws);
+      for (size_t i = 0; i < out.size() && i < keys.size() && !own_dirs_.empty(); ++i) {
+        if (out[i].ok()) SawVersion(keys[i], out[i]->version);
+      }
+      return out;
+    }
     kj::Vector<kj::Promise<Result<RecordValue>>> reads(keys.size());
     for (const auto& key : keys) reads.add(proposer_.ReadWithoutWrite(key));
     auto done = kj::joinPromises(reads.releaseAsArray()).wait(ws);
@@ -186,6 +244,8 @@ class Namespace::Impl {
                         return Decision::Write(Encode(std::move(rec).value(), now));
                       })
               .wait(ws);
+      if (r.ok()) SawVersion(key, r->version);
+      ForgetOwn(key);
       if (r.ok()) return Status::Ok();
       if (r.status().code() != StatusCode::kUnknownOutcome || attempt > 20) return r.status();
     }
@@ -295,6 +355,7 @@ class Namespace::Impl {
                     ? proposer_.CreateShared(key, Encode(*first_write, now), std::move(change))
                     : proposer_.Change(key, std::move(change)))
                    .wait(ws);
+      if (!r.ok()) ForgetOwn(key);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
           unknown = true;
@@ -311,7 +372,9 @@ class Namespace::Impl {
         if (!resolved.ok()) return failed(resolved);
         continue;
       }
-      return MetaRecord::DecodeOptional(r->payload);
+      auto rec = MetaRecord::DecodeOptional(r->payload);
+      if (rec.ok()) NoteOwn(key, r->version, *rec);
+      return rec;
     }
   }
 
@@ -393,6 +456,12 @@ class Namespace::Impl {
                    .wait(ws);
       Status failure;
       if (!r.ok()) {
+        ForgetOwn(key);
+      } else if (!blocked) {
+        auto rec = MetaRecord::DecodeOptional(r->payload);
+        if (rec.ok()) NoteOwn(key, r->version, *rec);
+      }
+      if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
         failure = r.status();
       } else if (blocked) {
@@ -469,6 +538,8 @@ class Namespace::Impl {
                         return Decision::Write(Encode(std::move(out), now));
                       })
               .wait(ws);
+      if (r.ok()) SawVersion(key, r->version);
+      ForgetOwn(key);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
         return r.status();
@@ -1784,6 +1855,10 @@ Namespace::~Namespace() = default;
 
 uint64_t Namespace::unlinks_without_reads() const { return impl_->unlinks_without_reads_; }
 uint64_t Namespace::lookups_with_hint() const { return impl_->lookups_with_hint_; }
+std::optional<Inode> Namespace::RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
+                                                   kj::Duration* age) const {
+  return impl_->RecentOwnDirectory(ino, max_age, age);
+}
 
 kj::Promise<Result<Inode>> Namespace::EnsureRoot(uint32_t mode, uint32_t uid, uint32_t gid) {
   return QFS_FIBER(Result<Inode>, { return impl->DoEnsureRoot(ws, mode, uid, gid); });

@@ -229,6 +229,14 @@ class Namespace {
   // Lookups whose inode was read beside the entry and was the one it names (for tests).
   uint64_t lookups_with_hint() const;
 
+  // A directory's inode as this client's own latest change of it left it, if that change was
+  // chosen less than `max_age` ago and no newer version of the record has been seen since
+  // (read, or written through a transaction's intent). `*age` (optional): how long ago. The
+  // mount answers the kernel's GETATTR of a parent right after its own create or unlink from
+  // it, for the rest of attr_timeout (README, design notes). Loop thread only.
+  std::optional<Inode> RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
+                                          kj::Duration* age = nullptr) const;
+
   class Impl;
 
  private:

@@ -207,7 +207,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     fuse_reply_entry(req, &e);
   }
 
-  void ReplyAttr(fuse_req_t req, const Result<Inode>& r) {
+  // `timeout`: how long the kernel may keep the attributes (negative: attr_timeout).
+  void ReplyAttr(fuse_req_t req, const Result<Inode>& r, double timeout = -1) {
     if (!r.ok()) {
       fuse_reply_err(req, ErrnoOf(r.status()));
       return;
@@ -215,7 +216,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     RememberXattrs(*r);
     struct stat st;
     FillStat(*r, &st);
-    fuse_reply_attr(req, &st, o_.attr_timeout);
+    fuse_reply_attr(req, &st, timeout < 0 ? o_.attr_timeout : timeout);
   }
 
   void ReplyStatus(fuse_req_t req, const Status& s) {
@@ -821,12 +822,29 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // kernel asks for them again before the first read, which would otherwise read the inode a
   // second time per open. Staler than that read by at most attr_timeout, as the kernel's own
   // attribute cache is.
+  //
+  // Likewise a GETATTR of a directory this mount itself changed (a create or unlink in it)
+  // less than attr_timeout ago, with no newer version of it seen since: the kernel drops a
+  // parent's attributes after each such change and asks for them at the next path walk (its
+  // permission check), which read the directory's inode once per create, unlink or small
+  // file. Answered from the value the mount's own change left (Namespace::RecentOwnDirectory).
+  // Both are replied with the rest of attr_timeout, so the kernel's cache of them ends when it
+  // would have ended had the kernel kept the value itself.
   kj::Promise<void> GetAttr(fuse_req_t req, uint64_t ino) {
+    const auto timeout = std::chrono::duration<double>(o_.attr_timeout);
     if (FileState* fs = Find(ino)) {
       auto age = std::chrono::steady_clock::now() - fs->read_at;
-      if (fs->open_count > 0 && fs->read_generation == change_generation_ &&
-          age < std::chrono::microseconds(static_cast<int64_t>(o_.attr_timeout * 1e6))) {
-        ReplyAttr(req, fs->inode);
+      if (fs->open_count > 0 && fs->read_generation == change_generation_ && age < timeout) {
+        ReplyAttr(req, fs->inode, std::chrono::duration<double>(timeout - age).count());
+        return kj::READY_NOW;
+      }
+    }
+    if (o_.attr_timeout > 0) {
+      kj::Duration age = 0 * kj::NANOSECONDS;
+      auto own = ns().RecentOwnDirectory(
+          ino, static_cast<int64_t>(o_.attr_timeout * 1e9) * kj::NANOSECONDS, &age);
+      if (own) {
+        ReplyAttr(req, *own, o_.attr_timeout - static_cast<double>(age / kj::NANOSECONDS) / 1e9);
         return kj::READY_NOW;
       }
     }

@@ -485,6 +485,44 @@ TEST_F(FailureTest, AttributesAfterAnOpenComeFromTheOpensRead) {
   ::close(fd);
 }
 
+// After a create in a directory the kernel drops the directory's attributes and asks for them
+// again; the mount answers from what its own create left in the directory's inode, for the
+// rest of attr_timeout (no read: it succeeds with every server killed, and shows the create's
+// mtime). Past attr_timeout it reads the cluster again.
+TEST_F(FailureTest, DirectoryAttributesAfterItsOwnCreateComeFromThatCreate) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.op_timeout = 2;
+  mo.extra_opts = {"attr_timeout=10"};  // no expiry while the test runs, however slow
+  TestMount lasting(cluster.cluster_file(), cluster.dir() + "/mnt-l", mo);
+  mo.extra_opts = {"attr_timeout=1"};
+  TestMount brief(cluster.cluster_file(), cluster.dir() + "/mnt-b", mo);
+  ASSERT_TRUE(lasting.ok() && brief.ok());
+  auto create_in = [](const std::string& dir, struct stat* before) {
+    if (::mkdir(dir.c_str(), 0755) != 0) return -1;
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || ::fstat(dfd, before) != 0) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    int fd = ::openat(dfd, "f", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 || ::close(fd) != 0) return -1;
+    return dfd;
+  };
+  struct stat d_before, e_before, st;
+  int dfd = create_in(lasting.path("d"), &d_before);
+  ASSERT_GE(dfd, 0) << std::strerror(errno);
+  int efd = create_in(brief.path("e"), &e_before);
+  ASSERT_GE(efd, 0) << std::strerror(errno);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  for (int i = 0; i < 3; ++i) cluster.Kill(i);
+  EXPECT_EQ(::fstat(dfd, &st), 0) << "the mount read the directory again: " << std::strerror(errno);
+  EXPECT_GT(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+            d_before.st_mtim.tv_sec * 1000000000LL + d_before.st_mtim.tv_nsec)
+      << "the create's mtime";
+  EXPECT_NE(::fstat(efd, &st), 0) << "answered past attr_timeout";
+  ::close(dfd);
+  ::close(efd);
+}
+
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
 
 TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }

@@ -770,6 +770,57 @@ TEST_F(NamespaceTest, LookupReadsTheHintedInodeBesideTheEntry) {
   EXPECT_CODE(fs_->Lookup(top_, "f"), kNotFound);
 }
 
+// What this client's own last change left in a directory's inode (the mount answers the
+// kernel's GETATTR of a parent after a create or unlink from it): current after each of its
+// own changes, dropped once a newer version is read or a rename attaches an intent, and never
+// older than max_age.
+TEST_F(NamespaceTest, RecentOwnDirectoryFollowsThisClientsChanges) {
+  auto own = [this](uint64_t ino, kj::Duration max_age = 60 * kj::SECONDS) {
+    return fs_->client().RunSync<std::optional<Inode>>(
+        [&] { return fs_->client().ns().RecentOwnDirectory(ino, max_age); });
+  };
+  ASSERT_OK_AND_ASSIGN(Inode d, fs_->Mkdir(top_, "d"));
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(d.ino, "f"));
+  auto after_create = own(d.ino);
+  ASSERT_TRUE(after_create.has_value()) << "the create's change of the parent";
+  EXPECT_EQ(after_create->entry_count, 1u);
+  EXPECT_EQ(after_create->mtime_ns, Attr(d.ino).mtime_ns);
+  EXPECT_FALSE(own(d.ino, 0 * kj::SECONDS).has_value()) << "older than max_age";
+  EXPECT_FALSE(own(f.ino).has_value()) << "files are not kept";
+  ASSERT_OK(fs_->Unlink(d.ino, "f"));
+  auto after_unlink = own(d.ino);
+  ASSERT_TRUE(after_unlink.has_value());
+  EXPECT_EQ(after_unlink->entry_count, 0u);
+  EXPECT_GE(after_unlink->mtime_ns, after_create->mtime_ns);
+
+  // Another client's change is not seen here (as the kernel's attribute cache would not see
+  // it) until this client reads the record: then the newer version wins for good.
+  ClusterClient other_client(cluster_->config(), Options());
+  Fs other(other_client);
+  SetAttrRequest chmod;
+  chmod.mode = 0700;
+  ASSERT_OK(other.SetAttr(d.ino, chmod).status());
+  ASSERT_TRUE(own(d.ino).has_value());
+  ASSERT_OK_AND_ASSIGN(Inode read, fs_->GetAttr(d.ino));
+  EXPECT_EQ(read.mode & 07777, 0700u);
+  EXPECT_FALSE(own(d.ino).has_value()) << "a newer version was read";
+  ASSERT_OK_AND_ASSIGN(Inode g, fs_->File(d.ino, "g"));
+  ASSERT_TRUE(own(d.ino).has_value());
+  EXPECT_EQ(own(d.ino)->mode & 07777, 0700u) << "built on the version read";
+
+  // A rename out of the directory goes through intents: nothing is kept until the next
+  // plain change.
+  ASSERT_OK(fs_->Rename(d.ino, "g", top_, "g"));
+  EXPECT_FALSE(own(d.ino).has_value()) << "the rename's intent on the parent";
+  ASSERT_OK_AND_ASSIGN(Inode after, fs_->GetAttr(d.ino));
+  EXPECT_EQ(after.entry_count, 0u);
+  ASSERT_OK_AND_ASSIGN(Inode h, fs_->File(d.ino, "h"));
+  ASSERT_TRUE(own(d.ino).has_value());
+  EXPECT_EQ(own(d.ino)->entry_count, 1u);
+  (void)g;
+  (void)h;
+}
+
 // An unlink of a file this client created (and nobody changed since) reads nothing: the entry
 // and the inode are what its last writes made them, and the one-round cache holds both. When
 // another client changed either in between, the unlink must still act on the current state.
