@@ -32,7 +32,8 @@ Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir) {
   return store;
 }
 
-RecordStore::~RecordStore() {
+RecordStore::~RecordStore() noexcept {
+  if (!staged_.empty()) HandOff();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -75,12 +76,26 @@ bool RecordStore::HasPendingWrite(const std::string& key) const {
 kj::Promise<Status> RecordStore::Barrier() {
   // An empty batch queued behind every earlier one: syncs complete in queue order.
   auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
+  Stage(kj::mv(paf.fulfiller), AcceptorWrite{});
+  return kj::mv(paf.promise);
+}
+
+void RecordStore::Stage(kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done,
+                        AcceptorWrite write) {
+  staged_.push_back(Pending{std::move(write), kj::mv(done)});
+  if (handoff_scheduled_) return;
+  handoff_scheduled_ = true;
+  handoff_ = kj::evalLast([this] { HandOff(); }).eagerlyEvaluate(nullptr);
+}
+
+void RecordStore::HandOff() {
+  handoff_scheduled_ = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Pending{AcceptorWrite{}, kj::mv(paf.fulfiller)});
+    for (auto& p : staged_) queue_.push_back(std::move(p));
   }
+  staged_.clear();
   cv_.notify_one();
-  return kj::mv(paf.promise);
 }
 
 kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
@@ -103,11 +118,7 @@ kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
     floors.push_back(range);
   }
   auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Pending{std::move(write), kj::mv(paf.fulfiller)});
-  }
-  cv_.notify_one();
+  Stage(kj::mv(paf.fulfiller), std::move(write));
   return paf.promise.then([this, rows = std::move(rows), floors = std::move(floors)](Status s) {
     for (const auto& key : rows) {
       auto it = overlay_rows_.find(key);

@@ -5,7 +5,10 @@
 // writes still waiting for their sync, kept in an in-memory overlay) and hands the resulting
 // batch to Commit(). A dedicated sync thread merges every batch queued since its last sync
 // into one LevelDB write with sync=true, then resolves their promises, so concurrent requests
-// share one fsync and the loop never blocks on the disk. Replies are sent only after Commit's
+// share one fsync and the loop never blocks on the disk. Batches reach the sync thread when the
+// loop has nothing else to run (kj::evalLast): requests that arrived together (a create's
+// inode and parent accepts, sent side by side) share a sync instead of the first waking the
+// sync thread alone. Replies are sent only after Commit's
 // promise resolves, and batches become durable in the order they were committed, so a reply
 // never depends on a state that could be lost in a crash.
 #pragma once
@@ -33,7 +36,7 @@ namespace quorumfs {
 class RecordStore : public AcceptorStorage {
  public:
   static Result<std::unique_ptr<RecordStore>> Open(const std::string& dir);
-  ~RecordStore() override;  // waits for queued batches to be durable, then closes LevelDB
+  ~RecordStore() noexcept override;  // waits for queued batches to be durable, then closes LevelDB
 
   // AcceptorStorage; loop thread only.
   Result<std::optional<AcceptorState>> LoadRecord(const std::string& key) override;
@@ -60,6 +63,8 @@ class RecordStore : public AcceptorStorage {
   RecordStore() = default;
   void SyncLoop();
   bool LoadRecordDurableExists(const std::string& key);
+  void Stage(kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done, AcceptorWrite write);
+  void HandOff();
 
   struct Pending {
     AcceptorWrite write;
@@ -80,8 +85,12 @@ class RecordStore : public AcceptorStorage {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Pending> queue_;  // guarded by mu_
-  bool stop_ = false;          // guarded by mu_
-  uint64_t syncs_ = 0;         // guarded by mu_
+  // Batches committed in this loop turn, handed to queue_ when the loop is about to wait.
+  std::vector<Pending> staged_;
+  bool handoff_scheduled_ = false;
+  kj::Promise<void> handoff_ = nullptr;
+  bool stop_ = false;   // guarded by mu_
+  uint64_t syncs_ = 0;  // guarded by mu_
   std::thread sync_thread_;
 };
 
