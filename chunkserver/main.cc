@@ -158,13 +158,14 @@ int Run(int argc, char** argv) {
   }
   bool voting = ::access(rejoin_marker.c_str(), F_OK) != 0;
 
+  // The event loop first, so that it outlives the stores (the record store holds a promise on
+  // it) however Run ends.
+  auto io = kj::setupAsyncIo();
   auto chunks = ChunkStore::Open(data, /*direct_io=*/!buffered_chunks);
   if (!chunks.ok()) Die(chunks.status().message());
   auto records = RecordStore::Open(data + "/meta");
   if (!records.ok()) Die(records.status().message());
   WorkerPool pool(disk_threads);
-
-  auto io = kj::setupAsyncIo();
 
   kj::Own<kj::ConnectionReceiver> listener;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {

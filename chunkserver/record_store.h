@@ -8,9 +8,11 @@
 // share one fsync and the loop never blocks on the disk. Batches reach the sync thread when the
 // loop has nothing else to run (kj::evalLast): requests that arrived together (a create's
 // inode and parent accepts, sent side by side) share a sync instead of the first waking the
-// sync thread alone. Replies are sent only after Commit's
-// promise resolves, and batches become durable in the order they were committed, so a reply
-// never depends on a state that could be lost in a crash.
+// sync thread alone. kj polls for I/O only when its queue is empty (no busy-poll interval is
+// set), and evalLast runs before that, so a batch waits at most for the rest of its turn.
+// Replies are sent only after Commit's promise resolves, and batches become durable in the
+// order they were committed, so a reply never depends on a state that could be lost in a crash.
+// Destroy the store on the loop thread while its event loop is alive.
 #pragma once
 
 #include <kj/async.h>

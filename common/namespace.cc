@@ -117,13 +117,51 @@ class Namespace::Impl {
   // By inode key: the highest version of the record this client has seen, and the directory
   // inode its own change left at that version (none once a newer version was read, an intent
   // written, or a change's outcome was unknown). Versions only rise, so a result that comes
-  // back late never replaces a newer one.
+  // back late never replaces a newer one. An entry exists from the start of each change of an
+  // inode key until it ends (`changing`), so that the versions read or written meanwhile are
+  // recorded: a change's result may come back after a read of a newer version (its accept was
+  // chosen, the replies were lost, and the retry found its change id), and must not be kept
+  // then. A change started after a read returns a newer version than that read, so entries no
+  // change is using may be dropped.
   struct OwnDirectory {
     uint64_t version = 0;
     std::optional<Inode> inode;
     kj::TimePoint at = kj::origin<kj::TimePoint>();
+    int changing = 0;
   };
   std::unordered_map<std::string, OwnDirectory> own_dirs_;
+
+  // Marks a change of `key` in flight for its lifetime (inode keys only).
+  class OwnChange {
+   public:
+    OwnChange(Impl& impl, const std::string& key) : impl_(impl), key_(key) {
+      if (key.compare(0, 2, "I/") != 0) return;
+      auto it = impl_.own_dirs_.find(key);
+      if (it == impl_.own_dirs_.end()) {
+        if (impl_.own_dirs_.size() >= 4096) impl_.DropIdleOwn();
+        it = impl_.own_dirs_.emplace(key, OwnDirectory{}).first;
+      }
+      ++it->second.changing;
+      active_ = true;
+    }
+    ~OwnChange() {
+      if (!active_) return;
+      auto it = impl_.own_dirs_.find(key_);
+      if (it != impl_.own_dirs_.end()) --it->second.changing;
+    }
+    OwnChange(const OwnChange&) = delete;
+    OwnChange& operator=(const OwnChange&) = delete;
+
+   private:
+    Impl& impl_;
+    const std::string& key_;
+    bool active_ = false;
+  };
+  void DropIdleOwn() {
+    for (auto it = own_dirs_.begin(); it != own_dirs_.end();) {
+      it = it->second.changing > 0 ? std::next(it) : own_dirs_.erase(it);
+    }
+  }
 
   void SawVersion(const std::string& key, uint64_t version) {
     if (own_dirs_.empty()) return;
@@ -137,17 +175,19 @@ class Namespace::Impl {
     if (it != own_dirs_.end()) it->second.inode.reset();
   }
   // The value a change of this client's left (or found, if it changed nothing) at `version`.
+  // Kept only if `key` is a directory's inode and no newer version was seen during the change.
   void NoteOwn(const std::string& key, uint64_t version, const MetaRecord& rec) {
-    const Inode* in = rec.inode();
-    if (!in || !in->is_dir() || rec.intent) return SawVersion(key, version), ForgetOwn(key);
     auto it = own_dirs_.find(key);
-    if (it == own_dirs_.end()) {
-      if (own_dirs_.size() >= 4096) own_dirs_.clear();
-      it = own_dirs_.emplace(key, OwnDirectory{}).first;
-    } else if (version < it->second.version) {
+    if (it == own_dirs_.end() || version < it->second.version) return;
+    const Inode* in = rec.inode();
+    if (!in || !in->is_dir() || rec.intent) {
+      it->second.version = version;
+      it->second.inode.reset();
       return;
     }
-    it->second = OwnDirectory{version, *in, timer_.now()};
+    it->second.version = version;
+    it->second.inode = *in;
+    it->second.at = timer_.now();
   }
 
   std::optional<Inode> RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
@@ -331,6 +371,7 @@ class Namespace::Impl {
   Result<MetaRecord> Change(kj::WaitScope& ws, const std::string& key, RecordFn fn,
                             bool retry_unknown = true,
                             std::optional<MetaRecord> first_write = std::nullopt) {
+    OwnChange own(*this, key);
     auto deadline = timer_.now() + o_.busy_timeout;
     bool unknown = false;
     auto failed = [&](const Status& s) {
@@ -433,6 +474,7 @@ class Namespace::Impl {
   }
 
   void RunBatch(kj::WaitScope& ws, const std::string& key, const std::vector<Waiter*>& batch) {
+    OwnChange own(*this, key);
     auto deadline = timer_.now() + o_.busy_timeout;
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
