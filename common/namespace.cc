@@ -135,7 +135,7 @@ class Namespace::Impl {
   class OwnChange {
    public:
     OwnChange(Impl& impl, const std::string& key) : impl_(impl), key_(key) {
-      if (key.compare(0, 2, "I/") != 0) return;
+      if (!IsInodeKey(key)) return;
       auto it = impl_.own_dirs_.find(key);
       if (it == impl_.own_dirs_.end()) {
         if (impl_.own_dirs_.size() >= 4096) impl_.DropIdleOwn();
@@ -179,15 +179,17 @@ class Namespace::Impl {
   void NoteOwn(const std::string& key, uint64_t version, const MetaRecord& rec) {
     auto it = own_dirs_.find(key);
     if (it == own_dirs_.end() || version < it->second.version) return;
-    const Inode* in = rec.inode();
-    if (!in || !in->is_dir() || rec.intent) {
-      it->second.version = version;
-      it->second.inode.reset();
-      return;
-    }
     it->second.version = version;
+    const Inode* in = rec.inode();
+    if (!in || !in->is_dir() || rec.intent) return it->second.inode.reset();
     it->second.inode = *in;
     it->second.at = timer_.now();
+  }
+  // After this client wrote or resolved an intent on `key`: nothing to answer from until its
+  // next plain change, and a late result older than this write is not kept.
+  void SawIntentWrite(const std::string& key, const Result<RecordValue>& r) {
+    if (r.ok()) SawVersion(key, r->version);
+    ForgetOwn(key);
   }
 
   std::optional<Inode> RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
@@ -284,8 +286,7 @@ class Namespace::Impl {
                         return Decision::Write(Encode(std::move(rec).value(), now));
                       })
               .wait(ws);
-      if (r.ok()) SawVersion(key, r->version);
-      ForgetOwn(key);
+      SawIntentWrite(key, r);
       if (r.ok()) return Status::Ok();
       if (r.status().code() != StatusCode::kUnknownOutcome || attempt > 20) return r.status();
     }
@@ -396,8 +397,8 @@ class Namespace::Impl {
                     ? proposer_.CreateShared(key, Encode(*first_write, now), std::move(change))
                     : proposer_.Change(key, std::move(change)))
                    .wait(ws);
-      if (!r.ok()) ForgetOwn(key);
       if (!r.ok()) {
+        ForgetOwn(key);
         if (r.status().code() == StatusCode::kUnknownOutcome && retry_unknown && attempt < 20) {
           unknown = true;
           continue;
@@ -499,11 +500,6 @@ class Namespace::Impl {
       Status failure;
       if (!r.ok()) {
         ForgetOwn(key);
-      } else if (!blocked) {
-        auto rec = MetaRecord::DecodeOptional(r->payload);
-        if (rec.ok()) NoteOwn(key, r->version, *rec);
-      }
-      if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
         failure = r.status();
       } else if (blocked) {
@@ -514,6 +510,9 @@ class Namespace::Impl {
           if (s.ok()) continue;
           failure = s;
         }
+      } else if (auto rec = MetaRecord::DecodeOptional(r->payload); rec.ok()) {
+        // Decoded from the reply: the value `r->version` names.
+        NoteOwn(key, r->version, *rec);
       }
       for (Waiter* w : batch) {
         if (!failure.ok()) {
@@ -580,8 +579,7 @@ class Namespace::Impl {
                         return Decision::Write(Encode(std::move(out), now));
                       })
               .wait(ws);
-      if (r.ok()) SawVersion(key, r->version);
-      ForgetOwn(key);
+      SawIntentWrite(key, r);
       if (!r.ok()) {
         if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
         return r.status();

@@ -21,6 +21,7 @@ uint64_t DecodeU64(std::string_view eight) {
 
 std::string AllocatorKey(uint64_t shard) { return "A/" + EncodeU64(shard); }
 std::string InodeKey(uint64_t ino) { return "I/" + EncodeU64(ino); }
+bool IsInodeKey(std::string_view key) { return key.substr(0, 2) == "I/"; }
 std::string LayoutPageKey(uint64_t ino, uint64_t page) {
   return "C/" + EncodeU64(ino) + "/" + EncodeU64(page);
 }

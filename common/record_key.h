@@ -26,6 +26,7 @@ uint64_t DecodeU64(std::string_view eight);  // REQUIRES: eight.size() >= 8
 
 std::string AllocatorKey(uint64_t shard);
 std::string InodeKey(uint64_t ino);
+bool IsInodeKey(std::string_view key);  // an I/ key
 std::string LayoutPageKey(uint64_t ino, uint64_t page);
 std::string DirEntryKey(uint64_t parent, std::string_view name);
 std::string DirEntryPrefix(uint64_t parent);  // every entry of one directory
