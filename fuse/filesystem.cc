@@ -780,9 +780,37 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
   }
 
+  // What a lookup, listing or readdirplus last showed of a regular file's first chunk (for
+  // PrefetchAtOpen).
+  void NoteFirstChunk(const Inode& in) {
+    if (in.type != FileType::kRegular || in.slots.empty() || in.slots[0].hole()) return;
+    if (in.slots[0].length > kDefaultChunk) return;  // an open that reads little would pay much
+    if (first_chunks_.size() >= kFirstChunksMax) first_chunks_.clear();  // a lost hint costs a wait
+    first_chunks_[in.ino] = in.slots[0].id;
+  }
+
+  // An open of a file this mount holds nothing of (no file state, no chunk, and no page cache
+  // of it that the kernel may keep) starts fetching the file's first chunk as the lookup that
+  // found it saw it, beside the open's own read of the inode instead of after it: a cold read
+  // of a small file is then one round trip plus the chunk fetch, not the two in sequence.
+  // Chunks are named by their hash, so a fetch by a stale layout only caches bytes that no
+  // read asks for; reads still go by the layout the open reads (close-to-open).
+  void PrefetchAtOpen(uint64_t ino, int flags) {
+    auto it = first_chunks_.find(ino);
+    if (it == first_chunks_.end()) return;
+    ChunkId id = it->second;
+    first_chunks_.erase(it);
+    if ((flags & O_ACCMODE) == O_WRONLY || (flags & O_TRUNC) || Find(ino) ||
+        page_version_.count(ino) || cache_.count(id) || inflight_.count(id)) {
+      return;
+    }
+    Add(GetChunk(id).then([](Result<Bytes>&&) {}));
+  }
+
   // ---- handlers (loop thread) ------------------------------------------------------------
 
   kj::Promise<void> Open(fuse_req_t req, uint64_t ino, fuse_file_info fi) {
+    PrefetchAtOpen(ino, fi.flags);
     return ns().GetAttr(ino).then([this, req, ino, fi](Result<Inode>&& r) mutable {
       // A name the kernel still caches may point at an inode another mount has unlinked (or
       // that is gone): ESTALE makes the kernel look the name up again and retry the open.
@@ -916,6 +944,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       }
     }
     return ns().Lookup(parent, name, /*parent_is_dir=*/true).then([this, req](Result<Inode>&& r) {
+      if (r.ok()) NoteFirstChunk(*r);
       ReplyEntry(req, r);
     });
   }
@@ -945,6 +974,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
               Inode in = std::move(inodes[i]).value();
               in.parents.clear();  // not needed to answer a lookup
               in.recent_ops.clear();
+              NoteFirstChunk(in);
               building->bytes += ListingBytes(listing->entries[i].name, in);
               building->names.emplace(listing->entries[i].name, std::move(in));
             }
@@ -1128,6 +1158,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 const Inode* in = plus && inodes[i].ok() ? &*inodes[i] : nullptr;
                 if (plus && !in) continue;  // vanished meanwhile
                 full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
+                if (in && !full) NoteFirstChunk(*in);  // the kernel's entry: opens skip lookup
               }
               fuse_reply_buf(req, buf.data(), used);
             });
@@ -1281,6 +1312,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cache_.clear();
     lru_.clear();
     cache_bytes_ = 0;
+    // As a fresh mount: nothing known of what the kernel caches either (so the next open of
+    // each file drops the kernel's pages of it, and an open may prefetch; see PrefetchAtOpen).
+    page_version_.clear();
   }
 
   Handle* FindHandle(uint64_t fh) {
@@ -1376,6 +1410,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   std::unordered_map<ChunkId, std::pair<Bytes, std::list<ChunkId>::iterator>, ChunkIdHash> cache_;
   std::unordered_map<ChunkId, kj::ForkedPromise<Result<Bytes>>, ChunkIdHash> inflight_;
   uint64_t cache_bytes_ = 0;
+  static constexpr size_t kFirstChunksMax = 1 << 16;
+  std::unordered_map<uint64_t, ChunkId> first_chunks_;  // ino -> first chunk (NoteFirstChunk)
 };
 
 // ---- the libfuse side: each handler copies its arguments and queues the work ----------------

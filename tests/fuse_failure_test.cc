@@ -523,6 +523,77 @@ TEST_F(FailureTest, DirectoryAttributesAfterItsOwnCreateComeFromThatCreate) {
   ::close(efd);
 }
 
+// An open of a file this mount has never read starts fetching the file's first chunk, as the
+// lookup before it saw it, beside the open's read of the inode: once the open has returned and
+// the fetch has had time to finish, the read needs no server. A lookup that saw an older version
+// must not change what the open reads (close-to-open): the read still follows the open's layout.
+TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.op_timeout = 2;
+  mo.extra_opts = {"attr_timeout=10", "entry_timeout=10"};
+  TestMount writer(cluster.cluster_file(), cluster.dir() + "/mnt-w", mo);
+  TestMount reader(cluster.cluster_file(), cluster.dir() + "/mnt-r", mo);
+  ASSERT_TRUE(writer.ok() && reader.ok());
+  auto put = [](const std::string& path, const std::string& data) {
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+    return ::close(fd) == 0 && ok;
+  };
+  auto read_fd = [](int fd, std::string* out, int* err) {
+    out->assign(256 * 1024, '\0');
+    ssize_t n = ::pread(fd, out->data(), out->size(), 0);
+    *err = n < 0 ? errno : 0;
+    out->resize(n < 0 ? 0 : static_cast<size_t>(n));
+  };
+  std::string v1(65536, 'a'), v2(65536, 'b'), v3(40000, 'c'), got;
+  int err = 0;
+  struct stat st;
+  // The lookup sees v1, the file then becomes v2: the open reads v2 and so must the read.
+  ASSERT_TRUE(put(writer.path("stale"), v1)) << std::strerror(errno);
+  ASSERT_EQ(::stat(reader.path("stale").c_str(), &st), 0) << std::strerror(errno);
+  ASSERT_TRUE(put(writer.path("stale"), v2)) << std::strerror(errno);
+  int sfd = ::open(reader.path("stale").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(sfd, 0) << std::strerror(errno);
+  read_fd(sfd, &got, &err);
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_TRUE(got == v2) << "read " << got.size() << " bytes, not the version the open found";
+  ::close(sfd);
+  // Files the reader learns of from a lookup, from a readdirplus and from a lookup read-ahead
+  // listing (the last of 16 names looked up in one directory): each opened, then every server
+  // killed once the fetches have had time to finish.
+  ASSERT_EQ(::mkdir(writer.path("d").c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ(::mkdir(writer.path("e").c_str(), 0755), 0) << std::strerror(errno);
+  std::map<std::string, std::string> files = {{"fresh", v3}, {"d/listed", std::string(30000, 'd')}};
+  for (int i = 0; i < 16; ++i) files["e/f" + std::to_string(i)] = std::string(1000 + i, 'e');
+  for (const auto& [name, data] : files) {
+    ASSERT_TRUE(put(writer.path(name), data)) << name << ": " << std::strerror(errno);
+  }
+  ASSERT_EQ(::stat(reader.path("fresh").c_str(), &st), 0) << std::strerror(errno);
+  int lerr = 0;
+  EXPECT_EQ(List(reader.path("d"), &lerr).count("listed"), 1u) << std::strerror(lerr);
+  for (int i = 0; i < 15; ++i) {
+    ASSERT_EQ(::stat(reader.path("e/f" + std::to_string(i)).c_str(), &st), 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the listing completes
+  ASSERT_EQ(::stat(reader.path("e/f15").c_str(), &st), 0) << std::strerror(errno);
+  std::map<std::string, int> fds;
+  for (const char* name : {"fresh", "d/listed", "e/f15"}) {
+    int fd = ::open(reader.path(name).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << name << ": " << std::strerror(errno);
+    fds[name] = fd;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (int i = 0; i < 3; ++i) cluster.Kill(i);
+  for (const auto& [name, fd] : fds) {
+    read_fd(fd, &got, &err);
+    EXPECT_EQ(err, 0) << name << ": the read went to the servers: " << std::strerror(err);
+    EXPECT_TRUE(got == files[name]) << name << ": read " << got.size() << " bytes";
+    ::close(fd);
+  }
+}
+
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
 
 TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }
