@@ -790,11 +790,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
 
   // An open of a file this mount holds nothing of (no file state, no chunk, and no page cache
-  // of it that the kernel may keep) starts fetching the file's first chunk as the lookup that
-  // found it saw it, beside the open's own read of the inode instead of after it: a cold read
-  // of a small file is then one round trip plus the chunk fetch, not the two in sequence.
-  // Chunks are named by their hash, so a fetch by a stale layout only caches bytes that no
-  // read asks for; reads still go by the layout the open reads (close-to-open).
+  // of it that the kernel may keep: it never opened the file, or forgot it) starts fetching the
+  // file's first chunk as the lookup that found it saw it, beside the open's own read of the inode
+  // instead of after it: a cold read of a small file is then one round trip plus the chunk fetch,
+  // not the two in sequence. Chunks are named by their hash, so a fetch by a stale layout only
+  // caches bytes that no read asks for; reads still go by the layout the open reads
+  // (close-to-open).
   void PrefetchAtOpen(uint64_t ino, int flags) {
     auto it = first_chunks_.find(ino);
     if (it == first_chunks_.end()) return;
@@ -1312,9 +1313,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cache_.clear();
     lru_.clear();
     cache_bytes_ = 0;
-    // As a fresh mount: nothing known of what the kernel caches either (so the next open of
-    // each file drops the kernel's pages of it, and an open may prefetch; see PrefetchAtOpen).
-    page_version_.clear();
   }
 
   Handle* FindHandle(uint64_t fh) {
