@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "common/gc_rules.h"
 #include "common/record_key.h"
@@ -266,7 +267,17 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // The published bytes of a slot (empty for a hole).
   kj::Promise<Result<Bytes>> SlotBytes(const Slot& s) {
     if (s.hole() || s.length == 0) return Result<Bytes>(std::make_shared<const std::string>());
-    return GetChunk(s.id).then([len = s.length](Result<Bytes>&& r) -> Result<Bytes> {
+    // A fetch that PrefetchAtOpen began before the open read the inode may have failed for a
+    // reason gone since (servers back, the chunk stored again): its failure earns one fresh try.
+    const bool joins_prefetch = prefetching_.count(s.id) > 0;
+    kj::Promise<Result<Bytes>> got = GetChunk(s.id);
+    if (joins_prefetch) {
+      got = got.then([this, id = s.id](Result<Bytes>&& r) -> kj::Promise<Result<Bytes>> {
+        if (r.ok()) return kj::mv(r);
+        return GetChunk(id);
+      });
+    }
+    return got.then([len = s.length](Result<Bytes>&& r) -> Result<Bytes> {
       if (!r.ok()) return r.status();
       if ((*r)->size() == len) return *r;
       if ((*r)->size() < len) return Status(StatusCode::kCorruption, "chunk shorter than its slot");
@@ -780,32 +791,35 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
   }
 
-  // What a lookup, listing or readdirplus last showed of a regular file's first chunk (for
-  // PrefetchAtOpen).
+  // What a lookup, listing or readdirplus last showed of a regular file that is one chunk of at
+  // most kPrefetchAtOpenMax bytes (for PrefetchAtOpen). Larger files are not prefetched: an open
+  // of one need not read its start at all (tail of a log, an fstat, a lock).
   void NoteFirstChunk(const Inode& in) {
-    if (in.type != FileType::kRegular || in.slots.empty() || in.slots[0].hole()) return;
-    if (in.slots[0].length > kDefaultChunk) return;  // an open that reads little would pay much
+    if (in.type != FileType::kRegular || in.slots.size() != 1 || in.slots[0].hole()) return;
+    if (in.slots[0].length > kPrefetchAtOpenMax) return;
     if (first_chunks_.size() >= kFirstChunksMax) first_chunks_.clear();  // a lost hint costs a wait
     first_chunks_[in.ino] = in.slots[0].id;
   }
 
-  // An open of a file this mount holds nothing of (no file state, no chunk, and no page cache
-  // of it that the kernel may keep: it never opened the file, or forgot it) starts fetching the
-  // file's first chunk as the lookup that found it saw it, beside the open's own read of the inode
-  // instead of after it: a cold read of a small file is then one round trip plus the chunk fetch,
-  // not the two in sequence. Chunks are named by their hash, so a fetch by a stale layout only
-  // caches bytes that no read asks for; reads still go by the layout the open reads
+  // An open for reading of a one-chunk file this mount holds nothing of (no file state, no chunk,
+  // and no page cache of it that the kernel may keep: it never opened the file, or forgot it)
+  // starts fetching the file's chunk as the lookup that found it saw it, beside the open's own read
+  // of the inode instead of after it: a cold read of a small file is then one round trip plus the
+  // chunk fetch, not the two in sequence. Chunks are named by their hash, so a fetch by a stale
+  // layout only caches bytes that no read asks for; reads still go by the layout the open reads
   // (close-to-open).
   void PrefetchAtOpen(uint64_t ino, int flags) {
     auto it = first_chunks_.find(ino);
     if (it == first_chunks_.end()) return;
     ChunkId id = it->second;
     first_chunks_.erase(it);
-    if ((flags & O_ACCMODE) == O_WRONLY || (flags & O_TRUNC) || Find(ino) ||
+    // (O_TRUNC never arrives here: atomic O_TRUNC is off, the kernel truncates by a setattr.)
+    if ((flags & O_ACCMODE) == O_WRONLY || (flags & O_APPEND) || Find(ino) ||
         page_version_.count(ino) || cache_.count(id) || inflight_.count(id)) {
       return;
     }
-    Add(GetChunk(id).then([](Result<Bytes>&&) {}));
+    prefetching_.insert(id);
+    Add(GetChunk(id).then([this, id](Result<Bytes>&&) { prefetching_.erase(id); }));
   }
 
   // ---- handlers (loop thread) ------------------------------------------------------------
@@ -1409,7 +1423,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   std::unordered_map<ChunkId, kj::ForkedPromise<Result<Bytes>>, ChunkIdHash> inflight_;
   uint64_t cache_bytes_ = 0;
   static constexpr size_t kFirstChunksMax = 1 << 16;
-  std::unordered_map<uint64_t, ChunkId> first_chunks_;  // ino -> first chunk (NoteFirstChunk)
+  static constexpr uint64_t kPrefetchAtOpenMax = 1 << 20;
+  std::unordered_set<ChunkId, ChunkIdHash> prefetching_;  // PrefetchAtOpen's fetches in flight
+  std::unordered_map<uint64_t, ChunkId> first_chunks_;    // ino -> first chunk (NoteFirstChunk)
 };
 
 // ---- the libfuse side: each handler copies its arguments and queues the work ----------------
