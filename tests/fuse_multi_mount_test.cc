@@ -448,6 +448,52 @@ TEST_F(MultiMountTest, LookupReadAheadSeesChangesInTime) {
   EXPECT_EQ(ReadFile(B("f14")), "longer now");
 }
 
+// B learns of files from listings (readdirplus and lookup read-ahead) while A rewrites some of
+// them, then opens and reads each for the first time: B's opens fetch the chunks its listings
+// named beside the inode reads (Impl::PrefetchAtOpen), which for a rewritten file is an older
+// version. Every read must return the bytes of the version A closed last (close-to-open), not
+// the listing's; rewrites keep or change the size, and some cross one chunk.
+TEST_F(MultiMountTest, ColdReadsFollowTheOpensLayoutNotTheListings) {
+  std::mt19937_64 rng(20261127);
+  auto content = [&](size_t size) {
+    std::string s(size, '\0');
+    for (auto& c : s) c = static_cast<char>('a' + rng() % 26);
+    return s;
+  };
+  for (int round = 0; round < 3; ++round) {
+    const std::string dir = "r" + std::to_string(round);
+    ASSERT_EQ(::mkdir(A(dir).c_str(), 0755), 0) << std::strerror(errno);
+    std::vector<std::string> latest(48);
+    for (size_t i = 0; i < latest.size(); ++i) {
+      latest[i] = content(1 + rng() % (192 * 1024));
+      ASSERT_TRUE(WriteFile(A(dir + "/f" + std::to_string(i)), latest[i])) << i;
+    }
+    // B lists the directory (readdirplus) and looks every name up (lookup read-ahead).
+    EXPECT_EQ(List(B(dir)).size(), latest.size());
+    struct stat st;
+    for (size_t i = 0; i < latest.size(); ++i) {
+      ASSERT_EQ(::stat(B(dir + "/f" + std::to_string(i)).c_str(), &st), 0) << i;
+    }
+    for (size_t i = 0; i < latest.size(); ++i) {
+      switch (rng() % 4) {
+        case 0:  // same size, new bytes
+          latest[i] = content(latest[i].size());
+          break;
+        case 1:  // another size, possibly past one chunk
+          latest[i] = content(1 + rng() % (kMiB + kMiB / 2));
+          break;
+        default:  // unchanged: the prefetched chunk is the one read
+          continue;
+      }
+      ASSERT_TRUE(WriteFile(A(dir + "/f" + std::to_string(i)), latest[i])) << i;
+    }
+    for (size_t i = 0; i < latest.size(); ++i) {
+      EXPECT_TRUE(Same(ReadFile(B(dir + "/f" + std::to_string(i))), latest[i]))
+          << "round " << round << " file " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace testing
 }  // namespace quorumfs
