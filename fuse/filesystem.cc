@@ -806,8 +806,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // starts fetching the file's chunk as the lookup that found it saw it, beside the open's own read
   // of the inode instead of after it: a cold read of a small file is then one round trip plus the
   // chunk fetch, not the two in sequence. Chunks are named by their hash, so a fetch by a stale
-  // layout only caches bytes that no read asks for; reads still go by the layout the open reads
-  // (close-to-open).
+  // layout costs only its traffic (and a place in the cache); reads still go by the layout the
+  // open reads (close-to-open).
   void PrefetchAtOpen(uint64_t ino, int flags) {
     auto it = first_chunks_.find(ino);
     if (it == first_chunks_.end()) return;

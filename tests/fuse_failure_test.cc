@@ -436,6 +436,14 @@ TEST_F(FailureTest, ReadOnlyCloseIsNotChargedForAnotherDescriptorsWrites) {
   EXPECT_EQ(errno, EIO);
 }
 
+// Creates or truncates `path` and writes `data` to it whole; false on any error.
+bool WriteWhole(const std::string& path, const std::string& data) {
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  return ::close(fd) == 0 && ok;
+}
+
 // An open that finds a file changed since this mount last saw it makes the kernel ask for the
 // file's attributes again (KernelCacheCurrent), and the mount answers that from the inode the open
 // read instead of reading it a second time: with every server gone after the open, fstat still
@@ -448,14 +456,8 @@ TEST_F(FailureTest, AttributesAfterAnOpenComeFromTheOpensRead) {
   mo.extra_opts = {"attr_timeout=10"};  // no expiry while the test runs, however slow
   TestMount reader(cluster.cluster_file(), cluster.dir() + "/mnt-r", mo);
   ASSERT_TRUE(writer.ok() && reader.ok());
-  auto write = [](const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return false;
-    bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-    return ::close(fd) == 0 && ok;
-  };
   const std::string first(1000, 'a'), second(70000, 'b');
-  ASSERT_TRUE(write(writer.path("f"), first));
+  ASSERT_TRUE(WriteWhole(writer.path("f"), first));
   std::string got(first.size(), '\0');
   int fd = ::open(reader.path("f").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
@@ -463,7 +465,7 @@ TEST_F(FailureTest, AttributesAfterAnOpenComeFromTheOpensRead) {
   ASSERT_TRUE(got == first);
   ::close(fd);
   // The reader's own changes are never hidden: after one, the attributes are read again.
-  ASSERT_TRUE(write(writer.path("g"), first));
+  ASSERT_TRUE(WriteWhole(writer.path("g"), first));
   int g = ::open(reader.path("g").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(g, 0);
   struct stat before, after;
@@ -475,7 +477,7 @@ TEST_F(FailureTest, AttributesAfterAnOpenComeFromTheOpensRead) {
             before.st_ctim.tv_sec * 1000000000LL + before.st_ctim.tv_nsec)
       << "the reader's own setxattr did not move ctime";
   ::close(g);
-  ASSERT_TRUE(write(writer.path("f"), second));  // the reader's kernel caches the old size
+  ASSERT_TRUE(WriteWhole(writer.path("f"), second));  // the reader's kernel caches the old size
   fd = ::open(reader.path("f").c_str(), O_RDONLY | O_CLOEXEC);  // close-to-open: reads the inode
   ASSERT_GE(fd, 0);
   for (int i = 0; i < 3; ++i) cluster.Kill(i);
@@ -535,12 +537,6 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
   TestMount writer(cluster.cluster_file(), cluster.dir() + "/mnt-w", mo);
   TestMount reader(cluster.cluster_file(), cluster.dir() + "/mnt-r", mo);
   ASSERT_TRUE(writer.ok() && reader.ok());
-  auto put = [](const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0) return false;
-    bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-    return ::close(fd) == 0 && ok;
-  };
   auto read_fd = [](int fd, std::string* out, int* err) {
     out->assign(256 * 1024, '\0');
     ssize_t n = ::pread(fd, out->data(), out->size(), 0);
@@ -551,9 +547,9 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
   int err = 0;
   struct stat st;
   // The lookup sees v1, the file then becomes v2: the open reads v2 and so must the read.
-  ASSERT_TRUE(put(writer.path("stale"), v1)) << std::strerror(errno);
+  ASSERT_TRUE(WriteWhole(writer.path("stale"), v1)) << std::strerror(errno);
   ASSERT_EQ(::stat(reader.path("stale").c_str(), &st), 0) << std::strerror(errno);
-  ASSERT_TRUE(put(writer.path("stale"), v2)) << std::strerror(errno);
+  ASSERT_TRUE(WriteWhole(writer.path("stale"), v2)) << std::strerror(errno);
   int sfd = ::open(reader.path("stale").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(sfd, 0) << std::strerror(errno);
   read_fd(sfd, &got, &err);
@@ -568,7 +564,7 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
   std::map<std::string, std::string> files = {{"fresh", v3}, {"d/listed", std::string(30000, 'd')}};
   for (int i = 0; i < 16; ++i) files["e/f" + std::to_string(i)] = std::string(1000 + i, 'e');
   for (const auto& [name, data] : files) {
-    ASSERT_TRUE(put(writer.path(name), data)) << name << ": " << std::strerror(errno);
+    ASSERT_TRUE(WriteWhole(writer.path(name), data)) << name << ": " << std::strerror(errno);
   }
   ASSERT_EQ(::stat(reader.path("fresh").c_str(), &st), 0) << std::strerror(errno);
   int lerr = 0;
@@ -580,7 +576,7 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
   ASSERT_EQ(::stat(reader.path("e/f15").c_str(), &st), 0) << std::strerror(errno);
   // A file of two chunks is not prefetched: an open of it need not read its start.
   std::string big(kMiB + 1, 'g');
-  ASSERT_TRUE(put(writer.path("big"), big)) << std::strerror(errno);
+  ASSERT_TRUE(WriteWhole(writer.path("big"), big)) << std::strerror(errno);
   ASSERT_EQ(::stat(reader.path("big").c_str(), &st), 0) << std::strerror(errno);
   struct Fds {
     std::map<std::string, int> fds;
