@@ -17,7 +17,6 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <unordered_set>
 
 #include "common/gc_rules.h"
 #include "common/record_key.h"
@@ -246,9 +245,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                          return bytes;
                        })
                        .fork();
-      fl = inflight_.emplace(id, kj::mv(fetch)).first;
+      fl = inflight_.emplace(id, Fetch{kj::mv(fetch)}).first;
     }
-    return fl->second.addBranch();
+    return fl->second.promise.addBranch();
   }
 
   void Insert(const ChunkId& id, Bytes bytes) {
@@ -269,7 +268,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (s.hole() || s.length == 0) return Result<Bytes>(std::make_shared<const std::string>());
     // A fetch that PrefetchAtOpen began before the open read the inode may have failed for a
     // reason gone since (servers back, the chunk stored again): its failure earns one fresh try.
-    const bool joins_prefetch = prefetching_.count(s.id) > 0;
+    auto fl = inflight_.find(s.id);
+    const bool joins_prefetch = fl != inflight_.end() && fl->second.open_prefetch;
     kj::Promise<Result<Bytes>> got = GetChunk(s.id);
     if (joins_prefetch) {
       got = got.then([this, id = s.id](Result<Bytes>&& r) -> kj::Promise<Result<Bytes>> {
@@ -818,8 +818,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         page_version_.count(ino) || cache_.count(id) || inflight_.count(id)) {
       return;
     }
-    prefetching_.insert(id);
-    Add(GetChunk(id).then([this, id](Result<Bytes>&&) { prefetching_.erase(id); }));
+    auto fetch = GetChunk(id);  // neither cached nor in flight (above): this begins the fetch
+    if (auto fl = inflight_.find(id); fl != inflight_.end()) fl->second.open_prefetch = true;
+    Add(fetch.then([](Result<Bytes>&&) {}));
   }
 
   // ---- handlers (loop thread) ------------------------------------------------------------
@@ -1420,12 +1421,16 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   Status last_upload_error_;
   std::list<ChunkId> lru_;
   std::unordered_map<ChunkId, std::pair<Bytes, std::list<ChunkId>::iterator>, ChunkIdHash> cache_;
-  std::unordered_map<ChunkId, kj::ForkedPromise<Result<Bytes>>, ChunkIdHash> inflight_;
+  // Chunk fetches in flight; open_prefetch: begun by PrefetchAtOpen (see SlotBytes).
+  struct Fetch {
+    kj::ForkedPromise<Result<Bytes>> promise;
+    bool open_prefetch = false;
+  };
+  std::unordered_map<ChunkId, Fetch, ChunkIdHash> inflight_;
   uint64_t cache_bytes_ = 0;
   static constexpr size_t kFirstChunksMax = 1 << 16;
   static constexpr uint64_t kPrefetchAtOpenMax = 1 << 20;
-  std::unordered_set<ChunkId, ChunkIdHash> prefetching_;  // PrefetchAtOpen's fetches in flight
-  std::unordered_map<uint64_t, ChunkId> first_chunks_;    // ino -> first chunk (NoteFirstChunk)
+  std::unordered_map<uint64_t, ChunkId> first_chunks_;  // ino -> first chunk (NoteFirstChunk)
 };
 
 // ---- the libfuse side: each handler copies its arguments and queues the work ----------------
