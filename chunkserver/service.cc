@@ -466,6 +466,7 @@ kj::Promise<void> ChunkserverService::scanRecords(ScanRecordsContext context) {
     admit = Status(StatusCode::kTooLarge, "prefix or cursor over 512 bytes");
   }
   auto results = context.getResults();
+  results.setVoting(options_.voting);
   if (!admit.ok()) {
     SetError(results.initError(), admit);
     return kj::READY_NOW;

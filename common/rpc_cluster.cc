@@ -436,30 +436,31 @@ kj::Promise<Result<bool>> RpcCluster::DeleteChunk(const std::string& node, const
   });
 }
 
-kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> RpcCluster::ScanRecords(
-    const std::string& node, const std::string& prefix, const std::string& after, uint32_t limit) {
+kj::Promise<Result<ScanPage>> RpcCluster::ScanRecords(const std::string& node,
+                                                      const std::string& prefix,
+                                                      const std::string& after, uint32_t limit) {
   uint64_t epoch = config_->epoch;
-  using Page = std::pair<std::vector<ScannedRecord>, bool>;
-  return Call<Page>(node, [prefix, after, limit, epoch](rpc::Chunkserver::Client& c) {
+  return Call<ScanPage>(node, [prefix, after, limit, epoch](rpc::Chunkserver::Client& c) {
     auto req = c.scanRecordsRequest();
     req.setEpoch(epoch);
     req.setPrefix(AsData(prefix));
     req.setAfter(AsData(after));
     req.setLimit(limit);
     return req.send().then(
-        [](capnp::Response<rpc::Chunkserver::ScanRecordsResults>&& r) -> Result<Page> {
+        [](capnp::Response<rpc::Chunkserver::ScanRecordsResults>&& r) -> Result<ScanPage> {
           Status s = StatusFromRpc(r.getError());
           if (!s.ok()) return s;
-          Page page;
+          ScanPage page;
           for (auto rec : r.getRecords()) {
             ScannedRecord out;
             out.key = ToString(rec.getKey());
             out.promised = FromRpc(rec.getPromised());
             out.accepted = FromRpc(rec.getAccepted());
             if (rec.getHasValue()) out.value = ToString(rec.getValue());
-            page.first.push_back(std::move(out));
+            page.records.push_back(std::move(out));
           }
-          page.second = r.getNext().size() > 0;
+          page.more = r.getNext().size() > 0;
+          page.voting = r.getVoting();
           return page;
         });
   });

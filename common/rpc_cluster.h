@@ -44,6 +44,13 @@ struct ScannedRecord {
   std::optional<std::string> value;
 };
 
+// One page of scanRecords.
+struct ScanPage {
+  std::vector<ScannedRecord> records;
+  bool more = false;   // more keys follow
+  bool voting = true;  // false: the node is rejoining, its rows may be missing
+};
+
 struct ListedChunk {
   ChunkId id;
   uint64_t size = 0;
@@ -83,8 +90,9 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
       const std::string& node, const std::optional<ChunkId>& after, uint32_t limit);
   kj::Promise<Result<bool>> DeleteChunk(const std::string& node, const ChunkId& id,
                                         int64_t mark_start_ns, int64_t grace_ns);
-  kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>> ScanRecords(
-      const std::string& node, const std::string& prefix, const std::string& after, uint32_t limit);
+  // scanRecords: see schema/chunkserver.capnp.
+  kj::Promise<Result<ScanPage>> ScanRecords(const std::string& node, const std::string& prefix,
+                                            const std::string& after, uint32_t limit);
   // deleteRecord: see schema/chunkserver.capnp (accepted and promised ballots as scanned).
   kj::Promise<Result<bool>> DeleteRecord(const std::string& node, const std::string& key,
                                          Ballot ballot, Ballot promised, Ballot fence);

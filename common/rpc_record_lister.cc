@@ -29,12 +29,11 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
     spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
     need = config_->read_quorum;
   }
-  kj::Vector<kj::Promise<Result<std::pair<std::vector<ScannedRecord>, bool>>>> pages;
+  kj::Vector<kj::Promise<Result<ScanPage>>> pages;
   for (const auto& node : spec.targets) pages.add(rpc_.ScanRecords(node, prefix, after, limit));
   return kj::joinPromises(pages.releaseAsArray())
       .then([spec, need,
-             limit](kj::Array<Result<std::pair<std::vector<ScannedRecord>, bool>>>&& results)
-                -> Result<std::vector<std::string>> {
+             limit](kj::Array<Result<ScanPage>>&& results) -> Result<std::vector<std::string>> {
         std::vector<Vote> votes;
         std::set<std::string> keys;
         std::string errors;
@@ -45,8 +44,9 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
                       results[i].status().ToString();
             continue;
           }
-          votes.push_back(Vote::kYes);
-          for (const auto& rec : results[i]->first) keys.insert(rec.key);
+          // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
+          votes.push_back(results[i]->voting ? Vote::kYes : Vote::kAbstain);
+          for (const auto& rec : results[i]->records) keys.insert(rec.key);
         }
         if (!spec.Satisfied(votes, need)) {
           return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + errors);

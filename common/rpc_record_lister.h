@@ -1,6 +1,7 @@
 // RpcRecordLister: RecordLister over the chunkservers' scanRecords. Asks every replica of the
 // key's replica set(s) (or every node) and merges their keys; succeeds only when at least R
-// replicas of every set answered, so every key chosen by a write quorum is seen (R + W > N).
+// voting replicas of every set answered, so every key chosen by a write quorum is seen (R + W >
+// N); a rejoining node's keys are merged but its answer not counted.
 #pragma once
 
 #include "common/namespace.h"

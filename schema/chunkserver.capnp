@@ -116,9 +116,11 @@ interface Chunkserver {
       -> (error :Error, state :RecordState, voting :Bool);
 
   # Records whose key starts with `prefix` and is > `after`, in key order, at most `limit`
-  # (1..4096). `next` is the last key returned, empty when complete.
+  # (1..4096). `next` is the last key returned, empty when complete. `voting` is false on a
+  # server started with --rejoin and not yet refilled: its rows may be missing, so a listing
+  # must not count it towards a quorum.
   scanRecords @9 (epoch :UInt64, prefix :Data, after :Data, limit :UInt32)
-      -> (error :Error, records :List(RecordState), next :Data);
+      -> (error :Error, records :List(RecordState), next :Data, voting :Bool);
 
   # Removes a record (GC of tombstones, dead inodes, finished transactions): deletes the row
   # only if it still holds the accepted ballot `ballot` and the promised ballot `promised` that

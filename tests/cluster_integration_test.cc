@@ -14,6 +14,7 @@
 #include "common/cluster_client.h"
 #include "common/placement.h"
 #include "common/record_key.h"
+#include "common/rpc_record_lister.h"
 #include "tests/test_cluster.h"
 
 namespace quorumfs {
@@ -435,10 +436,24 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), StatusCode::kNoQuorum) << w.status().ToString();
   EXPECT_NE(w.status().message().find("rejoining"), std::string::npos) << w.status().ToString();
+  // A listing (readdir, rmdir's emptiness scan) must not count b either: its empty scan would
+  // make a key chosen on a and c look absent.
+  RpcRecordLister lister(client.rpc());
+  lister.SetConfig(cluster.config());
+  auto list = [&]() {
+    return client.RunSync<Result<std::vector<std::string>>>(
+        [&]() { return lister.ListKeys(RecordPlacementKey(InodeKey(9)), "I/", "", 100); });
+  };
+  auto listed = list();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.status().code(), StatusCode::kNoQuorum) << listed.status().ToString();
   // Once refilled (fsck's job), b votes again.
   Status s = client.RunSync<Status>([&]() { return client.rpc().FinishRejoin("b"); });
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_TRUE(client.Stats("b")->voting);
+  listed = list();
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(*listed, std::vector<std::string>{InodeKey(9)});
   auto read = client.Read(InodeKey(9));
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(read->payload, "x");

@@ -178,18 +178,18 @@ class Fsck {
     for (const auto& node : up_) {
       std::string after;
       for (;;) {
-        auto page = Sync<Result<std::pair<std::vector<ScannedRecord>, bool>>>(
+        auto page = Sync<Result<ScanPage>>(
             [&]() { return client_->rpc().ScanRecords(node, "", after, 4096); });
         if (!page.ok()) {
           operational_ = "scanning records on " + node + ": " + page.status().ToString();
           break;
         }
-        for (auto& rec : page->first) {
+        for (auto& rec : page->records) {
           after = rec.key;
           records_[rec.key].by_node[node] = std::move(rec);
         }
-        progress_.Tick(page->first.size());
-        if (!page->second) break;
+        progress_.Tick(page->records.size());
+        if (!page->more) break;
       }
     }
   }
