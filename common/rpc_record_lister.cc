@@ -46,6 +46,9 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
           }
           // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
           votes.push_back(results[i]->voting ? Vote::kYes : Vote::kAbstain);
+          if (!results[i]->voting) {
+            errors += (errors.empty() ? "" : "; ") + spec.targets[i] + ": rejoining, not voting";
+          }
           for (const auto& rec : results[i]->records) keys.insert(rec.key);
         }
         if (!spec.Satisfied(votes, need)) {

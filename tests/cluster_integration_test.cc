@@ -447,6 +447,8 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
   auto listed = list();
   ASSERT_FALSE(listed.ok());
   EXPECT_EQ(listed.status().code(), StatusCode::kNoQuorum) << listed.status().ToString();
+  EXPECT_NE(listed.status().message().find("b: rejoining"), std::string::npos)
+      << listed.status().ToString();
   // Once refilled (fsck's job), b votes again.
   Status s = client.RunSync<Status>([&]() { return client.rpc().FinishRejoin("b"); });
   ASSERT_TRUE(s.ok()) << s.ToString();
