@@ -36,23 +36,24 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
              limit](kj::Array<Result<ScanPage>>&& results) -> Result<std::vector<std::string>> {
         std::vector<Vote> votes;
         std::set<std::string> keys;
-        std::string errors;
-        for (size_t i = 0; i < results.size(); ++i) {
-          if (!results[i].ok()) {
+        for (const auto& r : results) {
+          if (!r.ok()) {
             votes.push_back(Vote::kNo);
-            errors += (errors.empty() ? "" : "; ") + spec.targets[i] + ": " +
-                      results[i].status().ToString();
             continue;
           }
           // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
-          votes.push_back(results[i]->voting ? Vote::kYes : Vote::kAbstain);
-          if (!results[i]->voting) {
-            errors += (errors.empty() ? "" : "; ") + spec.targets[i] + ": rejoining, not voting";
-          }
-          for (const auto& rec : results[i]->records) keys.insert(rec.key);
+          votes.push_back(r->voting ? Vote::kYes : Vote::kAbstain);
+          for (const auto& rec : r->records) keys.insert(rec.key);
         }
         if (!spec.Satisfied(votes, need)) {
-          return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + errors);
+          std::string why;
+          for (size_t i = 0; i < results.size(); ++i) {
+            if (votes[i] == Vote::kYes) continue;
+            why += (why.empty() ? "" : "; ") + spec.targets[i] + ": " +
+                   (votes[i] == Vote::kNo ? results[i].status().ToString()
+                                          : std::string("rejoining, not voting"));
+          }
+          return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + why);
         }
         std::vector<std::string> out(keys.begin(), keys.end());
         if (out.size() > limit) out.resize(limit);
