@@ -37,6 +37,8 @@ class ChunkBuffer {
   char* data() { return p_; }
   const char* data() const { return p_; }
   size_t size() const { return size_; }
+  // What data() can hold: size() rounded up to whole 64 KiB (so to whole 4 KiB blocks).
+  size_t capacity() const { return cap_; }
   // Free buffers the pool holds (for tests).
   static size_t pooled_bytes();
 
@@ -74,7 +76,13 @@ class ChunkStore {
   // The stored bytes, unverified. NotFound if absent.
   Result<std::string> Get(const ChunkId& id);
   // The same into a pooled buffer that is not zero-filled first (the serving path: a get need
-  // not clear 1-16 MiB, or fault in fresh pages, before overwriting it).
+  // not clear 1-16 MiB, or fault in fresh pages, before overwriting it). While chunks are
+  // written with O_DIRECT, the first read of a chunk that is not wholly in the page cache is
+  // made with O_DIRECT too: the disk fills the buffer, without the kernel's copy out of freshly
+  // filled page-cache pages (most of a chunkserver's CPU time in a cold sequential read), and
+  // a chunk read once (a stream, a scrub) takes no cache memory. A chunk read again goes
+  // through the page cache, which keeps it for the reads after (two touches, as 2Q admits); a
+  // chunk wholly cached (cachestat(2) says so) is always read through the cache.
   Result<std::shared_ptr<ChunkBuffer>> Read(const ChunkId& id);
   bool Has(const ChunkId& id);
   Result<StoredChunk> Stat(const ChunkId& id);
@@ -95,6 +103,8 @@ class ChunkStore {
   uint64_t prefix_dir_syncs() const { return prefix_dir_syncs_.load(); }
   // Whether chunk files are still written with O_DIRECT (false once the file system refused).
   bool direct_io() const { return direct_io_.load(); }
+  // Reads served with O_DIRECT so far (for tests).
+  uint64_t direct_reads() const { return direct_reads_.load(); }
   std::string PathOf(const ChunkId& id) const;
 
  private:
@@ -113,6 +123,15 @@ class ChunkStore {
   // *unsupported: the file system refused O_DIRECT (EINVAL); the caller writes buffered.
   static Status WriteDirect(int fd, const void* data, size_t size, const std::string& path,
                             bool* unsupported);
+  // Whether all `size` bytes of the open file are in the page cache; true as well when the
+  // kernel cannot tell (no cachestat(2): before Linux 6.5), so that reads stay buffered there.
+  bool WhollyCached(int fd, size_t size);
+  // Reads the whole `out->size()` bytes of the open file with O_DIRECT into `out` (page-aligned,
+  // capacity rounded up to whole blocks). *unsupported: the file system refused O_DIRECT; the
+  // caller reads buffered. Leaves O_DIRECT set on `fd`.
+  static Status ReadDirect(int fd, ChunkBuffer* out, const std::string& path, bool* unsupported);
+  // Whether this is the first read of `id` that this store remembers (and remembers it).
+  bool FirstTouch(const ChunkId& id);
 
   std::string dir_;
   std::atomic<uint64_t> count_{0};
@@ -120,6 +139,12 @@ class ChunkStore {
   std::atomic<uint64_t> tmp_seq_{0};
   std::atomic<uint64_t> prefix_dir_syncs_{0};
   std::atomic<bool> direct_io_{true};
+  std::atomic<bool> cachestat_works_{true};
+  std::atomic<uint64_t> direct_reads_{0};
+  // Chunks read once with O_DIRECT: a fingerprint of the id (never 0) per slot, the slot chosen
+  // by other bytes of the id. A collision forgets a chunk, whose next read is then direct
+  // again: a copy saved or a cache fill missed, never a wrong byte.
+  std::array<std::atomic<uint64_t>, 16384> direct_seen_{};
   // Puts, deletes and quarantines of one chunk exclude each other (striped by id): a GC delete
   // that found the chunk old must not unlink it after a concurrent put refreshed it and was
   // acknowledged.

@@ -6,8 +6,11 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -238,6 +241,119 @@ TEST_F(ChunkStoreTest, EverySizeComesBackExactlyDirectAndBuffered) {
     // Nothing is left in tmp/.
     EXPECT_TRUE(EmptyDir(dir + "/tmp"));
   }
+}
+
+// While chunks are written with O_DIRECT, the first read of a chunk not wholly in the page
+// cache is made with O_DIRECT as well (no kernel copy out of freshly filled cache pages), a
+// second read through the cache (which then keeps it), and a cached chunk's read always
+// through the cache; every size comes back byte for byte each way. The store lives on the
+// build tree's file system (a disk in any CI), not on /tmp, which may be a tmpfs where every
+// chunk is always cached.
+TEST(ChunkStoreDirectReadTest, FirstColdReadIsDirectLaterReadsThroughTheCache) {
+  char tmpl[] = "quorumfs-chunkstore-direct-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = std::string(tmpl);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { (void)std::system(("rm -rf '" + d + "'").c_str()); }
+  } cleanup{dir};
+  auto store = ChunkStore::Open(dir, /*direct_io=*/true);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto evict = [&](const ChunkId& id) {
+    int fd = ::open((*store)->PathOf(id).c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    ::close(fd);
+  };
+  auto read_buffered = [&](const ChunkId& id, size_t bytes) {
+    int fd = ::open((*store)->PathOf(id).c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);  // no read-ahead past `bytes`
+    std::string sink(bytes, '\0');
+    ASSERT_EQ(::pread(fd, sink.data(), bytes, 0), static_cast<ssize_t>(bytes));
+    ::close(fd);
+  };
+  auto cached_pages = [&](const ChunkId& id) -> uint64_t {
+    int fd = ::open((*store)->PathOf(id).c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    struct {
+      uint64_t off, len;
+    } range{0, 0};  // len 0: to the end of the file
+    uint64_t cs[5] = {};
+    EXPECT_EQ(::syscall(451, fd, &range, cs, 0), 0) << std::strerror(errno);
+    ::close(fd);
+    return cs[0];
+  };
+  // Whether this kernel can tell what is cached (cachestat, Linux 6.5+): without it every read
+  // stays buffered, as before.
+  bool kernel_tells = ::syscall(451, -1, nullptr, nullptr, 0) != 0 && errno != ENOSYS;
+  std::mt19937_64 rng(7);
+  auto put = [&](size_t size, std::string* data, ChunkId* id) {
+    data->assign(size, '\0');
+    for (char& c : *data) c = static_cast<char>(rng());
+    *id = ChunkId::Of(*data);
+    ASSERT_TRUE((*store)->Put(*id, data->data(), size, "").ok());
+    ASSERT_TRUE((*store)->direct_io()) << dir << " refuses O_DIRECT: this test cannot see it";
+    ASSERT_NO_FATAL_FAILURE(evict(*id));
+  };
+  for (size_t size : {size_t{1}, size_t{4095}, size_t{4096}, size_t{4097}, size_t{65536 + 17},
+                      size_t{1 << 20}, size_t{(3 << 20) + 5}}) {
+    SCOPED_TRACE(size);
+    const uint64_t pages = (size + 4095) / 4096;
+    std::string data;
+    ChunkId id;
+    ASSERT_NO_FATAL_FAILURE(put(size, &data, &id));
+    // First read, cold: O_DIRECT, and nothing of it cached afterwards.
+    uint64_t before = (*store)->direct_reads();
+    auto got = (*store)->Read(id);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(std::string((*got)->data(), (*got)->size()), data);
+    if (kernel_tells) {
+      EXPECT_EQ((*store)->direct_reads(), before + 1);
+      EXPECT_EQ(cached_pages(id), 0u);
+    } else {
+      EXPECT_EQ((*store)->direct_reads(), before);
+    }
+    // Second read, cold again: through the cache, which keeps the whole chunk.
+    ASSERT_NO_FATAL_FAILURE(evict(id));
+    before = (*store)->direct_reads();
+    auto again = (*store)->Get(id);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(*again, data);
+    EXPECT_EQ((*store)->direct_reads(), before);
+    if (kernel_tells) {
+      EXPECT_EQ(cached_pages(id), pages);
+    }
+    // Cached: through the cache.
+    auto cached = (*store)->Read(id);
+    ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+    EXPECT_EQ(std::string((*cached)->data(), (*cached)->size()), data);
+    EXPECT_EQ((*store)->direct_reads(), before);
+    // A chunk partly cached (its first block read through the cache) is not wholly cached: its
+    // first read by the store is O_DIRECT.
+    if (size > 4096) {
+      std::string other;
+      ChunkId other_id;
+      ASSERT_NO_FATAL_FAILURE(put(size, &other, &other_id));
+      ASSERT_NO_FATAL_FAILURE(read_buffered(other_id, 4096));
+      before = (*store)->direct_reads();
+      auto partly = (*store)->Get(other_id);
+      ASSERT_TRUE(partly.ok()) << partly.status().ToString();
+      EXPECT_EQ(*partly, other);
+      EXPECT_EQ((*store)->direct_reads(), before + (kernel_tells ? 1 : 0));
+    }
+  }
+  // A store that writes through the page cache (--buffered-chunks) reads through it too.
+  auto buffered = ChunkStore::Open(dir, /*direct_io=*/false);
+  ASSERT_TRUE(buffered.ok()) << buffered.status().ToString();
+  std::string data(100000, 'q');
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*buffered)->Put(id, data.data(), data.size(), "").ok());
+  ASSERT_NO_FATAL_FAILURE(evict(id));
+  auto got = (*buffered)->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, data);
+  EXPECT_EQ((*buffered)->direct_reads(), 0u);
 }
 
 // Chunk buffers are page-aligned and reused: a buffer given back is taken again by the next
