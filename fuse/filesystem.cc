@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "common/gc_rules.h"
 #include "common/record_key.h"
@@ -335,6 +336,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // Writes n bytes at in_slot into slot idx, which this mount holds (or now starts holding) in
   // memory with every byte of its base.
   void ApplyToSlot(FileState& f, uint64_t idx, uint32_t in_slot, const char* src, size_t n) {
+    Unquiet(f.ino);
     const uint64_t cs = f.chunk_size();
     DirtySlot& ds = f.dirty[idx];
     size_t before = ds.data.size();
@@ -386,6 +388,35 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   kj::Maybe<kj::ForkedPromise<void>> staged_tail_;
   uint64_t staged_tail_gen_ = 0;
   std::unordered_map<uint64_t, Status> staged_errors_;
+  // Files whose flush has nothing to do (guarded by stage_mu_): no byte written since the loop
+  // thread last found nothing dirty, staged or failed for them. A close(2) of such a file (a
+  // create's, or any open that wrote nothing) is answered on the FUSE thread, without the two
+  // thread hand-offs through the loop. Every write takes its file out first: a staged one in
+  // TryStage, any other where it dirties a slot (ApplyToSlot), both before the write is
+  // answered; a staged write that fails takes it out before recording the error.
+  std::unordered_set<uint64_t> quiet_;
+  static constexpr size_t kQuietMax = 65536;
+
+  // FUSE thread: whether a flush of `ino` has nothing to do (see quiet_).
+  bool QuietFlush(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    return quiet_.count(ino) > 0;
+  }
+  void Unquiet(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    quiet_.erase(ino);
+  }
+  // Loop thread: records that a flush of `ino` has nothing to do, if so: nothing dirty, no
+  // staged write waiting (anywhere: one may be for this file) and no failed one to report.
+  void MarkQuiet(uint64_t ino) {
+    FileState* fs = Find(ino);
+    if (fs && (!fs->dirty.empty() || fs->truncated_to)) return;
+    if (staged_errors_.count(ino) || staged_tail_ != nullptr) return;
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    if (!staged_.empty()) return;
+    if (quiet_.size() >= kQuietMax) quiet_.clear();
+    quiet_.insert(ino);
+  }
 
   // FUSE thread: queues the write if it can be applied in place later; false: take the loop.
   bool TryStage(uint64_t ino, uint64_t off, const std::shared_ptr<std::string>& data) {
@@ -404,6 +435,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
     staged_.push_back(StagedWrite{ino, off, data});
     staged_bytes_ += size;
+    quiet_.erase(ino);
     return true;
   }
 
@@ -471,7 +503,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     const StagedWrite& w = (*ws)[k];
     return WriteFrom(w.ino, w.off, w.data, 0, /*backpressure=*/false)
         .then([this, ws, k, ino = w.ino](Status s) {
-          if (!s.ok()) staged_errors_.emplace(ino, s);
+          if (!s.ok()) {
+            Unquiet(ino);
+            staged_errors_.emplace(ino, s);
+          }
           return ApplyInOrder(ws, k + 1);
         });
   }
@@ -567,7 +602,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       return s;
     }
     FileState* fs = Find(ino);
-    if (!fs || (fs->dirty.empty() && !fs->truncated_to)) return Status::Ok();
+    if (!fs || (fs->dirty.empty() && !fs->truncated_to)) {
+      MarkQuiet(ino);
+      return Status::Ok();
+    }
     if (fs->flushing) {
       auto paf = kj::newPromiseAndFulfiller<void>();
       fs->flush_waiters.push_back(kj::mv(paf.fulfiller));
@@ -651,6 +689,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                   if (fs->dirty.empty()) {
                     fs->written_end = 0;
                     fs->local_mtime_ns = 0;  // the published record's times are newer
+                    MarkQuiet(ino);
                   }
                   return Status::Ok();
                 }
@@ -701,6 +740,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       files_.erase(ino);
       no_files_ = files_.empty();
       ForgetStageable(ino, std::nullopt);
+      Unquiet(ino);  // bounds quiet_ by the open files; no flush comes after the last release
     }
   }
 
@@ -853,6 +893,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       handles_[fh] = Handle{ino, fi.flags};
       fi.fh = fh;
       fi.keep_cache = unchanged ? 1 : 0;
+      MarkQuiet(ino);
       if (fuse_reply_open(req, &fi) != 0) {
         handles_.erase(fh);
         fs.open_count--;
@@ -1281,6 +1322,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     handles_[fh] = Handle{r->ino, fi.flags};
     fi.fh = fh;
     fi.keep_cache = unchanged ? 1 : 0;
+    MarkQuiet(r->ino);
     fuse_entry_param e = Entry(*r);
     if (fuse_reply_create(req, &e, &fi) != 0) {
       handles_.erase(fh);
@@ -1639,6 +1681,8 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       // (at their close or fsync), so there is nothing to wait for.
       if (Impl::ReadOnlyFh(fi->fh)) return fuse_reply_err(req, 0), void();
       QFS_IMPL(req);
+      // Nothing written since the loop last found this file clean: nothing to wait for either.
+      if (impl->QuietFlush(ino)) return fuse_reply_err(req, 0), void();
       Fs(req)->Submit(
           [=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
     };
