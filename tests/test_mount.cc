@@ -236,7 +236,9 @@ void TestMount::Stop() {
     std::fprintf(stderr, "quorumfs-mount (pid %d) did not exit 10 s after unmounting %s\n",
                  static_cast<int>(pid_), dir_.c_str());
     if (::access("/usr/bin/gdb", X_OK) == 0) {
-      std::string cmd = "gdb -p " + std::to_string(pid_) +
+      // Bounded: gdb inherits this process's descriptors, and one left open on the stopped
+      // mount would hang gdb's own exit.
+      std::string cmd = "timeout -s KILL 30 gdb -p " + std::to_string(pid_) +
                         " -batch -ex 'thread apply all bt' 2>/dev/null | grep -E '^(#|Thread)' "
                         "1>&2";
       if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "(no stacks)\n");
