@@ -26,32 +26,14 @@ teardown() {  # unmount and stop the current variant's processes, also on failur
   D=
 }
 trap teardown EXIT
+source bench/local-cluster.sh
 trap "exit 130" INT TERM
 
 variant() {  # variant LABEL CHUNKSERVER MOUNT
   local label=$1 cs=$2 mnt=$3
   D=$(mktemp -d /tmp/quorumfs-ab-read.XXXXXX)
-  cat > "$D/cluster.conf" <<CONF
-epoch = 1
-replicas = 3
-write_quorum = 2
-read_quorum = 2
-chunk_size = 1MiB
-node a 127.0.0.1:7201
-node b 127.0.0.1:7202
-node c 127.0.0.1:7203
-CONF
-  for n in a b c; do
-    "$cs" --id $n --data "$D/$n" --cluster "$D/cluster.conf" > "$D/$n.log" 2>&1 &
-    PIDS+=($!)
-  done
-  sleep 0.5
-  mkdir "$D/mnt"
-  "$mnt" --cluster "$D/cluster.conf" "$D/mnt" -f > "$D/mount.log" 2>&1 &
-  local mp=$!
-  PIDS+=($mp)
-  for _ in $(seq 50); do mountpoint -q "$D/mnt" && break; sleep 0.1; done
-  mountpoint -q "$D/mnt" || { echo "$label: mount failed: $(cat "$D/mount.log")"; return 1; }
+  start_local_cluster "$D" 7201 "$cs" "$mnt" || return 1
+  local mp=$MOUNT_PID
   fio --name=sw --filename="$D/mnt/sw" --rw=write --bs=1M --size=1G --ioengine=psync \
     --end_fsync=1 --fallocate=none --output-format=terse |
     awk -F';' -v l="$label" '{printf "%s write %.0f MB/s\n", l, $48/1000}'

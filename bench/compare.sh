@@ -31,6 +31,7 @@ teardown() {
   rm -rf "$PEERS_DIR/localdir"
 }
 trap teardown EXIT
+source "$ROOT/bench/local-cluster.sh"
 
 cmake --build "$BUILD" -j"$(nproc)" --target quorumfs-chunkserver quorumfs-mount > /dev/null
 
@@ -41,26 +42,7 @@ rm -f "$QFS/probe"
 echo "disk write+fsync: $budget_raw (budget = that / 3)" | tee "$RESULTS/budget.txt"
 
 # quorumfs: 3 chunkservers and one mount.
-cat > "$QFS/cluster.conf" <<CONF
-epoch = 1
-replicas = 3
-write_quorum = 2
-read_quorum = 2
-chunk_size = 1MiB
-node a 127.0.0.1:7201
-node b 127.0.0.1:7202
-node c 127.0.0.1:7203
-CONF
-for n in a b c; do
-  "$BUILD/quorumfs-chunkserver" --id $n --data "$QFS/$n" --cluster "$QFS/cluster.conf" 2>> "$QFS/$n.log" &
-  PIDS+=($!)
-done
-sleep 0.5
-mkdir -p "$QFS/mnt"
-"$BUILD/quorumfs-mount" --cluster "$QFS/cluster.conf" "$QFS/mnt" -f 2>> "$QFS/mount.log" &
-MOUNT_PID=$!
-PIDS+=($MOUNT_PID)
-for _ in $(seq 50); do mountpoint -q "$QFS/mnt" && break; sleep 0.1; done
+start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$BUILD/quorumfs-mount" || true
 
 # A peer's Debian packages, installed when missing (as ../shared/peers/README.md lists them);
 # a peer whose packages cannot be installed is skipped with a message.

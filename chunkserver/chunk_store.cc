@@ -380,16 +380,20 @@ Result<std::shared_ptr<ChunkBuffer>> ChunkStore::Read(const ChunkId& id) {
     return ErrnoStatus("stat " + path, err);
   }
   auto out = ChunkBuffer::Take(static_cast<size_t>(st.st_size));
+  size_t done = 0;
   if (out->size() > 0 && direct_io_.load() && !WhollyCached(fd, out->size()) && FirstTouch(id)) {
     bool unsupported = false;
-    Status s = ReadDirect(fd, out.get(), path, &unsupported);
-    if (!unsupported) {
+    Status s = ReadDirect(fd, out.get(), path, &done, &unsupported);
+    if (!s.ok() && !unsupported) {
       ::close(fd);
-      if (!s.ok()) return s;
+      return s;
+    }
+    if (done == out->size()) {
+      ::close(fd);
       ++direct_reads_;
       return out;
     }
-    // Refused (the file system takes O_DIRECT writes but not reads?): read it buffered.
+    // Refused, or a short read off a block boundary: the rest through the page cache.
     int flags = ::fcntl(fd, F_GETFL);
     if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_DIRECT) != 0) {
       int err = errno;
@@ -397,7 +401,6 @@ Result<std::shared_ptr<ChunkBuffer>> ChunkStore::Read(const ChunkId& id) {
       return ErrnoStatus("fcntl " + path, err);
     }
   }
-  size_t done = 0;
   while (done < out->size()) {
     ssize_t n = ::pread(fd, out->data() + done, out->size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
@@ -442,7 +445,7 @@ bool ChunkStore::WhollyCached(int fd, size_t size) {
   return cs.nr_cache >= pages;
 }
 
-Status ChunkStore::ReadDirect(int fd, ChunkBuffer* out, const std::string& path,
+Status ChunkStore::ReadDirect(int fd, ChunkBuffer* out, const std::string& path, size_t* done,
                               bool* unsupported) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) return ErrnoStatus("fcntl " + path, errno);
@@ -457,29 +460,18 @@ Status ChunkStore::ReadDirect(int fd, ChunkBuffer* out, const std::string& path,
   // Whole blocks into the page-aligned buffer; the read stops short at the end of the file.
   const size_t want = (size + ChunkBuffer::kAlign - 1) / ChunkBuffer::kAlign * ChunkBuffer::kAlign;
   if (want > out->capacity()) return Status(StatusCode::kInternal, "chunk buffer too small");
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, out->data() + done, want - done, static_cast<off_t>(done));
+  while (*done < size && *done % ChunkBuffer::kAlign == 0) {
+    ssize_t n = ::pread(fd, out->data() + *done, want - *done, static_cast<off_t>(*done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EINVAL && done == 0) {
+    if (n < 0 && errno == EINVAL && *done == 0) {
       *unsupported = true;
       return Status(StatusCode::kIoError, "O_DIRECT refused");
     }
     if (n < 0) return ErrnoStatus("read " + path, errno);
     if (n == 0) return ErrnoStatus("read " + path, EIO);  // shorter than it was at fstat
-    done += static_cast<size_t>(n);
-    if (done > size) {
+    *done += static_cast<size_t>(n);
+    if (*done > size) {
       return Status(StatusCode::kIoError, "read " + path + ": longer than it was at fstat");
-    }
-    if (done < size && done % ChunkBuffer::kAlign != 0) {
-      // A short read off a block boundary before the end: the rest through the page cache.
-      if (::fcntl(fd, F_SETFL, flags & ~O_DIRECT) != 0) return ErrnoStatus("fcntl " + path, errno);
-      while (done < size) {
-        ssize_t m = ::pread(fd, out->data() + done, size - done, static_cast<off_t>(done));
-        if (m < 0 && errno == EINTR) continue;
-        if (m <= 0) return ErrnoStatus("read " + path, m < 0 ? errno : EIO);
-        done += static_cast<size_t>(m);
-      }
     }
   }
   return Status::Ok();

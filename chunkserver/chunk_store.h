@@ -126,10 +126,12 @@ class ChunkStore {
   // Whether all `size` bytes of the open file are in the page cache; true as well when the
   // kernel cannot tell (no cachestat(2): before Linux 6.5), so that reads stay buffered there.
   bool WhollyCached(int fd, size_t size);
-  // Reads the whole `out->size()` bytes of the open file with O_DIRECT into `out` (page-aligned,
-  // capacity rounded up to whole blocks). *unsupported: the file system refused O_DIRECT; the
-  // caller reads buffered. Leaves O_DIRECT set on `fd`.
-  static Status ReadDirect(int fd, ChunkBuffer* out, const std::string& path, bool* unsupported);
+  // Reads the open file with O_DIRECT into `out` (page-aligned, capacity rounded up to whole
+  // blocks), from *done (0) until `out->size()` bytes or a short read off a block boundary;
+  // *done says how far it got, and the caller reads the rest buffered. *unsupported: the file
+  // system refused O_DIRECT. Leaves O_DIRECT set on `fd`.
+  static Status ReadDirect(int fd, ChunkBuffer* out, const std::string& path, size_t* done,
+                           bool* unsupported);
   // Whether this is the first read of `id` that this store remembers (and remembers it).
   bool FirstTouch(const ChunkId& id);
 

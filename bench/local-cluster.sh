@@ -1,0 +1,30 @@
+# Sourced by the bench scripts: a 3-node quorumfs cluster on loopback with one mount.
+# start_local_cluster DIR PORT CHUNKSERVER MOUNT: writes DIR/cluster.conf (N=3, W=2, R=2,
+# 1 MiB chunks, nodes a, b, c on ports PORT..PORT+2), starts the three servers (data in DIR/a,
+# b, c; logs DIR/*.log) and mounts DIR/mnt. Appends every process id to the caller's PIDS
+# array and sets MOUNT_PID; returns 1 (saying why) if the mount did not come up in 5 s.
+start_local_cluster() {
+  local dir=$1 port=$2 chunkserver=$3 mount=$4 n i=0
+  cat > "$dir/cluster.conf" <<CONF
+epoch = 1
+replicas = 3
+write_quorum = 2
+read_quorum = 2
+chunk_size = 1MiB
+node a 127.0.0.1:$port
+node b 127.0.0.1:$((port + 1))
+node c 127.0.0.1:$((port + 2))
+CONF
+  for n in a b c; do
+    "$chunkserver" --id $n --data "$dir/$n" --cluster "$dir/cluster.conf" >> "$dir/$n.log" 2>&1 &
+    PIDS+=($!)
+  done
+  sleep 0.5
+  mkdir -p "$dir/mnt"
+  "$mount" --cluster "$dir/cluster.conf" "$dir/mnt" -f >> "$dir/mount.log" 2>&1 &
+  MOUNT_PID=$!
+  PIDS+=($MOUNT_PID)
+  for i in $(seq 50); do mountpoint -q "$dir/mnt" && return 0; sleep 0.1; done
+  echo "quorumfs mount at $dir/mnt did not come up: $(tail -3 "$dir/mount.log")" >&2
+  return 1
+}
