@@ -1,7 +1,8 @@
 // quorumfs-bench-namespace: namespace operations per second against three local chunkservers
 // (N=3, W=2, R=2), with 1 and 16 operations in flight: create, stat (lookup + getattr),
-// rename within a directory, unlink, and readdir + getattr of a 10,000-entry directory.
-// Each measurement runs `--runs` times; the median is printed with min-max beside it.
+// rename within a directory, move to another directory, unlink, and readdir + getattr of a
+// 10,000-entry directory. Each measurement runs `--runs` times; the median is printed with min-max
+// beside it.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -126,10 +127,23 @@ int Run(int argc, char** argv) {
             nullptr);
         results["rename within a dir" + tag].push_back(n / s);
         report("rename within a dir" + tag, n);
+        auto other = client.RunSync<Result<Inode>>(
+            [&]() { return ns.Create(kRootIno, "d" + std::to_string(dir_seq++), d); });
+        if (!other.ok()) return 1;
+        const uint64_t to = other->ino;
         s = Pipeline(
             client, n, conc,
             [&](int i) {
-              return ns.Unlink(parent, "r" + std::to_string(i)).then([](Status x) {
+              const std::string r = "r" + std::to_string(i);
+              return ns.Rename(parent, r, to, r).then([](Status x) { return Ok("move", x); });
+            },
+            nullptr);
+        results["move to another dir" + tag].push_back(n / s);
+        report("move to another dir" + tag, n);
+        s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Unlink(to, "r" + std::to_string(i)).then([](Status x) {
                 return Ok("unlink", x);
               });
             },
