@@ -90,11 +90,15 @@ int Run(int argc, char** argv) {
         std::string tag = conc == 1 ? " (1 in flight)" : " (16 in flight)";
         CreateRequest d;
         d.type = FileType::kDirectory;
-        auto dir_r = client.RunSync<Result<Inode>>(
-            [&]() { return ns.Create(kRootIno, "d" + std::to_string(dir_seq++), d); });
+        auto new_dir = [&]() {
+          return client.RunSync<Result<Inode>>(
+              [&]() { return ns.Create(kRootIno, "d" + std::to_string(dir_seq++), d); });
+        };
+        auto dir_r = new_dir();
         if (!dir_r.ok()) return 1;
         uint64_t parent = dir_r->ino;
         auto name = [](int i) { return "f" + std::to_string(i); };
+        auto renamed = [](int i) { return "r" + std::to_string(i); };
         CreateRequest f;
         double s = Pipeline(
             client, n, conc,
@@ -120,22 +124,22 @@ int Run(int argc, char** argv) {
         s = Pipeline(
             client, n, conc,
             [&](int i) {
-              return ns.Rename(parent, name(i), parent, "r" + std::to_string(i)).then([](Status x) {
+              return ns.Rename(parent, name(i), parent, renamed(i)).then([](Status x) {
                 return Ok("rename", x);
               });
             },
             nullptr);
         results["rename within a dir" + tag].push_back(n / s);
         report("rename within a dir" + tag, n);
-        auto other = client.RunSync<Result<Inode>>(
-            [&]() { return ns.Create(kRootIno, "d" + std::to_string(dir_seq++), d); });
+        auto other = new_dir();
         if (!other.ok()) return 1;
         const uint64_t to = other->ino;
         s = Pipeline(
             client, n, conc,
             [&](int i) {
-              const std::string r = "r" + std::to_string(i);
-              return ns.Rename(parent, r, to, r).then([](Status x) { return Ok("move", x); });
+              return ns.Rename(parent, renamed(i), to, renamed(i)).then([](Status x) {
+                return Ok("move", x);
+              });
             },
             nullptr);
         results["move to another dir" + tag].push_back(n / s);
@@ -143,9 +147,7 @@ int Run(int argc, char** argv) {
         s = Pipeline(
             client, n, conc,
             [&](int i) {
-              return ns.Unlink(to, "r" + std::to_string(i)).then([](Status x) {
-                return Ok("unlink", x);
-              });
+              return ns.Unlink(to, renamed(i)).then([](Status x) { return Ok("unlink", x); });
             },
             nullptr);
         results["unlink" + tag].push_back(n / s);
