@@ -9,7 +9,10 @@ namespace {
 
 // Format 1: body, intent. Format 2 adds, for an absent body, the time it became a tombstone.
 constexpr uint8_t kFormatV1 = 1;
-constexpr uint8_t kFormat = 2;
+constexpr uint8_t kFormatV2 = 2;
+// Format 3 replaces an inode's list of recent operation ids with its applied batches per
+// client and their eviction count; formats 1 and 2 are read with the ids dropped.
+constexpr uint8_t kFormat = 3;
 
 class Writer {
  public:
@@ -132,8 +135,12 @@ void WriteBody(Writer& w, const RecordBody& body) {
     w.I64(i->lease_until_ns);
     w.Var(i->lease_holder);
     w.Var(i->entry_count);
-    w.Var(i->recent_ops.size());
-    for (uint64_t op : i->recent_ops) w.Var(op);
+    w.Var(i->applied.size());
+    for (const auto& a : i->applied) {
+      w.Var(a.client);
+      w.Var(a.tag);
+    }
+    w.Var(i->applied_evictions);
   } else if (const DirEntry* e = std::get_if<DirEntry>(&body)) {
     w.Var(e->ino);
     w.U8(static_cast<uint8_t>(e->type));
@@ -157,7 +164,7 @@ bool ReadType(Reader& r, FileType* t) {
   return true;
 }
 
-bool ReadBody(Reader& r, RecordBody* body) {
+bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
   uint8_t kind;
   if (!r.U8(&kind)) return false;
   switch (kind) {
@@ -212,9 +219,17 @@ bool ReadBody(Reader& r, RecordBody* body) {
         return false;
       }
       i.state = static_cast<InodeState>(state);
-      i.recent_ops.resize(n);
-      for (auto& op : i.recent_ops) {
-        if (!r.Var(&op)) return false;
+      if (format < kFormat) {
+        for (size_t k = 0; k < n; ++k) {  // operation ids of formats 1 and 2: no longer used
+          uint64_t op;
+          if (!r.Var(&op)) return false;
+        }
+      } else {
+        i.applied.resize(n);
+        for (auto& a : i.applied) {
+          if (!r.Var(&a.client) || !r.Var(&a.tag)) return false;
+        }
+        if (!r.Var(&i.applied_evictions)) return false;
       }
       *body = std::move(i);
       return true;
@@ -297,13 +312,22 @@ FileType FileTypeFromMode(uint32_t mode) {
   }
 }
 
-bool Inode::HasOp(uint64_t op) const {
-  return std::find(recent_ops.begin(), recent_ops.end(), op) != recent_ops.end();
+uint64_t Inode::AppliedTag(uint64_t client) const {
+  for (const auto& a : applied) {
+    if (a.client == client) return a.tag;
+  }
+  return 0;
 }
 
-void Inode::RememberOp(uint64_t op) {
-  recent_ops.push_back(op);
-  if (recent_ops.size() > kRecentOps) recent_ops.erase(recent_ops.begin());
+void Inode::NoteApplied(uint64_t client, uint64_t tag, size_t max_clients) {
+  applied.erase(std::remove_if(applied.begin(), applied.end(),
+                               [client](const AppliedBatch& a) { return a.client == client; }),
+                applied.end());
+  applied.push_back(AppliedBatch{client, tag});
+  while (applied.size() > std::max<size_t>(max_clients, 1)) {
+    applied.erase(applied.begin());
+    ++applied_evictions;
+  }
 }
 
 std::string MetaRecord::Encode() const {
@@ -325,18 +349,18 @@ Result<MetaRecord> MetaRecord::Decode(std::string_view bytes) {
   Reader r(bytes);
   uint8_t format, has_intent;
   MetaRecord rec;
-  if (!r.U8(&format) || (format != kFormat && format != kFormatV1) || !ReadBody(r, &rec.body) ||
+  if (!r.U8(&format) || format < kFormatV1 || format > kFormat || !ReadBody(r, &rec.body, format) ||
       !r.U8(&has_intent) || has_intent > 1) {
     return Status(StatusCode::kCorruption, "malformed metadata record");
   }
   if (has_intent) {
     Intent in;
-    if (!r.Var(&in.txn) || !ReadBody(r, &in.value)) {
+    if (!r.Var(&in.txn) || !ReadBody(r, &in.value, format)) {
       return Status(StatusCode::kCorruption, "malformed metadata record intent");
     }
     rec.intent = std::move(in);
   }
-  if (format == kFormat && rec.absent() && (!r.I64(&rec.removed_ns) || rec.removed_ns < 0)) {
+  if (format >= kFormatV2 && rec.absent() && (!r.I64(&rec.removed_ns) || rec.removed_ns < 0)) {
     return Status(StatusCode::kCorruption, "malformed metadata record tombstone time");
   }
   if (!r.done()) return Status(StatusCode::kCorruption, "metadata record has trailing bytes");

@@ -21,7 +21,7 @@ constexpr size_t kMaxSymlinkSize = 4095;
 constexpr size_t kMaxXattrNameSize = 255;
 constexpr size_t kMaxXattrValueSize = 65536;
 constexpr size_t kMaxXattrTotalSize = 256 * 1024;
-constexpr size_t kRecentOps = 16;  // operation ids remembered by a directory
+constexpr size_t kAppliedClients = 64;  // clients an inode's `applied` list remembers
 
 enum class FileType : uint8_t {
   kNone = 0,
@@ -53,6 +53,14 @@ struct BackPointer {
   bool operator==(const BackPointer& o) const { return parent == o.parent && name == o.name; }
 };
 
+// A client's latest batch of combined changes applied to an inode (Namespace's ChangeCombined):
+// the tag its change function wrote. A client changes one inode by at most one batch at a time.
+struct AppliedBatch {
+  uint64_t client = 0;
+  uint64_t tag = 0;
+  bool operator==(const AppliedBatch& o) const { return client == o.client && tag == o.tag; }
+};
+
 struct Xattr {
   std::string name;
   std::string value;
@@ -78,12 +86,18 @@ struct Inode {
   InodeState state = InodeState::kLive;
   int64_t lease_until_ns = 0;  // kUnlinkedOpen: a mount holds it open until then
   uint64_t lease_holder = 0;
-  uint64_t entry_count = 0;          // directories: live entries
-  std::vector<uint64_t> recent_ops;  // directories: ids of recently applied parent changes
+  uint64_t entry_count = 0;  // directories: live entries
+  // Per client, the tag of its last applied batch of combined changes, least recently
+  // applied first; at most a bound's worth of clients (the least recent is dropped first).
+  std::vector<AppliedBatch> applied;
+  uint64_t applied_evictions = 0;  // clients dropped from `applied`, ever
 
   bool is_dir() const { return type == FileType::kDirectory; }
-  bool HasOp(uint64_t op) const;
-  void RememberOp(uint64_t op);
+  // The tag of `client`'s last applied batch, 0 if none is remembered.
+  uint64_t AppliedTag(uint64_t client) const;
+  // Records that `client`'s batch `tag` was applied, dropping the least recent clients beyond
+  // `max_clients` (each drop counts in applied_evictions).
+  void NoteApplied(uint64_t client, uint64_t tag, size_t max_clients);
 };
 
 struct DirEntry {

@@ -362,7 +362,8 @@ class Namespace::Impl {
   }
 
   // A plain change: resolves any intent first, then applies fn. Unknown outcomes are retried
-  // (fn must be idempotent, e.g. through operation ids).
+  // (fn must be idempotent: it sets values; a change that adds or subtracts goes through
+  // ChangeCombined).
   // `retry_unknown` false: fn is not idempotent, so an unknown outcome is returned as is.
   // Once an attempt's outcome was unknown, a later attempt that fails without writing (no
   // quorum, busy) does not make the change "not done": the result stays UnknownOutcome.
@@ -426,13 +427,12 @@ class Namespace::Impl {
   // Rather than race each other for ballots, the first becomes the leader and runs one
   // proposer change that applies every queued function in arrival order; each caller gets the
   // record as its own function left it (or its own error). Leadership passes to the first
-  // waiter of the next batch. Only for functions that are safe to retry (operation ids).
+  // waiter of the next batch. So this client has at most one batch in flight per record, and
+  // RunBatch applies a retried batch once; the functions need not be idempotent themselves.
 
   struct Waiter {
     RecordFn fn;
     std::optional<Result<MetaRecord>> result;
-    Status own_status;
-    MetaRecord after;
     kj::Own<kj::PromiseFulfiller<void>> wake;
     bool lead = false;
     std::vector<Waiter*> batch;
@@ -474,33 +474,83 @@ class Namespace::Impl {
     return std::move(*me.result);
   }
 
+  // One batch's change, retried while its outcome is unknown. Each evaluation of the batch on
+  // the record's value writes a fresh tag as this client's entry in the inode's `applied`
+  // list. This client runs at most one batch per record at a time (ChangeCombined), so on a
+  // retry the entry names one of this batch's tags exactly when that evaluation was chosen:
+  // the batch is then not applied again, and each waiter gets what that evaluation gave it.
+  // Were this client's entry dropped meanwhile (more than o_.applied_clients other clients
+  // changed the inode), the retry could not tell, so it answers UnknownOutcome instead.
   void RunBatch(kj::WaitScope& ws, const std::string& key, const std::vector<Waiter*>& batch) {
     OwnChange own(*this, key);
     auto deadline = timer_.now() + o_.busy_timeout;
+    struct Evaluation {
+      std::vector<Status> statuses;
+      std::vector<MetaRecord> afters;
+      uint64_t evictions = 0;  // the inode's applied_evictions as this evaluation wrote it
+    };
+    std::map<uint64_t, Evaluation> written;  // by tag: evaluations that wrote the record
+    Evaluation last;                         // the latest evaluation (written or not)
+    const uint64_t client = o_.client_id;
+    const size_t max_clients = o_.applied_clients ? o_.applied_clients : kAppliedClients;
+    const bool check = !o_.unsafe_parent_change_without_op_id;
+    bool unknown = false;
+    bool lost_track = false, found_applied = false;
+    auto evaluate = [&](MetaRecord cur) -> Decision {
+      lost_track = found_applied = false;
+      const Inode* in = cur.inode();
+      if (check && in && !written.empty()) {
+        auto it = written.find(in->AppliedTag(client));
+        if (it != written.end()) {
+          last = it->second;  // applied: not again
+          found_applied = true;
+          return Decision::Keep();
+        }
+        uint64_t least = UINT64_MAX;
+        for (const auto& [tag, ev] : written) least = std::min(least, ev.evictions);
+        if (in->applied_evictions > least && !o_.unsafe_retry_ignores_evictions) {
+          lost_track = true;
+          return Decision::Keep();
+        }
+      }
+      Evaluation ev;
+      bool changed = false;
+      for (Waiter* w : batch) {
+        auto next = w->fn(cur);
+        ev.statuses.push_back(next.ok() ? Status::Ok() : next.status());
+        if (next.ok() && *next) {
+          cur = std::move(**next);
+          changed = true;
+        }
+        ev.afters.push_back(cur);
+      }
+      if (!changed) {
+        last = std::move(ev);
+        return Decision::Keep();
+      }
+      if (Inode* out = cur.inode()) {
+        uint64_t tag = NewId();
+        out->NoteApplied(client, tag, max_clients);
+        ev.evictions = out->applied_evictions;
+        for (auto& a : ev.afters) {
+          if (a.inode()) a.inode()->NoteApplied(client, tag, max_clients);
+        }
+        written[tag] = ev;
+      }
+      last = std::move(ev);
+      return Decision::Write(Encode(cur, Now()));
+    };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
-      auto r = proposer_
-                   .Change(key, UnlessIntent(&blocked,
-                                             [&batch, now = Now()](MetaRecord cur) {
-                                               bool changed = false;
-                                               for (Waiter* w : batch) {
-                                                 auto next = w->fn(cur);
-                                                 w->own_status =
-                                                     next.ok() ? Status::Ok() : next.status();
-                                                 if (next.ok() && *next) {
-                                                   cur = std::move(**next);
-                                                   changed = true;
-                                                 }
-                                                 w->after = cur;
-                                               }
-                                               if (!changed) return Decision::Keep();
-                                               return Decision::Write(Encode(cur, now));
-                                             }))
-                   .wait(ws);
+      lost_track = found_applied = false;
+      auto r = proposer_.Change(key, UnlessIntent(&blocked, evaluate)).wait(ws);
       Status failure;
       if (!r.ok()) {
         ForgetOwn(key);
-        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) continue;
+        if (r.status().code() == StatusCode::kUnknownOutcome && attempt < 20) {
+          unknown = true;
+          continue;
+        }
         failure = r.status();
       } else if (blocked) {
         if (timer_.now() > deadline) {
@@ -510,17 +560,34 @@ class Namespace::Impl {
           if (s.ok()) continue;
           failure = s;
         }
+      } else if (lost_track) {
+        ++batches_lost_track_;
+        failure = Status(StatusCode::kUnknownOutcome,
+                         DescribeKey(key) + ": more than " + std::to_string(max_clients) +
+                             " other clients changed it while this change's outcome was unknown");
+      } else if (last.statuses.size() != batch.size()) {
+        failure = Internal(DescribeKey(key) + ": a batch change ended without an evaluation");
       } else if (auto rec = MetaRecord::DecodeOptional(r->payload); rec.ok()) {
         // Decoded from the reply: the value `r->version` names.
         NoteOwn(key, r->version, *rec);
       }
-      for (Waiter* w : batch) {
+      if (failure.ok() && found_applied) ++batches_found_applied_;
+      if (unknown && !failure.ok() && failure.code() != StatusCode::kUnknownOutcome) {
+        // An earlier attempt may have been applied: this one's failure does not undo it.
+        failure = Status(StatusCode::kUnknownOutcome,
+                         DescribeKey(key) +
+                             ": an earlier attempt may have been applied; the "
+                             "retry: " +
+                             failure.ToString());
+      }
+      for (size_t i = 0; i < batch.size(); ++i) {
+        Waiter* w = batch[i];
         if (!failure.ok()) {
           w->result = Result<MetaRecord>(failure);
-        } else if (!w->own_status.ok()) {
-          w->result = Result<MetaRecord>(w->own_status);
+        } else if (!last.statuses[i].ok()) {
+          w->result = Result<MetaRecord>(last.statuses[i]);
         } else {
-          w->result = Result<MetaRecord>(w->after);
+          w->result = Result<MetaRecord>(last.afters[i]);
         }
       }
       return;
@@ -701,25 +768,17 @@ class Namespace::Impl {
 
   // ---- helpers for parent changes ------------------------------------------------------------
 
-  // Operation ids a directory remembers (more than kRecentOps): a parent change retried after
-  // an unknown outcome (the proposer cannot tell once 8 later changes landed) must still find
-  // its id after a burst of creates and their undos on one directory.
-  static constexpr size_t kDirOpWindow = 64;
-
-  // Applies `apply` to a live directory's inode unless operation `op` already did.
-  RecordFn DirChange(uint64_t op, std::function<Status(Inode&)> apply) {
-    bool no_op_ids = o_.unsafe_parent_change_without_op_id;
-    return [op, apply, no_op_ids](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+  // Applies `apply` to a live directory's inode. Retried after an unknown outcome only through
+  // ChangeCombined (RunBatch), which tells whether an earlier attempt was applied, or inside a
+  // transaction's intent, which is attached once.
+  static RecordFn DirChange(std::function<Status(Inode&)> apply) {
+    return [apply](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
       const Inode* in = rec.inode();
       if (!in) return NotFound("directory does not exist");
       if (!in->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
-      if (!no_op_ids && in->HasOp(op)) return std::optional<MetaRecord>();
       if (in->state != InodeState::kLive) return NotFound("directory is being removed");
       MetaRecord out = rec;
-      Inode& d = *out.inode();
-      QFS_RETURN_IF_ERROR(apply(d));
-      d.recent_ops.push_back(op);
-      if (d.recent_ops.size() > kDirOpWindow) d.recent_ops.erase(d.recent_ops.begin());
+      QFS_RETURN_IF_ERROR(apply(*out.inode()));
       return std::optional<MetaRecord>(std::move(out));
     };
   }
@@ -785,6 +844,7 @@ class Namespace::Impl {
   // another inode, that one is read after all.
   std::unordered_map<std::string, uint64_t> entry_hints_;
   uint64_t unlinks_without_reads_ = 0, lookups_with_hint_ = 0;
+  uint64_t batches_found_applied_ = 0, batches_lost_track_ = 0;
   void NoteEntry(const std::string& key, uint64_t ino) {
     if (entry_hints_.size() >= 16384) entry_hints_.clear();
     entry_hints_[key] = ino;
@@ -925,7 +985,6 @@ class Namespace::Impl {
     }
     if (!ino_r.ok()) return ino_r.status();
     const uint64_t ino = *ino_r;
-    const uint64_t op = NewId();
     const bool is_dir = req.type == FileType::kDirectory;
     int64_t now = Now();
     Inode inode;
@@ -961,7 +1020,7 @@ class Namespace::Impl {
       const DirGroup used = *known;
       parent_r = ChangeCombined(
           ws, InodeKey(parent),
-          DirChange(op, [is_dir, now, used, check_parent_group, group_changed](Inode& d) -> Status {
+          DirChange([is_dir, now, used, check_parent_group, group_changed](Inode& d) -> Status {
             *group_changed = check_parent_group && (((d.mode & S_ISGID) != 0) != used.setgid ||
                                                     (used.setgid && d.gid != used.gid));
             if (*group_changed) return Status(StatusCode::kConflict, "parent's group changed");
@@ -1028,8 +1087,7 @@ class Namespace::Impl {
   }
 
   void UndoParentAdd(kj::WaitScope& ws, uint64_t parent, bool is_dir, int64_t now) {
-    (void)ChangeCombined(ws, InodeKey(parent),
-                         DirChange(NewId(), [is_dir, now](Inode& d) -> Status {
+    (void)ChangeCombined(ws, InodeKey(parent), DirChange([is_dir, now](Inode& d) -> Status {
                            if (d.entry_count > 0) d.entry_count -= 1;
                            if (is_dir && d.nlink > 2) d.nlink -= 1;
                            d.ctime_ns = now;
@@ -1059,12 +1117,13 @@ class Namespace::Impl {
 
   // The file-side change of removing entry (parent, name): nlink - 1, back-pointer gone; at 0
   // dying, or unlinked-open under the caller's lease.
-  RecordFn DropLink(uint64_t op, uint64_t parent, const std::string& name, int64_t now,
-                    bool held_open, uint64_t holder, bool whole_dir) {
+  // Not idempotent: run it through ChangeCombined or a transaction's intent.
+  RecordFn DropLink(uint64_t parent, const std::string& name, int64_t now, bool held_open,
+                    uint64_t holder, bool whole_dir) {
     int64_t lease_until = now + o_.lease_ns;
     return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
       const Inode* cur = rec.inode();
-      if (!cur || cur->HasOp(op)) return std::optional<MetaRecord>();
+      if (!cur) return std::optional<MetaRecord>();
       MetaRecord out = rec;
       Inode& in = *out.inode();
       RemoveBackPointer(in, parent, name);
@@ -1083,7 +1142,6 @@ class Namespace::Impl {
           in.state = InodeState::kDying;
         }
       }
-      in.RememberOp(op);
       return std::optional<MetaRecord>(std::move(out));
     };
   }
@@ -1140,9 +1198,8 @@ class Namespace::Impl {
         if (!target_r->ok()) return target_r->status();
         target = std::move(*target_r).value();
       }
-      const uint64_t op = NewId();
       int64_t now = Now();
-      auto parent_fn = DirChange(op, [now](Inode& d) -> Status {
+      auto parent_fn = DirChange([now](Inode& d) -> Status {
         if (d.entry_count > 0) d.entry_count -= 1;
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
@@ -1151,7 +1208,7 @@ class Namespace::Impl {
         if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
         return std::optional<MetaRecord>(MetaRecord{});
       };
-      auto inode_fn = DropLink(op, parent, name, now, held_open, holder, false);
+      auto inode_fn = DropLink(parent, name, now, held_open, holder, false);
       if (target.nlink > 1) {
         // Other links remain: one transaction, so the count never disagrees with the entries.
         QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(parent, name), InodeKey(parent),
@@ -1178,7 +1235,7 @@ class Namespace::Impl {
       // which fsck repairs, never low.
       auto inode_change =
           fibers_.startFiber([this, key = InodeKey(entry.ino), inode_fn](kj::WaitScope& ws) {
-            (void)Change(ws, key, inode_fn);
+            (void)ChangeCombined(ws, key, inode_fn);
           });
       (void)ChangeCombined(ws, InodeKey(parent), parent_fn);
       inode_change.wait(ws);
@@ -1198,7 +1255,6 @@ class Namespace::Impl {
         return Status(StatusCode::kNotDirectory, "not a directory");
       const uint64_t dir = entry.ino;
       if (dir == kRootIno) return Status(StatusCode::kBusy, "rmdir of the root");
-      const uint64_t op = NewId();
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
       fns[DirEntryKey(parent, name)] =
@@ -1206,7 +1262,7 @@ class Namespace::Impl {
         if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
         return std::optional<MetaRecord>(MetaRecord{});
       };
-      fns[InodeKey(parent)] = DirChange(op, [now](Inode& d) -> Status {
+      fns[InodeKey(parent)] = DirChange([now](Inode& d) -> Status {
         if (d.entry_count > 0) d.entry_count -= 1;
         if (d.nlink > 2) d.nlink -= 1;
         d.mtime_ns = d.ctime_ns = now;
@@ -1298,7 +1354,6 @@ class Namespace::Impl {
       if (!np.is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
       QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(new_parent, new_name)));
       if (e.entry()) return Status(StatusCode::kAlreadyExists, new_name + " exists");
-      const uint64_t op = NewId();
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
       FileType type = target.type;
@@ -1307,7 +1362,7 @@ class Namespace::Impl {
         if (rec.entry()) return Status(StatusCode::kAlreadyExists, "entry exists");
         return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
       };
-      fns[InodeKey(new_parent)] = DirChange(op, [now](Inode& d) -> Status {
+      fns[InodeKey(new_parent)] = DirChange([now](Inode& d) -> Status {
         d.entry_count += 1;
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
@@ -1407,7 +1462,6 @@ class Namespace::Impl {
           if (*inside) return fail(InvalidArgument("cannot move a directory into itself"));
         }
       }
-      const uint64_t op = NewId();
       int64_t now = Now();
       std::map<std::string, RecordFn> fns;
       fns[DirEntryKey(p1, n1)] =
@@ -1436,7 +1490,7 @@ class Namespace::Impl {
         if (dst_dir) d2_links -= 1, d1_links += 1;
       }
       if (p1 == p2) {
-        fns[InodeKey(p1)] = DirChange(op, [=](Inode& d) -> Status {
+        fns[InodeKey(p1)] = DirChange([=](Inode& d) -> Status {
           d.entry_count =
               static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count + d2_count);
           d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links + d2_links);
@@ -1444,13 +1498,13 @@ class Namespace::Impl {
           return Status::Ok();
         });
       } else {
-        fns[InodeKey(p1)] = DirChange(op, [=](Inode& d) -> Status {
+        fns[InodeKey(p1)] = DirChange([=](Inode& d) -> Status {
           d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count);
           d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links);
           d.mtime_ns = d.ctime_ns = now;
           return Status::Ok();
         });
-        fns[InodeKey(p2)] = DirChange(op, [=](Inode& d) -> Status {
+        fns[InodeKey(p2)] = DirChange([=](Inode& d) -> Status {
           if (d2_links > 0 && d.nlink >= kMaxLinks)
             return Status(StatusCode::kTooManyLinks, "EMLINK");
           d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d2_count);
@@ -1489,7 +1543,7 @@ class Namespace::Impl {
             return std::optional<MetaRecord>(std::move(out));
           };
         } else {
-          fns[InodeKey(dst->ino)] = DropLink(op, p2, n2, now, false, 0, false);
+          fns[InodeKey(dst->ino)] = DropLink(p2, n2, now, false, 0, false);
         }
       }
       for (const auto& key : ctx.txn.participants) {
@@ -1825,7 +1879,6 @@ class Namespace::Impl {
   Result<bool> DoAdopt(kj::WaitScope& ws, uint64_t ino, uint64_t dir, const std::string& name,
                        FileType type) {
     Status s = RetryConflicts(ws, [&](kj::WaitScope& ws) -> Status {
-      const uint64_t op = NewId();
       int64_t now = Now();
       QFS_ASSIGN_OR_RETURN(TxnCtx ctx,
                            BeginTxn(ws, {DirEntryKey(dir, name), InodeKey(dir), InodeKey(ino)}));
@@ -1838,7 +1891,7 @@ class Namespace::Impl {
         }
         return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
       };
-      fns[InodeKey(dir)] = DirChange(op, [now](Inode& d) -> Status {
+      fns[InodeKey(dir)] = DirChange([now](Inode& d) -> Status {
         d.entry_count += 1;
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
@@ -1895,6 +1948,8 @@ Namespace::~Namespace() = default;
 
 uint64_t Namespace::unlinks_without_reads() const { return impl_->unlinks_without_reads_; }
 uint64_t Namespace::lookups_with_hint() const { return impl_->lookups_with_hint_; }
+uint64_t Namespace::batches_found_applied() const { return impl_->batches_found_applied_; }
+uint64_t Namespace::batches_lost_track() const { return impl_->batches_lost_track_; }
 std::optional<Inode> Namespace::RecentOwnDirectory(uint64_t ino, kj::Duration max_age,
                                                    kj::Duration* age) const {
   return impl_->RecentOwnDirectory(ino, max_age, age);

@@ -24,8 +24,10 @@
 //    requires entry count 0, and its scan must find no live entry and no intent. Directory moves
 //    across directories hold L/rename and check, with reads that follow intents, that the target
 //    is not inside the source.
-//  - Every change to a directory's I/ record carries an operation id the record remembers, so a
-//    retried parent change is applied once.
+//  - A directory's (or file's) count change outside a transaction goes through one batch per
+//    client and record at a time, and the record remembers each recent client's last applied
+//    batch, so a batch retried after an unknown outcome is applied once (or answers
+//    UnknownOutcome when that memory was lost).
 #pragma once
 
 #include <kj/async.h>
@@ -92,7 +94,13 @@ struct NamespaceOptions {
   bool unsafe_rmdir_without_dying_mark = false;
   bool unsafe_create_skips_parent_change = false;
   bool unsafe_move_without_rename_lock = false;
-  bool unsafe_parent_change_without_op_id = false;
+  bool unsafe_parent_change_without_op_id = false;  // RunBatch ignores the `applied` tags
+  // RunBatch trusts the absence of its tag even after clients were dropped from `applied`.
+  bool unsafe_retry_ignores_evictions = false;
+
+  // Clients an inode's `applied` list remembers (0: kAppliedClients). The simulator makes it
+  // small so that a client's entry is dropped while its change's outcome is unknown.
+  size_t applied_clients = 0;
 
   // Fault injection for tests (a client that dies midway): the operation stops right after
   // the named step and returns Unavailable, leaving what a crash would leave.
@@ -228,6 +236,10 @@ class Namespace {
   uint64_t unlinks_without_reads() const;
   // Lookups whose inode was read beside the entry and was the one it names (for tests).
   uint64_t lookups_with_hint() const;
+  // Batches of combined changes retried after an unknown outcome that found an earlier attempt
+  // applied, and that could not tell (their client's entry dropped: UnknownOutcome). For tests.
+  uint64_t batches_found_applied() const;
+  uint64_t batches_lost_track() const;
 
   // A directory's inode as this client's own latest change of it left it, if that change was
   // chosen less than `max_age` ago and no newer version of the record has been seen since

@@ -1030,7 +1030,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
               if (!inodes[i].ok()) continue;  // vanished meanwhile: the normal path answers
               Inode in = std::move(inodes[i]).value();
               in.parents.clear();  // not needed to answer a lookup
-              in.recent_ops.clear();
+              in.applied.clear();
               NoteFirstChunk(in);
               building->bytes += ListingBytes(listing->entries[i].name, in);
               building->names.emplace(listing->entries[i].name, std::move(in));

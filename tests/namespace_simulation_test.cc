@@ -39,6 +39,10 @@ enum class Scenario {
   kMoveWithoutRenameLock,
   kParentChangeWithoutOpId,
   kSharedFirstWriteAtW,
+  // kFaults with inodes that remember the last batch of only one client, so that a client's
+  // entry is often dropped while its change's outcome is unknown.
+  kOneAppliedClient,
+  kRetryIgnoresEvictions,  // negative control: kOneAppliedClient trusting a dropped entry
 };
 
 std::optional<uint64_t> EnvU64(const char* name) {
@@ -90,6 +94,13 @@ NamespaceSimOptions OptionsFor(Scenario scenario, uint64_t seed) {
       break;
     case Scenario::kSharedFirstWriteAtW:
       o.unsafe_shared_first_write_at_w = true;
+      break;
+    case Scenario::kOneAppliedClient:
+      o.ns.applied_clients = 1;
+      break;
+    case Scenario::kRetryIgnoresEvictions:
+      o.ns.applied_clients = 1;
+      o.ns.unsafe_retry_ignores_evictions = true;
       break;
   }
   return o;
@@ -209,6 +220,7 @@ TEST(NamespaceSimulation, ManySeedsWithCrashesAndFaults) {
     EXPECT_GT(s.retired_areas, 0);
     EXPECT_GT(s.renames, 0);
     EXPECT_GT(s.fixes, 0);
+    EXPECT_GT(s.batches_found_applied, 0);
   }
 }
 
@@ -217,6 +229,16 @@ TEST(NamespaceSimulation, NoCrashesCountsExact) {
   if (!EnvU64("QUORUMFS_NS_SIM_SEED")) {
     EXPECT_GT(s.unknown_injected, 0);
     EXPECT_EQ(s.client_crashes, 0);
+  }
+}
+
+// Inodes that remember one client's last batch: a count change retried after an unknown
+// outcome must answer UnknownOutcome when its client's entry was dropped, never apply twice.
+TEST(NamespaceSimulation, OneAppliedClient) {
+  NamespaceSimStats s = RunSeeds(Scenario::kOneAppliedClient, 1'000'000, 15);
+  if (!EnvU64("QUORUMFS_NS_SIM_SEED")) {
+    EXPECT_GT(s.batches_found_applied, 0);
+    EXPECT_GT(s.batches_lost_track, 0);
   }
 }
 
@@ -269,7 +291,16 @@ TEST(NamespaceSimulationNegativeControl, SharedFirstWriteAtW) {
                    "recovery changed what reads showed"});
 }
 
-// A parent change retried after an unknown outcome, without operation ids, applies twice.
+// A count change retried after an unknown outcome that takes the absence of its client's entry
+// as proof that it was not applied, although entries were dropped meanwhile, applies twice:
+// a count drops below the entries. (This is the rule of a fixed window of operation ids, which
+// quorumfs used until 2026-12-06: absence from a bounded memory taken as "not applied".)
+TEST(NamespaceSimulationNegativeControl, RetryIgnoresEvictions) {
+  ExpectViolation(Scenario::kRetryIgnoresEvictions, 2000, {"lower than the", "not the"});
+}
+
+// A count change retried after an unknown outcome, ignoring which batch was applied, applies
+// twice.
 TEST(NamespaceSimulationNegativeControl, ParentChangeWithoutOpId) {
   ExpectViolation(Scenario::kParentChangeWithoutOpId, 300, {"lower than the", "not the"});
 }

@@ -73,6 +73,8 @@ void NamespaceSimStats::Add(const NamespaceSimStats& o) {
   high_counts += o.high_counts;
   refused_for_high_count += o.refused_for_high_count;
   fixes += o.fixes;
+  batches_found_applied += o.batches_found_applied;
+  batches_lost_track += o.batches_lost_track;
   messages += o.messages;
   dropped += o.dropped;
   duplicated += o.duplicated;
@@ -93,9 +95,10 @@ std::string NamespaceSimStats::ToString() const {
       << ", private dirs retired " << retired_areas << ", unknown outcomes injected "
       << unknown_injected << ", repair runs " << repair_runs << ", counts high before fsck "
       << high_counts << " (ENOTEMPTY for an empty directory " << refused_for_high_count
-      << "), fsck fixes " << fixes << ", messages " << messages << " (dropped " << dropped
-      << ", duplicated " << duplicated << "), node crashes " << node_crashes << ", simulated "
-      << sim_time_us / 1000 << " ms";
+      << "), fsck fixes " << fixes << ", retried count changes found applied "
+      << batches_found_applied << " (could not tell " << batches_lost_track << "), messages "
+      << messages << " (dropped " << dropped << ", duplicated " << duplicated << "), node crashes "
+      << node_crashes << ", simulated " << sim_time_us / 1000 << " ms";
   return out.str();
 }
 
@@ -670,6 +673,7 @@ class NamespaceSim final : public kj::TaskSet::ErrorHandler {
   }
 
   std::unique_ptr<NsClient> NewClient(const std::string& name, int network_id, double unknown_rate);
+  void CountBatches(const NsClient& c);
   void RestartSlot(Slot& slot);
 
   // Runs a client's operation. With probability `crash_rate` (default: client_crash_rate) the
@@ -801,8 +805,14 @@ std::unique_ptr<NsClient> NamespaceSim::NewClient(const std::string& name, int n
   return c;
 }
 
+void NamespaceSim::CountBatches(const NsClient& c) {
+  result_.stats.batches_found_applied += static_cast<int64_t>(c.ns->batches_found_applied());
+  result_.stats.batches_lost_track += static_cast<int64_t>(c.ns->batches_lost_track());
+}
+
 void NamespaceSim::RestartSlot(Slot& slot) {
   ++slot.generation;
+  if (slot.client) CountBatches(*slot.client);
   slot.client.reset();
   slot.life = std::make_shared<Life>(kj::newPromiseAndFulfiller<void>());
   slot.client = NewClient("c" + std::to_string(slot.index) + "." + std::to_string(slot.generation),
@@ -2060,6 +2070,9 @@ NamespaceSimResult NamespaceSim::Run() {
       Error("no event left but the run is not done");
       break;
     }
+  }
+  for (auto& slot : slots_) {
+    if (slot.client) CountBatches(*slot.client);
   }
   auto& st = result_.stats;
   st.sim_time_us = (timer_.now() - start_) / kj::MICROSECONDS;

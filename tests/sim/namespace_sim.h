@@ -119,6 +119,8 @@ struct NamespaceSimStats {
   int64_t high_counts = 0;             // counts found high (never low) before recovery
   int64_t refused_for_high_count = 0;  // ENOTEMPTY for an empty directory whose count is high
   int64_t fixes = 0;                   // records changed by FixInode / FixDirectoryCounts
+  int64_t batches_found_applied = 0;   // retried count changes found applied (not reapplied)
+  int64_t batches_lost_track = 0;      // ... that could not tell (UnknownOutcome)
   int64_t messages = 0, dropped = 0, duplicated = 0, node_crashes = 0;
   int64_t sim_time_us = 0;
 
