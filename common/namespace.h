@@ -240,6 +240,9 @@ class Namespace {
   // applied, and that could not tell (their client's entry dropped: UnknownOutcome). For tests.
   uint64_t batches_found_applied() const;
   uint64_t batches_lost_track() const;
+  // Attempts of transactional operations (rename, link, rmdir, unlink of a file with other
+  // links) that lost a conflict to another transaction and ran again (for tests).
+  uint64_t conflict_retries() const;
 
   // A directory's inode as this client's own latest change of it left it, if that change was
   // chosen less than `max_age` ago and no newer version of the record has been seen since
