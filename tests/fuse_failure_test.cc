@@ -606,11 +606,15 @@ TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage
 
 TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }
 
+// Two threads move files between d1 and d2 and a third renames files within d2 when the mount
+// is killed; after a remount every file is under exactly one name, every file can be moved
+// back or removed, and d2 can be removed (no count left high).
 TEST_F(FailureTest, MountKilledDuringRenameStorm) {
   TestCluster cluster;
   TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
   ASSERT_TRUE(mount.ok());
   const int files = 12;
+  const int kWithin = 4;  // files renamed within d2 (to a new name: outside their transaction)
   std::string d1 = mount.path("d1"), d2 = mount.path("d2");
   ASSERT_EQ(::mkdir(d1.c_str(), 0755), 0);
   for (int i = 0; i < files; ++i) {
@@ -626,6 +630,13 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
     std::set<std::string> in1 = List(d1, &e1), in2 = List(d2, &e2);
     ASSERT_EQ(e1, 0) << when << ": readdir d1: " << std::strerror(e1);
     ASSERT_EQ(e2, 0) << when << ": readdir d2: " << std::strerror(e2);
+    // d2 also holds the files renamed within it (w<i> <-> v<i>): each under one of its names.
+    for (int i = 0; i < kWithin; ++i) {
+      std::string w = "w" + std::to_string(i), v = "v" + std::to_string(i);
+      EXPECT_EQ(in2.count(w) + in2.count(v), 1u) << when << ": " << w << " / " << v;
+      in2.erase(w);
+      in2.erase(v);
+    }
     for (int i = 0; i < files; ++i) {
       std::string name = "f" + std::to_string(i);
       int copies = static_cast<int>(in1.count(name) + in2.count(name));
@@ -645,6 +656,11 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
   for (int round = 0; round < 3 && !HasFailure(); ++round) {
     std::string r = "round " + std::to_string(round) + ": ";
     ASSERT_EQ(::mkdir(d2.c_str(), 0755), 0) << r << std::strerror(errno);
+    for (int i = 0; i < kWithin; ++i) {
+      int fd = ::open((d2 + "/w" + std::to_string(i)).c_str(), O_CREAT | O_WRONLY, 0644);
+      ASSERT_GE(fd, 0) << r << std::strerror(errno);
+      ASSERT_EQ(::close(fd), 0);
+    }
     std::atomic<bool> stop{false};
     std::atomic<int> renames{0};
     // Two threads move files between d1 and d2 until the mount dies under them.
@@ -659,7 +675,18 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
         if (rc == 0) ++renames;
       }
     };
-    std::thread t1(storm, 1 + round * 2), t2(storm, 2 + round * 2);
+    // A third renames files within d2 between two names until the mount dies under it.
+    auto within = [&]() {
+      std::mt19937 rng(100 + round);
+      while (!stop) {
+        std::string i = std::to_string(rng() % kWithin);
+        std::string w = d2 + "/w" + i, v = d2 + "/v" + i;
+        int rc = ::rename(w.c_str(), v.c_str());
+        if (rc != 0 && errno == ENOENT) rc = ::rename(v.c_str(), w.c_str());
+        if (rc == 0) ++renames;
+      }
+    };
+    std::thread t1(storm, 1 + round * 2), t2(storm, 2 + round * 2), t3(within);
     auto start = Clock::now();
     int target = 30 + 17 * round;
     while (renames < target && Since(start) < 30) {
@@ -669,6 +696,7 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
     stop = true;
     t1.join();
     t2.join();
+    t3.join();
     std::fprintf(stderr, "%s%d renames before the kill\n", r.c_str(), renames.load());
     ASSERT_TRUE(mount.Remount());
     check(r + "right after the remount");
@@ -690,6 +718,17 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
     }
     std::fprintf(stderr, "%smoved everything back in %.1f s\n", r.c_str(), Since(back));
     check(r + "after moving everything back");
+    // The files renamed within d2 are removed (a rename pending from the dead mount waits, as
+    // above); if a rename killed midway had left d2's count high, the rmdir below would fail.
+    for (int i = 0; i < kWithin; ++i) {
+      for (const std::string& name : {"w" + std::to_string(i), "v" + std::to_string(i)}) {
+        struct stat st;
+        if (::stat((d2 + "/" + name).c_str(), &st) != 0) continue;
+        auto [e, took] =
+            Bounded([&] { return ::unlink((d2 + "/" + name).c_str()) == 0 ? 0 : errno; }, 60);
+        EXPECT_EQ(ErrName(e), ErrName(0)) << r << "unlink " << name << " (" << took << " s)";
+      }
+    }
     int e2 = 0;
     EXPECT_TRUE(List(d2, &e2).empty()) << r;
     // A transaction the dead mount left pending may still hold an entry of d2 (rmdir reports
