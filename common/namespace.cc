@@ -361,6 +361,18 @@ class Namespace::Impl {
     };
   }
 
+  // A retry's failure to write (no quorum, busy) after an attempt whose outcome was unknown
+  // does not make the change "not done": the result stays UnknownOutcome.
+  static Status StillUnknown(const std::string& key, bool unknown, const Status& s) {
+    bool not_done = s.code() == StatusCode::kNoQuorum || s.code() == StatusCode::kTimedOut ||
+                    s.code() == StatusCode::kUnavailable ||
+                    s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy;
+    if (!unknown || !not_done) return s;
+    return Status(StatusCode::kUnknownOutcome,
+                  DescribeKey(key) +
+                      ": an earlier attempt may have been applied; the retry: " + s.ToString());
+  }
+
   // A plain change: resolves any intent first, then applies fn. Unknown outcomes are retried
   // (fn must be idempotent: it sets values; a change that adds or subtracts goes through
   // ChangeCombined).
@@ -376,15 +388,7 @@ class Namespace::Impl {
     OwnChange own(*this, key);
     auto deadline = timer_.now() + o_.busy_timeout;
     bool unknown = false;
-    auto failed = [&](const Status& s) {
-      bool not_done = s.code() == StatusCode::kNoQuorum || s.code() == StatusCode::kTimedOut ||
-                      s.code() == StatusCode::kUnavailable ||
-                      s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy;
-      if (!unknown || !not_done) return s;
-      return Status(StatusCode::kUnknownOutcome,
-                    DescribeKey(key) +
-                        ": an earlier attempt may have been applied; the retry: " + s.ToString());
-    };
+    auto failed = [&](const Status& s) { return StillUnknown(key, unknown, s); };
     for (int attempt = 0;; ++attempt) {
       uint64_t blocked = 0;
       int64_t now = Now();
@@ -532,9 +536,6 @@ class Namespace::Impl {
         uint64_t tag = NewId();
         out->NoteApplied(client, tag, max_clients);
         ev.evictions = out->applied_evictions;
-        for (auto& a : ev.afters) {
-          if (a.inode()) a.inode()->NoteApplied(client, tag, max_clients);
-        }
         written[tag] = ev;
       }
       last = std::move(ev);
@@ -572,14 +573,7 @@ class Namespace::Impl {
         NoteOwn(key, r->version, *rec);
       }
       if (failure.ok() && found_applied) ++batches_found_applied_;
-      if (unknown && !failure.ok() && failure.code() != StatusCode::kUnknownOutcome) {
-        // An earlier attempt may have been applied: this one's failure does not undo it.
-        failure = Status(StatusCode::kUnknownOutcome,
-                         DescribeKey(key) +
-                             ": an earlier attempt may have been applied; the "
-                             "retry: " +
-                             failure.ToString());
-      }
+      if (!failure.ok()) failure = StillUnknown(key, unknown, failure);
       for (size_t i = 0; i < batch.size(); ++i) {
         Waiter* w = batch[i];
         if (!failure.ok()) {
