@@ -12,7 +12,10 @@ constexpr uint8_t kFormatV1 = 1;
 constexpr uint8_t kFormatV2 = 2;
 // Format 3 replaces an inode's list of recent operation ids with its applied batches per
 // client and their eviction count; formats 1 and 2 are read with the ids dropped.
-constexpr uint8_t kFormat = 3;
+constexpr uint8_t kFormatV3 = 3;
+// Format 4 adds a directory's rename marks and a transaction's marked directories; formats
+// 1-3 are read with none.
+constexpr uint8_t kFormat = 4;
 
 class Writer {
  public:
@@ -141,6 +144,12 @@ void WriteBody(Writer& w, const RecordBody& body) {
       w.Var(a.tag);
     }
     w.Var(i->applied_evictions);
+    w.Var(i->rename_marks.size());
+    for (const auto& m : i->rename_marks) {
+      w.Var(m.txn);
+      w.U8(m.delta < 0 ? 0 : 1);
+      w.I64(m.time_ns);
+    }
   } else if (const DirEntry* e = std::get_if<DirEntry>(&body)) {
     w.Var(e->ino);
     w.U8(static_cast<uint8_t>(e->type));
@@ -151,6 +160,8 @@ void WriteBody(Writer& w, const RecordBody& body) {
     w.I64(t->deadline_ns);
     w.Var(t->participants.size());
     for (const auto& p : t->participants) w.Str(p);
+    w.Var(t->marked_dirs.size());
+    for (uint64_t d : t->marked_dirs) w.Var(d);
   } else if (const Lock* l = std::get_if<Lock>(&body)) {
     w.Var(l->holder_txn);
     w.I64(l->deadline_ns);
@@ -219,7 +230,7 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
         return false;
       }
       i.state = static_cast<InodeState>(state);
-      if (format < kFormat) {
+      if (format < kFormatV3) {
         for (size_t k = 0; k < n; ++k) {  // operation ids of formats 1 and 2: no longer used
           uint64_t op;
           if (!r.Var(&op)) return false;
@@ -230,6 +241,15 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
           if (!r.Var(&a.client) || !r.Var(&a.tag)) return false;
         }
         if (!r.Var(&i.applied_evictions)) return false;
+      }
+      if (format >= kFormat) {
+        if (!r.Count(&n, kMaxList)) return false;
+        i.rename_marks.resize(n);
+        for (auto& m : i.rename_marks) {
+          uint8_t up;
+          if (!r.Var(&m.txn) || !r.U8(&up) || up > 1 || !r.I64(&m.time_ns)) return false;
+          m.delta = up ? 1 : -1;
+        }
       }
       *body = std::move(i);
       return true;
@@ -252,6 +272,13 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
       t.participants.resize(n);
       for (auto& p : t.participants) {
         if (!r.Str(&p, 512)) return false;
+      }
+      if (format >= kFormat) {
+        if (!r.Count(&n, 64)) return false;
+        t.marked_dirs.resize(n);
+        for (auto& d : t.marked_dirs) {
+          if (!r.Var(&d)) return false;
+        }
       }
       *body = std::move(t);
       return true;

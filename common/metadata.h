@@ -61,6 +61,19 @@ struct AppliedBatch {
   bool operator==(const AppliedBatch& o) const { return client == o.client && tag == o.tag; }
 };
 
+// A rename's pending change of a directory it keeps out of its transaction (Namespace::Rename):
+// added before the transaction can commit, settled once it is decided (removed; the count
+// changed by `delta` and the times set to `time_ns` if it committed) by the renamer, or by
+// whoever meets it later (rmdir, fsck). The mark's presence makes the settling happen once.
+struct RenameMark {
+  uint64_t txn = 0;
+  int32_t delta = 0;  // the entry count's change on commit: -1 or +1
+  int64_t time_ns = 0;
+  bool operator==(const RenameMark& o) const {
+    return txn == o.txn && delta == o.delta && time_ns == o.time_ns;
+  }
+};
+
 struct Xattr {
   std::string name;
   std::string value;
@@ -91,6 +104,9 @@ struct Inode {
   // applied first; at most a bound's worth of clients (the least recent is dropped first).
   std::vector<AppliedBatch> applied;
   uint64_t applied_evictions = 0;  // clients dropped from `applied`, ever
+  // Directories: renames in flight (or left by a crashed client) that change entry_count
+  // once decided; see RenameMark. entry_count does not include them yet.
+  std::vector<RenameMark> rename_marks;
 
   bool is_dir() const { return type == FileType::kDirectory; }
   // The tag of `client`'s last applied batch, 0 if none is remembered.
@@ -114,6 +130,9 @@ struct Txn {
   int64_t created_ns = 0;                 // "younger" = created later (ties: larger id)
   int64_t deadline_ns = 0;                // pending past this may be aborted by anyone
   std::vector<std::string> participants;  // record keys, in key order
+  // Directories the transaction put a rename mark on (kept out of its participants): the
+  // record stays until each mark is settled (fsck's --gc checks).
+  std::vector<uint64_t> marked_dirs;
 };
 
 struct Lock {

@@ -596,7 +596,8 @@ class Namespace::Impl {
     bool holds_rename_lock = false;
   };
 
-  Result<TxnCtx> BeginTxn(kj::WaitScope& ws, std::vector<std::string> participants) {
+  Result<TxnCtx> BeginTxn(kj::WaitScope& ws, std::vector<std::string> participants,
+                          std::vector<uint64_t> marked_dirs = {}) {
     std::sort(participants.begin(), participants.end());
     participants.erase(std::unique(participants.begin(), participants.end()), participants.end());
     TxnCtx ctx;
@@ -605,6 +606,7 @@ class Namespace::Impl {
     ctx.txn.created_ns = Now();
     ctx.txn.deadline_ns = ctx.txn.created_ns + o_.txn_timeout_ns;
     ctx.txn.participants = std::move(participants);
+    ctx.txn.marked_dirs = std::move(marked_dirs);
     // The id is fresh and ours alone, so the first write may skip prepare.
     auto r = proposer_.CreateFresh(TxnKey(ctx.txn.id), WithBody(ctx.txn).Encode()).wait(ws);
     if (!r.ok()) return r.status();
@@ -753,7 +755,7 @@ class Namespace::Impl {
         if (!freed.ok()) return freed.status();
         continue;
       }
-      if (Younger(ctx.txn, Txn{holder, TxnState::kPending, 0, 0, {}}) && attempt > 50) {
+      if (Younger(ctx.txn, Txn{holder, TxnState::kPending, 0, 0, {}, {}}) && attempt > 50) {
         return Conflict("rename lock busy");
       }
       Backoff(ws, attempt);
@@ -784,6 +786,85 @@ class Namespace::Impl {
       QFS_RETURN_IF_ERROR(apply(*out.inode()));
       return std::optional<MetaRecord>(std::move(out));
     };
+  }
+
+  // ---- rename marks (README, "Renames keep the directories out of their transactions") -------
+
+  static constexpr size_t kMaxRenameMarks = 4096;
+
+  // Adds `mark` to live directory `dir` (once: a retry finds it there). A mark for a name the
+  // directory gains raises its count at once, as a create's change does before its entry
+  // exists: the count runs high while the rename is pending, never low.
+  Status AddRenameMark(kj::WaitScope& ws, uint64_t dir, RenameMark mark) {
+    const bool raise = !o_.unsafe_rename_raise_on_settle;
+    auto r = ChangeCombined(ws, InodeKey(dir), DirChange([mark, raise](Inode& d) -> Status {
+                              for (const auto& m : d.rename_marks) {
+                                if (m.txn == mark.txn) return Status::Ok();
+                              }
+                              if (d.rename_marks.size() >= kMaxRenameMarks) {
+                                return Status(StatusCode::kBusy,
+                                              "too many renames pending in the directory");
+                              }
+                              d.rename_marks.push_back(mark);
+                              if (mark.delta > 0 && raise) d.entry_count += 1;
+                              return Status::Ok();
+                            }));
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  // Settles `dir`'s mark of transaction `txn`, decided as `committed`: removes it and makes
+  // the count change the mark still owes (committed: a lost name's -1, and the times;
+  // aborted: the +1 raised when the mark was added comes off). The mark's presence is what
+  // makes this happen once; without one (settled already) nothing changes.
+  Status SettleRenameMark(kj::WaitScope& ws, uint64_t dir, uint64_t txn, bool committed) {
+    auto r = ChangeCombined(
+        ws, InodeKey(dir),
+        [txn, committed, raised = !o_.unsafe_rename_raise_on_settle](
+            const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+          const Inode* in = rec.inode();
+          if (!in) return std::optional<MetaRecord>();
+          auto found = [txn](const RenameMark& m) { return m.txn == txn; };
+          if (std::none_of(in->rename_marks.begin(), in->rename_marks.end(), found)) {
+            return std::optional<MetaRecord>();
+          }
+          MetaRecord out = rec;
+          Inode& d = *out.inode();
+          auto it = std::find_if(d.rename_marks.begin(), d.rename_marks.end(), found);
+          const RenameMark m = *it;
+          d.rename_marks.erase(it);
+          if (!raised) {  // negative control
+            if (committed && m.delta > 0) d.entry_count += 1;
+            if (committed && m.delta < 0 && d.entry_count > 0) d.entry_count -= 1;
+          } else if ((committed ? m.delta < 0 : m.delta > 0) && d.entry_count > 0) {
+            d.entry_count -= 1;
+          }
+          if (committed) {
+            d.mtime_ns = std::max(d.mtime_ns, m.time_ns);
+            d.ctime_ns = std::max(d.ctime_ns, m.time_ns);
+          }
+          return std::optional<MetaRecord>(std::move(out));
+        });
+    return r.ok() ? Status::Ok() : r.status();
+  }
+
+  // Settles the marks on `dir` whose transactions are decided, aborting those pending past
+  // their deadline. Returns how many are left pending; counts the settled ones in `*settled`.
+  Result<size_t> ResolveRenameMarks(kj::WaitScope& ws, uint64_t dir, size_t* settled = nullptr) {
+    QFS_ASSIGN_OR_RETURN(MetaRecord rec, ReadVisible(ws, InodeKey(dir)));
+    const Inode* in = rec.inode();
+    if (!in) return size_t{0};
+    size_t pending = 0;
+    for (const auto& m : in->rename_marks) {
+      // X is written before any mark naming it, and fsck's --gc keeps it while one does.
+      QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, m.txn, true));
+      if (fate == TxnState::kPending) {
+        ++pending;
+        continue;
+      }
+      QFS_RETURN_IF_ERROR(SettleRenameMark(ws, dir, m.txn, fate == TxnState::kCommitted));
+      if (settled) ++*settled;
+    }
+    return pending;
   }
 
   // ---- operations ----------------------------------------------------------------------------
@@ -1272,10 +1353,18 @@ class Namespace::Impl {
         return Status::Ok();
       });
       // The dying mark: requires an empty directory and stops every later entry-adding change.
-      fns[InodeKey(dir)] = [now, parent,
-                            name](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      // A rename mark stands for a count change to come (or one its crashed renamer never
+      // made): settled below, then tried again.
+      auto marked = std::make_shared<bool>(false);
+      fns[InodeKey(dir)] = [now, parent, name,
+                            marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         const Inode* d = rec.inode();
+        *marked = false;
         if (!d || !d->is_dir()) return Conflict("directory changed");
+        if (!d->rename_marks.empty()) {
+          *marked = true;
+          return Conflict("renames pending in the directory");
+        }
         if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "directory not empty");
         MetaRecord out = rec;
         out.inode()->state = InodeState::kDying;
@@ -1291,6 +1380,7 @@ class Namespace::Impl {
         Status s = Attach(ws, ctx, key, fns[key]);
         if (!s.ok()) {
           Abort(ws, ctx);
+          if (*marked) QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dir).status());
           return s;
         }
       }
@@ -1439,15 +1529,32 @@ class Namespace::Impl {
       if (!np.is_dir())
         return Status(StatusCode::kNotDirectory, "target parent is not a directory");
       const bool moves_dir = (src_dir || (exchange && dst_dir)) && p1 != p2;
+      // Parent counts: entries and subdirectory links moving between p1 and p2.
+      int64_t d1_count = 0, d2_count = 0, d1_links = 0, d2_links = 0;
+      if (!exchange) {
+        d1_count -= 1;
+        if (!dst) d2_count += 1;
+        if (src_dir) d1_links -= 1, d2_links += 1;
+        if (dst_dir) d2_links -= 1;
+      } else {
+        if (src_dir) d1_links -= 1, d2_links += 1;
+        if (dst_dir) d2_links -= 1, d1_links += 1;
+      }
+      if (p1 == p2) d1_count += d2_count, d2_count = 0;
 
-      // A rename within one directory to a name that does not exist changes no count, only
-      // the directory's times: it leaves the directory out of its transaction and sets them
-      // after the commit (README, "Renames to a new name in the same directory"), so such
-      // renames contend only on the names and inodes they touch. Every other rename takes its
-      // directories' inodes into its transaction: a count changed around the commit instead
-      // would stay high after a crash in between, and rmdir would answer ENOTEMPTY until fsck
-      // (bench/experiments/rename-outside-txn.patch).
-      const bool parents_outside = p1 == p2 && !dst && !exchange;
+      // A rename that involves no directory, or only renames one within its directory to a
+      // new name, leaves its directories' inodes out of its transaction (README, "Renames keep
+      // the directories out of their transactions"), so renames contend only on the names and
+      // inodes they touch. A directory whose count it changes gets a rename mark instead,
+      // added beside the intents (a directory gaining a name has its count raised with it) and
+      // settled once the transaction is decided, by this client or by whoever meets the mark
+      // after a crash; the times of the others are set after the commit.
+      const bool parents_outside = (!src_dir && !dst_dir) || (p1 == p2 && !dst && !exchange);
+      std::vector<std::pair<uint64_t, int32_t>> marks;  // directory, its count's change
+      if (parents_outside) {
+        if (d1_count != 0) marks.emplace_back(p1, static_cast<int32_t>(d1_count));
+        if (d2_count != 0) marks.emplace_back(p2, static_cast<int32_t>(d2_count));
+      }
       std::vector<std::string> keys = {DirEntryKey(p1, n1), DirEntryKey(p2, n2), InodeKey(src.ino)};
       if (!parents_outside) {
         keys.push_back(InodeKey(p1));
@@ -1455,9 +1562,55 @@ class Namespace::Impl {
       }
       if (dst) keys.push_back(InodeKey(dst->ino));
       int64_t now = Now();
-      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, keys));
+      const bool use_marks = !o_.unsafe_rename_counts_without_marks;
+      std::vector<uint64_t> marked_dirs;
+      if (use_marks) {
+        for (const auto& m : marks) marked_dirs.push_back(m.first);
+      }
+      QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, keys, marked_dirs));
+      const uint64_t txn = ctx.txn.id;
+      // The marks are added beside the intents; the transaction commits only once all are in.
+      std::vector<kj::Promise<Status>> marking;
+      for (const auto& [dir, delta] : use_marks ? marks : decltype(marks)()) {
+        marking.push_back(
+            fibers_.startFiber([this, dir = dir, mark = RenameMark{txn, delta, now}](
+                                   kj::WaitScope& ws) { return AddRenameMark(ws, dir, mark); }));
+      }
+      auto marked = [&]() {
+        Status first;
+        for (auto& p : marking) {
+          Status s = p.wait(ws);
+          if (!s.ok() && first.ok()) first = s;
+        }
+        marking.clear();
+        return first;
+      };
+      // Settles this transaction's marks, decided as `committed`, all at once. A failure leaves
+      // a mark for rmdir or fsck to settle.
+      auto settle = [this, txn, marks, use_marks, now](kj::WaitScope& ws, bool committed) {
+        std::vector<kj::Promise<void>> settling;
+        for (const auto& [dir, delta] : marks) {
+          settling.push_back(fibers_.startFiber([this, dir = dir, delta = delta, txn, committed,
+                                                 use_marks, now](kj::WaitScope& ws) {
+            if (use_marks) {
+              (void)SettleRenameMark(ws, dir, txn, committed);
+            } else if (committed) {  // negative control: the count changed with no mark
+              (void)ChangeCombined(ws, InodeKey(dir), DirChange([delta, now](Inode& d) -> Status {
+                                     d.entry_count = static_cast<uint64_t>(
+                                         static_cast<int64_t>(d.entry_count) + delta);
+                                     d.mtime_ns = d.ctime_ns = now;
+                                     return Status::Ok();
+                                   }));
+            }
+          }));
+        }
+        for (auto& p : settling) p.wait(ws);
+      };
+      // Only this client commits its transaction, so one it gives up on never commits.
       auto fail = [&](Status s) {
+        (void)marked();
         Abort(ws, ctx);
+        settle(ws, false);
         return s;
       };
       if (moves_dir) {
@@ -1492,21 +1645,9 @@ class Namespace::Impl {
           return Conflict("target changed");
         return std::optional<MetaRecord>(WithBody(src));
       };
-      // Parent counts: entries and subdirectory links moving between p1 and p2.
-      int64_t d1_count = 0, d2_count = 0, d1_links = 0, d2_links = 0;
-      if (!exchange) {
-        d1_count -= 1;
-        if (!dst) d2_count += 1;
-        if (src_dir) d1_links -= 1, d2_links += 1;
-        if (dst_dir) d2_links -= 1;
-      } else {
-        if (src_dir) d1_links -= 1, d2_links += 1;
-        if (dst_dir) d2_links -= 1, d1_links += 1;
-      }
       if (p1 == p2) {
         fns[InodeKey(p1)] = DirChange([=](Inode& d) -> Status {
-          d.entry_count =
-              static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count + d2_count);
+          d.entry_count = static_cast<uint64_t>(static_cast<int64_t>(d.entry_count) + d1_count);
           d.nlink = static_cast<uint32_t>(static_cast<int64_t>(d.nlink) + d1_links + d2_links);
           d.mtime_ns = d.ctime_ns = now;
           return Status::Ok();
@@ -1539,14 +1680,23 @@ class Namespace::Impl {
         };
       };
       fns[InodeKey(src.ino)] = move_inode(p1, n1, p2, n2);
+      // A directory replaced by the rename: its dying mark, as rmdir's (rename marks on it are
+      // settled, then the rename tries again).
+      auto dst_marked = std::make_shared<bool>(false);
       if (dst && exchange) {
         fns[InodeKey(dst->ino)] = move_inode(p2, n2, p1, n1);
       } else if (dst) {
         if (dst_dir) {
           fns[InodeKey(dst->ino)] =
-              [now, p2, n2](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+              [now, p2, n2,
+               dst_marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
             const Inode* d = rec.inode();
+            *dst_marked = false;
             if (!d) return Conflict("target vanished");
+            if (!d->rename_marks.empty()) {
+              *dst_marked = true;
+              return Conflict("renames pending in the target directory");
+            }
             if (d->entry_count != 0)
               return Status(StatusCode::kNotEmpty, "target directory not empty");
             MetaRecord out = rec;
@@ -1562,21 +1712,48 @@ class Namespace::Impl {
       }
       for (const auto& key : ctx.txn.participants) {
         Status st = Attach(ws, ctx, key, fns[key]);
-        if (!st.ok()) return fail(st);
+        if (!st.ok()) {
+          Status failed = fail(st);
+          if (*dst_marked) QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dst->ino).status());
+          return failed;
+        }
       }
+      Status mark_status = marked();
+      if (!mark_status.ok()) return fail(mark_status);
       if (dst_dir && !exchange) {
         Status empty = CheckEmpty(ws, dst->ino);
         if (!empty.ok()) return fail(empty);
       }
-      // The directory's times follow the commit, beside the intents' resolution. The rename
-      // has happened whatever that change returns; a failure leaves the times old.
+      // After the commit, beside the intents' resolution: the marks are settled, and the
+      // other directories' times set. The rename has happened whatever these return.
       std::function<void(kj::WaitScope&)> after;
       if (parents_outside) {
-        after = [this, key = InodeKey(p1), fn = fns[InodeKey(p1)]](kj::WaitScope& ws) {
-          (void)ChangeCombined(ws, key, fn);
+        std::vector<uint64_t> timed;  // directories with no mark
+        for (uint64_t dir : {p1, p2}) {
+          bool has_mark = std::any_of(marks.begin(), marks.end(),
+                                      [dir](const auto& m) { return m.first == dir; });
+          if (!has_mark && std::find(timed.begin(), timed.end(), dir) == timed.end()) {
+            timed.push_back(dir);
+          }
+        }
+        after = [this, settle, timed, now](kj::WaitScope& ws) {
+          std::vector<kj::Promise<void>> changing;
+          for (uint64_t dir : timed) {
+            changing.push_back(fibers_.startFiber([this, dir, now](kj::WaitScope& ws) {
+              (void)ChangeCombined(ws, InodeKey(dir), DirChange([now](Inode& d) -> Status {
+                                     d.mtime_ns = d.ctime_ns = now;
+                                     return Status::Ok();
+                                   }));
+            }));
+          }
+          settle(ws, true);
+          for (auto& p : changing) p.wait(ws);
         };
       }
       Status committed = Commit(ws, ctx, std::move(after));
+      // Aborted by another client: the marks go. Any other failure (a crash injected by a
+      // test, an unknown outcome) leaves them for whoever meets them.
+      if (IsConflict(committed)) settle(ws, false);
       if (committed.ok()) {
         entry_hints_.erase(DirEntryKey(p1, n1));
         NoteEntry(DirEntryKey(p2, n2), src.ino);
@@ -1770,6 +1947,9 @@ class Namespace::Impl {
         for (const auto& p : t->participants) {
           QFS_RETURN_IF_ERROR(ApplyIntent(ws, p, t->id, fate == TxnState::kCommitted));
         }
+        for (uint64_t dir : t->marked_dirs) {
+          QFS_RETURN_IF_ERROR(SettleRenameMark(ws, dir, t->id, fate == TxnState::kCommitted));
+        }
         ++touched;
       }
       if (keys->size() < 256) return touched;
@@ -1778,41 +1958,67 @@ class Namespace::Impl {
   }
 
   Result<bool> DoFixDirectoryCounts(kj::WaitScope& ws, uint64_t dir) {
-    QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
-    if (!d.is_dir()) return false;
-    uint64_t entries = 0, subdirs = 0;
-    std::string prefix = DirEntryPrefix(dir), after;
-    for (;;) {
-      auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
-      if (!keys.ok()) return keys.status();
-      for (const auto& key : *keys) {
-        QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, key));
-        if (const DirEntry* en = e.entry()) {
-          ++entries;
-          if (en->type == FileType::kDirectory) ++subdirs;
+    size_t settled = 0;
+    for (int attempt = 0;; ++attempt) {
+      // Marks of decided renames first: their count changes are the renames', not errors.
+      QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dir, &settled).status());
+      QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
+      if (!d.is_dir()) return false;
+      // The marks still pending: the count holds their raises (+1) already, and their
+      // settling lowers it once decided (committed -1, aborted +1), from the entries as the
+      // scan sees them while the renames are pending. So the count written is the entries plus
+      // the pending raises, valid only with exactly these marks in place and every one of their
+      // renames still pending when the scan ended (checked after it).
+      const std::vector<RenameMark> pending = d.rename_marks;
+      uint64_t raises = 0;
+      for (const auto& m : pending) raises += m.delta > 0;
+      uint64_t entries = 0, subdirs = 0;
+      std::string prefix = DirEntryPrefix(dir), after;
+      for (;;) {
+        auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
+        if (!keys.ok()) return keys.status();
+        for (const auto& key : *keys) {
+          QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, key));
+          if (const DirEntry* en = e.entry()) {
+            ++entries;
+            if (en->type == FileType::kDirectory) ++subdirs;
+          }
         }
+        if (keys->size() < 256) break;
+        after = keys->back();
       }
-      if (keys->size() < 256) break;
-      after = keys->back();
+      bool marks_moved = false;
+      for (const auto& m : pending) {
+        QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, m.txn, false));
+        if (fate != TxnState::kPending) marks_moved = true;
+      }
+      bool changed = false;
+      auto r = Change(ws, InodeKey(dir),
+                      [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                        changed = false;
+                        if (marks_moved || !rec.inode()) return std::optional<MetaRecord>();
+                        MetaRecord out = rec;
+                        Inode& in = *out.inode();
+                        if (in.rename_marks != pending) {
+                          marks_moved = true;
+                          return std::optional<MetaRecord>();
+                        }
+                        uint32_t want_links =
+                            in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
+                        if (in.entry_count == entries + raises && in.nlink == want_links)
+                          return std::optional<MetaRecord>();
+                        in.entry_count = entries + raises;
+                        in.nlink = want_links;
+                        changed = true;
+                        return std::optional<MetaRecord>(std::move(out));
+                      });
+      if (!r.ok()) return r.status();
+      if (!marks_moved) return changed || settled > 0;
+      if (attempt >= 20) {
+        return Status(StatusCode::kBusy, "renames kept changing the directory while counting it");
+      }
+      Backoff(ws, attempt);
     }
-    bool changed = false;
-    auto r =
-        Change(ws, InodeKey(dir), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-          changed = false;
-          if (!rec.inode()) return std::optional<MetaRecord>();
-          MetaRecord out = rec;
-          Inode& in = *out.inode();
-          uint32_t want_links =
-              in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
-          if (in.entry_count == entries && in.nlink == want_links)
-            return std::optional<MetaRecord>();
-          in.entry_count = entries;
-          in.nlink = want_links;
-          changed = true;
-          return std::optional<MetaRecord>(std::move(out));
-        });
-    if (!r.ok()) return r.status();
-    return changed;
   }
 
   Result<bool> DoFixInode(kj::WaitScope& ws, uint64_t ino) {

@@ -97,6 +97,12 @@ struct NamespaceOptions {
   bool unsafe_parent_change_without_op_id = false;  // RunBatch ignores the `applied` tags
   // RunBatch trusts the absence of its tag even after clients were dropped from `applied`.
   bool unsafe_retry_ignores_evictions = false;
+  // A rename that keeps its directories out of its transaction changes their counts after
+  // its commit, with no rename mark before it.
+  bool unsafe_rename_counts_without_marks = false;
+  // A rename mark for a name a directory gains raises its count when settled after the
+  // commit, not when added: the count is low meanwhile.
+  bool unsafe_rename_raise_on_settle = false;
 
   // Clients an inode's `applied` list remembers (0: kAppliedClients). The simulator makes it
   // small so that a client's entry is dropped while its change's outcome is unknown.
@@ -218,8 +224,9 @@ class Namespace {
   // resolves the intents of every decided transaction it finds; removes resolved ones' locks.
   // Returns how many transactions it touched.
   kj::Promise<Result<int>> ResolveTransactions();
-  // Recounts a directory's entries and subdirectories and rewrites entry_count and nlink if
-  // wrong; returns whether it changed anything.
+  // Settles the directory's rename marks whose transactions are decided (aborting those
+  // pending past their deadline), then recounts its entries and subdirectories and rewrites
+  // entry_count and nlink if wrong; returns whether it changed anything.
   kj::Promise<Result<bool>> FixDirectoryCounts(uint64_t dir);
   // Brings an inode's nlink and back-pointers in line with the entries that name it, finishes
   // an interrupted unlink (nlink 0 -> dying), and adopts an inode no entry names once past its

@@ -1,5 +1,5 @@
 // The namespace's record payloads (common/metadata.h): round trips, the per-client memory of
-// applied batches, records written by older formats, and malformed bytes refused.
+// applied batches, rename marks, records written by older formats, and malformed bytes refused.
 #include "common/metadata.h"
 
 #include <gtest/gtest.h>
@@ -38,6 +38,42 @@ TEST(MetadataTest, InodeWithAppliedBatchesRoundTrips) {
   EXPECT_EQ(in->AppliedTag(12), 102u);
   EXPECT_EQ(in->AppliedTag(13), 0u);
   EXPECT_EQ(in->applied_evictions, 0u);
+  EXPECT_TRUE(in->rename_marks.empty());
+}
+
+TEST(MetadataTest, RenameMarksRoundTrip) {
+  Inode d = SomeDirectory();
+  d.rename_marks.push_back(RenameMark{77, -1, 1'700'000'000'000'000'001});
+  d.rename_marks.push_back(RenameMark{78, 1, 1'700'000'000'000'000'002});
+  MetaRecord rec;
+  rec.body = d;
+  rec.intent = Intent{99, d};
+  auto back = MetaRecord::Decode(rec.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_NE(back->inode(), nullptr);
+  EXPECT_EQ(back->inode()->rename_marks, d.rename_marks);
+  EXPECT_EQ(back->inode()->entry_count, 7u);
+  ASSERT_TRUE(back->intent.has_value());
+  ASSERT_NE(std::get_if<Inode>(&back->intent->value), nullptr);
+  EXPECT_EQ(std::get<Inode>(back->intent->value).rename_marks, d.rename_marks);
+}
+
+TEST(MetadataTest, TransactionWithMarkedDirectoriesRoundTrips) {
+  Txn t;
+  t.id = 5;
+  t.state = TxnState::kCommitted;
+  t.created_ns = 10;
+  t.deadline_ns = 20;
+  t.participants = {"D/a", "I/b"};
+  t.marked_dirs = {1025, 1026};
+  MetaRecord rec;
+  rec.body = t;
+  auto back = MetaRecord::Decode(rec.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_NE(back->txn(), nullptr);
+  EXPECT_EQ(back->txn()->participants, t.participants);
+  EXPECT_EQ(back->txn()->marked_dirs, t.marked_dirs);
+  EXPECT_EQ(back->txn()->state, TxnState::kCommitted);
 }
 
 TEST(MetadataTest, NoteAppliedKeepsOneEntryPerClientAndDropsTheLeastRecent) {
@@ -63,14 +99,22 @@ TEST(MetadataTest, NoteAppliedKeepsOneEntryPerClientAndDropsTheLeastRecent) {
 
 // A record written by format 2 (a list of recent operation ids where format 3 has the applied
 // batches) still reads, with the ids dropped: the retry it served belonged to a process that
-// no longer runs.
-TEST(MetadataTest, ReadsAnInodeOfFormatTwo) {
+// no longer runs. So does one of format 3 (no rename marks).
+TEST(MetadataTest, ReadsAnInodeOfFormatsTwoAndThree) {
   MetaRecord rec;
   rec.body = SomeDirectory();
-  std::string v3 = rec.Encode();
-  ASSERT_EQ(v3[0], '\x03');
-  // Format 3 ends an inode with: no applied batches (0), no evictions (0); then no intent (0).
-  ASSERT_EQ(v3.substr(v3.size() - 3), std::string("\x00\x00\x00", 3));
+  std::string v4 = rec.Encode();
+  ASSERT_EQ(v4[0], '\x04');
+  // Format 4 ends an inode with: no applied batches (0), no evictions (0), no rename marks (0);
+  // then no intent (0).
+  ASSERT_EQ(v4.substr(v4.size() - 4), std::string("\x00\x00\x00\x00", 4));
+  std::string v3 = v4.substr(0, v4.size() - 4) + std::string("\x00\x00\x00", 3);
+  v3[0] = '\x03';
+  auto back3 = MetaRecord::Decode(v3);
+  ASSERT_TRUE(back3.ok()) << back3.status().ToString();
+  ASSERT_NE(back3->inode(), nullptr);
+  EXPECT_EQ(back3->inode()->entry_count, 7u);
+  EXPECT_TRUE(back3->inode()->rename_marks.empty());
   std::string v2 = v3.substr(0, v3.size() - 3) + std::string("\x02\x05\x07\x00", 4);
   v2[0] = '\x02';
   auto back = MetaRecord::Decode(v2);
@@ -81,11 +125,22 @@ TEST(MetadataTest, ReadsAnInodeOfFormatTwo) {
   // Read as format 3, the same bytes are malformed (a trailing byte is left over).
   v2[0] = '\x03';
   EXPECT_FALSE(MetaRecord::Decode(v2).ok());
+  // A rename mark's direction byte other than 0 or 1 is refused.
+  Inode marked = SomeDirectory();
+  marked.rename_marks.push_back(RenameMark{5, 1, 6});
+  MetaRecord m;
+  m.body = marked;
+  std::string bytes = m.Encode();
+  // ... mark: txn 5, direction 1, time 6 (one byte each as varints); then no intent.
+  ASSERT_EQ(bytes.substr(bytes.size() - 4), std::string("\x05\x01\x0c\x00", 4));
+  bytes[bytes.size() - 3] = '\x02';
+  EXPECT_FALSE(MetaRecord::Decode(bytes).ok());
 }
 
 TEST(MetadataTest, MalformedBytesAreRefused) {
   Inode d = SomeDirectory();
   d.NoteApplied(11, 101, 4);
+  d.rename_marks.push_back(RenameMark{42, -1, 1234});
   MetaRecord rec;
   rec.body = d;
   rec.intent = Intent{99, SomeDirectory()};
@@ -100,7 +155,7 @@ TEST(MetadataTest, MalformedBytesAreRefused) {
   }
   EXPECT_FALSE(MetaRecord::Decode(good + "x").ok());
   std::string future = good;
-  future[0] = '\x04';
+  future[0] = '\x05';
   EXPECT_FALSE(MetaRecord::Decode(future).ok());
   std::string zero = good;
   zero[0] = '\x00';

@@ -43,6 +43,8 @@ enum class Scenario {
   // entry is often dropped while its change's outcome is unknown.
   kOneAppliedClient,
   kRetryIgnoresEvictions,  // negative control: kOneAppliedClient trusting a dropped entry
+  kRenameCountsWithoutMarks,
+  kRenameRaiseOnSettle,
 };
 
 std::optional<uint64_t> EnvU64(const char* name) {
@@ -101,6 +103,12 @@ NamespaceSimOptions OptionsFor(Scenario scenario, uint64_t seed) {
     case Scenario::kRetryIgnoresEvictions:
       o.ns.applied_clients = 1;
       o.ns.unsafe_retry_ignores_evictions = true;
+      break;
+    case Scenario::kRenameCountsWithoutMarks:
+      o.ns.unsafe_rename_counts_without_marks = true;
+      break;
+    case Scenario::kRenameRaiseOnSettle:
+      o.ns.unsafe_rename_raise_on_settle = true;
       break;
   }
   return o;
@@ -297,6 +305,24 @@ TEST(NamespaceSimulationNegativeControl, SharedFirstWriteAtW) {
 // quorumfs used until 2026-12-06: absence from a bounded memory taken as "not applied".)
 TEST(NamespaceSimulationNegativeControl, RetryIgnoresEvictions) {
   ExpectViolation(Scenario::kRetryIgnoresEvictions, 2000, {"lower than the", "not the"});
+}
+
+// A rename of a file between directories keeps them out of its transaction and marks each
+// whose count it changes before it can commit. Changed after the commit with no mark, the
+// counts are wrong for good when the client crashes in between: the target's count is low
+// (an rmdir could then mark it dying with an entry inside), the source's high.
+TEST(NamespaceSimulationNegativeControl, RenameCountsWithoutMarks) {
+  ExpectViolation(Scenario::kRenameCountsWithoutMarks, 1000,
+                  {"lower than the", "still holds entries", "differs from its client's"});
+}
+
+// A rename mark for a name the target directory gains raises its count when it is added, not
+// when it is settled after the commit. Raised on settling instead, the count is low while the
+// mark waits (an rmdir that settles marks first is safe, but a rename out of the directory
+// settled before it, lowering a count that does not yet hold the name, is clamped at zero and
+// leaves the count high for good, or a count is simply seen low).
+TEST(NamespaceSimulationNegativeControl, RenameRaiseOnSettle) {
+  ExpectViolation(Scenario::kRenameRaiseOnSettle, 1000, {"lower than the", "not the"});
 }
 
 // A count change retried after an unknown outcome, ignoring which batch was applied, applies

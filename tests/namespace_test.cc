@@ -808,10 +808,21 @@ TEST_F(NamespaceTest, RecentOwnDirectoryFollowsThisClientsChanges) {
   ASSERT_TRUE(own(d.ino).has_value());
   EXPECT_EQ(own(d.ino)->mode & 07777, 0700u) << "built on the version read";
 
-  // A rename out of the directory goes through intents: nothing is kept until the next
-  // plain change.
+  // A file moved out of the directory: the directory keeps out of the rename's transaction,
+  // and the settling of its rename mark after the commit is a plain change, whose value is
+  // kept (README, "Renames keep the directories out of their transactions").
   ASSERT_OK(fs_->Rename(d.ino, "g", top_, "g"));
-  EXPECT_FALSE(own(d.ino).has_value()) << "the rename's intent on the parent";
+  auto after_move = own(d.ino);
+  ASSERT_TRUE(after_move.has_value()) << "the settling of the rename's mark";
+  EXPECT_EQ(after_move->entry_count, 0u);
+  EXPECT_TRUE(after_move->rename_marks.empty());
+  EXPECT_EQ(after_move->mtime_ns, Attr(d.ino).mtime_ns);
+  // A directory moved out of it goes through intents on both directories: nothing is kept
+  // until the next plain change.
+  ASSERT_OK(fs_->Mkdir(d.ino, "sub"));
+  ASSERT_TRUE(own(d.ino).has_value());
+  ASSERT_OK(fs_->Rename(d.ino, "sub", top_, "sub"));
+  EXPECT_FALSE(own(d.ino).has_value()) << "the directory move's intent on the parent";
   ASSERT_OK_AND_ASSIGN(Inode after, fs_->GetAttr(d.ino));
   EXPECT_EQ(after.entry_count, 0u);
   ASSERT_OK_AND_ASSIGN(Inode h, fs_->File(d.ino, "h"));
@@ -819,6 +830,88 @@ TEST_F(NamespaceTest, RecentOwnDirectoryFollowsThisClientsChanges) {
   EXPECT_EQ(own(d.ino)->entry_count, 1u);
   (void)g;
   (void)h;
+}
+
+// A renamer that dies after its commit leaves rename marks on the directories whose counts it
+// changes (the source's count high, the target's owed one); one that dies before it leaves its
+// transaction pending. Whoever meets the marks settles them by the transaction's fate: rmdir
+// (so an emptied source directory is removable at once, not after fsck), the recount of
+// fsck's repair, and the resolution of transactions.
+TEST_F(NamespaceTest, CrashedRenamesLeaveMarksThatRmdirAndRepairSettle) {
+  ASSERT_OK_AND_ASSIGN(Inode s, fs_->Mkdir(top_, "s"));
+  ASSERT_OK_AND_ASSIGN(Inode t, fs_->Mkdir(top_, "t"));
+  ASSERT_OK_AND_ASSIGN(Inode a, fs_->File(s.ino, "a"));
+  {
+    ClusterClientOptions o = Options();
+    o.ns.test_crash_txn_after_commit = true;
+    ClusterClient crasher(cluster_->config(), o);
+    Fs crash_fs(crasher);
+    EXPECT_CODE(crash_fs.Rename(s.ino, "a", t.ino, "a"), kUnavailable);
+  }
+  ASSERT_OK_AND_ASSIGN(Inode s1, fs_->GetAttr(s.ino));
+  ASSERT_OK_AND_ASSIGN(Inode t1, fs_->GetAttr(t.ino));
+  ASSERT_EQ(s1.rename_marks.size(), 1u);
+  EXPECT_EQ(s1.rename_marks[0].delta, -1);
+  EXPECT_EQ(s1.entry_count, 1u) << "high until the mark is settled";
+  ASSERT_EQ(t1.rename_marks.size(), 1u);
+  EXPECT_EQ(t1.rename_marks[0].delta, 1);
+  EXPECT_EQ(t1.entry_count, 1u) << "raised with the mark, before the commit";
+  ASSERT_OK_AND_ASSIGN(Inode moved, fs_->Lookup(t.ino, "a"));
+  EXPECT_EQ(moved.ino, a.ino);
+  EXPECT_CODE(fs_->Lookup(s.ino, "a"), kNotFound);
+  // rmdir settles the source's mark (committed: the count comes down) and removes it.
+  ASSERT_OK(fs_->Rmdir(top_, "s"));
+  // rmdir of the target settles its mark too, and then finds it holds the file.
+  EXPECT_CODE(fs_->Rmdir(top_, "t"), kNotEmpty);
+  ASSERT_OK_AND_ASSIGN(Inode t2, fs_->GetAttr(t.ino));
+  EXPECT_TRUE(t2.rename_marks.empty());
+  EXPECT_EQ(t2.entry_count, 1u);
+  EXPECT_GE(t2.mtime_ns, t1.mtime_ns);
+
+  // Died before its commit: the transaction is aborted once past its deadline, and the marks
+  // go with no count change. rmdir of the target waits for that rather than fail.
+  ASSERT_OK_AND_ASSIGN(Inode u, fs_->Mkdir(top_, "u"));
+  ASSERT_OK_AND_ASSIGN(Inode v, fs_->Mkdir(top_, "v"));
+  ASSERT_OK(fs_->File(u.ino, "b"));
+  {
+    ClusterClientOptions o = Options();
+    o.ns.test_crash_txn_after_intents = true;
+    o.ns.txn_timeout_ns = 300'000'000;
+    ClusterClient crasher(cluster_->config(), o);
+    Fs crash_fs(crasher);
+    EXPECT_CODE(crash_fs.Rename(u.ino, "b", v.ino, "b"), kUnavailable);
+  }
+  ASSERT_OK_AND_ASSIGN(Inode v1, fs_->GetAttr(v.ino));
+  ASSERT_EQ(v1.rename_marks.size(), 1u);
+  ASSERT_OK(fs_->Rmdir(top_, "v"));
+  ASSERT_OK_AND_ASSIGN(bool fixed, fs_->FixDirectoryCounts(u.ino));
+  EXPECT_TRUE(fixed) << "the aborted rename's mark settled";
+  ASSERT_OK_AND_ASSIGN(Inode u1, fs_->GetAttr(u.ino));
+  EXPECT_TRUE(u1.rename_marks.empty());
+  EXPECT_EQ(u1.entry_count, 1u);
+  ASSERT_OK(fs_->Lookup(u.ino, "b"));
+
+  // Died after its commit again; the resolution of transactions (fsck --repair) settles both.
+  ASSERT_OK_AND_ASSIGN(Inode w, fs_->Mkdir(top_, "w"));
+  {
+    ClusterClientOptions o = Options();
+    o.ns.test_crash_txn_after_commit = true;
+    ClusterClient crasher(cluster_->config(), o);
+    Fs crash_fs(crasher);
+    EXPECT_CODE(crash_fs.Rename(u.ino, "b", w.ino, "c"), kUnavailable);
+  }
+  ASSERT_OK(fs_->ResolveTransactions());
+  ASSERT_OK_AND_ASSIGN(Inode u2, fs_->GetAttr(u.ino));
+  ASSERT_OK_AND_ASSIGN(Inode w2, fs_->GetAttr(w.ino));
+  EXPECT_TRUE(u2.rename_marks.empty());
+  EXPECT_TRUE(w2.rename_marks.empty());
+  EXPECT_EQ(u2.entry_count, 0u);
+  EXPECT_EQ(w2.entry_count, 1u);
+  ASSERT_OK_AND_ASSIGN(bool clean_u, fs_->FixDirectoryCounts(u.ino));
+  ASSERT_OK_AND_ASSIGN(bool clean_w, fs_->FixDirectoryCounts(w.ino));
+  EXPECT_FALSE(clean_u);
+  EXPECT_FALSE(clean_w);
+  ASSERT_OK(fs_->Rmdir(top_, "u"));
 }
 
 // An unlink of a file this client created (and nobody changed since) reads nothing: the entry
@@ -1848,6 +1941,153 @@ TEST(NamespaceConcurrency, RenamesToNewNamesInOneDirectoryDoNotContend) {
   }
   ASSERT_OK(fs0.Rmdir(dir.ino, "sub2"));
   ASSERT_OK(fs0.Rmdir(kRootIno, "d"));
+}
+
+// Renames of files over other names in one directory (the "write x.tmp, rename it over x"
+// pattern) and moves of files between directories, from 8 clients at once, take only the names
+// and inodes they touch into their transactions, with rename marks on the directories whose
+// counts they change: transactions on different names never conflict, and the counts and
+// times come out exact.
+TEST(NamespaceConcurrency, RenamesOverNamesAndBetweenDirectoriesDoNotContend) {
+  TestCluster cluster;
+  const int kThreads = 8;
+  const int kRounds = 6;
+  std::vector<std::unique_ptr<ClusterClient>> clients;
+  for (int i = 0; i < kThreads; ++i) {
+    clients.push_back(std::make_unique<ClusterClient>(cluster.config(), Options()));
+  }
+  Fs fs0(*clients[0]);
+  ASSERT_OK(fs0.Root());
+  ASSERT_OK_AND_ASSIGN(Inode dir, fs0.Mkdir(kRootIno, "d"));
+  for (int t = 0; t < kThreads; ++t) ASSERT_OK(fs0.File(dir.ino, "x" + std::to_string(t)));
+  const int64_t before_ns = WallNowNs();
+  auto retries = [&]() {
+    uint64_t n = 0;
+    for (auto& c : clients) n += c->RunSync<uint64_t>([&] { return c->ns().conflict_retries(); });
+    return n;
+  };
+  const uint64_t retries_before = retries();
+
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::vector<uint64_t> replaced;  // inodes the renames replaced
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t]() {
+      Fs fs(*clients[t]);
+      const std::string x = "x" + std::to_string(t), tmp = x + ".tmp";
+      for (int r = 0; r < kRounds; ++r) {
+        auto old = fs.Lookup(dir.ino, x);
+        auto made = fs.File(dir.ino, tmp);
+        Status s = made.ok() ? fs.Rename(dir.ino, tmp, dir.ino, x) : made.status();
+        std::lock_guard<std::mutex> lock(mu);
+        if (!old.ok() || !s.ok()) {
+          failures.push_back(x + " round " + std::to_string(r) + ": " +
+                             (old.ok() ? s.ToString() : old.status().ToString()));
+          return;
+        }
+        replaced.push_back(old->ino);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(failures.empty()) << failures.size() << " failed, first: " << failures[0];
+  EXPECT_EQ(retries(), retries_before) << "renames of different names in one directory conflicted";
+
+  ASSERT_OK_AND_ASSIGN(auto listing, fs0.ReadAll(dir.ino));
+  EXPECT_EQ(listing.size(), static_cast<size_t>(kThreads));
+  ASSERT_OK_AND_ASSIGN(Inode d, fs0.GetAttr(dir.ino));
+  EXPECT_EQ(d.entry_count, static_cast<uint64_t>(kThreads));
+  EXPECT_TRUE(d.rename_marks.empty());
+  EXPECT_EQ(d.nlink, 2u);
+  EXPECT_GE(d.mtime_ns, before_ns);
+  EXPECT_EQ(d.ctime_ns, d.mtime_ns);
+  ASSERT_OK_AND_ASSIGN(bool fixed, fs0.FixDirectoryCounts(dir.ino));
+  EXPECT_FALSE(fixed);
+  for (const auto& e : listing) {
+    EXPECT_EQ(e.name.find(".tmp"), std::string::npos) << e.name;
+    ASSERT_OK_AND_ASSIGN(Inode in, fs0.GetAttr(e.ino));
+    EXPECT_EQ(in.nlink, 1u) << e.name;
+    EXPECT_EQ(in.parents, (std::vector<BackPointer>{{dir.ino, e.name}})) << e.name;
+  }
+  ASSERT_EQ(replaced.size(), static_cast<size_t>(kThreads * kRounds));
+  for (uint64_t ino : replaced) {
+    auto in = fs0.GetAttr(ino);
+    if (in.ok()) {
+      EXPECT_EQ(in->nlink, 0u) << "replaced inode " << ino;
+    }
+  }
+
+  // Files moved between two directories by every client at once (a mail spool's tmp/ to new/):
+  // no conflicts either, and both directories' counts exact.
+  ASSERT_OK_AND_ASSIGN(Inode tmp_dir, fs0.Mkdir(kRootIno, "tmp"));
+  ASSERT_OK_AND_ASSIGN(Inode new_dir, fs0.Mkdir(kRootIno, "new"));
+  const uint64_t retries_before_moves = retries();
+  threads.clear();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t]() {
+      Fs fs(*clients[t]);
+      for (int r = 0; r < kRounds; ++r) {
+        const std::string name = "m" + std::to_string(t) + "." + std::to_string(r);
+        auto made = fs.File(tmp_dir.ino, name);
+        Status s = made.ok() ? fs.Rename(tmp_dir.ino, name, new_dir.ino, name) : made.status();
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          failures.push_back(name + ": " + s.ToString());
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(failures.empty()) << failures.size() << " failed, first: " << failures[0];
+  EXPECT_EQ(retries(), retries_before_moves)
+      << "moves of different names between two directories conflicted";
+  ASSERT_OK_AND_ASSIGN(auto in_tmp, fs0.ReadAll(tmp_dir.ino));
+  ASSERT_OK_AND_ASSIGN(auto in_new, fs0.ReadAll(new_dir.ino));
+  EXPECT_TRUE(in_tmp.empty());
+  EXPECT_EQ(in_new.size(), static_cast<size_t>(kThreads * kRounds));
+  ASSERT_OK_AND_ASSIGN(Inode tmp_after, fs0.GetAttr(tmp_dir.ino));
+  ASSERT_OK_AND_ASSIGN(Inode new_after, fs0.GetAttr(new_dir.ino));
+  EXPECT_EQ(tmp_after.entry_count, 0u);
+  EXPECT_EQ(new_after.entry_count, static_cast<uint64_t>(kThreads * kRounds));
+  EXPECT_TRUE(tmp_after.rename_marks.empty());
+  EXPECT_TRUE(new_after.rename_marks.empty());
+  ASSERT_OK_AND_ASSIGN(bool tmp_fixed, fs0.FixDirectoryCounts(tmp_dir.ino));
+  ASSERT_OK_AND_ASSIGN(bool new_fixed, fs0.FixDirectoryCounts(new_dir.ino));
+  EXPECT_FALSE(tmp_fixed);
+  EXPECT_FALSE(new_fixed);
+  for (const auto& e : in_new) {
+    ASSERT_OK_AND_ASSIGN(Inode in, fs0.GetAttr(e.ino));
+    EXPECT_EQ(in.parents, (std::vector<BackPointer>{{new_dir.ino, e.name}})) << e.name;
+  }
+  // The emptied directory can be removed at once: its count came down with the last move.
+  ASSERT_OK(fs0.Rmdir(kRootIno, "tmp"));
+  // A move into a directory already removed fails, and leaves the file where it was.
+  ASSERT_OK_AND_ASSIGN(Inode gone, fs0.Mkdir(kRootIno, "gone"));
+  ASSERT_OK(fs0.File(new_dir.ino, "late"));
+  ASSERT_OK(fs0.Rmdir(kRootIno, "gone"));
+  EXPECT_CODE(fs0.Rename(new_dir.ino, "late", gone.ino, "late"), kNotFound);
+  ASSERT_OK_AND_ASSIGN(Inode late, fs0.Lookup(new_dir.ino, "late"));
+  EXPECT_EQ(late.parents, (std::vector<BackPointer>{{new_dir.ino, "late"}}));
+  ASSERT_OK_AND_ASSIGN(Inode new_final, fs0.GetAttr(new_dir.ino));
+  EXPECT_EQ(new_final.entry_count, static_cast<uint64_t>(kThreads * kRounds + 1));
+  EXPECT_TRUE(new_final.rename_marks.empty()) << "the failed move's mark was settled";
+
+  // Two files exchanged between directories: no count changes, no marks, both names swapped.
+  ASSERT_OK_AND_ASSIGN(Inode a, fs0.File(dir.ino, "a"));
+  ASSERT_OK_AND_ASSIGN(Inode b, fs0.File(new_dir.ino, "b"));
+  ASSERT_OK(fs0.Rename(dir.ino, "a", new_dir.ino, "b", kRenameExchange));
+  ASSERT_OK_AND_ASSIGN(Inode now_b, fs0.Lookup(new_dir.ino, "b"));
+  ASSERT_OK_AND_ASSIGN(Inode now_a, fs0.Lookup(dir.ino, "a"));
+  EXPECT_EQ(now_b.ino, a.ino);
+  EXPECT_EQ(now_a.ino, b.ino);
+  ASSERT_OK_AND_ASSIGN(Inode d_x, fs0.GetAttr(dir.ino));
+  ASSERT_OK_AND_ASSIGN(Inode new_x, fs0.GetAttr(new_dir.ino));
+  EXPECT_EQ(d_x.entry_count, static_cast<uint64_t>(kThreads + 1));
+  EXPECT_EQ(new_x.entry_count, static_cast<uint64_t>(kThreads * kRounds + 2));
+  EXPECT_TRUE(d_x.rename_marks.empty());
+  EXPECT_TRUE(new_x.rename_marks.empty());
 }
 
 TEST(NamespaceConcurrency, RmdirRacingCreatesLeavesNoOrphans) {

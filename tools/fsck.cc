@@ -203,6 +203,17 @@ class Fsck {
     return *rec;
   }
 
+  // Whether a directory's record (its body, or an intent's value) carries a rename mark of
+  // transaction `txn`.
+  static bool HasRenameMark(const MetaRecord& rec, uint64_t txn) {
+    auto marked = [txn](const Inode* in) {
+      return in && std::any_of(in->rename_marks.begin(), in->rename_marks.end(),
+                               [txn](const RenameMark& m) { return m.txn == txn; });
+    };
+    if (marked(rec.inode())) return true;
+    return rec.intent && marked(std::get_if<Inode>(&rec.intent->value));
+  }
+
   // The copy with the highest accepted ballot.
   static const ScannedRecord* Latest(const RecordCopies& c) {
     const ScannedRecord* best = nullptr;
@@ -363,6 +374,12 @@ class Fsck {
           auto prec = Decode(*Latest(it->second));
           if (prec && prec->intent && prec->intent->txn == t.id) unresolved = true;
         }
+        for (uint64_t dir : t.marked_dirs) {
+          auto it = records_.find(InodeKey(dir));
+          if (it == records_.end()) continue;
+          auto prec = Decode(*Latest(it->second));
+          if (prec && HasRenameMark(*prec, t.id)) unresolved = true;
+        }
       }
       if (expired || unresolved) {
         ++stuck;
@@ -487,11 +504,18 @@ class Fsck {
         }
       }
       auto d = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(dir); });
-      if (d.ok() && !uncertain && (d->entry_count != live || d->nlink != 2 + subdirs)) {
+      if (d.ok() && !uncertain &&
+          (d->entry_count != live || d->nlink != 2 + subdirs || !d->rename_marks.empty())) {
+        // Rename marks outlive a renamer that crashed between its commit and settling them;
+        // --repair settles them (README, "Renames keep the directories out of their
+        // transactions").
         Issue i{"wrong_link_count", path, path,
                 "directory has " + std::to_string(live) + " entries, " + std::to_string(subdirs) +
                     " subdirectories; record says count " + std::to_string(d->entry_count) +
-                    ", nlink " + std::to_string(d->nlink)};
+                    ", nlink " + std::to_string(d->nlink) +
+                    (d->rename_marks.empty() ? std::string()
+                                             : ", " + std::to_string(d->rename_marks.size()) +
+                                                   " rename(s) not yet settled")};
         if (o_.repair) {
           auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
           i.fixed = r.ok();
@@ -800,6 +824,15 @@ class Fsck {
         for (const auto& [node, copy] : it->second.by_node) {
           auto prec = Decode(copy);
           if (prec && prec->intent && prec->intent->txn == rec->txn()->id) resolved = false;
+        }
+      }
+      // Nor any copy of a directory it marked still carry the mark (settled by reading X).
+      for (uint64_t dir : rec->txn()->marked_dirs) {
+        auto it = records_.find(InodeKey(dir));
+        if (it == records_.end()) continue;
+        for (const auto& [node, copy] : it->second.by_node) {
+          auto prec = Decode(copy);
+          if (prec && HasRenameMark(*prec, rec->txn()->id)) resolved = false;
         }
       }
       if (!resolved || !DeleteEverywhere(key, best->accepted)) continue;

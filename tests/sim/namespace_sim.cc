@@ -1456,7 +1456,35 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
       });
       continue;
     }
-    work.push_back([this, &slot, dir = *dir, &created](kj::WaitScope& ws) {
+    work.push_back([this, &slot, d, round, dir = *dir, &created](kj::WaitScope& ws) {
+      if (Chance(0.4)) {
+        // A file moved into the directory instead (a rename keeps the directory out of its
+        // transaction, with a rename mark on it): made first beside it, under a name of its
+        // own, then renamed in while the rmdir runs.
+        const std::string src = "m" + std::to_string(round) + "." + slot.client->name;
+        const std::string n = Pick(pool_);
+        names_used_[d].insert(src);
+        names_used_[dir].insert(n);
+        ++result_.stats.creates;
+        std::string what = "rmdir race: create " + EntryName(d, src);
+        auto made = RunOp(
+            ws, slot, [&](Namespace& ns) { return ns.Create(d, src, Request(FileType::kRegular)); },
+            what);
+        if (!made) return;
+        Tally(made->status(), what);
+        if (!made->ok()) return;
+        known_files_.insert((*made)->ino);
+        Sleep(ws, network_->UniformUs(0, 25'000));
+        ++result_.stats.renames;
+        what = "rmdir race: rename " + EntryName(d, src) + " -> " + EntryName(dir, n);
+        auto moved = RunOp(
+            ws, slot, [&](Namespace& ns) { return ns.Rename(d, src, dir, n, kRenameNoReplace); },
+            what);
+        if (!moved) return;
+        Tally(*moved, what);
+        if (moved->ok()) created.push_back(n);
+        return;
+      }
       Sleep(ws, network_->UniformUs(0, 25'000));
       const std::string n = Pick(pool_);
       names_used_[dir].insert(n);
@@ -1482,7 +1510,8 @@ void NamespaceSim::RmdirRace(kj::WaitScope& ws, int round) {
   if (removed && !created.empty()) {
     std::string names;
     for (const auto& n : created) names += " " + n;
-    Violation("rmdir " + EntryName(d, name) + " succeeded, and so did creates into it:" + names);
+    Violation("rmdir " + EntryName(d, name) +
+              " succeeded, and so did creates into it (or moves):" + names);
   }
 }
 
@@ -1859,6 +1888,10 @@ void NamespaceSim::CheckCounts(const Snapshot& snap, bool exact, const std::stri
     const std::string dname =
         (d == kRootIno ? "/" : snap.paths.at(d)) + " (#" + std::to_string(d) + ")";
     compare("the entry count of " + dname, in.entry_count, names.size());
+    if (exact && !in.rename_marks.empty()) {
+      Violation(when + ": " + dname + " still has " + std::to_string(in.rename_marks.size()) +
+                " rename marks");
+    }
     compare("the nlink of " + dname, in.nlink, 2 + subdirs);
   }
   for (const auto& [ino, named] : snap.named) {
