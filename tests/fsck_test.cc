@@ -416,6 +416,46 @@ TEST_F(FsckTest, InterruptedRenamesAreResolved) {
   EXPECT_EQ(last.code, 0) << last.All();
 }
 
+// A move between directories whose client died after its commit leaves rename marks on both
+// directories (README, "Renames keep the directories out of their transactions"). Here the
+// transaction's intents are then resolved by a move back, so only the marks remain: the
+// source's count is one high until they are settled. fsck reports them, --gc keeps the
+// transaction record while a mark names it (settling reads its fate), and --repair settles
+// them.
+TEST_F(FsckTest, UnsettledRenameMarksAreReportedAndKeepTheirTransaction) {
+  StartCluster();
+  WriteFiles();
+  {
+    ClusterClientOptions o = testing::ShortDeadlines();
+    o.ns.test_crash_txn_after_commit = true;
+    ClusterClient crasher(cluster_->config(), o);
+    TestFs crash_fs(crasher);
+    Status s = crash_fs.Rename("/d/small", "/small-moved");
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  }
+  ASSERT_TRUE(fs_->Rename("/small-moved", "/d/small").ok());
+  auto d = fs_->Resolve("/d");
+  ASSERT_TRUE(d.ok());
+  auto marked = fs_->GetAttr(*d);
+  ASSERT_TRUE(marked.ok());
+  ASSERT_EQ(marked->rename_marks.size(), 1u);
+  EXPECT_EQ(marked->entry_count, 4u) << "3 entries; the crashed move's -1 not yet made";
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CliResult gc = Fsck({"--gc", "--grace", "1", "--no-writers"});
+  EXPECT_EQ(gc.code, 4) << gc.All();
+  // Repair settles the marks, which needs the transaction's record: --gc kept it.
+  ExpectRepairCycle({}, {"/d", "rename(s) not yet settled", "rename marks not settled"});
+  auto settled = fs_->GetAttr(*d);
+  ASSERT_TRUE(settled.ok());
+  EXPECT_TRUE(settled->rename_marks.empty());
+  EXPECT_EQ(settled->entry_count, 3u);
+  CliResult gc2 = Fsck({"--gc", "--grace", "1", "--no-writers", "--json"});
+  EXPECT_EQ(gc2.code, 0) << gc2.All();
+  EXPECT_EQ(gc2.out.find("\"gc_records_deleted\":0"), std::string::npos) << gc2.out;
+  ExpectFilesIntact();
+}
+
 TEST_F(FsckTest, WrongLinkCountsAreRecounted) {
   StartCluster();
   WriteFiles();

@@ -366,7 +366,7 @@ class Fsck {
       const Txn& t = *rec->txn();
       bool expired = t.state == TxnState::kPending && now > t.deadline_ns;
       // A decided transaction whose intents are still attached somewhere.
-      bool unresolved = false;
+      bool unresolved = false, marks_left = false;
       if (t.state != TxnState::kPending) {
         for (const auto& p : t.participants) {
           auto it = records_.find(p);
@@ -378,14 +378,16 @@ class Fsck {
           auto it = records_.find(InodeKey(dir));
           if (it == records_.end()) continue;
           auto prec = Decode(*Latest(it->second));
-          if (prec && HasRenameMark(*prec, t.id)) unresolved = true;
+          if (prec && HasRenameMark(*prec, t.id)) unresolved = marks_left = true;
         }
       }
       if (expired || unresolved) {
         ++stuck;
         // Paths are known only after the walk (FillPaths).
         Issue i{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key), "",
-                expired ? "pending past its deadline" : "decided, intents not resolved"};
+                expired      ? "pending past its deadline"
+                : marks_left ? "decided, intents or rename marks not settled"
+                             : "decided, intents not resolved"};
         i.keys = t.participants;
         Report(i);
         txn_issue_indices_.push_back(issues_.size() - 1);
