@@ -1,8 +1,8 @@
 // quorumfs-bench-namespace: namespace operations per second against three local chunkservers
 // (N=3, W=2, R=2), with 1 and 16 operations in flight: create, stat (lookup + getattr),
-// rename within a directory, move to another directory, unlink, and readdir + getattr of a
-// 10,000-entry directory. Each measurement runs `--runs` times; the median is printed with min-max
-// beside it.
+// rename within a directory, move to another directory, rename over an existing name, unlink,
+// and readdir + getattr of a 10,000-entry directory. Each measurement runs `--runs` times; the
+// median is printed with min-max beside it.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -144,6 +144,27 @@ int Run(int argc, char** argv) {
             nullptr);
         results["move to another dir" + tag].push_back(n / s);
         report("move to another dir" + tag, n);
+        // The "write a temporary file, rename it over the real one" pattern: a new file renamed
+        // over an existing name in the same directory (timed: the renames only).
+        auto temp = [](int i) { return "t" + std::to_string(i); };
+        Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Create(to, temp(i), f).then([](Result<Inode> x) {
+                return Ok("create", x.status());
+              });
+            },
+            nullptr);
+        s = Pipeline(
+            client, n, conc,
+            [&](int i) {
+              return ns.Rename(to, temp(i), to, renamed(i)).then([](Status x) {
+                return Ok("rename over", x);
+              });
+            },
+            nullptr);
+        results["rename over a name" + tag].push_back(n / s);
+        report("rename over a name" + tag, n);
         s = Pipeline(
             client, n, conc,
             [&](int i) {
