@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -142,7 +143,12 @@ int Run(int argc, char** argv) {
   copts.proposer.round_timeout = std::min(op_timeout / 2, 2 * kj::SECONDS);
   copts.rpc.call_timeout = std::min(op_timeout, 5 * kj::SECONDS);
   copts.rpc.connect_timeout = std::min(op_timeout / 2, 1 * kj::SECONDS);
-  copts.ns.busy_timeout = op_timeout;
+  // An operation that meets a transaction a crashed client left pending waits until anyone may
+  // abort it (its deadline, plus the clock-skew bound): with a shorter wait it would fail
+  // with EBUSY although the cluster is healthy, at the very moment the transaction expires.
+  const int64_t txn_wait_ns =
+      copts.ns.txn_timeout_ns + copts.ns.clock_skew_ns + int64_t{2'000'000'000};
+  copts.ns.busy_timeout = std::max(op_timeout, txn_wait_ns * kj::NANOSECONDS);
   auto shared = std::make_shared<const ClusterConfig>(std::move(config).value());
   int rc = 0;
   {

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cluster_client.h"
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
 
@@ -605,6 +606,42 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
 
 TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }
+
+// An operation that meets a transaction a crashed client left pending waits until the
+// transaction may be aborted (past its deadline), even when that is longer than the mount's
+// op_timeout: it then succeeds. (Its wait used to be op_timeout, equal to the default
+// transaction deadline, so an unlink that met a dead mount's rename could fail with EBUSY just
+// as the rename expired; FailureTest.MountKilledDuringRenameStorm caught it in CI.)
+TEST_F(FailureTest, OperationsWaitOutACrashedClientsTransaction) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.op_timeout = 1;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", mo);
+  ASSERT_TRUE(mount.ok());
+  ASSERT_EQ(::mkdir(mount.path("d").c_str(), 0755), 0) << std::strerror(errno);
+  int fd = ::open(mount.path("a").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::close(fd), 0);
+  struct stat d;
+  ASSERT_EQ(::stat(mount.path("d").c_str(), &d), 0);
+  {
+    // A client that dies with its rename's intents attached: pending for 4 s.
+    ClusterClientOptions o;
+    o.ns.test_crash_txn_after_intents = true;
+    o.ns.txn_timeout_ns = 4'000'000'000;
+    ClusterClient crasher(cluster.config(), o);
+    Status s = crasher.RunSync<Status>([&] {
+      return crasher.ns().Rename(kRootIno, "a", static_cast<uint64_t>(d.st_ino), "a", 0);
+    });
+    ASSERT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  }
+  auto [e, took] = Bounded([&] { return ::unlink(mount.path("a").c_str()) == 0 ? 0 : errno; }, 30);
+  EXPECT_EQ(ErrName(e), ErrName(0)) << "unlink after " << took << " s";
+  EXPECT_GT(took, 1.5) << "the unlink waited for the pending rename";
+  int le = 0;
+  EXPECT_TRUE(List(mount.path("d"), &le).empty()) << "the rename was rolled back";
+  EXPECT_EQ(::rmdir(mount.path("d").c_str()), 0) << std::strerror(errno);
+}
 
 // Two threads move files between d1 and d2 and a third renames files within d2 when the mount
 // is killed; after a remount every file is under exactly one name, every file can be moved
