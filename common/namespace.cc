@@ -788,6 +788,32 @@ class Namespace::Impl {
     };
   }
 
+  // The dying mark of an rmdir (or of a rename over an empty directory), on the directory's
+  // inode, which (parent, name) names: requires an empty directory and stops every later
+  // entry-adding change. A rename mark stands for a count change to come (or one its crashed
+  // renamer never made): the change then fails with Conflict and sets `*marked`, and the
+  // caller settles the marks before it tries again.
+  static RecordFn DyingMark(int64_t now, uint64_t parent, std::string name,
+                            std::shared_ptr<bool> marked) {
+    return [now, parent, name = std::move(name),
+            marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const Inode* d = rec.inode();
+      *marked = false;
+      if (!d || !d->is_dir()) return Conflict("directory changed");
+      if (!d->rename_marks.empty()) {
+        *marked = true;
+        return Conflict("renames pending in the directory");
+      }
+      if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "directory not empty");
+      MetaRecord out = rec;
+      out.inode()->state = InodeState::kDying;
+      out.inode()->nlink = 0;
+      out.inode()->ctime_ns = now;
+      RemoveBackPointer(*out.inode(), parent, name);
+      return std::optional<MetaRecord>(std::move(out));
+    };
+  }
+
   // ---- rename marks (README, "Renames keep the directories out of their transactions") -------
 
   static constexpr size_t kMaxRenameMarks = 4096;
@@ -1352,27 +1378,8 @@ class Namespace::Impl {
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
-      // The dying mark: requires an empty directory and stops every later entry-adding change.
-      // A rename mark stands for a count change to come (or one its crashed renamer never
-      // made): settled below, then tried again.
       auto marked = std::make_shared<bool>(false);
-      fns[InodeKey(dir)] = [now, parent, name,
-                            marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-        const Inode* d = rec.inode();
-        *marked = false;
-        if (!d || !d->is_dir()) return Conflict("directory changed");
-        if (!d->rename_marks.empty()) {
-          *marked = true;
-          return Conflict("renames pending in the directory");
-        }
-        if (d->entry_count != 0) return Status(StatusCode::kNotEmpty, "directory not empty");
-        MetaRecord out = rec;
-        out.inode()->state = InodeState::kDying;
-        out.inode()->nlink = 0;
-        out.inode()->ctime_ns = now;
-        RemoveBackPointer(*out.inode(), parent, name);
-        return std::optional<MetaRecord>(std::move(out));
-      };
+      fns[InodeKey(dir)] = DyingMark(now, parent, name, marked);
       std::vector<std::string> keys = {DirEntryKey(parent, name), InodeKey(parent)};
       if (!o_.unsafe_rmdir_without_dying_mark) keys.push_back(InodeKey(dir));
       QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, keys));
@@ -1680,35 +1687,14 @@ class Namespace::Impl {
         };
       };
       fns[InodeKey(src.ino)] = move_inode(p1, n1, p2, n2);
-      // A directory replaced by the rename: its dying mark, as rmdir's (rename marks on it are
-      // settled, then the rename tries again).
+      // A directory replaced by the rename gets rmdir's dying mark.
       auto dst_marked = std::make_shared<bool>(false);
       if (dst && exchange) {
         fns[InodeKey(dst->ino)] = move_inode(p2, n2, p1, n1);
+      } else if (dst_dir) {
+        fns[InodeKey(dst->ino)] = DyingMark(now, p2, n2, dst_marked);
       } else if (dst) {
-        if (dst_dir) {
-          fns[InodeKey(dst->ino)] =
-              [now, p2, n2,
-               dst_marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-            const Inode* d = rec.inode();
-            *dst_marked = false;
-            if (!d) return Conflict("target vanished");
-            if (!d->rename_marks.empty()) {
-              *dst_marked = true;
-              return Conflict("renames pending in the target directory");
-            }
-            if (d->entry_count != 0)
-              return Status(StatusCode::kNotEmpty, "target directory not empty");
-            MetaRecord out = rec;
-            out.inode()->state = InodeState::kDying;
-            out.inode()->nlink = 0;
-            out.inode()->ctime_ns = now;
-            RemoveBackPointer(*out.inode(), p2, n2);
-            return std::optional<MetaRecord>(std::move(out));
-          };
-        } else {
-          fns[InodeKey(dst->ino)] = DropLink(p2, n2, now, false, 0, false);
-        }
+        fns[InodeKey(dst->ino)] = DropLink(p2, n2, now, false, 0, false);
       }
       for (const auto& key : ctx.txn.participants) {
         Status st = Attach(ws, ctx, key, fns[key]);

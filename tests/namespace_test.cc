@@ -1860,19 +1860,30 @@ TEST(NamespaceConcurrency, CrossingRenamesLoseNoFile) {
   }
 }
 
+std::vector<std::unique_ptr<ClusterClient>> Clients(TestCluster& cluster, int n) {
+  std::vector<std::unique_ptr<ClusterClient>> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.push_back(std::make_unique<ClusterClient>(cluster.config(), Options()));
+  }
+  return clients;
+}
+
+// Transactional attempts that lost a conflict and ran again, over all `clients`.
+uint64_t ConflictRetries(const std::vector<std::unique_ptr<ClusterClient>>& clients) {
+  uint64_t n = 0;
+  for (auto& c : clients) n += c->RunSync<uint64_t>([&] { return c->ns().conflict_retries(); });
+  return n;
+}
+
 // Renames within one directory to names that do not exist yet (a download's "x.part" renamed
 // to "x", from 8 clients at once) leave the directory out of their transactions and set its
-// times after the commit: transactions on different names never conflict, and the
-// directory's counts come out exact. Renames that replace a name or move between directories
-// still take the directories into their transactions.
+// times after the commit (no count changes, so no rename mark): transactions on different
+// names never conflict, and the directory's counts come out exact.
 TEST(NamespaceConcurrency, RenamesToNewNamesInOneDirectoryDoNotContend) {
   TestCluster cluster;
   const int kThreads = 8;
   const int kRounds = 6;
-  std::vector<std::unique_ptr<ClusterClient>> clients;
-  for (int i = 0; i < kThreads; ++i) {
-    clients.push_back(std::make_unique<ClusterClient>(cluster.config(), Options()));
-  }
+  auto clients = Clients(cluster, kThreads);
   Fs fs0(*clients[0]);
   ASSERT_OK(fs0.Root());
   ASSERT_OK_AND_ASSIGN(Inode dir, fs0.Mkdir(kRootIno, "d"));
@@ -1899,11 +1910,8 @@ TEST(NamespaceConcurrency, RenamesToNewNamesInOneDirectoryDoNotContend) {
   }
   for (auto& th : threads) th.join();
   ASSERT_TRUE(failures.empty()) << failures.size() << " failed, first: " << failures[0];
-  uint64_t retries = 0;
-  for (auto& c : clients) {
-    retries += c->RunSync<uint64_t>([&] { return c->ns().conflict_retries(); });
-  }
-  EXPECT_EQ(retries, 0u) << "renames of different names in one directory conflicted";
+  EXPECT_EQ(ConflictRetries(clients), 0u)
+      << "renames of different names in one directory conflicted";
 
   const uint64_t kFiles = kThreads * kRounds;
   ASSERT_OK_AND_ASSIGN(auto listing, fs0.ReadAll(dir.ino));
@@ -1952,20 +1960,13 @@ TEST(NamespaceConcurrency, RenamesOverNamesAndBetweenDirectoriesDoNotContend) {
   TestCluster cluster;
   const int kThreads = 8;
   const int kRounds = 6;
-  std::vector<std::unique_ptr<ClusterClient>> clients;
-  for (int i = 0; i < kThreads; ++i) {
-    clients.push_back(std::make_unique<ClusterClient>(cluster.config(), Options()));
-  }
+  auto clients = Clients(cluster, kThreads);
   Fs fs0(*clients[0]);
   ASSERT_OK(fs0.Root());
   ASSERT_OK_AND_ASSIGN(Inode dir, fs0.Mkdir(kRootIno, "d"));
   for (int t = 0; t < kThreads; ++t) ASSERT_OK(fs0.File(dir.ino, "x" + std::to_string(t)));
   const int64_t before_ns = WallNowNs();
-  auto retries = [&]() {
-    uint64_t n = 0;
-    for (auto& c : clients) n += c->RunSync<uint64_t>([&] { return c->ns().conflict_retries(); });
-    return n;
-  };
+  auto retries = [&]() { return ConflictRetries(clients); };
   const uint64_t retries_before = retries();
 
   std::mutex mu;
