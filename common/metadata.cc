@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <string_view>
 
 namespace quorumfs {
 namespace {
@@ -15,7 +16,9 @@ constexpr uint8_t kFormatV2 = 2;
 constexpr uint8_t kFormatV3 = 3;
 // Format 4 adds a directory's rename marks and a transaction's marked directories; formats
 // 1-3 are read with none.
-constexpr uint8_t kFormat = 4;
+constexpr uint8_t kFormatV4 = 4;
+// Format 5 adds a file's layout pages; formats 1-4 are read with none.
+constexpr uint8_t kFormat = 5;
 
 class Writer {
  public:
@@ -96,6 +99,45 @@ class Reader {
 constexpr size_t kMaxList = 1 << 20;
 constexpr size_t kMaxBytes = 1 << 20;
 
+bool ReadChunkId(Reader& r, ChunkId* id) {
+  char raw[ChunkId::kSize];
+  for (auto& c : raw) {
+    uint8_t b;
+    if (!r.U8(&b)) return false;
+    c = static_cast<char>(b);
+  }
+  auto parsed = ChunkId::FromBytes(raw, sizeof(raw));
+  if (!parsed.ok()) return false;
+  *id = *parsed;
+  return true;
+}
+
+void WriteSlots(Writer& w, const std::vector<Slot>& slots) {
+  w.Var(slots.size());
+  for (const auto& s : slots) {
+    if (s.hole()) {
+      w.U8(0);
+    } else {
+      w.U8(1);
+      w.out().append(s.id.view());
+    }
+    w.Var(s.length);
+  }
+}
+
+bool ReadSlots(Reader& r, std::vector<Slot>* slots, size_t max_count, uint32_t max_length) {
+  size_t n;
+  if (!r.Count(&n, max_count)) return false;
+  slots->resize(n);
+  for (auto& s : *slots) {
+    uint8_t has;
+    if (!r.U8(&has) || has > 1) return false;
+    if (has && !ReadChunkId(r, &s.id)) return false;
+    if (!r.VarAs(&s.length, max_length)) return false;
+  }
+  return true;
+}
+
 void WriteBody(Writer& w, const RecordBody& body) {
   w.U8(static_cast<uint8_t>(body.index()));
   if (const Inode* i = std::get_if<Inode>(&body)) {
@@ -113,16 +155,7 @@ void WriteBody(Writer& w, const RecordBody& body) {
     w.I64(i->btime_ns);
     w.Str(i->symlink_target);
     w.Var(i->chunk_size);
-    w.Var(i->slots.size());
-    for (const auto& s : i->slots) {
-      if (s.hole()) {
-        w.U8(0);
-      } else {
-        w.U8(1);
-        w.out().append(s.id.view());
-      }
-      w.Var(s.length);
-    }
+    WriteSlots(w, i->slots);
     w.Var(i->xattrs.size());
     for (const auto& x : i->xattrs) {
       w.Str(x.name);
@@ -149,6 +182,13 @@ void WriteBody(Writer& w, const RecordBody& body) {
       w.Var(m.txn);
       w.U8(m.delta < 0 ? 0 : 1);
       w.I64(m.time_ns);
+    }
+    w.Var(i->pages.size());
+    for (const auto& p : i->pages) {
+      w.Var(p.index);
+      w.out().append(p.id.view());
+      w.Var(p.live);
+      w.Var(p.used);
     }
   } else if (const DirEntry* e = std::get_if<DirEntry>(&body)) {
     w.Var(e->ino);
@@ -191,28 +231,8 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
           !r.VarAs(&i.nlink, UINT32_MAX) || !r.Var(&i.rdev) || !r.I64(&i.atime_ns) ||
           !r.I64(&i.mtime_ns) || !r.I64(&i.ctime_ns) || !r.I64(&i.btime_ns) ||
           !r.Str(&i.symlink_target, kMaxSymlinkSize) || !r.VarAs(&i.chunk_size, 1u << 24) ||
-          !r.Count(&n, kMaxList)) {
+          !ReadSlots(r, &i.slots, kMaxList, 1u << 24)) {
         return false;
-      }
-      i.slots.resize(n);
-      for (auto& s : i.slots) {
-        uint8_t has;
-        if (!r.U8(&has) || has > 1) return false;
-        if (has) {
-          std::string raw;
-          // Raw 32 bytes, read through Str's bounds check by faking a length prefix is not
-          // possible; read byte by byte.
-          raw.resize(ChunkId::kSize);
-          for (auto& c : raw) {
-            uint8_t b;
-            if (!r.U8(&b)) return false;
-            c = static_cast<char>(b);
-          }
-          auto id = ChunkId::FromBytes(raw.data(), raw.size());
-          if (!id.ok()) return false;
-          s.id = *id;
-        }
-        if (!r.VarAs(&s.length, 1u << 24)) return false;
       }
       if (!r.Count(&n, kMaxList)) return false;
       i.xattrs.resize(n);
@@ -242,7 +262,7 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
         }
         if (!r.Var(&i.applied_evictions)) return false;
       }
-      if (format >= kFormat) {
+      if (format >= kFormatV4) {
         if (!r.Count(&n, kMaxList)) return false;
         i.rename_marks.resize(n);
         for (auto& m : i.rename_marks) {
@@ -250,6 +270,19 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
           if (!r.Var(&m.txn) || !r.U8(&up) || up > 1 || !r.I64(&m.time_ns)) return false;
           m.delta = up ? 1 : -1;
         }
+      }
+      if (format >= kFormat) {
+        if (!r.Count(&n, kMaxLayoutPages)) return false;
+        i.pages.resize(n);
+        uint64_t prev = 0;
+        for (auto& p : i.pages) {
+          if (!r.Var(&p.index) || p.index <= prev || !ReadChunkId(r, &p.id) || p.id.IsZero() ||
+              !r.Var(&p.live) || !r.Var(&p.used)) {
+            return false;
+          }
+          prev = p.index;
+        }
+        if (!i.pages.empty() && i.slots.size() > kSlotsPerPage) return false;
       }
       *body = std::move(i);
       return true;
@@ -273,7 +306,7 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
       for (auto& p : t.participants) {
         if (!r.Str(&p, 512)) return false;
       }
-      if (format >= kFormat) {
+      if (format >= kFormatV4) {
         if (!r.Count(&n, 64)) return false;
         t.marked_dirs.resize(n);
         for (auto& d : t.marked_dirs) {
@@ -344,6 +377,75 @@ uint64_t Inode::AppliedTag(uint64_t client) const {
     if (a.client == client) return a.tag;
   }
   return 0;
+}
+
+const PageRef* Inode::FindPage(uint64_t index) const {
+  auto it = std::lower_bound(pages.begin(), pages.end(), index,
+                             [](const PageRef& p, uint64_t i) { return p.index < i; });
+  return it != pages.end() && it->index == index ? &*it : nullptr;
+}
+
+void Inode::SetPage(const PageRef& ref) {
+  auto it = std::lower_bound(pages.begin(), pages.end(), ref.index,
+                             [](const PageRef& p, uint64_t i) { return p.index < i; });
+  bool found = it != pages.end() && it->index == ref.index;
+  if (ref.id.IsZero()) {
+    if (found) pages.erase(it);
+  } else if (found) {
+    *it = ref;
+  } else {
+    pages.insert(it, ref);
+  }
+}
+
+uint64_t MaxFileSize(uint32_t chunk_size) {
+  return static_cast<uint64_t>(chunk_size) * kSlotsPerPage * (kMaxLayoutPages + 1);
+}
+
+namespace {
+constexpr std::string_view kPageMagic = "QFSPAGE1";
+}  // namespace
+
+std::string EncodeLayoutPage(uint64_t ino, uint64_t index, uint32_t chunk_size,
+                             const std::vector<Slot>& slots) {
+  Writer w;
+  w.out().append(kPageMagic);
+  w.Var(ino);
+  w.Var(index);
+  w.Var(chunk_size);
+  WriteSlots(w, slots);
+  return std::move(w.out());
+}
+
+Result<std::vector<Slot>> DecodeLayoutPage(std::string_view bytes, uint64_t ino, uint64_t index,
+                                           uint32_t chunk_size) {
+  if (bytes.substr(0, kPageMagic.size()) != kPageMagic) {
+    return Status(StatusCode::kCorruption, "not a layout page");
+  }
+  Reader r(bytes.substr(kPageMagic.size()));
+  uint64_t got_ino, got_index, got_cs;
+  std::vector<Slot> slots;
+  if (!r.Var(&got_ino) || !r.Var(&got_index) || !r.Var(&got_cs) ||
+      !ReadSlots(r, &slots, kSlotsPerPage, chunk_size) || !r.done()) {
+    return Status(StatusCode::kCorruption, "malformed layout page");
+  }
+  if (got_ino != ino || got_index != index || got_cs != chunk_size) {
+    return Status(StatusCode::kCorruption, "layout page of inode " + std::to_string(got_ino) +
+                                               " page " + std::to_string(got_index) +
+                                               ", expected inode " + std::to_string(ino) +
+                                               " page " + std::to_string(index));
+  }
+  return slots;
+}
+
+Slot ClippedPageSlot(const std::vector<Slot>& page, uint64_t j, uint64_t live,
+                     uint32_t chunk_size) {
+  if (j >= page.size() || page[j].hole()) return Slot{};
+  uint64_t start = j * chunk_size;
+  if (start >= live) return Slot{};
+  Slot s = page[j];
+  if (s.length > live - start) s.length = static_cast<uint32_t>(live - start);
+  return s;
 }
 
 void Inode::NoteApplied(uint64_t client, uint64_t tag, size_t max_clients) {

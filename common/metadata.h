@@ -47,6 +47,41 @@ struct Slot {
   bool operator==(const Slot& o) const { return id == o.id && length == o.length; }
 };
 
+// Layouts of large files (DESIGN.md's `C/<ino>/<page>`, README "Layout pages are chunks"):
+// slots [0, kSlotsPerPage) live in the inode record itself; each further run of kSlotsPerPage
+// slots, page k >= 1, is an immutable layout page stored as a chunk (EncodeLayoutPage), named
+// by its hash from the inode's `pages`. A publish writes the changed pages as new chunks first,
+// then swaps their ids in the one inode record: the inode stays the layout's single commit
+// point, as it is for small files.
+constexpr uint64_t kSlotsPerPage = 1024;
+constexpr size_t kMaxLayoutPages = 8192;
+
+// Page k's entry in its inode. Bytes of the page at or beyond `live` (counted from the page's
+// first byte) read as zeros whatever its slots say: a truncation clips a page without
+// rewriting it. `used`: the bytes its slots hold within `live` (for st_blocks).
+struct PageRef {
+  uint64_t index = 0;
+  ChunkId id;
+  uint64_t live = 0;
+  uint64_t used = 0;
+  bool operator==(const PageRef& o) const {
+    return index == o.index && id == o.id && live == o.live && used == o.used;
+  }
+};
+
+// The largest size a file of this chunk size may have (EFBIG beyond, as ext4 past 16 TiB):
+// its inline slots and kMaxLayoutPages pages.
+uint64_t MaxFileSize(uint32_t chunk_size);
+
+// A layout page's bytes: a header naming its inode, page and chunk size, then its slots.
+std::string EncodeLayoutPage(uint64_t ino, uint64_t index, uint32_t chunk_size,
+                             const std::vector<Slot>& slots);
+// Refuses (Corruption) bytes that are not a page of exactly this inode, page and chunk size.
+Result<std::vector<Slot>> DecodeLayoutPage(std::string_view bytes, uint64_t ino, uint64_t index,
+                                           uint32_t chunk_size);
+// Slot j of a page whose bytes from `live` on read as zeros (a hole if none of it is left).
+Slot ClippedPageSlot(const std::vector<Slot>& page, uint64_t j, uint64_t live, uint32_t chunk_size);
+
 struct BackPointer {
   uint64_t parent = 0;
   std::string name;
@@ -107,8 +142,19 @@ struct Inode {
   // Directories: renames in flight (or left by a crashed client) that change entry_count
   // once decided; see RenameMark. entry_count does not include them yet.
   std::vector<RenameMark> rename_marks;
+  // Files: the layout pages beyond the inline slots, by ascending index (>= 1); a page with no
+  // entry is all holes. Only while `slots` has at most kSlotsPerPage entries (see SlotIsInline).
+  std::vector<PageRef> pages;
 
   bool is_dir() const { return type == FileType::kDirectory; }
+  // Whether slot idx lives in `slots` (else in page idx / kSlotsPerPage). A layout written
+  // before pages existed may hold more than kSlotsPerPage inline slots; it stays inline whole.
+  bool SlotIsInline(uint64_t idx) const {
+    return idx < kSlotsPerPage || slots.size() > kSlotsPerPage;
+  }
+  const PageRef* FindPage(uint64_t index) const;
+  // Sets page `ref.index` to `ref`, or removes it if ref.id is zero (all holes).
+  void SetPage(const PageRef& ref);
   // The tag of `client`'s last applied batch, 0 if none is remembered.
   uint64_t AppliedTag(uint64_t client) const;
   // Records that `client`'s batch `tag` was applied, dropping the least recent clients beyond

@@ -1006,6 +1006,7 @@ class Namespace::Impl {
           if (req.size) {
             if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
             if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
+            if (*req.size > MaxFileSize(in.chunk_size)) return TooLarge();
             TruncateLayout(in, *req.size);
             in.size = *req.size;
             in.mtime_ns = now;
@@ -1024,13 +1025,33 @@ class Namespace::Impl {
     return *r->inode();
   }
 
+  static Status TooLarge() {
+    return Status(StatusCode::kTooLarge, "file size over the largest this chunk size allows");
+  }
+
   static void TruncateLayout(Inode& in, uint64_t size) {
     if (in.chunk_size == 0) return;
     uint64_t cs = in.chunk_size;
+    const uint64_t page_bytes = kSlotsPerPage * cs;
+    std::vector<PageRef> kept;
+    for (PageRef p : in.pages) {
+      uint64_t start = p.index * page_bytes;
+      if (start >= size) continue;
+      if (p.live > size - start) p.live = size - start;
+      p.used = std::min(p.used, p.live);
+      kept.push_back(p);
+    }
+    in.pages = std::move(kept);
     uint64_t keep = (size + cs - 1) / cs;
+    if (in.slots.size() > kSlotsPerPage) {
+      // A layout held inline whole (written before pages existed) stays so, with holes past
+      // the new end: a mount that read it must never find its slots moved to pages.
+      for (uint64_t i = keep; i < in.slots.size(); ++i) in.slots[i] = Slot{};
+      keep = std::max<uint64_t>(keep, kSlotsPerPage + 1);
+    }
     if (in.slots.size() > keep) in.slots.resize(keep);
-    if (!in.slots.empty() && size % cs != 0 && in.slots.size() == keep) {
-      Slot& last = in.slots.back();
+    if (size % cs != 0 && size / cs < in.slots.size()) {  // the slot the new end falls in
+      Slot& last = in.slots[size / cs];
       uint32_t max_len = static_cast<uint32_t>(size % cs);
       if (last.length > max_len) last.length = max_len;
     }
@@ -1864,9 +1885,26 @@ class Namespace::Impl {
     auto r =
         Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
           conflict->current.clear();
+          conflict->pages.clear();
           const Inode* cur = rec.inode();
           if (!cur) return NotFound("no inode");
           if (cur->type != FileType::kRegular) return InvalidArgument("not a regular file");
+          if (!u.pages.empty() && cur->slots.size() > kSlotsPerPage) {
+            return InvalidArgument("layout pages for a layout held inline whole");
+          }
+          for (const auto& c : u.pages) {
+            const PageRef* now_page = cur->FindPage(c.index);
+            PageRef seen = now_page ? *now_page : PageRef{c.index, ChunkId(), 0, 0};
+            if (!(seen.id == c.base) || (now_page && seen.live != c.base_live)) {
+              conflict->pages.emplace_back(c.index, seen);
+            }
+          }
+          if (!conflict->pages.empty())
+            return Conflict("layout pages changed underneath the writer");
+          if (u.written_end > MaxFileSize(cur->chunk_size) ||
+              (u.truncated_to && *u.truncated_to > MaxFileSize(cur->chunk_size))) {
+            return TooLarge();
+          }
           MetaRecord out = rec;
           Inode& in = *out.inode();
           if (u.truncated_to) {
@@ -1881,8 +1919,18 @@ class Namespace::Impl {
           }
           if (!conflict->current.empty()) return Conflict("slots changed underneath the writer");
           for (const auto& c : u.slots) {
+            if (!in.pages.empty() && c.index >= kSlotsPerPage) {
+              return InvalidArgument("inline slot beyond the inline part of a paged layout");
+            }
             if (in.slots.size() <= c.index) in.slots.resize(c.index + 1);
             in.slots[c.index] = c.updated;
+          }
+          for (const auto& c : u.pages) {
+            if (c.index == 0 || c.index > kMaxLayoutPages) return TooLarge();
+            in.SetPage(PageRef{c.index, c.updated, kSlotsPerPage * in.chunk_size, c.used});
+          }
+          if (!in.pages.empty() && in.slots.size() > kSlotsPerPage) {
+            return InvalidArgument("layout both paged and held inline whole");
           }
           in.size = std::max(in.size, u.written_end);
           if (u.truncated_to && u.written_end < *u.truncated_to) in.size = *u.truncated_to;

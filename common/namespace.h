@@ -159,7 +159,18 @@ struct LayoutUpdate {
     Slot base;
     Slot updated;
   };
-  std::vector<SlotChange> slots;
+  std::vector<SlotChange> slots;  // inline slots (Inode::SlotIsInline)
+  // Layout pages this writer rewrote (put as chunks before the publish): the page it started
+  // from (zero id: none) with that page's `live`, and the new one (zero id: all holes). Bases
+  // are compared before this update's own truncation is applied.
+  struct PageChange {
+    uint64_t index = 0;
+    ChunkId base;
+    uint64_t base_live = 0;
+    ChunkId updated;
+    uint64_t used = 0;
+  };
+  std::vector<PageChange> pages;
   uint64_t written_end = 0;              // one past the highest byte this writer wrote
   std::optional<uint64_t> truncated_to;  // the writer truncated the file to this size
   bool touch_mtime = true;
@@ -169,6 +180,10 @@ struct LayoutUpdate {
 // them from `current` plus its own dirty bytes and publishes again with `current` as base.
 struct LayoutConflict {
   std::vector<std::pair<uint64_t, Slot>> current;  // index -> slot now in the layout
+  // Pages that changed underneath the writer: index -> page now in the layout (zero id: none).
+  // The caller compares its pages' dirty slots with that page's, rebuilds those that differ,
+  // and publishes again with that page as base.
+  std::vector<std::pair<uint64_t, PageRef>> pages;
 };
 
 class Namespace {

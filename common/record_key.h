@@ -27,6 +27,8 @@ uint64_t DecodeU64(std::string_view eight);  // REQUIRES: eight.size() >= 8
 std::string AllocatorKey(uint64_t shard);
 std::string InodeKey(uint64_t ino);
 bool IsInodeKey(std::string_view key);  // an I/ key
+// Reserved: DESIGN.md's `C/` layout-page records. quorumfs stores layout pages as chunks that the
+// inode names instead (common/metadata.h, README "Layout pages are chunks"); no C/ key is written.
 std::string LayoutPageKey(uint64_t ino, uint64_t page);
 std::string DirEntryKey(uint64_t parent, std::string_view name);
 std::string DirEntryPrefix(uint64_t parent);  // every entry of one directory

@@ -62,6 +62,9 @@ struct FileState {
   // (Impl::GetAttr answers from it while both are current).
   std::chrono::steady_clock::time_point read_at;
   uint64_t read_generation = 0;
+  // Layout pages a publish found changed underneath this mount (LayoutConflict::pages): the
+  // next publish builds those pages from these, not from `inode`'s. Cleared by a publish.
+  std::map<uint64_t, PageRef> page_bases;
 
   uint64_t chunk_size() const { return inode.chunk_size ? inode.chunk_size : kDefaultChunk; }
   uint64_t Size() const {
@@ -126,6 +129,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     for (const auto& s : in.slots) {
       if (!s.hole()) used += s.length;
     }
+    for (const auto& p : in.pages) used += p.used;
     if (in.type == FileType::kSymlink || in.is_dir()) used = in.size;
     st->st_blocks = static_cast<blkcnt_t>((used + 511) / 512);
     st->st_blksize = in.chunk_size ? in.chunk_size : 4096;
@@ -284,6 +288,73 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       if ((*r)->size() < len) return Status(StatusCode::kCorruption, "chunk shorter than its slot");
       return std::make_shared<const std::string>((*r)->substr(0, len));
     });
+  }
+
+  // ---- layout pages ----------------------------------------------------------------------
+  //
+  // Slots beyond a file's inline ones live in layout pages (common/metadata.h), chunks fetched
+  // through the verified chunk cache and kept decoded here by their id: a page is immutable, so
+  // a cached one is never stale, and a layout names the pages it reads through.
+
+  using PageSlots = std::shared_ptr<const std::vector<Slot>>;
+  static constexpr size_t kPagesMax = 512;  // at most ~18 MiB of decoded pages
+  std::unordered_map<ChunkId, PageSlots, ChunkIdHash> pages_;
+
+  void RememberPage(const ChunkId& id, PageSlots slots) {
+    if (pages_.size() >= kPagesMax) pages_.erase(pages_.begin());  // any one
+    pages_[id] = std::move(slots);
+  }
+
+  // Slot idx of the layout `in` names, or nullopt if it is in a page not loaded yet.
+  std::optional<Slot> KnownSlot(const Inode& in, uint64_t idx) {
+    if (in.SlotIsInline(idx)) return idx < in.slots.size() ? in.slots[idx] : Slot{};
+    const PageRef* ref = in.FindPage(idx / kSlotsPerPage);
+    if (!ref) return Slot{};
+    auto it = pages_.find(ref->id);
+    if (it == pages_.end()) return std::nullopt;
+    return ClippedPageSlot(*it->second, idx % kSlotsPerPage, ref->live, in.chunk_size);
+  }
+
+  kj::Promise<Result<PageSlots>> LoadPage(uint64_t ino, uint32_t cs, const PageRef& ref) {
+    auto it = pages_.find(ref.id);
+    if (it != pages_.end()) return Result<PageSlots>(it->second);
+    return GetChunk(ref.id).then([this, ino, cs, ref](Result<Bytes>&& r) -> Result<PageSlots> {
+      if (!r.ok()) return r.status();
+      auto slots = DecodeLayoutPage(**r, ino, ref.index, cs);
+      if (!slots.ok()) return slots.status();
+      auto page = std::make_shared<const std::vector<Slot>>(std::move(slots).value());
+      RememberPage(ref.id, page);
+      return page;
+    });
+  }
+
+  // Loads every page of slots [from, to] that `in` names and this mount has not loaded.
+  kj::Promise<Status> LoadPages(const Inode& in, uint64_t from, uint64_t to) {
+    kj::Vector<kj::Promise<Result<PageSlots>>> loads;
+    if (!in.pages.empty()) {
+      for (uint64_t k = from / kSlotsPerPage; k <= to / kSlotsPerPage; ++k) {
+        const PageRef* ref = in.FindPage(k);
+        if (ref && !pages_.count(ref->id)) loads.add(LoadPage(in.ino, in.chunk_size, *ref));
+      }
+    }
+    if (loads.empty()) return Status::Ok();
+    return kj::joinPromises(loads.releaseAsArray())
+        .then([](kj::Array<Result<PageSlots>>&& rs) -> Status {
+          for (auto& r : rs) {
+            if (!r.ok()) return r.status();
+          }
+          return Status::Ok();
+        });
+  }
+
+  // Whether slots [from, to] of `in` are all known without a page fetch.
+  bool PagesLoaded(const Inode& in, uint64_t from, uint64_t to) {
+    if (in.pages.empty()) return true;
+    for (uint64_t k = from / kSlotsPerPage; k <= to / kSlotsPerPage; ++k) {
+      const PageRef* ref = in.FindPage(k);
+      if (ref && !pages_.count(ref->id)) return false;
+    }
+    return true;
   }
 
   // ---- writes ----------------------------------------------------------------------------
@@ -540,6 +611,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       return Status::Ok();
     }
     const uint64_t cs = fs->chunk_size();
+    if (off + buf->size() > MaxFileSize(static_cast<uint32_t>(cs))) {
+      return Status(StatusCode::kTooLarge, "write beyond the largest file this chunk size allows");
+    }
     uint64_t pos = off + done;
     uint64_t idx = pos / cs;
     uint32_t in_slot = static_cast<uint32_t>(pos % cs);
@@ -553,7 +627,15 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     };
     if (fs->dirty.count(idx)) return apply();
     // First write to this slot: start from its published bytes unless they are all replaced.
-    Slot base = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+    std::optional<Slot> known = KnownSlot(fs->inode, idx);
+    if (!known) {
+      return LoadPages(fs->inode, idx, idx)
+          .then([this, ino, off, buf, done, backpressure](Status s) -> kj::Promise<Status> {
+            if (!s.ok()) return s;
+            return WriteFrom(ino, off, buf, done, backpressure);
+          });
+    }
+    Slot base = *known;
     if (fs->truncated_to) {
       uint64_t limit = *fs->truncated_to;
       if (idx * cs >= limit) base = Slot{};
@@ -623,6 +705,24 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     });
   }
 
+  // A dirty slot as a flush publishes it: its generation then and the chunk holding it.
+  struct SlotSnap {
+    uint64_t gen = 0;
+    Slot uploaded;
+  };
+  // What a flush publishes, as of the moment its uploads were all done: the dirty slots, the
+  // file's end and truncation then, and the page each changed layout page is built on.
+  struct FlushSnap {
+    std::map<uint64_t, SlotSnap> slots;
+    uint64_t written_end = 0;
+    std::optional<uint64_t> truncated_to;
+    std::map<uint64_t, PageRef> bases;
+  };
+  struct BuiltPage {
+    LayoutUpdate::PageChange change;
+    PageSlots slots;  // the new page's slots (null if it is all holes)
+  };
+
   kj::Promise<Status> DoFlush(uint64_t ino, int attempt) {
     FileState* fs = Find(ino);
     if (!fs) return Status::Ok();
@@ -643,8 +743,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         .then([this, ino, attempt]() -> kj::Promise<Status> {
           FileState* fs = Find(ino);
           if (!fs) return Status::Ok();
-          LayoutUpdate u;
-          std::map<uint64_t, uint64_t> gens;
+          auto snap = std::make_shared<FlushSnap>();
+          snap->written_end = fs->written_end;
+          snap->truncated_to = fs->truncated_to;
+          bool paged = false;
           for (auto& [idx, ds] : fs->dirty) {
             if (ds.uploaded_gen != ds.gen) {
               Status e = last_upload_error_.ok()
@@ -652,63 +754,247 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                              : last_upload_error_;
               return e;
             }
-            LayoutUpdate::SlotChange ch;
-            ch.index = idx;
-            ch.base = ds.base;
-            ch.updated = ds.uploaded;
-            u.slots.push_back(ch);
-            gens[idx] = ds.gen;
+            snap->slots[idx] = SlotSnap{ds.gen, ds.uploaded};
+            paged |= !fs->inode.SlotIsInline(idx);
           }
-          u.written_end = fs->written_end;
-          u.truncated_to = fs->truncated_to;
-          auto conflict = std::make_shared<LayoutConflict>();
-          return Changing()
-              .PublishLayout(ino, u, conflict)
-              .then([this, ino, attempt, conflict, gens,
-                     u](Result<Inode>&& r) -> kj::Promise<Status> {
-                FileState* fs = Find(ino);
-                if (!fs) return Status::Ok();
-                if (r.ok()) {
-                  // The kernel's pages hold what this mount wrote; pages of chunks another mount
-                  // changed meanwhile are dropped by the kernel once it sees the new mtime
-                  // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
-                  NotePageVersion(*r);
-                  fs->inode = *r;
-                  for (const auto& [idx, gen] : gens) {
-                    auto it = fs->dirty.find(idx);
-                    if (it == fs->dirty.end()) continue;
-                    if (it->second.gen == gen) {
-                      dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
-                      fs->dirty.erase(it);
-                      ForgetStageable(ino, idx);
-                    } else {
-                      it->second.base = it->second.uploaded;
-                    }
-                  }
-                  fs->truncated_to.reset();
-                  if (fs->dirty.empty()) {
-                    fs->written_end = 0;
-                    fs->local_mtime_ns = 0;  // the published record's times are newer
-                    MarkQuiet(ino);
-                  }
-                  return Status::Ok();
+          if (!paged) return Publish(ino, attempt, snap, {});
+          // Slots in layout pages. A page is built on the one the layout (or a conflict) names,
+          // so first each dirty slot there whose bytes that page changed since the slot was
+          // read is rebuilt on them (the check the inode record makes for inline slots); those
+          // slots are uploaded again.
+          for (const auto& [idx, sn] : snap->slots) {
+            uint64_t k = idx / kSlotsPerPage;
+            if (!fs->inode.SlotIsInline(idx) && !snap->bases.count(k)) {
+              snap->bases[k] = PageBase(*fs, k);
+            }
+          }
+          auto rebuilt = std::make_shared<size_t>(0);
+          kj::Vector<kj::Promise<Status>> checks;
+          for (const auto& [k, base] : snap->bases) checks.add(RebasePage(ino, base, rebuilt));
+          return kj::joinPromises(checks.releaseAsArray())
+              .then([this, ino, attempt, snap,
+                     rebuilt](kj::Array<Status>&& results) -> kj::Promise<Status> {
+                for (auto& s : results) {
+                  if (!s.ok()) return s;
                 }
-                if (r.status().code() != StatusCode::kConflict || attempt > 20) return r.status();
-                // Another mount changed some of these slots: rebuild them from the current bytes
-                // plus our own dirty ranges, then publish again.
-                kj::Vector<kj::Promise<Status>> rebuilds;
-                for (const auto& [idx, current] : conflict->current) {
-                  rebuilds.add(Rebase(ino, idx, current));
+                if (*rebuilt > 0) {
+                  if (attempt > 20)
+                    return Status(StatusCode::kConflict, "layout page keeps changing");
+                  return DoFlush(ino, attempt + 1);
                 }
-                return kj::joinPromises(rebuilds.releaseAsArray())
-                    .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
-                      for (auto& s : results) {
-                        if (!s.ok()) return s;
-                      }
-                      return DoFlush(ino, attempt + 1);
-                    });
+                return BuildAndPublish(ino, attempt, snap);
               });
         });
+  }
+
+  // Puts the changed layout pages as chunks, then publishes. Writes may land meanwhile; a
+  // truncation, or a slot published from under this flush, starts it over.
+  kj::Promise<Status> BuildAndPublish(uint64_t ino, int attempt, std::shared_ptr<FlushSnap> snap) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status::Ok();
+    return BuildPages(ino, snap).then(
+        [this, ino, attempt, snap](Result<std::vector<BuiltPage>>&& built) -> kj::Promise<Status> {
+          if (!built.ok()) return built.status();
+          FileState* fs = Find(ino);
+          if (!fs) return Status::Ok();
+          bool same = fs->truncated_to == snap->truncated_to;
+          for (const auto& [idx, sn] : snap->slots) same &= fs->dirty.count(idx) > 0;
+          if (!same) {
+            if (attempt > 200) return Status(StatusCode::kConflict, "file keeps changing");
+            return DoFlush(ino, attempt + 1);
+          }
+          return Publish(ino, attempt, snap, std::move(built).value());
+        });
+  }
+
+  // The base a publish builds page k from: what a conflict showed, else the layout's.
+  PageRef PageBase(const FileState& fs, uint64_t k) {
+    auto pb = fs.page_bases.find(k);
+    if (pb != fs.page_bases.end()) return pb->second;
+    const PageRef* ref = fs.inode.FindPage(k);
+    return ref ? *ref : PageRef{k, ChunkId(), 0, 0};
+  }
+
+  // Builds and puts every layout page holding a slot of `snap`: the base page's slots (as far
+  // as its `live` and this mount's truncation leave them), with the snapshot's slots over them.
+  kj::Promise<Result<std::vector<BuiltPage>>> BuildPages(uint64_t ino,
+                                                         std::shared_ptr<FlushSnap> snap) {
+    FileState* fs = Find(ino);
+    if (!fs) return Result<std::vector<BuiltPage>>(std::vector<BuiltPage>{});
+    const uint32_t cs = static_cast<uint32_t>(fs->chunk_size());
+    kj::Vector<kj::Promise<Result<BuiltPage>>> pages;
+    for (const auto& [k, b] : snap->bases) {
+      kj::Promise<Result<PageSlots>> base =
+          b.id.IsZero() ? kj::Promise<Result<PageSlots>>(Result<PageSlots>(PageSlots()))
+                        : LoadPage(ino, cs, b);
+      pages.add(base.then([this, ino, cs, k = k, b = b, snap, truncated = snap->truncated_to](
+                              Result<PageSlots>&& r) -> kj::Promise<Result<BuiltPage>> {
+        if (!r.ok()) return Result<BuiltPage>(r.status());
+        auto page = std::make_shared<std::vector<Slot>>(kSlotsPerPage);
+        for (uint64_t j = 0; j < kSlotsPerPage; ++j) {
+          Slot s = *r ? ClippedPageSlot(**r, j, b.live, cs) : Slot{};
+          uint64_t start = (k * kSlotsPerPage + j) * cs;
+          if (truncated && !s.hole()) {
+            if (start >= *truncated) {
+              s = Slot{};
+            } else if (s.length > *truncated - start) {
+              s.length = static_cast<uint32_t>(*truncated - start);
+            }
+          }
+          (*page)[j] = s;
+        }
+        auto from = snap->slots.lower_bound(k * kSlotsPerPage);
+        auto to = snap->slots.lower_bound((k + 1) * kSlotsPerPage);
+        for (auto it = from; it != to; ++it)
+          (*page)[it->first % kSlotsPerPage] = it->second.uploaded;
+        while (!page->empty() && page->back().hole()) page->pop_back();
+        BuiltPage out;
+        out.change.index = k;
+        out.change.base = b.id;
+        out.change.base_live = b.live;
+        for (const auto& s : *page) out.change.used += s.hole() ? 0 : s.length;
+        if (page->empty()) return Result<BuiltPage>(std::move(out));
+        out.slots = page;
+        auto bytes = std::make_shared<const std::string>(EncodeLayoutPage(ino, k, cs, *page));
+        return hashers_.Run<ChunkId>([bytes]() { return ChunkId::Of(*bytes); })
+            .then([this, bytes, out = std::move(out)](ChunkId id) mutable {
+              out.change.updated = id;
+              return c_.chunks().Put(id, bytes).then(
+                  [out = std::move(out)](Status s) mutable -> Result<BuiltPage> {
+                    if (!s.ok()) return s;
+                    return std::move(out);
+                  });
+            });
+      }));
+    }
+    return kj::joinPromises(pages.releaseAsArray())
+        .then([](kj::Array<Result<BuiltPage>>&& rs) -> Result<std::vector<BuiltPage>> {
+          std::vector<BuiltPage> out;
+          for (auto& r : rs) {
+            if (!r.ok()) return r.status();
+            out.push_back(std::move(r).value());
+          }
+          return out;
+        });
+  }
+
+  kj::Promise<Status> Publish(uint64_t ino, int attempt, std::shared_ptr<FlushSnap> snap,
+                              std::vector<BuiltPage> built) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status::Ok();
+    LayoutUpdate u;
+    for (const auto& [idx, sn] : snap->slots) {
+      if (!fs->inode.SlotIsInline(idx)) continue;
+      LayoutUpdate::SlotChange ch;
+      ch.index = idx;
+      ch.base = fs->dirty[idx].base;
+      ch.updated = sn.uploaded;
+      u.slots.push_back(ch);
+    }
+    for (const auto& b : built) u.pages.push_back(b.change);
+    u.written_end = snap->written_end;
+    u.truncated_to = snap->truncated_to;
+    auto conflict = std::make_shared<LayoutConflict>();
+    auto pages = std::make_shared<std::vector<BuiltPage>>(std::move(built));
+    return Changing()
+        .PublishLayout(ino, u, conflict)
+        .then(
+            [this, ino, attempt, conflict, snap, pages](Result<Inode>&& r) -> kj::Promise<Status> {
+              FileState* fs = Find(ino);
+              if (!fs) return Status::Ok();
+              if (r.ok()) {
+                // The kernel's pages hold what this mount wrote; pages of chunks another mount
+                // changed meanwhile are dropped by the kernel once it sees the new mtime
+                // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
+                NotePageVersion(*r);
+                fs->inode = *r;
+                fs->page_bases.clear();
+                for (const auto& b : *pages) {
+                  if (b.slots) RememberPage(b.change.updated, b.slots);
+                }
+                for (const auto& [idx, sn] : snap->slots) {
+                  auto it = fs->dirty.find(idx);
+                  if (it == fs->dirty.end()) continue;
+                  if (it->second.gen == sn.gen) {
+                    dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
+                    fs->dirty.erase(it);
+                    ForgetStageable(ino, idx);
+                  } else {
+                    it->second.base = sn.uploaded;
+                  }
+                }
+                fs->truncated_to.reset();
+                if (fs->dirty.empty()) {
+                  fs->written_end = 0;
+                  fs->local_mtime_ns = 0;  // the published record's times are newer
+                  MarkQuiet(ino);
+                }
+                return Status::Ok();
+              }
+              // A page conflicts with any change of another slot in it, so a busy page may take
+              // more tries than a slot; each try means another writer's publish went through.
+              const int tries = conflict->current.empty() ? 200 : 20;
+              if (r.status().code() != StatusCode::kConflict || attempt > tries) return r.status();
+              // Another mount changed some of these slots: rebuild them from the current bytes
+              // plus our own dirty ranges, then publish again.
+              kj::Vector<kj::Promise<Status>> rebuilds;
+              for (const auto& [idx, current] : conflict->current) {
+                rebuilds.add(Rebase(ino, idx, current));
+              }
+              // Or some of these pages: build them from the current ones from now on, and rebuild
+              // this mount's slots there whose published bytes changed.
+              for (const auto& [k, ref] : conflict->pages) {
+                fs->page_bases[k] = ref;
+                rebuilds.add(RebasePage(ino, ref, std::make_shared<size_t>(0)));
+              }
+              return kj::joinPromises(rebuilds.releaseAsArray())
+                  .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
+                    for (auto& s : results) {
+                      if (!s.ok()) return s;
+                    }
+                    return DoFlush(ino, attempt + 1);
+                  });
+            });
+  }
+
+  // Rebuilds each dirty slot of page ref.index whose base is not that page's slot (as this
+  // mount's own truncation leaves it) on that slot, counting them in *rebuilt.
+  kj::Promise<Status> RebasePage(uint64_t ino, PageRef ref, std::shared_ptr<size_t> rebuilt) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status::Ok();
+    const uint32_t cs = static_cast<uint32_t>(fs->chunk_size());
+    kj::Promise<Result<PageSlots>> load =
+        ref.id.IsZero() ? kj::Promise<Result<PageSlots>>(Result<PageSlots>(PageSlots()))
+                        : LoadPage(ino, cs, ref);
+    return load.then([this, ino, cs, ref, rebuilt](Result<PageSlots>&& r) -> kj::Promise<Status> {
+      if (!r.ok()) return r.status();
+      FileState* fs = Find(ino);
+      if (!fs) return Status::Ok();
+      kj::Vector<kj::Promise<Status>> rebuilds;
+      auto from = fs->dirty.lower_bound(ref.index * kSlotsPerPage);
+      auto to = fs->dirty.lower_bound((ref.index + 1) * kSlotsPerPage);
+      for (auto it = from; it != to; ++it) {
+        Slot current = *r ? ClippedPageSlot(**r, it->first % kSlotsPerPage, ref.live, cs) : Slot{};
+        uint64_t start = it->first * cs;
+        if (fs->truncated_to && !current.hole()) {
+          if (start >= *fs->truncated_to) {
+            current = Slot{};
+          } else if (current.length > *fs->truncated_to - start) {
+            current.length = static_cast<uint32_t>(*fs->truncated_to - start);
+          }
+        }
+        if (current == it->second.base) continue;
+        ++*rebuilt;
+        rebuilds.add(Rebase(ino, it->first, current));
+      }
+      return kj::joinPromises(rebuilds.releaseAsArray())
+          .then([](kj::Array<Status>&& results) -> Status {
+            for (auto& s : results) {
+              if (!s.ok()) return s;
+            }
+            return Status::Ok();
+          });
+    });
   }
 
   kj::Promise<Status> Rebase(uint64_t ino, uint64_t idx, Slot current) {
@@ -762,12 +1048,20 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t fsize = fs->Size();
     if (off >= fsize) return Result<ReadBytes>(ReadBytes{});
     size = static_cast<size_t>(std::min<uint64_t>(size, fsize - off));
+    if (size == 0) return Result<ReadBytes>(ReadBytes{});
     const uint64_t cs = fs->chunk_size();
+    if (!PagesLoaded(fs->inode, off / cs, (off + size - 1) / cs)) {
+      return LoadPages(fs->inode, off / cs, (off + size - 1) / cs)
+          .then([this, ino, off, size](Status s) -> kj::Promise<Result<ReadBytes>> {
+            if (!s.ok()) return Result<ReadBytes>(s);
+            return Read(ino, off, size);
+          });
+    }
     bool sequential = off == fs->last_read_end;
     fs->last_read_end = off + size;
     if (off / cs == (off + size - 1) / cs && !fs->dirty.count(off / cs)) {
       uint64_t idx = off / cs;
-      Slot s = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+      Slot s = KnownSlot(fs->inode, idx).value_or(Slot{});
       size_t in_slot = static_cast<size_t>(off % cs);
       if (!s.hole() && in_slot + size <= s.length) {
         if (sequential) Prefetch(*fs, (off + size) / cs, 4);
@@ -796,7 +1090,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                       std::min<size_t>(n, data.size() - in_slot));
         }
       } else {
-        Slot s = idx < fs->inode.slots.size() ? fs->inode.slots[idx] : Slot{};
+        Slot s = KnownSlot(fs->inode, idx).value_or(Slot{});
         if (!s.hole() && in_slot < s.length) {
           parts.add(SlotBytes(s).then([out, dst, in_slot, n](Result<Bytes>&& r) -> Status {
             if (!r.ok()) return r.status();
@@ -824,10 +1118,15 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
 
   void Prefetch(FileState& fs, uint64_t from, int count) {
-    for (uint64_t idx = from; idx < from + count && idx < fs.inode.slots.size(); ++idx) {
-      const Slot& s = fs.inode.slots[idx];
-      if (s.hole() || cache_.count(s.id) || inflight_.count(s.id)) continue;
-      Add(GetChunk(s.id).then([](Result<Bytes>&&) {}));
+    const uint64_t cs = fs.chunk_size();
+    for (uint64_t idx = from; idx < from + count && idx * cs < fs.inode.size; ++idx) {
+      std::optional<Slot> s = KnownSlot(fs.inode, idx);
+      if (!s) {  // the next layout page: fetch it too, so the read that needs it does not wait
+        Add(LoadPages(fs.inode, idx, idx).then([](Status) {}));
+        continue;
+      }
+      if (s->hole() || cache_.count(s->id) || inflight_.count(s->id)) continue;
+      Add(GetChunk(s->id).then([](Result<Bytes>&&) {}));
     }
   }
 
@@ -835,7 +1134,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // most kPrefetchAtOpenMax bytes (for PrefetchAtOpen). Larger files are not prefetched: an open
   // of one need not read its start at all (tail of a log, an fstat, a lock).
   void NoteFirstChunk(const Inode& in) {
-    if (in.type != FileType::kRegular || in.slots.size() != 1 || in.slots[0].hole()) return;
+    if (in.type != FileType::kRegular || in.slots.size() != 1 || in.slots[0].hole() ||
+        !in.pages.empty()) {
+      return;
+    }
     if (in.slots[0].length > kPrefetchAtOpenMax) return;
     if (first_chunks_.size() >= kFirstChunksMax) first_chunks_.clear();  // a lost hint costs a wait
     first_chunks_[in.ino] = in.slots[0].id;
@@ -1262,25 +1564,42 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (off < 0 || static_cast<uint64_t>(off) >= size)
       return fuse_reply_err(req, ENXIO), kj::READY_NOW;
     const uint64_t cs = fs->chunk_size();
+    // Slots in a layout page not loaded yet: the page is fetched, and the seek goes on from
+    // there (every slot before it was data for SEEK_HOLE, or a hole for SEEK_DATA).
+    std::optional<uint64_t> unknown;
     auto data_end_of = [&](uint64_t idx) -> uint64_t {  // bytes of slot idx that hold data
       auto d = fs->dirty.find(idx);
       if (d != fs->dirty.end()) return d->second.data.size();
-      if (idx < fs->inode.slots.size() && !fs->inode.slots[idx].hole())
-        return fs->inode.slots[idx].length;
-      return 0;
+      std::optional<Slot> s = KnownSlot(fs->inode, idx);
+      if (!s) {
+        unknown = idx;
+        return 0;
+      }
+      return s->hole() ? 0 : s->length;
+    };
+    auto go_on = [&]() -> kj::Promise<void> {
+      uint64_t idx = *unknown;
+      off_t from = std::max<off_t>(off, static_cast<off_t>(idx * cs));
+      return LoadPages(fs->inode, idx, idx)
+          .then([this, req, ino, from, whence](Status s) -> kj::Promise<void> {
+            if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
+            return Lseek(req, ino, from, whence);
+          });
     };
     uint64_t pos = static_cast<uint64_t>(off);
     if (whence == SEEK_DATA) {
       for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
         uint64_t start = std::max(pos, idx * cs);
-        if (start < idx * cs + data_end_of(idx))
-          return fuse_reply_lseek(req, static_cast<off_t>(start)), kj::READY_NOW;
+        uint64_t end = idx * cs + data_end_of(idx);
+        if (unknown) return go_on();
+        if (start < end) return fuse_reply_lseek(req, static_cast<off_t>(start)), kj::READY_NOW;
       }
       return fuse_reply_err(req, ENXIO), kj::READY_NOW;
     }
     for (uint64_t idx = pos / cs; idx * cs < size; ++idx) {
       uint64_t start = std::max(pos, idx * cs);
       uint64_t data_end = idx * cs + data_end_of(idx);
+      if (unknown) return go_on();
       if (start >= data_end)
         return fuse_reply_lseek(req, static_cast<off_t>(std::min(start, size))), kj::READY_NOW;
       if (data_end < (idx + 1) * cs && data_end < size) {
@@ -1411,8 +1730,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     size_t bytes = 0;  // roughly, what `names` holds
   };
   static size_t ListingBytes(const std::string& name, const Inode& in) {
-    size_t b =
-        sizeof(Inode) + 2 * name.size() + in.symlink_target.size() + in.slots.size() * sizeof(Slot);
+    size_t b = sizeof(Inode) + 2 * name.size() + in.symlink_target.size() +
+               in.slots.size() * sizeof(Slot) + in.pages.size() * sizeof(PageRef);
     for (const auto& x : in.xattrs) b += x.name.size() + x.value.size();
     return b;
   }
@@ -1827,7 +2146,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
             r.size = end;
             return impl->Changing().SetAttr(ino, r).then([=](Result<Inode>&& res) {
               if (res.ok()) {
-                if (FileState* f = impl->Find(ino)) f->inode = *res;
+                if (FileState* f = impl->Find(ino); f && f->dirty.empty()) f->inode = *res;
               }
               fuse_reply_err(req, res.ok() ? 0 : ErrnoOf(res.status()));
             });

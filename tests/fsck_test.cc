@@ -577,6 +577,53 @@ TEST_F(FsckTest, GcRemovesOldTombstonesDeadInodesAndTheirChunks) {
   EXPECT_EQ(again.code, 0) << again.All();
 }
 
+// A large file's layout pages are chunks its inode names. fsck reads every page and counts the
+// page and each chunk it names as referenced, so --gc keeps them. Once no replica holds a
+// page, fsck reports it lost, and --gc refuses to run, because the chunks it named are unknown.
+TEST_F(FsckTest, LayoutPagesAndTheChunksTheyNameAreReferenced) {
+  StartCluster();
+  WriteFiles();
+  auto f = fs_->Create("/paged");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  auto data = client_->PutChunk(testing::RandomBytes(5, 1000));
+  ASSERT_TRUE(data.ok());
+  std::vector<Slot> slots(3);
+  slots[2] = Slot{*data, 1000};
+  auto page = client_->PutChunk(EncodeLayoutPage(f->ino, 4, f->chunk_size, slots));
+  ASSERT_TRUE(page.ok());
+  LayoutUpdate u;
+  u.pages = {{4, ChunkId(), 0, *page, 1000}};
+  u.written_end = (4 * kSlotsPerPage + 2) * f->chunk_size + 1000;
+  auto conflict = std::make_shared<LayoutConflict>();
+  auto published = client_->RunSync<Result<Inode>>(
+      [&] { return client_->ns().PublishLayout(f->ino, u, conflict); });
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  auto old_id = client_->PutChunk("unreferenced and old");
+  ASSERT_TRUE(old_id.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+
+  CliResult r = Fsck({"--gc", "--grace", "1", "--no-writers"});
+  EXPECT_EQ(r.code, 0) << r.All();
+  EXPECT_TRUE(Holders(*old_id).empty());
+  EXPECT_EQ(Holders(*page).size(), 3u);
+  EXPECT_EQ(Holders(*data).size(), 3u);
+  ExpectFilesIntact();
+
+  for (int i = 0; i < cluster_->nodes(); ++i) {
+    ASSERT_EQ(::unlink(testing::ChunkPath(cluster_->data_dir(i), *page).c_str()), 0);
+  }
+  auto old2 = client_->PutChunk("unreferenced, old, kept while a page is lost");
+  ASSERT_TRUE(old2.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CliResult lost = Fsck({"--gc", "--grace", "1", "--no-writers"});
+  EXPECT_EQ(lost.code, 8) << lost.All();
+  EXPECT_NE(lost.out.find("chunk_lost"), std::string::npos) << lost.out;
+  EXPECT_NE(lost.out.find("/paged"), std::string::npos) << lost.out;
+  EXPECT_NE(lost.out.find("--gc needs every layout page read"), std::string::npos) << lost.out;
+  EXPECT_EQ(Holders(*data).size(), 3u);
+  EXPECT_FALSE(Holders(*old2).empty());
+}
+
 TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
   StartCluster();
   WriteFiles();

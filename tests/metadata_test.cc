@@ -99,12 +99,21 @@ TEST(MetadataTest, NoteAppliedKeepsOneEntryPerClientAndDropsTheLeastRecent) {
 
 // A record written by format 2 (a list of recent operation ids where format 3 has the applied
 // batches) still reads, with the ids dropped: the retry it served belonged to a process that
-// no longer runs. So does one of format 3 (no rename marks).
-TEST(MetadataTest, ReadsAnInodeOfFormatsTwoAndThree) {
+// no longer runs. So does one of format 3 (no rename marks) and one of format 4 (no layout
+// pages).
+TEST(MetadataTest, ReadsAnInodeOfFormatsTwoThreeAndFour) {
   MetaRecord rec;
   rec.body = SomeDirectory();
-  std::string v4 = rec.Encode();
-  ASSERT_EQ(v4[0], '\x04');
+  std::string v5 = rec.Encode();
+  ASSERT_EQ(v5[0], '\x05');
+  // Format 5 ends an inode with no layout pages (0); then no intent (0).
+  ASSERT_EQ(v5.substr(v5.size() - 2), std::string("\x00\x00", 2));
+  std::string v4 = v5.substr(0, v5.size() - 2) + std::string("\x00", 1);
+  v4[0] = '\x04';
+  auto back4 = MetaRecord::Decode(v4);
+  ASSERT_TRUE(back4.ok()) << back4.status().ToString();
+  ASSERT_NE(back4->inode(), nullptr);
+  EXPECT_EQ(back4->inode()->entry_count, 7u);
   // Format 4 ends an inode with: no applied batches (0), no evictions (0), no rename marks (0);
   // then no intent (0).
   ASSERT_EQ(v4.substr(v4.size() - 4), std::string("\x00\x00\x00\x00", 4));
@@ -131,10 +140,64 @@ TEST(MetadataTest, ReadsAnInodeOfFormatsTwoAndThree) {
   MetaRecord m;
   m.body = marked;
   std::string bytes = m.Encode();
-  // ... mark: txn 5, direction 1, time 6 (one byte each as varints); then no intent.
-  ASSERT_EQ(bytes.substr(bytes.size() - 4), std::string("\x05\x01\x0c\x00", 4));
-  bytes[bytes.size() - 3] = '\x02';
+  // ... mark: txn 5, direction 1, time 6 (one byte each as varints); no pages; no intent.
+  ASSERT_EQ(bytes.substr(bytes.size() - 5), std::string("\x05\x01\x0c\x00\x00", 5));
+  bytes[bytes.size() - 4] = '\x02';
   EXPECT_FALSE(MetaRecord::Decode(bytes).ok());
+}
+
+// Layout pages: their entries round-trip in the inode; a page's bytes name their inode, page
+// and chunk size, and bytes of any other page, or garbled ones, are refused.
+TEST(MetadataTest, LayoutPagesRoundTripAndForeignOrGarbledPagesAreRefused) {
+  Inode f;
+  f.ino = 42;
+  f.type = FileType::kRegular;
+  f.chunk_size = 1 << 20;
+  f.size = 3ull << 40;
+  f.slots = {Slot{ChunkId::Of("a"), 100}};
+  f.SetPage(PageRef{7, ChunkId::Of("p7"), kSlotsPerPage << 20, 5});
+  f.SetPage(PageRef{2, ChunkId::Of("p2"), 12345, 12345});
+  f.SetPage(PageRef{9, ChunkId(), 0, 0});  // all holes: no entry
+  ASSERT_EQ(f.pages.size(), 2u);
+  EXPECT_EQ(f.pages[0].index, 2u);
+  EXPECT_EQ(f.FindPage(7)->id, ChunkId::Of("p7"));
+  EXPECT_EQ(f.FindPage(3), nullptr);
+  MetaRecord rec;
+  rec.body = f;
+  auto back = MetaRecord::Decode(rec.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_NE(back->inode(), nullptr);
+  EXPECT_EQ(back->inode()->pages, f.pages);
+  f.SetPage(PageRef{2, ChunkId(), 0, 0});
+  EXPECT_EQ(f.pages.size(), 1u);
+  EXPECT_TRUE(f.SlotIsInline(kSlotsPerPage - 1));
+  EXPECT_FALSE(f.SlotIsInline(kSlotsPerPage));
+  // A layout written inline whole before pages existed stays inline whole.
+  Inode legacy;
+  legacy.slots.resize(kSlotsPerPage + 5);
+  EXPECT_TRUE(legacy.SlotIsInline(5 * kSlotsPerPage));
+
+  std::vector<Slot> page = {Slot{}, Slot{ChunkId::Of("x"), 4096}, Slot{}};
+  std::string bytes = EncodeLayoutPage(42, 7, 1 << 20, page);
+  auto slots = DecodeLayoutPage(bytes, 42, 7, 1 << 20);
+  ASSERT_TRUE(slots.ok()) << slots.status().ToString();
+  ASSERT_EQ(slots->size(), 3u);
+  EXPECT_EQ((*slots)[1], page[1]);
+  EXPECT_EQ(DecodeLayoutPage(bytes, 43, 7, 1 << 20).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeLayoutPage(bytes, 42, 8, 1 << 20).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(DecodeLayoutPage(bytes, 42, 7, 1 << 16).status().code(), StatusCode::kCorruption);
+  EXPECT_FALSE(DecodeLayoutPage(bytes.substr(0, bytes.size() - 1), 42, 7, 1 << 20).ok());
+  EXPECT_FALSE(DecodeLayoutPage(bytes + "x", 42, 7, 1 << 20).ok());
+  EXPECT_FALSE(DecodeLayoutPage("hello", 42, 7, 1 << 20).ok());
+  // A slot longer than the chunk size is refused.
+  std::string long_slot = EncodeLayoutPage(42, 7, 1 << 20, {Slot{ChunkId::Of("y"), (1 << 20) + 1}});
+  EXPECT_FALSE(DecodeLayoutPage(long_slot, 42, 7, 1 << 20).ok());
+  // Clipping: bytes from `live` on read as zeros.
+  EXPECT_EQ(ClippedPageSlot(page, 1, (1 << 20) + 100, 1 << 20).length, 100u);
+  EXPECT_TRUE(ClippedPageSlot(page, 1, 1 << 20, 1 << 20).hole());
+  EXPECT_EQ(ClippedPageSlot(page, 1, 4 << 20, 1 << 20), page[1]);
+  EXPECT_TRUE(ClippedPageSlot(page, 9, 4 << 20, 1 << 20).hole());
+  EXPECT_EQ(MaxFileSize(1 << 20), (1ull << 30) * (kMaxLayoutPages + 1));
 }
 
 TEST(MetadataTest, MalformedBytesAreRefused) {
@@ -155,7 +218,7 @@ TEST(MetadataTest, MalformedBytesAreRefused) {
   }
   EXPECT_FALSE(MetaRecord::Decode(good + "x").ok());
   std::string future = good;
-  future[0] = '\x05';
+  future[0] = '\x06';
   EXPECT_FALSE(MetaRecord::Decode(future).ok());
   std::string zero = good;
   zero[0] = '\x00';

@@ -1473,6 +1473,95 @@ TEST_F(NamespaceTest, PublishLayoutMergesConcurrentWriters) {
   EXPECT_CODE(fs_->Publish(999'999'999, us, ct), kNotFound);
 }
 
+// Layout pages (slots beyond the inline ones): a publish swaps a page only from the page it was
+// built on, as that page's `live` stood; a truncation drops pages past the new size and clips
+// the one it ends in; sizes past the largest file the chunk size allows are refused (EFBIG).
+TEST_F(NamespaceTest, PublishLayoutSwapsPagesOnlyFromTheirBase) {
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "f"));
+  const uint64_t page_bytes = kSlotsPerPage * kMiB;
+  const ChunkId p1 = ChunkId::Of("page 1"), p3 = ChunkId::Of("page 3"),
+                p1b = ChunkId::Of("page 1, B");
+  LayoutUpdate ua;
+  ua.slots = {{0, Slot{}, MakeSlot("a0", kMiB)}};
+  ua.pages = {{1, ChunkId(), 0, p1, 2 * kMiB}, {3, ChunkId(), 0, p3, 100}};
+  ua.written_end = 3 * page_bytes + 100;
+  auto ca = std::make_shared<LayoutConflict>();
+  ASSERT_OK_AND_ASSIGN(Inode after_a, fs_->Publish(f.ino, ua, ca));
+  ASSERT_EQ(after_a.pages.size(), 2u);
+  EXPECT_EQ(*after_a.FindPage(1), (PageRef{1, p1, page_bytes, 2 * kMiB}));
+  EXPECT_EQ(after_a.FindPage(3)->id, p3);
+  EXPECT_EQ(after_a.size, 3 * page_bytes + 100);
+
+  // B built page 1 on no page at all: refused, and told what page 1 is now.
+  LayoutUpdate ub;
+  ub.pages = {{1, ChunkId(), 0, p1b, kMiB}, {2, ChunkId(), 0, ChunkId::Of("page 2"), 1}};
+  ub.written_end = page_bytes + kMiB;
+  auto cb = std::make_shared<LayoutConflict>();
+  EXPECT_CODE(fs_->Publish(f.ino, ub, cb), kConflict);
+  ASSERT_EQ(cb->pages.size(), 1u);
+  EXPECT_EQ(cb->pages[0].first, 1u);
+  EXPECT_EQ(cb->pages[0].second.id, p1);
+  EXPECT_EQ(Attr(f.ino).pages, after_a.pages);  // nothing applied
+  // Rebuilt on page 1 as it is: applied; a page built as all holes removes the entry.
+  ub.pages[0].base = p1;
+  ub.pages[0].base_live = page_bytes;
+  ub.pages.push_back({3, p3, page_bytes, ChunkId(), 0});
+  ASSERT_OK_AND_ASSIGN(Inode after_b, fs_->Publish(f.ino, ub, cb));
+  EXPECT_EQ(after_b.FindPage(1)->id, p1b);
+  EXPECT_NE(after_b.FindPage(2), nullptr);
+  EXPECT_EQ(after_b.FindPage(3), nullptr);
+
+  // A truncation into page 2 clips it and keeps page 1 whole.
+  SetAttrRequest cut;
+  cut.size = 2 * page_bytes + 5;
+  ASSERT_OK_AND_ASSIGN(Inode cut_in, fs_->SetAttr(f.ino, cut));
+  EXPECT_EQ(cut_in.FindPage(1)->live, page_bytes);
+  EXPECT_EQ(cut_in.FindPage(2)->live, 5u);
+  EXPECT_EQ(cut_in.FindPage(2)->used, 1u);
+  // A writer that built page 2 on its unclipped form conflicts: the clip must not be undone.
+  LayoutUpdate uc;
+  uc.pages = {{2, after_b.FindPage(2)->id, page_bytes, ChunkId::Of("page 2, C"), kMiB}};
+  uc.written_end = 2 * page_bytes + kMiB;
+  auto cc = std::make_shared<LayoutConflict>();
+  EXPECT_CODE(fs_->Publish(f.ino, uc, cc), kConflict);
+  ASSERT_EQ(cc->pages.size(), 1u);
+  EXPECT_EQ(cc->pages[0].second.live, 5u);
+  cut.size = page_bytes;
+  ASSERT_OK_AND_ASSIGN(Inode cut2, fs_->SetAttr(f.ino, cut));
+  ASSERT_EQ(cut2.pages.size(), 0u);  // page 1 starts at the new size: dropped
+  EXPECT_EQ(cut2.slots.size(), 1u);
+
+  // EFBIG past the largest size: by truncation, and by a publish.
+  cut.size = MaxFileSize(kMiB) + 1;
+  EXPECT_CODE(fs_->SetAttr(f.ino, cut), kTooLarge);
+  cut.size = MaxFileSize(kMiB);
+  EXPECT_OK(fs_->SetAttr(f.ino, cut));
+  LayoutUpdate ue;
+  ue.written_end = MaxFileSize(kMiB) + 1;
+  EXPECT_CODE(fs_->Publish(f.ino, ue, cc), kTooLarge);
+  // A layout written inline whole (before pages existed): pages for it are refused, and a
+  // truncation keeps it inline whole (holes past the end, the end's slot clipped), so a mount
+  // that read it never finds its slots moved to pages.
+  ASSERT_OK(fs_->EditRaw(InodeKey(f.ino), [&](MetaRecord& rec) {
+    rec.inode()->slots.assign(kSlotsPerPage + 100, MakeSlot("legacy", kMiB));
+  }));
+  EXPECT_CODE(fs_->Publish(f.ino, ua, ca), kInvalidArgument);
+  cut.size = 5 * kMiB + 7;
+  ASSERT_OK_AND_ASSIGN(Inode legacy, fs_->SetAttr(f.ino, cut));
+  ASSERT_EQ(legacy.slots.size(), kSlotsPerPage + 1);
+  EXPECT_EQ(legacy.slots[4], MakeSlot("legacy", kMiB));
+  EXPECT_EQ(legacy.slots[5].length, 7u);
+  EXPECT_TRUE(legacy.slots[6].hole());
+  EXPECT_TRUE(legacy.slots[kSlotsPerPage].hole());
+  EXPECT_TRUE(legacy.SlotIsInline(3000));
+  LayoutUpdate ul;
+  ul.slots = {{3000, Slot{}, MakeSlot("l3000", 5)}};
+  ul.written_end = 3000 * kMiB + 5;
+  ASSERT_OK_AND_ASSIGN(Inode grown, fs_->Publish(f.ino, ul, ca));
+  EXPECT_EQ(grown.slots.size(), 3001u);
+  EXPECT_TRUE(grown.pages.empty());
+}
+
 TEST_F(NamespaceTest, TooManyLinks) {
   ASSERT_OK_AND_ASSIGN(Inode d, fs_->Mkdir(top_, "d"));
   ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "f"));

@@ -607,6 +607,11 @@ class Fsck {
       }
     }
     // Referenced chunks: from every accepted value and every pending intent of every inode.
+    struct PageOf {
+      uint64_t ino = 0, index = 0;
+      uint32_t chunk_size = 0;
+    };
+    std::map<ChunkId, PageOf> pages;
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'I') continue;
       for (const auto& [node, r] : copies.by_node) {
@@ -620,10 +625,41 @@ class Fsck {
             for (const auto& s : in->slots) {
               if (!s.hole()) referenced_[s.id].insert(in->ino);
             }
+            for (const auto& p : in->pages) {
+              referenced_[p.id].insert(in->ino);
+              pages[p.id] = {in->ino, p.index, in->chunk_size};
+            }
           }
         };
         mark(rec->body);
         if (rec->intent) mark(rec->intent->value);
+      }
+    }
+    // The slots of layout pages (each page a chunk): read from any replica whose bytes match
+    // the page's id. Every slot a page holds counts, even one past a truncation's clip.
+    progress_.Phase("reading layout pages", pages.size());
+    for (const auto& [id, where] : pages) {
+      progress_.Tick();
+      std::vector<std::string> holders;
+      for (const auto& [node, c] : stored_[id]) holders.push_back(node);
+      auto bytes = VerifiedBytes(id, holders);
+      Result<std::vector<Slot>> slots =
+          bytes.ok() ? DecodeLayoutPage(**bytes, where.ino, where.index, where.chunk_size)
+                     : Result<std::vector<Slot>>(bytes.status());
+      if (!slots.ok()) {
+        // CheckChunks reports a page no replica holds as chunk_lost; a page some replica holds
+        // but none can give back whole is reported here. Either way the chunks it names are
+        // unknown, so --gc must not run.
+        if (!stored_[id].empty()) {
+          Report(Issue{"layout_page_unreadable", id.ToHex(), PathsOf(id),
+                       "page " + std::to_string(where.index) + " of inode " +
+                           std::to_string(where.ino) + ": " + slots.status().ToString()});
+        }
+        unknown_references_ = true;
+        continue;
+      }
+      for (const auto& s : *slots) {
+        if (!s.hole()) referenced_[s.id].insert(where.ino);
       }
     }
   }
@@ -787,6 +823,10 @@ class Fsck {
     }
     // The mark must have seen every record and every stored chunk.
     if (!operational_.empty()) return;
+    if (unknown_references_) {
+      operational_ = "--gc needs every layout page read, and some could not be (see above)";
+      return;
+    }
     int64_t grace_ns = static_cast<int64_t>(o_.grace_s * 1e9);
     if (grace_ns < kMinGcGraceNs && !o_.no_writers) {
       operational_ = "--grace " + std::to_string(static_cast<int64_t>(o_.grace_s)) +
@@ -1022,6 +1062,7 @@ class Fsck {
   bool walked_whole_ = false;
   std::map<ChunkId, std::map<std::string, ListedChunk>> stored_;
   std::map<ChunkId, std::set<uint64_t>> referenced_;
+  bool unknown_references_ = false;  // a layout page could not be read: --gc must not run
   std::map<ChunkId, std::set<std::string>> deep_corrupt_;  // --deep: replicas that fail the hash
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
