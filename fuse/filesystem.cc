@@ -394,7 +394,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 last_upload_error_ = r.status();
                 return;
               }
-              if (it->second.gen == gen) {
+              // Kept even if the slot was written again meanwhile: a flush that began before
+              // that write publishes these bytes (DoFlush), and the slot stays dirty.
+              if (gen > it->second.uploaded_gen) {
                 it->second.uploaded_gen = gen;
                 it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
                 it->second.uploaded_at_ns = sent_ns;
@@ -728,7 +730,16 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (!fs) return Status::Ok();
     kj::Vector<kj::Promise<void>> uploads;
     int64_t now = SystemWallClock().NowNs();
+    // What this flush publishes is what was written before it began: each dirty slot as of its
+    // generation now, and the file's end now. Writes that land while it waits for the uploads
+    // stay dirty for the next flush (as a local file system's fsync need not wait for writes
+    // issued after it).
+    auto snap = std::make_shared<FlushSnap>();
+    snap->written_end = fs->written_end;
+    snap->truncated_to = fs->truncated_to;
+    auto want = std::make_shared<std::map<uint64_t, uint64_t>>();
     for (auto& [idx, ds] : fs->dirty) {
+      (*want)[idx] = ds.gen;
       // A chunk put long ago is put again (refreshing its last-put time) so that a GC whose
       // mark began before this publish cannot sweep it (common/gc_rules.h).
       if (ds.uploaded_gen != ds.gen || ChunkNeedsRefresh(ds.uploaded_at_ns, now, kMinGcGraceNs)) {
@@ -740,21 +751,21 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
     last_upload_error_ = Status::Ok();
     return kj::joinPromises(uploads.releaseAsArray())
-        .then([this, ino, attempt]() -> kj::Promise<Status> {
+        .then([this, ino, attempt, snap, want]() -> kj::Promise<Status> {
           FileState* fs = Find(ino);
           if (!fs) return Status::Ok();
-          auto snap = std::make_shared<FlushSnap>();
-          snap->written_end = fs->written_end;
-          snap->truncated_to = fs->truncated_to;
           bool paged = false;
-          for (auto& [idx, ds] : fs->dirty) {
-            if (ds.uploaded_gen != ds.gen) {
+          for (const auto& [idx, gen] : *want) {
+            auto it = fs->dirty.find(idx);
+            if (it == fs->dirty.end()) continue;
+            const DirtySlot& ds = it->second;
+            if (ds.uploaded_gen < gen) {
               Status e = last_upload_error_.ok()
                              ? Status(StatusCode::kIoError, "chunk upload failed")
                              : last_upload_error_;
               return e;
             }
-            snap->slots[idx] = SlotSnap{ds.gen, ds.uploaded};
+            snap->slots[idx] = SlotSnap{ds.uploaded_gen, ds.uploaded};
             paged |= !fs->inode.SlotIsInline(idx);
           }
           if (!paged) return Publish(ino, attempt, snap, {});
@@ -892,7 +903,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       u.slots.push_back(ch);
     }
     for (const auto& b : built) u.pages.push_back(b.change);
+    // The size covers every byte of the chunks published, which may be of writes after the
+    // flush began (an upload of a later generation finished first): bytes a chunk holds are
+    // the slot's base bytes (within the published size) or written ones.
     u.written_end = snap->written_end;
+    const uint64_t cs = fs->chunk_size();
+    for (const auto& [idx, sn] : snap->slots) {
+      u.written_end = std::max<uint64_t>(u.written_end, idx * cs + sn.uploaded.length);
+    }
     u.truncated_to = snap->truncated_to;
     auto conflict = std::make_shared<LayoutConflict>();
     auto pages = std::make_shared<std::vector<BuiltPage>>(std::move(built));

@@ -613,6 +613,54 @@ std::string Pattern(size_t n, uint64_t seed) {
 
 constexpr uint64_t kGiB = 1ull << 30;  // one layout page with 1 MiB chunks
 
+// fsync and close while another thread keeps writing the same file through the same mount:
+// writes that land while a flush waits for its uploads are published by a later flush, and
+// the flush itself succeeds (it failed with EIO, "chunk upload failed", when a write changed
+// a slot whose upload it was waiting for). Every byte reads back on the other mount.
+TEST_F(MultiMountTest, FsyncWhileAnotherThreadWritesTheSameFile) {
+  const size_t block = 4096, span = 3 * kMiB;
+  int wfd = ::open(A("busy").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int sfd = ::open(A("busy").c_str(), O_WRONLY);
+  ASSERT_GE(wfd, 0);
+  ASSERT_GE(sfd, 0);
+  std::string want(span, '\0');
+  std::atomic<bool> stop{false};
+  int write_error = 0;
+  std::thread writer([&] {
+    uint64_t n = 0;
+    while (!stop) {
+      size_t off = (n * block) % span;
+      std::string data = Pattern(block, n++);
+      if (::pwrite(wfd, data.data(), block, static_cast<off_t>(off)) !=
+          static_cast<ssize_t>(block)) {
+        write_error = errno;
+        return;
+      }
+      want.replace(off, block, data);
+    }
+  });
+  int fsyncs = 0, failures = 0, first_error = 0;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  while (std::chrono::steady_clock::now() < until) {
+    // fsync (the kernel holds the file's lock, so no write lands meanwhile) and the close of
+    // another descriptor (FLUSH: writes do land meanwhile), in turn.
+    int other = fsyncs % 2 ? ::open(A("busy").c_str(), O_WRONLY) : -1;
+    if (fsyncs % 2 ? ::close(other) != 0 : ::fsync(sfd) != 0) {
+      if (failures++ == 0) first_error = errno;
+    }
+    ++fsyncs;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(write_error, 0) << std::strerror(write_error);
+  EXPECT_EQ(failures, 0) << "of " << fsyncs << " fsyncs; first: " << std::strerror(first_error);
+  EXPECT_GT(fsyncs, 20);
+  EXPECT_EQ(::close(wfd), 0) << std::strerror(errno);
+  EXPECT_EQ(::close(sfd), 0) << std::strerror(errno);
+  EXPECT_TRUE(Same(ReadFile(B("busy")), want));
+}
+
 // A file's slots past the first 1024 live in layout pages (chunks the inode names): a sparse
 // file of 1 TiB costs four pages, not a million-slot record (which took the mount minutes to
 // publish, and past ~28 GiB of data could not be published at all). Blocks in the inline
