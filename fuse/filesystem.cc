@@ -395,8 +395,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 return;
               }
               // Kept even if the slot was written again meanwhile: a flush that began before
-              // that write publishes these bytes (DoFlush), and the slot stays dirty.
-              if (gen > it->second.uploaded_gen) {
+              // that write publishes these bytes (DoFlush), and the slot stays dirty. A put
+              // again of the same generation (a refresh, common/gc_rules.h) renews the time.
+              if (gen >= it->second.uploaded_gen) {
                 it->second.uploaded_gen = gen;
                 it->second.uploaded = Slot{*r, static_cast<uint32_t>(len)};
                 it->second.uploaded_at_ns = sent_ns;
@@ -789,7 +790,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                   if (!s.ok()) return s;
                 }
                 if (*rebuilt > 0) {
-                  if (attempt > 20)
+                  if (attempt > 200)
                     return Status(StatusCode::kConflict, "layout page keeps changing");
                   return DoFlush(ino, attempt + 1);
                 }
