@@ -768,6 +768,49 @@ TEST_F(MultiMountTest, SeekingThroughMoreLayoutPagesThanTheMountKeeps) {
   EXPECT_TRUE(Same(ReadRange(B("many"), 377 * kGiB + 377, 4096), Pattern(4096, 377)));
 }
 
+// A dense file over several layout pages: 64 KiB chunks (a page is 64 MiB) and a mount that
+// may hold only 16 MiB unpublished, so writing 200 MiB publishes a dozen times midway, each
+// building its last page on the one published before. Read back whole on a second mount,
+// changed there across a page border, and read again on the first.
+TEST(LayoutPages, DenseFileOverSeveralPagesWithSmallChunks) {
+  QUORUMFS_REQUIRE_FUSE();
+  TestClusterOptions options;
+  options.chunk_size = 64 * 1024;
+  TestCluster cluster(options);
+  TestMountOptions small_dirty;
+  small_dirty.extra_opts = {"max_dirty=16M"};
+  TestMount a(cluster.cluster_file(), cluster.dir() + "/mnt-a", small_dirty);
+  TestMount b(cluster.cluster_file(), cluster.dir() + "/mnt-b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const size_t mibs = 200, tail = 333;
+  int fd = ::open(a.path("dense").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  for (size_t i = 0; i < mibs; ++i) {
+    std::string data = Pattern(kMiB, 1000 + i);
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()))
+        << i << ": " << std::strerror(errno);
+  }
+  ASSERT_EQ(::write(fd, "end", 3), 3);
+  std::string rest(tail - 3, 'z');
+  ASSERT_EQ(::write(fd, rest.data(), rest.size()), static_cast<ssize_t>(rest.size()));
+  ASSERT_EQ(::close(fd), 0) << std::strerror(errno);
+  struct stat st;
+  ASSERT_EQ(::stat(b.path("dense").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), mibs * kMiB + tail);
+  for (size_t i = 0; i < mibs; ++i) {
+    ASSERT_TRUE(Same(ReadRange(b.path("dense"), i * kMiB, kMiB), Pattern(kMiB, 1000 + i)))
+        << "MiB " << i;
+  }
+  EXPECT_EQ(ReadRange(b.path("dense"), mibs * kMiB, tail), "end" + rest);
+  // 128 MiB is the border of pages 1 and 2.
+  const std::string across = "across the border of two layout pages";
+  ASSERT_TRUE(WriteAt(b.path("dense"), 128 * kMiB - 10, across));
+  std::string want = Pattern(kMiB, 1000 + 127).substr(kMiB - 10) + Pattern(kMiB, 1000 + 128);
+  want.replace(0, across.size(), across);
+  EXPECT_TRUE(Same(ReadRange(a.path("dense"), 128 * kMiB - 10, want.size()), want));
+  EXPECT_TRUE(Same(ReadRange(a.path("dense"), 199 * kMiB, kMiB), Pattern(kMiB, 1199)));
+}
+
 // Two mounts write interleaved 64 KiB blocks of the same slots of one layout page: each
 // publish that finds the page changed rebuilds its slots from the other's bytes.
 TEST_F(MultiMountTest, ConcurrentWritersOfOneLayoutPage) {

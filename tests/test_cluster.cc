@@ -89,6 +89,7 @@ TestCluster::TestCluster(TestClusterOptions options) : options_(options) {
   conf << "epoch = " << options.epoch << "\nreplicas = " << options.replicas
        << "\nwrite_quorum = " << options.write_quorum << "\nread_quorum = " << options.read_quorum
        << "\n";
+  if (options.chunk_size) conf << "chunk_size = " << options.chunk_size << "\n";
   for (int i = 0; i < options.nodes; ++i) {
     ports_.push_back(PickFreePort());
     conf << "node " << node_id(i) << " 127.0.0.1:" << ports_.back() << "\n";

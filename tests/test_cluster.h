@@ -20,7 +20,8 @@ struct TestClusterOptions {
   int write_quorum = 2;
   int read_quorum = 2;
   uint64_t epoch = 1;
-  bool start = true;  // start every node in the constructor
+  bool start = true;        // start every node in the constructor
+  uint64_t chunk_size = 0;  // bytes; 0: the cluster file's default (1 MiB)
 };
 
 class TestCluster {
