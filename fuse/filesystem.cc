@@ -819,6 +819,15 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         });
   }
 
+  // Slot `s`, starting at byte `start` of the file, as far as a truncation to `truncated` leaves
+  // it (a hole if none of it).
+  static Slot ClipToTruncation(Slot s, uint64_t start, std::optional<uint64_t> truncated) {
+    if (!truncated || s.hole()) return s;
+    if (start >= *truncated) return Slot{};
+    if (s.length > *truncated - start) s.length = static_cast<uint32_t>(*truncated - start);
+    return s;
+  }
+
   // The base a publish builds page k from: what a conflict showed, else the layout's.
   PageRef PageBase(const FileState& fs, uint64_t k) {
     auto pb = fs.page_bases.find(k);
@@ -845,15 +854,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         auto page = std::make_shared<std::vector<Slot>>(kSlotsPerPage);
         for (uint64_t j = 0; j < kSlotsPerPage; ++j) {
           Slot s = *r ? ClippedPageSlot(**r, j, b.live, cs) : Slot{};
-          uint64_t start = (k * kSlotsPerPage + j) * cs;
-          if (truncated && !s.hole()) {
-            if (start >= *truncated) {
-              s = Slot{};
-            } else if (s.length > *truncated - start) {
-              s.length = static_cast<uint32_t>(*truncated - start);
-            }
-          }
-          (*page)[j] = s;
+          (*page)[j] = ClipToTruncation(s, (k * kSlotsPerPage + j) * cs, truncated);
         }
         auto from = snap->slots.lower_bound(k * kSlotsPerPage);
         auto to = snap->slots.lower_bound((k + 1) * kSlotsPerPage);
@@ -899,7 +900,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       if (!fs->inode.SlotIsInline(idx)) continue;
       LayoutUpdate::SlotChange ch;
       ch.index = idx;
-      ch.base = fs->dirty[idx].base;
+      ch.base = fs->dirty.at(idx).base;  // present: snapshotted just now, or checked since
       ch.updated = sn.uploaded;
       u.slots.push_back(ch);
     }
@@ -993,15 +994,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       auto from = fs->dirty.lower_bound(ref.index * kSlotsPerPage);
       auto to = fs->dirty.lower_bound((ref.index + 1) * kSlotsPerPage);
       for (auto it = from; it != to; ++it) {
-        Slot current = *r ? ClippedPageSlot(**r, it->first % kSlotsPerPage, ref.live, cs) : Slot{};
-        uint64_t start = it->first * cs;
-        if (fs->truncated_to && !current.hole()) {
-          if (start >= *fs->truncated_to) {
-            current = Slot{};
-          } else if (current.length > *fs->truncated_to - start) {
-            current.length = static_cast<uint32_t>(*fs->truncated_to - start);
-          }
-        }
+        Slot current = ClipToTruncation(
+            *r ? ClippedPageSlot(**r, it->first % kSlotsPerPage, ref.live, cs) : Slot{},
+            it->first * cs, fs->truncated_to);
         if (current == it->second.base) continue;
         ++*rebuilt;
         rebuilds.add(Rebase(ino, it->first, current));

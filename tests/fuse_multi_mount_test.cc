@@ -98,6 +98,25 @@ int WriteInterleaved(int fd, uint64_t base, size_t block, size_t blocks, size_t 
   return ::close(fd) == 0 ? 0 : errno;
 }
 
+// Writes the even blocks through fa (filled from 'a') and the odd ones through fb (from 'A') at
+// once, with WriteInterleaved; expects both to succeed and returns what [base, base + blocks *
+// block) must then hold.
+std::string RaceInterleavedWriters(int fa, int fb, uint64_t base, size_t block, size_t blocks,
+                                   bool fsync_midway) {
+  int ra = -1, rb = -1;
+  std::thread ta([&] { ra = WriteInterleaved(fa, base, block, blocks, 0, 'a', fsync_midway); });
+  std::thread tb([&] { rb = WriteInterleaved(fb, base, block, blocks, 1, 'A', fsync_midway); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(ra, 0) << std::strerror(ra);
+  EXPECT_EQ(rb, 0) << std::strerror(rb);
+  std::string want;
+  for (size_t i = 0; i < blocks; ++i) {
+    want += Fill(block, static_cast<char>((i % 2 ? 'A' : 'a') + i % 8));
+  }
+  return want;
+}
+
 // Forks `n` children that block until released, then run `body(i)` and exit with its result.
 // Returns their exit codes (or -signal).
 std::vector<int> RaceProcesses(int n, const std::function<int(int)>& body) {
@@ -317,17 +336,7 @@ TEST_F(MultiMountTest, ConcurrentWritersOfDifferentRanges) {
     int fb = ::open(B(name).c_str(), O_WRONLY);
     ASSERT_GE(fa, 0);
     ASSERT_GE(fb, 0);
-    int ra = -1, rb = -1;
-    std::thread ta([&] { ra = WriteInterleaved(fa, 0, block, blocks, 0, 'a', round == 2); });
-    std::thread tb([&] { rb = WriteInterleaved(fb, 0, block, blocks, 1, 'A', round == 2); });
-    ta.join();
-    tb.join();
-    EXPECT_EQ(ra, 0) << std::strerror(ra);
-    EXPECT_EQ(rb, 0) << std::strerror(rb);
-    std::string want;
-    for (size_t i = 0; i < blocks; ++i) {
-      want += Fill(block, static_cast<char>((i % 2 ? 'A' : 'a') + i % 8));
-    }
+    std::string want = RaceInterleavedWriters(fa, fb, 0, block, blocks, round == 2);
     for (auto* m : {a_, b_}) {
       EXPECT_TRUE(Same(ReadFile(m->path(name_ + "/" + name)), want))
           << "round " << round << " on " << m->dir();
@@ -822,18 +831,7 @@ TEST_F(MultiMountTest, ConcurrentWritersOfOneLayoutPage) {
   int fb = ::open(B("paged").c_str(), O_WRONLY);
   ASSERT_GE(fa, 0);
   ASSERT_GE(fb, 0);
-  int ra = -1, rb = -1;
-  std::thread ta([&] { ra = WriteInterleaved(fa, base, block, blocks, 0, 'a', true); });
-  std::thread tb([&] { rb = WriteInterleaved(fb, base, block, blocks, 1, 'A', true); });
-  ta.join();
-  tb.join();
-  EXPECT_EQ(ra, 0) << std::strerror(ra);
-  EXPECT_EQ(rb, 0) << std::strerror(rb);
-  std::string want;
-  for (size_t i = 0; i < blocks; ++i) {
-    want += Fill(block, static_cast<char>((i % 2 ? 'A' : 'a') + i % 8));
-  }
-  want += "end";
+  std::string want = RaceInterleavedWriters(fa, fb, base, block, blocks, true) + "end";
   for (auto* m : {a_, b_}) {
     EXPECT_TRUE(Same(ReadRange(m->path(name_ + "/paged"), base, want.size()), want)) << m->dir();
   }
