@@ -256,6 +256,13 @@ std::optional<std::string> Proposer::PeekPrepared(const std::string& key) const 
   return std::nullopt;
 }
 
+void Proposer::ForgetIfStale(const std::string& key, const Ballot& seen) {
+  for (auto* gen : {&prepared_, &prepared_old_}) {
+    auto it = gen->find(key);
+    if (it != gen->end() && seen >= it->second.next) gen->erase(it);
+  }
+}
+
 void Proposer::NoteWritten(const std::string& key) {
   if (known_written_.size() >= options_.one_round_cache / 2) known_written_.clear();
   known_written_.insert(key);
@@ -578,7 +585,10 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
       .then([this, skey,
              fast](Gathered<ReadAcceptedReply>&& g) -> kj::Promise<Result<RecordValue>> {
         for (const auto& r : g.replies) {
-          if (r && r->ok()) Observe((*r)->accepted_ballot);
+          if (r && r->ok()) {
+            Observe((*r)->accepted_ballot);
+            ForgetIfStale(*skey, (*r)->accepted_ballot);
+          }
         }
         if (const ReadAcceptedReply* best = fast(g.replies)) {
           ++counters_.fast_reads;
@@ -684,7 +694,10 @@ kj::Promise<std::vector<Result<RecordValue>>> Proposer::ReadMany(std::vector<std
           }
           ReadReplies replies = replies_of(k, g.replies);
           for (const auto& r : replies) {
-            if (r && r->ok()) Observe((*r)->accepted_ballot);
+            if (r && r->ok()) {
+              Observe((*r)->accepted_ballot);
+              ForgetIfStale(b->keys[k], (*r)->accepted_ballot);
+            }
           }
           if (const ReadAcceptedReply* best =
                   FastReadChoice(b->specs[k], b->keys[k], R, W, single, replies)) {
@@ -724,6 +737,9 @@ kj::Promise<Result<RecordValue>> Proposer::ReadWithoutWrite(std::string key) {
   return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide)
       .then([this, spec, skey, R](Gathered<ReadAcceptedReply>&& g) -> Result<RecordValue> {
+        for (const auto& r : g.replies) {
+          if (r && r->ok()) ForgetIfStale(*skey, (*r)->accepted_ballot);
+        }
         auto votes = VotesOf(g.replies, &ReadYes);
         if (!spec->Satisfied(votes, R)) {
           return Status(StatusCode::kNoQuorum,

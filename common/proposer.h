@@ -194,6 +194,12 @@ class Proposer {
   // the full protocol (two rounds rather than three). A hint only; forgetting costs a round.
   std::unordered_set<std::string> known_written_;
   void NoteWritten(const std::string& key);
+  // A read saw `key` accepted at `seen`: if that is at or past the ballot this proposer holds
+  // the promise of, another proposer wrote the key since this one did, and its one-round
+  // state is dropped. Used, it would fail (its accept is refused), and a key that others
+  // changed often since could leave the change's outcome unknown (the full protocol finds a
+  // change by its id only within the last RecordEnvelope::kRecentChanges changes).
+  void ForgetIfStale(const std::string& key, const Ballot& seen);
   // Keys whose last one-round change failed (other proposers change them too) -> how many of
   // this proposer's next changes of them take the full protocol.
   static constexpr int kContendedSkips = 16;

@@ -298,31 +298,59 @@ TEST(ClusterIntegration, CreateFreshOnceThenFullProtocol) {
 // refused everywhere. The client that wrote the tombstone holds its acceptors' promise and
 // creates the name in one round; a client whose read just found the tombstone goes straight to
 // the full protocol; only a client that knows nothing of the key tries round 0 first.
-TEST(ClusterIntegration, NameCreatedAgainSkipsTheRefusedRoundZero) {
-  TestCluster cluster;
-  ClusterClient a(cluster.config(), ShortDeadlines());
-  ClusterClient b(cluster.config(), ShortDeadlines());
+// An entry-like key: created (refused if present) and removed (written empty).
+Result<RecordValue> CreateEntry(ClusterClient& c, const std::string& key) {
   auto entry = [](const std::optional<std::string>& cur) {
     if (cur && !cur->empty()) return Decision::Abort(Status(StatusCode::kAlreadyExists, "exists"));
     return Decision::Write("entry");
   };
-  auto create = [&](ClusterClient& c, const std::string& key) {
-    return c.RunSync<Result<RecordValue>>(
-        [&]() { return c.proposer().CreateShared(key, "entry", entry); });
-  };
-  auto remove = [](ClusterClient& c, const std::string& key) {
-    return c.Change(key, [](const std::optional<std::string>&) { return Decision::Write(""); });
-  };
+  return c.RunSync<Result<RecordValue>>(
+      [&]() { return c.proposer().CreateShared(key, "entry", entry); });
+}
+Result<RecordValue> RemoveEntry(ClusterClient& c, const std::string& key) {
+  return c.Change(key, [](const std::optional<std::string>&) { return Decision::Write(""); });
+}
+
+// A client holds the promise of its last write of a name (it removed it), then another client
+// creates and removes the name more times than a record remembers change ids. A one-round
+// create from that old promise is refused, and the full protocol could then not tell whether
+// it had been chosen: the create answered UnknownOutcome (EIO through a mount; sqlite3's
+// journal on two mounts hit it). A read that sees the other client's writes now drops the old
+// promise, so the create takes the full protocol and succeeds.
+TEST(ClusterIntegration, AReadDropsAPromiseOthersHaveWrittenPast) {
+  TestCluster cluster;
+  ClusterClient a(cluster.config(), ShortDeadlines());
+  ClusterClient b(cluster.config(), ShortDeadlines());
+  const std::string key = DirEntryKey(1, "busy");
+  ASSERT_TRUE(CreateEntry(a, key).ok());
+  ASSERT_TRUE(RemoveEntry(a, key).ok());  // a holds the promise of this write
+  for (size_t i = 0; i < RecordEnvelope::kRecentChanges; ++i) {
+    ASSERT_TRUE(CreateEntry(b, key).ok()) << i;
+    ASSERT_TRUE(RemoveEntry(b, key).ok()) << i;
+  }
+  // What a mount does before a create: it looks the name up.
+  auto seen = a.Read(key);
+  ASSERT_TRUE(seen.ok()) << seen.status().ToString();
+  auto r = CreateEntry(a, key);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->payload, "entry");
+  EXPECT_EQ(r->version, 2 + 2 * RecordEnvelope::kRecentChanges + 1);
+}
+
+TEST(ClusterIntegration, NameCreatedAgainSkipsTheRefusedRoundZero) {
+  TestCluster cluster;
+  ClusterClient a(cluster.config(), ShortDeadlines());
+  ClusterClient b(cluster.config(), ShortDeadlines());
   auto counters = [](ClusterClient& c) {
     return c.RunSync<Proposer::Counters>([&]() { return c.proposer().counters(); });
   };
   const std::string key = DirEntryKey(1, "again");
-  ASSERT_TRUE(create(a, key).ok());
-  ASSERT_TRUE(remove(a, key).ok());
+  ASSERT_TRUE(CreateEntry(a, key).ok());
+  ASSERT_TRUE(RemoveEntry(a, key).ok());
 
   // The client that removed it.
   auto before = counters(a);
-  auto r = create(a, key);
+  auto r = CreateEntry(a, key);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->payload, "entry");
   EXPECT_EQ(r->version, 3u);
@@ -331,24 +359,24 @@ TEST(ClusterIntegration, NameCreatedAgainSkipsTheRefusedRoundZero) {
   EXPECT_EQ(after.one_round, before.one_round + 1);
 
   // Another client, after reading the tombstone.
-  ASSERT_TRUE(remove(a, key).ok());
+  ASSERT_TRUE(RemoveEntry(a, key).ok());
   ASSERT_TRUE(b.Read(key).ok());
   before = counters(b);
-  r = create(b, key);
+  r = CreateEntry(b, key);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->version, 5u);
   EXPECT_EQ(counters(b).first_writes_failed, before.first_writes_failed);
 
   // A client that never saw the key tries round 0, is refused, and still creates it.
   ClusterClient c(cluster.config(), ShortDeadlines());
-  ASSERT_TRUE(remove(a, key).ok());
+  ASSERT_TRUE(RemoveEntry(a, key).ok());
   before = counters(c);
-  r = create(c, key);
+  r = CreateEntry(c, key);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->version, 7u);
   EXPECT_EQ(counters(c).first_writes_failed, before.first_writes_failed + 1);
   // And an existing name is still refused, by the one-round path too.
-  r = create(c, key);
+  r = CreateEntry(c, key);
   EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists);
 }
 
