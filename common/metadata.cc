@@ -205,6 +205,19 @@ void WriteBody(Writer& w, const RecordBody& body) {
   } else if (const Lock* l = std::get_if<Lock>(&body)) {
     w.Var(l->holder_txn);
     w.I64(l->deadline_ns);
+  } else if (const FileLocks* f = std::get_if<FileLocks>(&body)) {
+    w.I64(f->changed_ns);
+    w.Var(f->locks.size());
+    for (const auto& k : f->locks) {
+      w.Var(k.holder);
+      w.Var(k.owner);
+      w.Var(k.pid);
+      w.U8(static_cast<uint8_t>(k.kind));
+      w.U8(static_cast<uint8_t>(k.type));
+      w.Var(k.start);
+      w.Var(k.end);
+      w.I64(k.expires_ns);
+    }
   }
 }
 
@@ -320,6 +333,24 @@ bool ReadBody(Reader& r, RecordBody* body, uint8_t format) {
       Lock l;
       if (!r.Var(&l.holder_txn) || !r.I64(&l.deadline_ns)) return false;
       *body = l;
+      return true;
+    }
+    case 5: {
+      FileLocks f;
+      size_t n;
+      if (!r.I64(&f.changed_ns) || !r.Count(&n, kMaxFileLocks)) return false;
+      f.locks.resize(n);
+      for (auto& k : f.locks) {
+        uint8_t kind, type;
+        if (!r.Var(&k.holder) || !r.Var(&k.owner) || !r.VarAs(&k.pid, UINT32_MAX) || !r.U8(&kind) ||
+            kind > 1 || !r.U8(&type) || type > 1 || !r.Var(&k.start) || !r.Var(&k.end) ||
+            k.end < k.start || !r.I64(&k.expires_ns)) {
+          return false;
+        }
+        k.kind = static_cast<LockKind>(kind);
+        k.type = static_cast<LockType>(type);
+      }
+      *body = std::move(f);
       return true;
     }
     default:

@@ -186,8 +186,32 @@ struct Lock {
   int64_t deadline_ns = 0;
 };
 
+// File locks (fcntl POSIX record locks and flock) of one file: the body of its `F/<ino>`
+// record (README, "File locks"). Each lock is held under its mount's lease: past `expires_ns`
+// plus the clock-skew bound it no longer counts, and the next change drops it.
+enum class LockKind : uint8_t { kPosix = 0, kFlock = 1 };
+enum class LockType : uint8_t { kRead = 0, kWrite = 1, kUnlock = 2 };
+struct FileLock {
+  uint64_t holder = 0;  // the mount (its lease-holder id)
+  uint64_t owner = 0;   // the owner within the mount: the kernel's lock owner
+  uint32_t pid = 0;     // the locking process, as that mount's kernel saw it
+  LockKind kind = LockKind::kPosix;
+  LockType type = LockType::kRead;  // kRead or kWrite
+  uint64_t start = 0, end = 0;      // bytes [start, end], inclusive; end UINT64_MAX: to EOF
+  int64_t expires_ns = 0;           // the holder's wall clock
+  bool operator==(const FileLock& o) const {
+    return holder == o.holder && owner == o.owner && pid == o.pid && kind == o.kind &&
+           type == o.type && start == o.start && end == o.end && expires_ns == o.expires_ns;
+  }
+};
+constexpr size_t kMaxFileLocks = 4096;  // per file; more answers ENOLCK
+struct FileLocks {
+  std::vector<FileLock> locks;  // sorted by (kind, holder, owner, start)
+  int64_t changed_ns = 0;       // last change (fsck --gc measures its grace from it)
+};
+
 // A record's current value. monostate: absent (a never-written key or a tombstone).
-using RecordBody = std::variant<std::monostate, Inode, DirEntry, Txn, Lock>;
+using RecordBody = std::variant<std::monostate, Inode, DirEntry, Txn, Lock, FileLocks>;
 
 struct Intent {
   uint64_t txn = 0;
@@ -208,6 +232,7 @@ struct MetaRecord {
   const Txn* txn() const { return std::get_if<Txn>(&body); }
   Txn* txn() { return std::get_if<Txn>(&body); }
   const Lock* lock() const { return std::get_if<Lock>(&body); }
+  const FileLocks* file_locks() const { return std::get_if<FileLocks>(&body); }
 
   std::string Encode() const;
   static Result<MetaRecord> Decode(std::string_view bytes);

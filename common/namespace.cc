@@ -1961,6 +1961,41 @@ class Namespace::Impl {
     return r.ok() ? Status::Ok() : r.status();
   }
 
+  // ---- file locks ----------------------------------------------------------------------------
+
+  // One change of the file's lock table: `apply` edits the table and says whether it changed.
+  // Returns whether `holder` has locks in the table afterwards.
+  Result<bool> ChangeLocks(kj::WaitScope& ws, uint64_t ino, uint64_t holder,
+                           const std::function<Result<bool>(FileLocks*, int64_t)>& apply) {
+    bool holds = false;
+    std::string key = FileLocksKey(ino);
+    auto r = Change(ws, key, [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      QFS_ASSIGN_OR_RETURN(FileLocks table, LockTable(key, rec));
+      int64_t now = Now();
+      QFS_ASSIGN_OR_RETURN(bool changed, apply(&table, now));
+      holds = HolderHasLocks(table, holder);
+      if (!changed) return std::optional<MetaRecord>();
+      table.changed_ns = now;
+      return std::optional<MetaRecord>(WithBody(std::move(table)));
+    });
+    if (!r.ok()) return r.status();
+    return holds;
+  }
+
+  static Result<FileLocks> LockTable(const std::string& key, const MetaRecord& rec) {
+    if (const FileLocks* f = rec.file_locks()) return *f;
+    if (rec.absent()) return FileLocks{};
+    return Status(StatusCode::kCorruption, DescribeKey(key) + " holds something other than locks");
+  }
+
+  Result<std::optional<FileLock>> DoGetLock(kj::WaitScope& ws, uint64_t ino,
+                                            const LockRequest& request) {
+    std::string key = FileLocksKey(ino);
+    QFS_ASSIGN_OR_RETURN(MetaRecord rec, ReadRaw(ws, key));
+    QFS_ASSIGN_OR_RETURN(FileLocks table, LockTable(key, rec));
+    return FindLockConflict(table, request, Now(), o_.clock_skew_ns);
+  }
+
   // ---- repair core ---------------------------------------------------------------------------
 
   Result<int> DoResolveTransactions(kj::WaitScope& ws) {
@@ -2292,6 +2327,34 @@ kj::Promise<Status> Namespace::RenewLease(uint64_t ino, uint64_t holder) {
 }
 kj::Promise<Status> Namespace::ReleaseLease(uint64_t ino, uint64_t holder) {
   return QFS_FIBER(Status, { return impl->DoLease(ws, ino, holder, true); });
+}
+kj::Promise<Result<bool>> Namespace::SetLock(uint64_t ino, LockRequest request,
+                                             std::shared_ptr<FileLock> conflict) {
+  int64_t lease = options_.lock_lease_ns, skew = options_.clock_skew_ns;
+  return QFS_FIBER(Result<bool>, {
+    return impl->ChangeLocks(ws, ino, request.holder, [&](FileLocks* t, int64_t now) {
+      return ApplyLockRequest(t, request, now, lease, skew, conflict.get());
+    });
+  });
+}
+kj::Promise<Result<std::optional<FileLock>>> Namespace::GetLock(uint64_t ino, LockRequest request) {
+  return QFS_FIBER(Result<std::optional<FileLock>>, { return impl->DoGetLock(ws, ino, request); });
+}
+kj::Promise<Result<bool>> Namespace::ReleaseLocks(uint64_t ino, uint64_t holder,
+                                                  std::optional<LockOwnerRef> only) {
+  return QFS_FIBER(Result<bool>, {
+    return impl->ChangeLocks(ws, ino, holder, [&](FileLocks* t, int64_t) -> Result<bool> {
+      return ReleaseHolderLocks(t, holder, only);
+    });
+  });
+}
+kj::Promise<Result<bool>> Namespace::RenewLocks(uint64_t ino, uint64_t holder) {
+  int64_t lease = options_.lock_lease_ns;
+  return QFS_FIBER(Result<bool>, {
+    return impl->ChangeLocks(ws, ino, holder, [&](FileLocks* t, int64_t now) -> Result<bool> {
+      return RenewHolderLocks(t, holder, now + lease);
+    });
+  });
 }
 kj::Promise<Result<int>> Namespace::ResolveTransactions() {
   return QFS_FIBER(Result<int>, { return impl->DoResolveTransactions(ws); });

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_locks.h"
 #include "common/inode_allocator.h"
 #include "common/metadata.h"
 #include "common/proposer.h"
@@ -74,6 +75,7 @@ struct NamespaceOptions {
   int64_t birth_grace_ns = 60'000'000'000;        // an unnamed inode is adoptable after this
   int64_t clock_skew_ns = 1'000'000'000;          // bound on clock differences between clients
   int64_t lease_ns = 60'000'000'000;              // unlinked-open lease
+  int64_t lock_lease_ns = 20'000'000'000;         // file locks: held this long unless renewed
   kj::Duration busy_wait = 2 * kj::MILLISECONDS;  // first wait on a pending intent
   kj::Duration busy_timeout = 30 * kj::SECONDS;   // give up waiting (EBUSY -> EIO)
   uint32_t default_chunk_size = 1024 * 1024;
@@ -234,6 +236,23 @@ class Namespace {
   // Unlinked-open leases.
   kj::Promise<Status> RenewLease(uint64_t ino, uint64_t holder);
   kj::Promise<Status> ReleaseLease(uint64_t ino, uint64_t holder);  // last close: now dying
+
+  // File locks (README, "File locks"; the rules are in common/file_locks.h), one CASPaxos
+  // change of the file's F/ record each. A lock is held under the lease of `request.holder`,
+  // options().lock_lease_ns from the change, which the holder renews with RenewLocks.
+  // SetLock sets or removes the caller's lock (request.type kUnlock): WouldBlock, with the
+  // conflicting lock in `*conflict` (if given), when another owner holds one. Each returns
+  // whether the holder still has locks on the file afterwards.
+  kj::Promise<Result<bool>> SetLock(uint64_t ino, LockRequest request,
+                                    std::shared_ptr<FileLock> conflict = nullptr);
+  // F_GETLK: the first live lock of another owner that would block `request`, if any.
+  kj::Promise<Result<std::optional<FileLock>>> GetLock(uint64_t ino, LockRequest request);
+  // Removes the holder's locks on the file: all of them, or one owner's of one kind (close).
+  kj::Promise<Result<bool>> ReleaseLocks(uint64_t ino, uint64_t holder,
+                                         std::optional<LockOwnerRef> only = std::nullopt);
+  // Extends the expiry of the holder's locks still on the file; false: it has none there (they
+  // lapsed and were taken over, or were released).
+  kj::Promise<Result<bool>> RenewLocks(uint64_t ino, uint64_t holder);
 
   // Repair core (fsck and the simulator): aborts transactions pending past their deadline and
   // resolves the intents of every decided transaction it finds; removes resolved ones' locks.

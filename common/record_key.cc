@@ -31,6 +31,7 @@ std::string DirEntryKey(uint64_t parent, std::string_view name) {
 }
 std::string TxnKey(uint64_t txn) { return "X/" + EncodeU64(txn); }
 std::string LockKey(std::string_view name) { return "L/" + std::string(name); }
+std::string FileLocksKey(uint64_t ino) { return "F/" + EncodeU64(ino); }
 
 uint64_t NameHash64(std::string_view name) {
   auto digest = Sha256(name.data(), name.size());
@@ -53,8 +54,12 @@ Status ValidateRecordKey(std::string_view key) {
     case 'A':
     case 'I':
     case 'X':
+    case 'F':
       if (key.size() != 10)
-        return wrong_length(key[0] == 'A' ? "allocator" : key[0] == 'I' ? "inode" : "transaction");
+        return wrong_length(key[0] == 'A'   ? "allocator"
+                            : key[0] == 'I' ? "inode"
+                            : key[0] == 'X' ? "transaction"
+                                            : "file lock");
       return Status::Ok();
     case 'C':
       if (key.size() != 19 || key[10] != '/') return wrong_length("layout page");
@@ -91,6 +96,7 @@ std::string RecordPlacementKey(std::string_view key) {
     case 'C':
     case 'D':
     case 'X':
+    case 'F':
       return std::string(key.substr(2, 8));
     default:
       return std::string(key);
@@ -117,6 +123,7 @@ std::string DescribeKey(std::string_view key) {
     case 'A':
     case 'I':
     case 'X':
+    case 'F':
       return std::string(1, key[0]) + "/" + std::to_string(DecodeU64(key.substr(2, 8)));
     case 'C':
       return "C/" + std::to_string(DecodeU64(key.substr(2, 8))) + "/" +

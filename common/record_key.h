@@ -6,6 +6,7 @@
 //   D/<parent:8>/<hash64(name):8>/<name> directory entry            placement: parent
 //   X/<txn:8>                           transaction                 placement: txn
 //   L/<name>                            a named lock ("L/rename")   placement: the key
+//   F/<ino:8>                           a file's fcntl/flock locks  placement: ino
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,8 @@ std::string DirEntryKey(uint64_t parent, std::string_view name);
 std::string DirEntryPrefix(uint64_t parent);  // every entry of one directory
 std::string TxnKey(uint64_t txn);
 std::string LockKey(std::string_view name);
+// Not in DESIGN.md's key list: file locks (README, "File locks").
+std::string FileLocksKey(uint64_t ino);
 
 // 64-bit hash of an entry name (first 8 bytes of SHA-256): the stable readdir offset.
 uint64_t NameHash64(std::string_view name);
@@ -46,7 +49,7 @@ Status ValidateRecordKey(std::string_view key);
 std::string RecordPlacementKey(std::string_view key);
 
 // The ballot-floor range `key` belongs to (DESIGN.md, "Removing keys"): I/ keys by inode
-// block, C/ keys by inode, D/ keys by parent, X/ keys one range, A/ and L/ keys themselves.
+// block, C/ keys by inode, D/ keys by parent, X/ keys one range, A/, L/ and F/ keys themselves.
 std::string FloorRangeOf(std::string_view key);
 
 // Printable form for logs: "I/42", "D/1/'name'".

@@ -58,6 +58,10 @@ const char* StatusCodeName(StatusCode code) {
       return "Busy";
     case StatusCode::kNotSupported:
       return "NotSupported";
+    case StatusCode::kWouldBlock:
+      return "WouldBlock";
+    case StatusCode::kNoLocks:
+      return "NoLocks";
     case StatusCode::kInternal:
       return "Internal";
   }
@@ -111,6 +115,10 @@ int Status::ToErrno() const {
       return EBUSY;
     case StatusCode::kNotSupported:
       return EOPNOTSUPP;
+    case StatusCode::kWouldBlock:
+      return EAGAIN;
+    case StatusCode::kNoLocks:
+      return ENOLCK;
     case StatusCode::kNoQuorum:
     case StatusCode::kIoError:
     case StatusCode::kCorruption:

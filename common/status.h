@@ -36,6 +36,8 @@ enum class StatusCode : int {
   kLoop,              // ELOOP
   kBusy,              // EBUSY
   kNotSupported,      // EOPNOTSUPP
+  kWouldBlock,        // EAGAIN / EWOULDBLOCK: a file lock is held by another owner
+  kNoLocks,           // ENOLCK: a file's lock table is full
   kInternal,          // EIO: a bug; the message says what
 };
 

@@ -11,12 +11,14 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <future>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <set>
+#include <thread>
 #include <unordered_set>
 
 #include "common/gc_rules.h"
@@ -203,13 +205,53 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return e;
   }
 
-  void ReplyEntry(fuse_req_t req, const Result<Inode>& r) {
+  // A positive entry for `name` in `parent`.
+  void ReplyEntry(fuse_req_t req, const Result<Inode>& r, uint64_t parent,
+                  const std::string& name) {
     if (!r.ok()) {
       fuse_reply_err(req, ErrnoOf(r.status()));
       return;
     }
     fuse_entry_param e = Entry(*r);
+    NoteKernelName(parent, name, *r);
     fuse_reply_entry(req, &e);
+  }
+
+  // Names the kernel may still hold as positive entries (it keeps each for entry_timeout):
+  // per directory, when this mount last gave each out. A lock taken on a file drops the ones of
+  // its directories (RevalidateLocked), so that programs that coordinate through locks see
+  // names other mounts removed or added since (sqlite's journal beside its database). Any
+  // thread.
+  // Directories are left out: dropping a directory's entry would detach what is mounted on it.
+  void NoteKernelName(uint64_t parent, const std::string& name, const Inode& in) {
+    if (o_.entry_timeout <= 0 || in.is_dir()) return;
+    auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(kernel_names_mu_);
+    auto [it, added] = kernel_names_[parent].insert_or_assign(name, now);
+    (void)it;
+    if (added && ++kernel_names_count_ > kernel_names_prune_at_) {
+      // Forget what the kernel has dropped by now; prune again once the rest doubles.
+      kernel_names_count_ = 0;
+      for (auto d = kernel_names_.begin(); d != kernel_names_.end();) {
+        for (auto n = d->second.begin(); n != d->second.end();) {
+          n = now - n->second >= EntryTimeout() ? d->second.erase(n) : std::next(n);
+        }
+        kernel_names_count_ += d->second.size();
+        d = d->second.empty() ? kernel_names_.erase(d) : std::next(d);
+      }
+      kernel_names_prune_at_ = std::max<size_t>(65536, 2 * kernel_names_count_);
+    }
+  }
+  std::vector<std::string> KernelNames(uint64_t parent) {
+    std::vector<std::string> out;
+    auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(kernel_names_mu_);
+    auto d = kernel_names_.find(parent);
+    if (d == kernel_names_.end()) return out;
+    for (const auto& [name, at] : d->second) {
+      if (now - at < EntryTimeout()) out.push_back(name);
+    }
+    return out;
   }
 
   // `timeout`: how long the kernel may keep the attributes (negative: attr_timeout).
@@ -1267,6 +1309,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         fs->unlinked_held = false;
         lease = Changing().ReleaseLease(ino, lease_holder_).then([](Status) {});
       }
+      // No lock outlives this mount's last descriptor of the file: whatever is left (an OFD
+      // lock, whose owner no FLUSH or RELEASE names) goes with it.
+      if ((!fs || fs->open_count == 0) && HoldsLocks(ino)) {
+        lease = lease.then([this, ino]() { return ReleaseOwnerLocks(ino, std::nullopt); });
+      }
       return lease.then([this, req, ino, s]() {
         MaybeForget(ino);
         fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s));
@@ -1288,7 +1335,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         if (now - it->second.started < EntryTimeout()) {
           auto hit = it->second.names.find(name);
           if (hit != it->second.names.end()) {
-            ReplyEntry(req, hit->second);
+            ReplyEntry(req, hit->second, parent, name);
             return kj::READY_NOW;
           }
         } else {
@@ -1316,10 +1363,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         }
       }
     }
-    return ns().Lookup(parent, name, /*parent_is_dir=*/true).then([this, req](Result<Inode>&& r) {
-      if (r.ok()) NoteFirstChunk(*r);
-      ReplyEntry(req, r);
-    });
+    return ns()
+        .Lookup(parent, name, /*parent_is_dir=*/true)
+        .then([this, req, parent, name](Result<Inode>&& r) {
+          if (r.ok()) NoteFirstChunk(*r);
+          ReplyEntry(req, r, parent, name);
+        });
   }
 
   // One page of a lookup read-ahead listing (see Listing), then the next; a complete listing
@@ -1426,6 +1475,248 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     });
   }
 
+  // ---- file locks (README, "File locks") ------------------------------------------------
+  //
+  // fcntl and flock locks live in the cluster (Namespace::SetLock), under this mount's lease,
+  // which LockLoop renews. Like NFS, a lock also orders the data: an unlock (and the close that
+  // drops a POSIX lock) publishes what this mount wrote to the file first, and a lock taken
+  // rereads the file's inode and drops the kernel's cached pages if another mount changed it.
+  //
+  // This mount's lock changes of one file run one at a time (LockChange), so `locked_inos_`
+  // follows them in the order they were chosen.
+
+  bool HoldsLocks(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    return locked_inos_.count(ino) > 0;
+  }
+  void NoteLocks(uint64_t ino, bool holds) {
+    {
+      std::lock_guard<std::mutex> lock(locks_mu_);
+      if (holds) {
+        locked_inos_.insert(ino);
+      } else {
+        locked_inos_.erase(ino);
+      }
+    }
+    if (holds && !lock_loop_running_) {
+      lock_loop_running_ = true;
+      Add(LockLoop());
+    }
+  }
+  std::vector<uint64_t> LockedInos() {
+    std::lock_guard<std::mutex> lock(locks_mu_);
+    return std::vector<uint64_t>(locked_inos_.begin(), locked_inos_.end());
+  }
+
+  // Runs `call` (a change of the file's lock table that answers whether this mount still holds
+  // locks there) after this mount's earlier lock changes of the file, and notes its answer.
+  kj::Promise<Result<bool>> LockChange(uint64_t ino,
+                                       std::function<kj::Promise<Result<bool>>()> call) {
+    kj::Promise<void> prev = kj::READY_NOW;
+    auto it = lock_tails_.find(ino);
+    if (it != lock_tails_.end()) {
+      prev = it->second.done.addBranch().catch_([](kj::Exception&&) {});
+      lock_tails_.erase(it);
+    }
+    uint64_t seq = ++lock_seq_;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    lock_tails_.emplace(ino, LockTail{seq, paf.promise.fork()});
+    return prev.then([call = std::move(call)]() { return call(); })
+        .then([this, ino, seq, f = kj::mv(paf.fulfiller)](Result<bool>&& r) mutable {
+          if (r.ok()) NoteLocks(ino, *r);
+          f->fulfill();
+          auto t = lock_tails_.find(ino);
+          if (t != lock_tails_.end() && t->second.seq == seq) lock_tails_.erase(t);
+          return kj::mv(r);
+        });
+  }
+
+  LockRequest MakeLockRequest(uint64_t owner, LockKind kind, LockType type, uint64_t start,
+                              uint64_t end, uint32_t pid) const {
+    LockRequest r;
+    r.holder = lease_holder_;
+    r.owner = owner;
+    r.pid = pid;
+    r.kind = kind;
+    r.type = type;
+    r.start = start;
+    r.end = end;
+    return r;
+  }
+
+  kj::Promise<void> GetLk(fuse_req_t req, uint64_t ino, LockRequest r) {
+    return ns().GetLock(ino, r).then([this, req](Result<std::optional<FileLock>>&& c) {
+      if (!c.ok()) return fuse_reply_err(req, ErrnoOf(c.status())), void();
+      struct flock out;
+      std::memset(&out, 0, sizeof(out));
+      out.l_whence = SEEK_SET;
+      out.l_type = F_UNLCK;
+      if (*c) {
+        const FileLock& l = **c;
+        out.l_type = l.type == LockType::kWrite ? F_WRLCK : F_RDLCK;
+        out.l_start = static_cast<off_t>(l.start);
+        out.l_len = l.end == UINT64_MAX ? 0 : static_cast<off_t>(l.end - l.start + 1);
+        // A process id means something only to the mount whose kernel gave it.
+        out.l_pid = l.holder == lease_holder_ ? static_cast<pid_t>(l.pid) : 0;
+      }
+      fuse_reply_lock(req, &out);
+    });
+  }
+
+  // F_SETLK / F_SETLKW and flock: `sleep` retries a lock another owner holds, backing off up
+  // to 250 ms, until it is granted or the caller is interrupted (EINTR).
+  kj::Promise<void> SetLk(fuse_req_t req, uint64_t ino, LockRequest r, bool sleep) {
+    if (r.type == LockType::kUnlock) {
+      return Flush(ino).then([this, req, ino, r](Status flushed) {
+        return LockChange(ino, [this, ino, r]() { return ns().SetLock(ino, r); })
+            .then([this, req, flushed](Result<bool>&& res) {
+              // The lock goes even if the data could not be published; the caller hears why.
+              ReplyStatus(req, !flushed.ok() ? flushed : res.ok() ? Status::Ok() : res.status());
+            });
+      });
+    }
+    return TryLock(req, ino, r, sleep, 0);
+  }
+
+  kj::Promise<void> TryLock(fuse_req_t req, uint64_t ino, LockRequest r, bool sleep, int attempt) {
+    LockOwnerRef who{r.owner, r.kind};
+    auto call = [this, ino, r, who]() -> kj::Promise<Result<bool>> {
+      // A release of this owner's earlier locks that failed goes first: retried after this
+      // lock, it would remove it.
+      auto pending = std::find(unreleased_.begin(), unreleased_.end(), std::make_pair(ino, who));
+      if (pending == unreleased_.end()) return ns().SetLock(ino, r);
+      unreleased_.erase(pending);
+      return ns()
+          .ReleaseLocks(ino, lease_holder_, who)
+          .then([this, ino, r, who](Result<bool>&& released) -> kj::Promise<Result<bool>> {
+            if (!released.ok()) {
+              unreleased_.push_back({ino, who});
+              return Result<bool>(released.status());
+            }
+            return ns().SetLock(ino, r);
+          });
+    };
+    return LockChange(ino, call).then([=](Result<bool>&& res) -> kj::Promise<void> {
+      if (res.ok()) return RevalidateLocked(ino).then([req]() { fuse_reply_err(req, 0); });
+      if (res.status().code() != StatusCode::kWouldBlock || !sleep) {
+        return fuse_reply_err(req, ErrnoOf(res.status())), kj::READY_NOW;
+      }
+      if (fuse_req_interrupted(req)) return fuse_reply_err(req, EINTR), kj::READY_NOW;
+      int64_t ms = std::min<int64_t>(250, int64_t{5} << std::min(attempt, 6));
+      return c_.timer().afterDelay(ms * kj::MILLISECONDS).then([=]() {
+        return TryLock(req, ino, r, sleep, attempt + 1);
+      });
+    });
+  }
+
+  // After a lock is granted: what other mounts published before it becomes what this mount
+  // reads (its own unpublished writes are published first, so they are not lost).
+  kj::Promise<void> RevalidateLocked(uint64_t ino) {
+    FileState* fs = Find(ino);
+    kj::Promise<Status> flushed =
+        fs && !fs->dirty.empty() ? Flush(ino) : kj::Promise<Status>(Status::Ok());
+    return flushed.then([this, ino](Status) { return ns().GetAttr(ino); })
+        .then([this, ino](Result<Inode>&& r) -> kj::Promise<void> {
+          if (!r.ok()) return kj::READY_NOW;
+          FileState* fs = Find(ino);
+          if (fs && fs->dirty.empty() && !fs->truncated_to) {
+            fs->inode = *r;
+            fs->read_at = std::chrono::steady_clock::now();
+            fs->read_generation = change_generation_;
+          }
+          auto it = page_version_.find(ino);
+          bool current = it != page_version_.end() && it->second.first == r->ctime_ns &&
+                         it->second.second == r->size;
+          NotePageVersion(*r);
+          // Names too: this mount's lookup read-ahead listings go (those being built as well),
+          // and the kernel's entries of the file's directories are dropped below.
+          Changing();
+          std::vector<std::pair<uint64_t, std::string>> names;
+          for (const auto& p : r->parents) {
+            for (auto& n : KernelNames(p.parent)) names.emplace_back(p.parent, std::move(n));
+          }
+          if ((current && names.empty()) || !se()) return kj::READY_NOW;
+          // From a thread of its own: dropping pages or names may wait for a read or lookup
+          // this loop answers. Shutdown waits for it (WaitForInvalidations) before the session
+          // goes.
+          auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+          auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(
+              kj::mv(paf.fulfiller));
+          ++invalidating_;
+          std::thread([this, se = se(), ino, current, names = std::move(names), f]() {
+            if (!current) fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+            for (const auto& [parent, name] : names) {
+              fuse_lowlevel_notify_inval_entry(se, parent, name.data(), name.size());
+            }
+            (*f)->fulfill();
+            std::lock_guard<std::mutex> lock(invalidating_mu_);
+            --invalidating_;
+            invalidating_cv_.notify_all();
+          }).detach();
+          return kj::mv(paf.promise);
+        });
+  }
+
+  // Any thread but the loop's: waits (at most `seconds`) for cache invalidations in flight.
+  void WaitForInvalidations(double seconds) {
+    std::unique_lock<std::mutex> lock(invalidating_mu_);
+    invalidating_cv_.wait_for(lock, std::chrono::duration<double>(seconds),
+                              [this] { return invalidating_ == 0; });
+  }
+
+  // Removes this mount's locks of one owner on a file (close: its POSIX locks; the last close
+  // of an open file description: its flock), or all of them (`who` empty: the mount's last
+  // descriptor of the file closed, which also ends OFD locks). A removal that fails is retried
+  // by LockLoop.
+  kj::Promise<void> ReleaseOwnerLocks(uint64_t ino, std::optional<LockOwnerRef> who) {
+    return LockChange(ino,
+                      [this, ino, who]() { return ns().ReleaseLocks(ino, lease_holder_, who); })
+        .then([this, ino, who](Result<bool>&& r) {
+          if (r.ok()) return;
+          std::fprintf(stderr, "quorumfs-mount: releasing a lock on inode %llu: %s (retried)\n",
+                       static_cast<unsigned long long>(ino), r.status().ToString().c_str());
+          if (who)
+            unreleased_.push_back({ino, *who});
+          else
+            unreleased_all_.insert(ino);
+        });
+  }
+
+  // Every lock_lease/3, whatever the last round still waits for: retries failed releases and
+  // renews this mount's locks, each file on its own (a file whose change is still in flight
+  // is skipped), so one file without a quorum does not hold up the others' renewals. A file
+  // whose locks all lapsed (taken over while this mount could not renew) is forgotten.
+  kj::Promise<void> LockLoop() {
+    kj::Duration every = (ns().options().lock_lease_ns / 3) * kj::NANOSECONDS;
+    return c_.timer().afterDelay(every).then([this]() -> kj::Promise<void> {
+      auto retry = std::move(unreleased_);
+      unreleased_.clear();
+      for (const auto& [ino, who] : retry) Add(ReleaseOwnerLocks(ino, who));
+      auto retry_all = std::move(unreleased_all_);
+      unreleased_all_.clear();
+      for (uint64_t ino : retry_all) Add(ReleaseOwnerLocks(ino, std::nullopt));
+      for (uint64_t ino : LockedInos()) {
+        if (lock_tails_.count(ino)) continue;  // a change in flight
+        Add(LockChange(ino, [this, ino]() {
+              return ns().RenewLocks(ino, lease_holder_);
+            }).then([](Result<bool>&&) {}));
+      }
+      if (LockedInos().empty() && unreleased_.empty() && unreleased_all_.empty() && retry.empty() &&
+          retry_all.empty()) {
+        lock_loop_running_ = false;
+        return kj::READY_NOW;
+      }
+      return LockLoop();
+    });
+  }
+
+  // Unmount: every lock this mount holds goes now rather than when its lease lapses.
+  void ReleaseAllLocks(std::function<void()> done) {
+    kj::Vector<kj::Promise<void>> all;
+    for (uint64_t ino : LockedInos()) all.add(ReleaseOwnerLocks(ino, std::nullopt));
+    Add(kj::joinPromises(all.releaseAsArray()).then([done]() { done(); }));
+  }
+
   kj::Promise<void> SetAttr(fuse_req_t req, uint64_t ino, struct stat attr, int to_set) {
     SetAttrRequest r;
     if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr.st_mode & 07777;
@@ -1502,6 +1793,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                   std::memset(&e, 0, sizeof(e));
                   if (in) {
                     e = Entry(*in);
+                    NoteKernelName(d->ino, name, *in);
                   } else {
                     e.attr.st_ino = ino;
                     e.attr.st_mode = ModeTypeBits(type);
@@ -1635,16 +1927,19 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         .then([this, req, parent, name, fi](Result<Inode>&& r) mutable -> kj::Promise<void> {
           if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
             // Created by someone else since the kernel's lookup: open the existing file.
-            return ns().Lookup(parent, name).then([this, req, fi](Result<Inode>&& e) mutable {
-              FinishCreate(req, e, fi);
-            });
+            return ns()
+                .Lookup(parent, name)
+                .then([this, req, fi, parent, name](Result<Inode>&& e) mutable {
+                  FinishCreate(req, e, fi, parent, name);
+                });
           }
-          FinishCreate(req, r, fi);
+          FinishCreate(req, r, fi, parent, name);
           return kj::READY_NOW;
         });
   }
 
-  void FinishCreate(fuse_req_t req, const Result<Inode>& r, fuse_file_info fi) {
+  void FinishCreate(fuse_req_t req, const Result<Inode>& r, fuse_file_info fi, uint64_t parent,
+                    const std::string& name) {
     if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
     if (r->is_dir()) return fuse_reply_err(req, EISDIR), void();
     FileState& fs = State(*r);
@@ -1657,6 +1952,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     fi.keep_cache = unchanged ? 1 : 0;
     MarkQuiet(r->ino);
     fuse_entry_param e = Entry(*r);
+    NoteKernelName(parent, name, *r);
     if (fuse_reply_create(req, &e, &fi) != 0) {
       handles_.erase(fh);
       fs.open_count--;
@@ -1725,6 +2021,25 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   WorkerPool hashers_;
   uint64_t lease_holder_ = 0;
   bool lease_loop_running_ = false;
+  // Files this mount holds locks on: read by FUSE threads (a close of a file with none skips
+  // the loop), written on the loop thread.
+  std::mutex locks_mu_;
+  std::unordered_set<uint64_t> locked_inos_;
+  bool lock_loop_running_ = false;
+  // Loop thread only: releases to retry (one owner's, or all of a file's), and the tail of
+  // each file's lock changes (LockChange).
+  std::vector<std::pair<uint64_t, LockOwnerRef>> unreleased_;
+  std::set<uint64_t> unreleased_all_;
+  struct LockTail {
+    uint64_t seq = 0;
+    kj::ForkedPromise<void> done;
+  };
+  std::unordered_map<uint64_t, LockTail> lock_tails_;
+  uint64_t lock_seq_ = 0;
+  // Kernel cache invalidations running on threads of their own (RevalidateLocked).
+  std::mutex invalidating_mu_;
+  std::condition_variable invalidating_cv_;
+  int invalidating_ = 0;
 
   // ---- lookup read-ahead -----------------------------------------------------------------
   //
@@ -1776,10 +2091,17 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       in = hit->second;
     }
     fuse_entry_param e = Entry(*in, /*local=*/false);
+    NoteKernelName(parent, name, *in);
     fuse_reply_entry(req, &e);
     return true;
   }
   std::unordered_map<uint64_t, LookupRun> lookup_runs_;
+  std::mutex kernel_names_mu_;
+  std::unordered_map<uint64_t,
+                     std::unordered_map<std::string, std::chrono::steady_clock::time_point>>
+      kernel_names_;
+  size_t kernel_names_count_ = 0;
+  size_t kernel_names_prune_at_ = 65536;
   uint64_t change_generation_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<FileState>> files_;
   std::unordered_map<uint64_t, Handle> handles_;
@@ -1848,9 +2170,43 @@ void QuorumFs::FlushAllSync() {
   done.get_future().wait();
 }
 
+void QuorumFs::ReleaseLocksSync() {
+  Impl* impl = impl_.get();
+  std::promise<void> done;
+  impl->c_.executor().executeSync(
+      [impl, &done]() { impl->ReleaseAllLocks([&done]() { done.set_value(); }); });
+  done.get_future().wait();
+  impl->WaitForInvalidations(10);
+}
+
 #define QFS_IMPL(req) QuorumFs::Impl* impl = Fs(req)->impl_.get()
 
 namespace {
+
+// The kernel hands POSIX lock ranges over as l_start and l_len (0: to the end of the file).
+bool PosixLockRequest(QuorumFs::Impl* impl, const fuse_file_info* fi, const struct flock& lock,
+                      LockRequest* out) {
+  LockType type;
+  switch (lock.l_type) {
+    case F_RDLCK:
+      type = LockType::kRead;
+      break;
+    case F_WRLCK:
+      type = LockType::kWrite;
+      break;
+    case F_UNLCK:
+      type = LockType::kUnlock;
+      break;
+    default:
+      return false;
+  }
+  if (lock.l_start < 0 || lock.l_len < 0) return false;
+  uint64_t start = static_cast<uint64_t>(lock.l_start);
+  uint64_t end = lock.l_len == 0 ? UINT64_MAX : start + static_cast<uint64_t>(lock.l_len) - 1;
+  *out = impl->MakeLockRequest(fi->lock_owner, LockKind::kPosix, type, start, end,
+                               static_cast<uint32_t>(lock.l_pid));
+  return true;
+}
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
   (void)userdata;
@@ -1869,6 +2225,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   // Reads may run concurrently; each is answered from the loop thread.
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // fcntl and flock locks go to the cluster (every mount sees them), not the local kernel.
+  if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
+  if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
 }
 
 }  // namespace
@@ -1918,7 +2277,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       std::string n(name);
       Fs(req)->Submit([=]() {
         return impl->Changing().Create(parent, n, cr).then([=](Result<Inode>&& r) {
-          impl->ReplyEntry(req, r);
+          impl->ReplyEntry(req, r, parent, n);
         });
       });
     };
@@ -1971,7 +2330,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       std::string nn(newname);
       Fs(req)->Submit([=]() {
         return impl->Changing().Link(ino, newparent, nn).then([=](Result<Inode>&& r) {
-          impl->ReplyEntry(req, r);
+          impl->ReplyEntry(req, r, newparent, nn);
         });
       });
     };
@@ -2010,6 +2369,20 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       });
     };
     o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      {
+        QFS_IMPL(req);
+        if (impl->HoldsLocks(ino)) {
+          // close(2) drops the closing process's POSIX locks on the file, after what this
+          // mount wrote to it is published (through any descriptor: the next holder reads it).
+          std::optional<LockOwnerRef> who = LockOwnerRef{fi->lock_owner, LockKind::kPosix};
+          Fs(req)->Submit([=]() {
+            return impl->Flush(ino).then([=](Status s) {
+              return impl->ReleaseOwnerLocks(ino, who).then([=]() { impl->ReplyStatus(req, s); });
+            });
+          });
+          return;
+        }
+      }
       // close(2) of a read-only descriptor: what other descriptors wrote is theirs to publish
       // (at their close or fsync), so there is nothing to wait for.
       if (Impl::ReadOnlyFh(fi->fh)) return fuse_reply_err(req, 0), void();
@@ -2024,10 +2397,54 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       Fs(req)->Submit(
           [=]() { return impl->Flush(ino).then([=](Status s) { impl->ReplyStatus(req, s); }); });
     };
-    o.release = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    o.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       QFS_IMPL(req);
       uint64_t fh = fi->fh;
+      if (fi->flock_release && impl->HoldsLocks(ino)) {
+        // The last close of an open file description drops its flock, after its data.
+        std::optional<LockOwnerRef> who = LockOwnerRef{fi->lock_owner, LockKind::kFlock};
+        Fs(req)->Submit([=]() {
+          return impl->Flush(ino)
+              .then([=](Status) { return impl->ReleaseOwnerLocks(ino, who); })
+              .then([=]() { return impl->Release(req, fh); });
+        });
+        return;
+      }
       Fs(req)->Submit([=]() { return impl->Release(req, fh); });
+    };
+    o.getlk = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+      QFS_IMPL(req);
+      LockRequest r;
+      if (!PosixLockRequest(impl, fi, *lock, &r)) return fuse_reply_err(req, EINVAL), void();
+      Fs(req)->Submit([=]() { return impl->GetLk(req, ino, r); });
+    };
+    o.setlk = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock,
+                 int sleep) {
+      QFS_IMPL(req);
+      LockRequest r;
+      if (!PosixLockRequest(impl, fi, *lock, &r)) return fuse_reply_err(req, EINVAL), void();
+      Fs(req)->Submit([=]() { return impl->SetLk(req, ino, r, sleep != 0); });
+    };
+    o.flock = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+      QFS_IMPL(req);
+      LockType type;
+      switch (op & ~LOCK_NB) {
+        case LOCK_SH:
+          type = LockType::kRead;
+          break;
+        case LOCK_EX:
+          type = LockType::kWrite;
+          break;
+        case LOCK_UN:
+          type = LockType::kUnlock;
+          break;
+        default:
+          return fuse_reply_err(req, EINVAL), void();
+      }
+      LockRequest r = impl->MakeLockRequest(fi->lock_owner, LockKind::kFlock, type, 0, UINT64_MAX,
+                                            static_cast<uint32_t>(fuse_req_ctx(req)->pid));
+      bool sleep = !(op & LOCK_NB);
+      Fs(req)->Submit([=]() { return impl->SetLk(req, ino, r, sleep); });
     };
     o.opendir = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
       fi->fh = 0;
@@ -2231,6 +2648,9 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
       QFS_RETURN_IF_ERROR(bytes(&o->max_dirty));
     } else if (key == "cache_size") {
       QFS_RETURN_IF_ERROR(bytes(&o->cache_size));
+    } else if (key == "lock_lease") {
+      QFS_RETURN_IF_ERROR(number(&o->lock_lease));
+      if (o->lock_lease < 1) return InvalidArgument("lock_lease must be at least 1 s");
     } else if (key == "read_ahead_kb") {
       double v;
       QFS_RETURN_IF_ERROR(number(&v));

@@ -39,6 +39,9 @@ struct MountOptions {
   // Store SELinux labels (security.selinux). Off, as on GlusterFS: the attribute is refused
   // with EOPNOTSUPP, so `ls -l` asks for it once per mount, not once per file.
   bool selinux = false;
+  // s a file lock outlives this mount without renewal (a crashed or cut-off mount's locks
+  // free up this much, plus the clock-skew bound, after its last renewal).
+  double lock_lease = 20.0;
 };
 
 class QuorumFs {
@@ -53,6 +56,8 @@ class QuorumFs {
   void Submit(std::function<kj::Promise<void>()> fn);
   // Flushes every dirty file (SIGTERM, unmount). Blocks; not for FUSE threads.
   void FlushAllSync();
+  // Releases every file lock this mount holds (unmount). Blocks; not for FUSE threads.
+  void ReleaseLocksSync();
   // Empties the chunk read cache. Blocks briefly; not for FUSE threads.
   void DropCaches();
 

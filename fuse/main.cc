@@ -38,6 +38,8 @@ void Usage(FILE* out) {
       "  op_timeout=S       how long an operation waits for a quorum before EIO "
       "(default 10)\n"
       "  read_ahead_kb=N    kernel read-ahead of the mount (default 4096)\n"
+      "  lock_lease=S       fcntl/flock locks of a mount that stopped renewing them free\n"
+      "                     up after this, seconds (default 20; at least 1)\n"
       "  selinux            store SELinux labels (security.selinux); without it the\n"
       "                     attribute is refused with EOPNOTSUPP, as on GlusterFS\n"
       "  ro, allow_other    as for any FUSE file system; default_permissions is always on\n"
@@ -149,6 +151,7 @@ int Run(int argc, char** argv) {
   const int64_t txn_wait_ns =
       copts.ns.txn_timeout_ns + copts.ns.clock_skew_ns + int64_t{2'000'000'000};
   copts.ns.busy_timeout = std::max(op_timeout, txn_wait_ns * kj::NANOSECONDS);
+  copts.ns.lock_lease_ns = static_cast<int64_t>(options.lock_lease * 1e9);
   auto shared = std::make_shared<const ClusterConfig>(std::move(config).value());
   int rc = 0;
   {
@@ -183,6 +186,7 @@ int Run(int argc, char** argv) {
     if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP) rc = 0;
     // SIGTERM or unmount: publish what is still buffered before going away.
     fs.FlushAllSync();
+    fs.ReleaseLocksSync();
     g_fs.store(nullptr);
     fs_slot = nullptr;
   }

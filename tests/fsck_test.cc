@@ -577,6 +577,65 @@ TEST_F(FsckTest, GcRemovesOldTombstonesDeadInodesAndTheirChunks) {
   EXPECT_EQ(again.code, 0) << again.All();
 }
 
+// File locks (F/ records, README "File locks") are no damage to fsck. --gc deletes a lock
+// table whose locks all lapsed before the grace period (a mount that died holding them), and
+// keeps one a live mount holds; the file can be locked again after the delete.
+TEST_F(FsckTest, GcRemovesLockTablesWhoseLocksAllLapsed) {
+  StartCluster();
+  WriteFiles();
+  auto lapsed_file = fs_->Resolve("/d/small");
+  auto held_file = fs_->Resolve("/d/two");
+  ASSERT_TRUE(lapsed_file.ok() && held_file.ok());
+  // A client whose locks last 2 s (it never renews them), and one whose last 60 s.
+  ClusterClientOptions short_lease = testing::ShortDeadlines();
+  short_lease.ns.lock_lease_ns = 2'000'000'000;
+  ClusterClient gone(cluster_->config(), short_lease);
+  auto lock = [](ClusterClient& c, uint64_t ino, uint64_t holder) {
+    LockRequest r;
+    r.holder = holder;
+    r.owner = 1;
+    r.type = LockType::kWrite;
+    return c.RunSync<Result<bool>>([&] { return c.ns().SetLock(ino, r); });
+  };
+  ASSERT_TRUE(lock(gone, *lapsed_file, 11).ok());
+  ClusterClientOptions long_lease = testing::ShortDeadlines();
+  long_lease.ns.lock_lease_ns = 60'000'000'000;
+  ClusterClient live(cluster_->config(), long_lease);
+  ASSERT_TRUE(lock(live, *held_file, 12).ok());
+  // The other holder is refused while the lock counts.
+  auto refused = lock(live, *lapsed_file, 12);
+  EXPECT_EQ(refused.status().code(), StatusCode::kWouldBlock) << refused.status().ToString();
+
+  auto rows = [&](const std::string& key) {
+    int n = 0;
+    for (int i = 0; i < cluster_->nodes(); ++i) {
+      auto r = client_->RunSync<Result<ReadAcceptedReply>>(
+          [&] { return client_->rpc().ReadAccepted(cluster_->node_id(i), key); });
+      n += r.ok() && r->value.has_value();
+    }
+    return n;
+  };
+  EXPECT_EQ(rows(FileLocksKey(*lapsed_file)), 3);
+  EXPECT_EQ(rows(FileLocksKey(*held_file)), 3);
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
+  // Lapsed: 2 s lease + 1 s skew bound; then the 1 s grace.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4300));
+  CliResult gc = Fsck({"--gc", "--grace", "1", "--no-writers", "--json"});
+  EXPECT_EQ(gc.code, 0) << gc.All();
+  EXPECT_NE(gc.out.find("\"gc_lock_tables_deleted\":1"), std::string::npos) << gc.out;
+  EXPECT_EQ(rows(FileLocksKey(*lapsed_file)), 0);
+  EXPECT_EQ(rows(FileLocksKey(*held_file)), 3);
+  // Locked again after the delete (the key's floor rose), and still exclusive.
+  auto again = lock(live, *lapsed_file, 12);
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
+  auto blocked = lock(gone, *lapsed_file, 11);
+  EXPECT_EQ(blocked.status().code(), StatusCode::kWouldBlock) << blocked.status().ToString();
+  CliResult last = Fsck({});
+  EXPECT_EQ(last.code, 0) << last.All();
+  ExpectFilesIntact();
+}
+
 // A large file's layout pages are chunks its inode names. fsck reads every page and counts the
 // page and each chunk it names as referenced, so --gc keeps them. Once no replica holds a
 // page, fsck reports it lost, and --gc refuses to run, because the chunks it named are unknown.

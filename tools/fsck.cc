@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cluster_client.h"
+#include "common/file_locks.h"
 #include "common/gc_rules.h"
 #include "common/placement.h"
 #include "common/record.h"
@@ -899,6 +900,21 @@ class Fsck {
       ++(key[0] == 'D' ? gc_tombstones_ : gc_dead_inodes_);
       ++gc_records_;
     }
+    // Lock tables (F/) whose locks all lapsed, last changed before the grace period: their
+    // mounts are gone or unlocked (a lapsed lock no longer counts for anyone).
+    const int64_t skew_ns = NamespaceOptions{}.clock_skew_ns;
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'F') continue;
+      const ScannedRecord* best = Latest(copies);
+      if (!best->value) continue;
+      auto rec = Decode(*best);
+      const FileLocks* t = rec ? rec->file_locks() : nullptr;
+      if (!t || t->changed_ns >= now - grace_ns || !LocksAllExpired(*t, now - grace_ns, skew_ns))
+        continue;
+      if (!DeleteEverywhere(key, best->accepted)) continue;
+      ++gc_lock_tables_;
+      ++gc_records_;
+    }
   }
 
   // deleteRecord on every replica, only if every replica holds the same accepted ballot; each
@@ -1001,6 +1017,7 @@ class Fsck {
       j.Key("gc_records_deleted").Number(static_cast<double>(gc_records_));
       j.Key("gc_tombstones_deleted").Number(static_cast<double>(gc_tombstones_));
       j.Key("gc_dead_inodes_deleted").Number(static_cast<double>(gc_dead_inodes_));
+      j.Key("gc_lock_tables_deleted").Number(static_cast<double>(gc_lock_tables_));
       j.EndObject();
       if (!next_config_path_.empty()) j.Key("next_cluster_file").String(next_config_path_);
       j.EndObject();
@@ -1066,7 +1083,8 @@ class Fsck {
   std::map<ChunkId, std::set<std::string>> deep_corrupt_;  // --deep: replicas that fail the hash
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
-  uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0;
+  uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0,
+           gc_lock_tables_ = 0;
   std::string next_config_path_;
 };
 
