@@ -225,11 +225,19 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // Directories are left out: dropping a directory's entry would detach what is mounted on it.
   void NoteKernelName(uint64_t parent, const std::string& name, const Inode& in) {
     if (o_.entry_timeout <= 0 || in.is_dir()) return;
+    NoteKernelNames(parent, {name});
+  }
+  // The same for a readdirplus reply's names (directories already left out): one clock read
+  // and one lock for the lot.
+  void NoteKernelNames(uint64_t parent, const std::vector<std::string>& names) {
+    if (o_.entry_timeout <= 0 || names.empty()) return;
     auto now = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> lock(kernel_names_mu_);
-    auto [it, added] = kernel_names_[parent].insert_or_assign(name, now);
-    (void)it;
-    if (added && ++kernel_names_count_ > kernel_names_prune_at_) {
+    auto& dir = kernel_names_[parent];
+    size_t added = 0;
+    for (const auto& name : names) added += dir.insert_or_assign(name, now).second ? 1 : 0;
+    kernel_names_count_ += added;
+    if (added && kernel_names_count_ > kernel_names_prune_at_) {
       // Forget what the kernel has dropped by now; prune again once the rest doubles.
       kernel_names_count_ = 0;
       for (auto d = kernel_names_.begin(); d != kernel_names_.end();) {
@@ -1785,6 +1793,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                                listing](std::vector<Result<Inode>>&& inodes) {
               std::string buf(size, '\0');
               size_t used = 0;
+              std::vector<std::string> given;  // names the kernel gets entries for
               auto add = [&](const std::string& name, const Inode* in, uint64_t ino, FileType type,
                              off_t next) -> bool {
                 size_t need;
@@ -1793,7 +1802,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                   std::memset(&e, 0, sizeof(e));
                   if (in) {
                     e = Entry(*in);
-                    NoteKernelName(d->ino, name, *in);
                   } else {
                     e.attr.st_ino = ino;
                     e.attr.st_mode = ModeTypeBits(type);
@@ -1809,6 +1817,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 }
                 if (need > size - used) return false;
                 used += need;
+                if (plus && in && !in->is_dir()) given.push_back(name);
                 return true;
               };
               bool full = false;
@@ -1825,6 +1834,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 full = !add(e.name, in, e.ino, e.type, static_cast<off_t>(e.offset));
                 if (in && !full) NoteFirstChunk(*in);  // the kernel's entry: opens skip lookup
               }
+              NoteKernelNames(d->ino, given);
               fuse_reply_buf(req, buf.data(), used);
             });
           });
