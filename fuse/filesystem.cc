@@ -1632,9 +1632,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             fs->read_at = std::chrono::steady_clock::now();
             fs->read_generation = change_generation_;
           }
-          auto it = page_version_.find(ino);
-          bool current = it != page_version_.end() && it->second.first == r->ctime_ns &&
-                         it->second.second == r->size;
+          bool current = SamePageVersion(*r);
           NotePageVersion(*r);
           // Names too: this mount's lookup read-ahead listings go (those being built as well),
           // and the kernel's entries of the file's directories are dropped below.
@@ -1973,12 +1971,16 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // bytes (this mount last saw the same version). If not, its cached attributes are dropped
   // too, and the caller opens without keep_cache so the pages go as well.
   bool KernelCacheCurrent(const Inode& fresh) {
-    auto it = page_version_.find(fresh.ino);
-    bool current = it != page_version_.end() && it->second.first == fresh.ctime_ns &&
-                   it->second.second == fresh.size;
+    bool current = SamePageVersion(fresh);
     if (!current && se()) fuse_lowlevel_notify_inval_inode(se(), fresh.ino, -1, 0);
     NotePageVersion(fresh);
     return current;
+  }
+  // Whether this mount last saw `fresh`'s file at the same version (its cached pages hold it).
+  bool SamePageVersion(const Inode& fresh) const {
+    auto it = page_version_.find(fresh.ino);
+    return it != page_version_.end() && it->second.first == fresh.ctime_ns &&
+           it->second.second == fresh.size;
   }
   void NotePageVersion(const Inode& in) {
     if (page_version_.size() > (1u << 20)) page_version_.clear();  // forgetting only costs a reread
