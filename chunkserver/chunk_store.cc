@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -158,6 +159,18 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     if (rc != 0) return ErrnoStatus("refresh " + path, err);
     if (hint.empty()) ::unlink(HintPathOf(id).c_str());
     return Status::Ok();
+  }
+  if (uint64_t reserve = reserve_.load()) {
+    struct statvfs vfs;
+    if (::statvfs(dir_.c_str(), &vfs) == 0) {
+      uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      if (avail < reserve + size) {
+        return Status(StatusCode::kNoSpace, "disk nearly full: " + std::to_string(avail >> 20) +
+                                                " MiB free, and chunks may not use the last " +
+                                                std::to_string(reserve >> 20) +
+                                                " MiB (--reserve), kept for metadata");
+      }
+    }
   }
   std::string hex = id.ToHex();
   std::string d2 = dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2);

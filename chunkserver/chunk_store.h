@@ -103,6 +103,13 @@ class ChunkStore {
   uint64_t prefix_dir_syncs() const { return prefix_dir_syncs_.load(); }
   // Whether chunk files are still written with O_DIRECT (false once the file system refused).
   bool direct_io() const { return direct_io_.load(); }
+  // A put of a new chunk is refused with NoSpace (nothing written) when it would leave less than
+  // `bytes` free on the data dir's file system, so that the metadata store, which shares the
+  // disk and may use the reserve, can still take the writes that free space (unlinks) and
+  // everything else. 0: no reserve (a put fails only when the disk is full). Refreshing a
+  // chunk already stored takes no space and is never refused.
+  void set_reserve(uint64_t bytes) { reserve_.store(bytes); }
+  uint64_t reserve() const { return reserve_.load(); }
   // Reads served with O_DIRECT so far (for tests).
   uint64_t direct_reads() const { return direct_reads_.load(); }
   std::string PathOf(const ChunkId& id) const;
@@ -141,6 +148,7 @@ class ChunkStore {
   std::atomic<uint64_t> tmp_seq_{0};
   std::atomic<uint64_t> prefix_dir_syncs_{0};
   std::atomic<bool> direct_io_{true};
+  std::atomic<uint64_t> reserve_{0};
   std::atomic<bool> cachestat_works_{true};
   std::atomic<uint64_t> direct_reads_{0};
   // Chunks read once with O_DIRECT: a fingerprint of the id (never 0) per slot, the slot chosen

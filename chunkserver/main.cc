@@ -123,6 +123,7 @@ int Run(int argc, char** argv) {
   bool rejoin = false;
   int disk_threads = 4;
   bool buffered_chunks = false;
+  uint64_t reserve = 256ull << 20;
   app.add_option("--id", id, "this node's id in the cluster file")->required();
   app.add_option("--listen", listen,
                  "address to listen on, host:port (default: the node's address)");
@@ -134,6 +135,12 @@ int Run(int argc, char** argv) {
   app.add_flag("--buffered-chunks", buffered_chunks,
                "write chunk files through the page cache instead of with O_DIRECT (fresh "
                "chunks stay cached for reads; every byte costs a kernel copy)");
+  app.add_option("--reserve", reserve,
+                 "free space chunk puts leave on the data disk for the metadata store, so that "
+                 "unlinks and other metadata changes still work when data has filled it "
+                 "(e.g. 256MiB, 1GiB, 0)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   // Before any thread starts (the disk and sync threads), so every thread has them blocked and
   // the event loop alone receives them.
@@ -163,6 +170,7 @@ int Run(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   auto chunks = ChunkStore::Open(data, /*direct_io=*/!buffered_chunks);
   if (!chunks.ok()) Die(chunks.status().message());
+  (*chunks)->set_reserve(reserve);
   auto records = RecordStore::Open(data + "/meta");
   if (!records.ok()) Die(records.status().message());
   WorkerPool pool(disk_threads);

@@ -3,6 +3,8 @@
 #include <leveldb/db.h>
 #include <leveldb/write_batch.h>
 
+#include <cstdio>
+
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -13,16 +15,29 @@ std::string FloorKey(const std::string& range) { return "F" + range; }
 
 std::string EncodeBallot(const Ballot& b) { return EncodeU64(b.counter) + EncodeU64(b.proposer); }
 
+// LevelDB reports a full disk as an IOError whose text carries strerror(ENOSPC).
+Status FromLevelDb(const leveldb::Status& s, const std::string& what) {
+  bool full = s.IsIOError() && (s.ToString().find("No space") != std::string::npos ||
+                                s.ToString().find("quota") != std::string::npos);
+  return Status(full ? StatusCode::kNoSpace : StatusCode::kIoError, what + ": " + s.ToString());
+}
+
 }  // namespace
 
-Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir) {
+Result<leveldb::DB*> RecordStore::OpenDb(const std::string& dir) {
   leveldb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, dir, &db);
-  if (!s.ok()) return IoError("open LevelDB at " + dir + ": " + s.ToString());
+  if (!s.ok()) return FromLevelDb(s, "open LevelDB at " + dir);
+  return db;
+}
+
+Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir) {
+  QFS_ASSIGN_OR_RETURN(leveldb::DB * db, OpenDb(dir));
   std::unique_ptr<RecordStore> store(new RecordStore());
+  store->dir_ = dir;
   store->db_.reset(db);
   std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
   for (it->Seek("R"); it->Valid() && it->key().starts_with("R"); it->Next()) {
@@ -47,10 +62,16 @@ uint64_t RecordStore::sync_count() const {
   return syncs_;
 }
 
+Status RecordStore::ClosedStatus() const {
+  return closed_why_.WithContext("metadata store closed after a failed write, not yet reopened");
+}
+
 Result<std::optional<AcceptorState>> RecordStore::LoadRecord(const std::string& key) {
   auto it = overlay_rows_.find(key);
   if (it != overlay_rows_.end()) return it->second.row;
   std::string raw;
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  if (!db_) return ClosedStatus();
   leveldb::Status s = db_->Get(leveldb::ReadOptions(), RowKey(key), &raw);
   if (s.IsNotFound()) return std::optional<AcceptorState>();
   if (!s.ok()) return IoError("LevelDB get: " + s.ToString());
@@ -62,6 +83,8 @@ Result<Ballot> RecordStore::LoadFloor(const std::string& range) {
   auto it = overlay_floors_.find(range);
   if (it != overlay_floors_.end()) return it->second.first;
   std::string raw;
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  if (!db_) return ClosedStatus();
   leveldb::Status s = db_->Get(leveldb::ReadOptions(), FloorKey(range), &raw);
   if (s.IsNotFound()) return Ballot{};
   if (!s.ok()) return IoError("LevelDB get: " + s.ToString());
@@ -102,11 +125,12 @@ kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
   if (write.empty()) return Status::Ok();
   // Keys touched by this batch stay in the overlay until it is durable.
   std::vector<std::string> rows, floors;
+  int64_t counted = 0;  // this batch's change to record_count_, undone if it fails
   for (const auto& [key, row] : write.rows) {
     auto& e = overlay_rows_[key];
     bool existed_before = e.pending > 0 ? e.row.has_value() : LoadRecordDurableExists(key);
-    if (row && !existed_before) ++record_count_;
-    if (!row && existed_before) --record_count_;
+    if (row && !existed_before) ++counted;
+    if (!row && existed_before) --counted;
     e.row = row;
     ++e.pending;
     rows.push_back(key);
@@ -117,23 +141,28 @@ kj::Promise<Status> RecordStore::Commit(AcceptorWrite write) {
     ++e.second;
     floors.push_back(range);
   }
+  record_count_ += counted;
   auto paf = kj::newPromiseAndCrossThreadFulfiller<Status>();
   Stage(kj::mv(paf.fulfiller), std::move(write));
-  return paf.promise.then([this, rows = std::move(rows), floors = std::move(floors)](Status s) {
-    for (const auto& key : rows) {
-      auto it = overlay_rows_.find(key);
-      if (it != overlay_rows_.end() && --it->second.pending == 0) overlay_rows_.erase(it);
-    }
-    for (const auto& range : floors) {
-      auto it = overlay_floors_.find(range);
-      if (it != overlay_floors_.end() && --it->second.second == 0) overlay_floors_.erase(it);
-    }
-    return s;
-  });
+  return paf.promise.then(
+      [this, rows = std::move(rows), floors = std::move(floors), counted](Status s) {
+        if (!s.ok()) record_count_ -= counted;
+        for (const auto& key : rows) {
+          auto it = overlay_rows_.find(key);
+          if (it != overlay_rows_.end() && --it->second.pending == 0) overlay_rows_.erase(it);
+        }
+        for (const auto& range : floors) {
+          auto it = overlay_floors_.find(range);
+          if (it != overlay_floors_.end() && --it->second.second == 0) overlay_floors_.erase(it);
+        }
+        return s;
+      });
 }
 
 bool RecordStore::LoadRecordDurableExists(const std::string& key) {
   std::string raw;
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  if (!db_) return false;
   return db_->Get(leveldb::ReadOptions(), RowKey(key), &raw).ok();
 }
 
@@ -142,7 +171,16 @@ void RecordStore::SyncLoop() {
     std::deque<Pending> batch;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      auto ready = [this] { return stop_ || !queue_.empty(); };
+      if (db_) {
+        cv_.wait(lock, ready);
+      } else if (!cv_.wait_for(lock, kReopenInterval, ready)) {
+        // Closed, and no write to retry the reopen: reads fail meanwhile (an acceptor that
+        // cannot read its row answers without writing), so the store retries on its own.
+        lock.unlock();
+        Reopen(Status::Ok());
+        continue;
+      }
       if (queue_.empty()) return;
       batch.swap(queue_);
     }
@@ -158,14 +196,20 @@ void RecordStore::SyncLoop() {
       for (const auto& [range, ballot] : p.write.floors)
         wb.Put(FloorKey(range), EncodeBallot(ballot));
     }
-    leveldb::WriteOptions wo;
-    wo.sync = true;
-    leveldb::Status s = db_->Write(wo, &wb);
-    Status status = s.ok() ? Status::Ok()
-                           : Status(s.IsIOError() && s.ToString().find("space") != std::string::npos
-                                        ? StatusCode::kNoSpace
-                                        : StatusCode::kIoError,
-                                    "LevelDB write: " + s.ToString());
+    if (!db_) Reopen(Status::Ok());
+    Status status;
+    if (!db_) {
+      std::shared_lock<std::shared_mutex> lock(db_mu_);
+      status = ClosedStatus();
+    } else {
+      leveldb::WriteOptions wo;
+      wo.sync = true;
+      leveldb::Status s = db_->Write(wo, &wb);
+      if (!s.ok()) {
+        status = FromLevelDb(s, "LevelDB write");
+        Reopen(status);
+      }
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++syncs_;
@@ -174,9 +218,33 @@ void RecordStore::SyncLoop() {
   }
 }
 
+void RecordStore::Reopen(const Status& why) {
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
+  bool was_open = db_ != nullptr;
+  db_.reset();
+  if (!why.ok()) closed_why_ = why;
+  auto db = OpenDb(dir_);
+  if (db.ok()) {
+    db_.reset(*db);
+    std::fprintf(stderr, "quorumfs-chunkserver: metadata store reopened after: %s\n",
+                 closed_why_.ToString().c_str());
+    closed_why_ = Status::Ok();
+    return;
+  }
+  if (was_open) {
+    std::fprintf(stderr,
+                 "quorumfs-chunkserver: metadata store closed after: %s; reopen failed: %s "
+                 "(retried every 200 ms and at every write)\n",
+                 closed_why_.ToString().c_str(), db.status().ToString().c_str());
+  }
+  closed_why_ = db.status();
+}
+
 Result<std::vector<std::pair<std::string, AcceptorState>>> RecordStore::Scan(
     const std::string& prefix, const std::string& after, size_t limit) {
   std::vector<std::pair<std::string, AcceptorState>> out;
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
+  if (!db_) return ClosedStatus();
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
   std::string start = RowKey(after.empty() || after < prefix ? prefix : after);
   for (it->Seek(start); it->Valid() && out.size() < limit; it->Next()) {

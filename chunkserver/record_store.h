@@ -12,16 +12,25 @@
 // set), and evalLast runs before that, so a batch waits at most for the rest of its turn.
 // Replies are sent only after Commit's promise resolves, and batches become durable in the
 // order they were committed, so a reply never depends on a state that could be lost in a crash.
+// A write that fails (a full disk) fails its whole batch, and the sync thread then closes and
+// reopens LevelDB before the next one: LevelDB's log writer counts a record it could write only
+// part of as written, so the next record would follow the torn one mid-file and the log would
+// fail its checksum at the next open (a chunkserver whose disk once filled would not start
+// again). Reopening recovers the log up to the torn tail, which recovery drops. While a reopen
+// fails (the disk is still full), every read and write answers its error, and each new batch
+// tries again, as does the sync thread every kReopenInterval.
 // Destroy the store on the loop thread while its event loop is alive.
 #pragma once
 
 #include <kj/async.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,8 +71,14 @@ class RecordStore : public AcceptorStorage {
   uint64_t sync_count() const;
 
  private:
+  static constexpr std::chrono::milliseconds kReopenInterval{200};
   RecordStore() = default;
+  static Result<leveldb::DB*> OpenDb(const std::string& dir);
   void SyncLoop();
+  // Sync thread: closes LevelDB and opens it again (after a failed write, or while closed).
+  void Reopen(const Status& why);
+  // Why the store is closed (Ok while open); callers hold db_mu_.
+  Status ClosedStatus() const;
   bool LoadRecordDurableExists(const std::string& key);
   void Stage(kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done, AcceptorWrite write);
   void HandOff();
@@ -73,7 +88,12 @@ class RecordStore : public AcceptorStorage {
     kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done;
   };
 
+  std::string dir_;
+  // db_ is null while a reopen has failed. The sync thread is the only one that replaces it,
+  // holding db_mu_ exclusively; the loop thread reads through it holding db_mu_ shared.
+  mutable std::shared_mutex db_mu_;
   std::unique_ptr<leveldb::DB> db_;
+  Status closed_why_;  // guarded by db_mu_: the failure that closed db_
   // Overlay of not-yet-durable writes (loop thread only): key -> row (nullopt = deleted),
   // with a count of queued writes touching it so it is dropped once the last one is durable.
   struct OverlayEntry {

@@ -524,7 +524,10 @@ kj::Promise<void> ChunkserverService::stats(StatsContext context) {
   if (::statvfs(options_.data_dir.c_str(), &vfs) == 0) {
     s.setCapacity(static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize);
     s.setUsed(static_cast<uint64_t>(vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize);
-    s.setAvailable(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize);
+    // What chunks may still take: the reserve is the metadata store's (df shows it as
+    // used-up space, as ext4's root reserve).
+    uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    s.setAvailable(avail > chunks_.reserve() ? avail - chunks_.reserve() : 0);
   }
   s.setChunkCount(chunks_.chunk_count());
   s.setChunkBytes(chunks_.chunk_bytes());

@@ -25,6 +25,7 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
     bool done = false;
     std::string errors;
     bool epoch_mismatch = false;
+    bool no_space = false;  // some replica refused for want of space
     kj::Own<kj::PromiseFulfiller<Status>> fulfiller;
   };
   auto st = std::make_shared<State>();
@@ -47,10 +48,14 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
       st->fulfiller->fulfill(Status::Ok());
     } else if (st->spec.Hopeless(st->votes, st->need)) {
       st->done = true;
-      st->fulfiller->fulfill(
-          Status(st->epoch_mismatch ? StatusCode::kEpochMismatch : StatusCode::kNoQuorum,
-                 "chunk " + id.ToHex().substr(0, 16) + ": fewer than " + std::to_string(st->need) +
-                     " replicas stored it: " + st->errors));
+      // A full disk among the refusals is what the writer is told (ENOSPC, not EIO): freeing
+      // space is what fixes it.
+      StatusCode code = st->epoch_mismatch ? StatusCode::kEpochMismatch
+                        : st->no_space     ? StatusCode::kNoSpace
+                                           : StatusCode::kNoQuorum;
+      st->fulfiller->fulfill(Status(code, "chunk " + id.ToHex().substr(0, 16) + ": fewer than " +
+                                              std::to_string(st->need) +
+                                              " replicas stored it: " + st->errors));
     }
   };
   // Sends to `node` on behalf of home slot `slot`; on failure tries the next fallback.
@@ -66,6 +71,7 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
             st->votes[slot] = Vote::kYes;
           } else {
             if (s.code() == StatusCode::kEpochMismatch) st->epoch_mismatch = true;
+            if (s.code() == StatusCode::kNoSpace) st->no_space = true;
             if (!st->errors.empty()) st->errors += "; ";
             st->errors += node + ": " + s.ToString();
             if (st->next_fallback < st->fallbacks.size() &&

@@ -97,6 +97,14 @@ bool AllEpochMismatch(const std::vector<std::optional<Result<Reply>>>& replies) 
   return any;
 }
 
+template <typename Reply>
+bool AnyNoSpace(const std::vector<std::optional<Result<Reply>>>& replies) {
+  for (const auto& r : replies) {
+    if (r && !r->ok() && r->status().code() == StatusCode::kNoSpace) return true;
+  }
+  return false;
+}
+
 // Fast Paxos recovery of a shared key's round-0 values (CreateShared). An acceptor takes one
 // round-0 value at most, so within one replica set a value that all of it holds is the only
 // round-0 value there. During a membership change a node new to the set may hold another: it
@@ -436,8 +444,12 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
               return Attempt(op);
             });
           }
-          StatusCode code =
-              AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch : StatusCode::kNoQuorum;
+          // A replica's full disk (its promise could not be stored) is named as such: the
+          // mount answers ENOSPC, which freeing space fixes (when no write of this change was
+          // sent yet; otherwise its outcome is unknown, fail_status).
+          StatusCode code = AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch
+                            : AnyNoSpace(g.replies)     ? StatusCode::kNoSpace
+                                                        : StatusCode::kNoQuorum;
           return Result<RecordValue>(
               fail_status(code, "prepare reached fewer than " + std::to_string(R) +
                                     " replicas: " + DescribeFailures(*spec, g.replies)));

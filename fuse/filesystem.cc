@@ -1312,6 +1312,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     fs->open_count--;
     return Flush(ino).then([this, req, ino](Status s) -> kj::Promise<void> {
       FileState* fs = Find(ino);
+      if (!s.ok() && fs && fs->open_count == 0 && !fs->flushing) DropUnpublished(*fs, s);
       kj::Promise<void> lease = kj::READY_NOW;
       if (fs && fs->open_count == 0 && fs->unlinked_held) {
         fs->unlinked_held = false;
@@ -1641,26 +1642,61 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           for (const auto& p : r->parents) {
             for (auto& n : KernelNames(p.parent)) names.emplace_back(p.parent, std::move(n));
           }
-          if ((current && names.empty()) || !se()) return kj::READY_NOW;
-          // From a thread of its own: dropping pages or names may wait for a read or lookup
-          // this loop answers. Shutdown waits for it (WaitForInvalidations) before the session
-          // goes.
-          auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
-          auto f = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(
-              kj::mv(paf.fulfiller));
-          ++invalidating_;
-          std::thread([this, se = se(), ino, current, names = std::move(names), f]() {
-            if (!current) fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
-            for (const auto& [parent, name] : names) {
-              fuse_lowlevel_notify_inval_entry(se, parent, name.data(), name.size());
-            }
-            (*f)->fulfill();
-            std::lock_guard<std::mutex> lock(invalidating_mu_);
-            --invalidating_;
-            invalidating_cv_.notify_all();
-          }).detach();
-          return kj::mv(paf.promise);
+          if (current && names.empty()) return kj::READY_NOW;
+          return InvalidateKernel(ino, !current, std::move(names));
         });
+  }
+
+  // Drops the kernel's cached pages and attributes of `ino` (if `pages`) and its entries
+  // `names`, from a thread of its own: dropping pages or names may wait for a read or lookup
+  // this loop answers. Shutdown waits for it (WaitForInvalidations) before the session goes.
+  kj::Promise<void> InvalidateKernel(uint64_t ino, bool pages,
+                                     std::vector<std::pair<uint64_t, std::string>> names) {
+    if (!se()) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    auto f =
+        std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(paf.fulfiller));
+    {
+      std::lock_guard<std::mutex> lock(invalidating_mu_);
+      ++invalidating_;
+    }
+    std::thread([this, se = se(), ino, pages, names = std::move(names), f]() {
+      if (pages) fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+      for (const auto& [parent, name] : names) {
+        fuse_lowlevel_notify_inval_entry(se, parent, name.data(), name.size());
+      }
+      (*f)->fulfill();
+      std::lock_guard<std::mutex> lock(invalidating_mu_);
+      --invalidating_;
+      invalidating_cv_.notify_all();
+    }).detach();
+    return kj::mv(paf.promise);
+  }
+
+  // The last close of a file whose writes could not be published (a full disk, no quorum):
+  // the close reported the error, and no descriptor is left to retry with, so the writes go,
+  // as a local file system's do after a failed writeback, and this mount shows the file as the
+  // cluster has it again. Kept, they would sit in memory counted against max_dirty (every
+  // later write then flushing at once), show this mount a file no other mount sees, and be
+  // published at unmount over whatever others wrote since, after the writer was told they
+  // failed.
+  void DropUnpublished(FileState& fs, const Status& why) {
+    if (fs.dirty.empty() && !fs.truncated_to) return;
+    uint64_t bytes = 0;
+    for (const auto& [idx, ds] : fs.dirty) bytes += ds.data.size();
+    dirty_bytes_ -= std::min(dirty_bytes_, bytes);
+    fs.dirty.clear();
+    fs.written_end = 0;
+    fs.truncated_to.reset();
+    fs.local_mtime_ns = 0;
+    fs.page_bases.clear();
+    ForgetStageable(fs.ino, std::nullopt);
+    std::fprintf(stderr,
+                 "quorumfs-mount: inode %llu: dropped %llu bytes written before its last close, "
+                 "which could not be published (the close reported it): %s\n",
+                 static_cast<unsigned long long>(fs.ino), static_cast<unsigned long long>(bytes),
+                 why.ToString().c_str());
+    Add(InvalidateKernel(fs.ino, true, {}));
   }
 
   // Any thread but the loop's: waits (at most `seconds`) for cache invalidations in flight.

@@ -59,7 +59,7 @@ struct NodeStats {
   epoch @2 :UInt64;       # epoch of the server's cluster file
   capacity @3 :UInt64;    # bytes of the data dir's file system
   used @4 :UInt64;        # bytes used on that file system
-  available @5 :UInt64;   # bytes available to the server
+  available @5 :UInt64;   # bytes new chunks may still take: free space less --reserve
   chunkCount @6 :UInt64;
   chunkBytes @7 :UInt64;
   recordCount @8 :UInt64;

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -439,6 +440,44 @@ TEST_F(ChunkStoreTest, DiskFullIsNoSpaceAndLeavesNothing) {
   // chunk still fits.
   std::string small2(64 * 1024, 't');
   EXPECT_TRUE((*store)->Put(ChunkId::Of(small2), small2.data(), small2.size(), "").ok());
+  ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+// With a reserve, puts of new chunks stop while that much is still free (for the metadata store
+// on the same disk), with NoSpace and nothing written; a put of a chunk already stored (a
+// refresh) takes no space and still succeeds.
+TEST_F(ChunkStoreTest, PutsLeaveTheReserveFree) {
+  ASSERT_NO_FATAL_FAILURE(MountOverDir("tmpfs", "size=4m"));
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  (*store)->set_reserve(1 << 20);
+  std::vector<std::string> stored;
+  Status refused;
+  for (int i = 0; i < 100; ++i) {
+    std::string data(64 * 1024, static_cast<char>(i));
+    data[0] = 'x';
+    Status s = (*store)->Put(ChunkId::Of(data), data.data(), data.size(), "");
+    if (!s.ok()) {
+      refused = s;
+      break;
+    }
+    stored.push_back(data);
+  }
+  ASSERT_FALSE(refused.ok()) << "never refused";
+  EXPECT_EQ(refused.code(), StatusCode::kNoSpace) << refused.ToString();
+  EXPECT_NE(refused.message().find("--reserve"), std::string::npos) << refused.ToString();
+  EXPECT_GT(stored.size(), 20u);
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs(dir_.c_str(), &vfs), 0);
+  EXPECT_GE(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize, 1u << 20);
+  EXPECT_TRUE(EmptyDir(dir_ + "/tmp"));
+  EXPECT_EQ((*store)->chunk_count(), stored.size());
+  const std::string& again = stored.front();
+  EXPECT_TRUE((*store)->Put(ChunkId::Of(again), again.data(), again.size(), "").ok());
+  // Without the reserve the same disk takes more.
+  (*store)->set_reserve(0);
+  std::string more(64 * 1024, 'm');
+  EXPECT_TRUE((*store)->Put(ChunkId::Of(more), more.data(), more.size(), "").ok());
   ::umount2(dir_.c_str(), MNT_DETACH);
 }
 

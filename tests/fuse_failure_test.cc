@@ -1,12 +1,15 @@
 // Failures under a real mount: a chunkserver killed during a large write, two of three servers
 // down (operations fail with EIO within op_timeout, never hang, and the mount recovers by
-// itself), and the mount process killed during a rename storm (the namespace stays consistent).
+// itself), the mount process killed during a rename storm (the namespace stays consistent), and
+// the servers' disks filling up (ENOSPC, and everything works again once space is freed).
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "common/cluster_client.h"
+#include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
 
@@ -601,6 +605,176 @@ TEST_F(FailureTest, OpenFetchesTheFirstChunkTheLookupSaw) {
     EXPECT_EQ(err, 0) << name << ": the read went to the servers: " << std::strerror(err);
     EXPECT_TRUE(got == files[name]) << name << ": read " << got.size() << " bytes";
   }
+}
+
+// Writes `blocks` MiB of FillBlock data from block `first` to `path`, fsyncs and closes it;
+// returns 0 or the first errno. For Bounded.
+int WriteBlocks(const std::string& path, uint64_t first, uint64_t blocks) {
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  std::string block;
+  int e = 0;
+  for (uint64_t i = 0; i < blocks && e == 0; ++i) {
+    FillBlock(first + i, &block);
+    if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) e = errno;
+  }
+  if (e == 0 && ::fsync(fd) != 0) e = errno;
+  if (::close(fd) != 0 && e == 0) e = errno;
+  return e;
+}
+
+uint64_t BlocksChecksum(uint64_t first, uint64_t blocks) {
+  uint64_t h = 1469598103934665603ull;
+  std::string block;
+  for (uint64_t i = 0; i < blocks; ++i) {
+    FillBlock(first + i, &block);
+    h = Mix(h, block);
+  }
+  return h;
+}
+
+// The chunkservers' disks fill up. Each data dir is a 40 MiB tmpfs (this binary runs in a mount
+// namespace of its own). A file larger than the disks answers ENOSPC, not EIO, at fsync; chunk
+// puts leave --reserve free, so unlinks, creates and renames still work on the full disks, and
+// `fsck --gc` gives the failed file's space back. When something else takes the rest of the
+// disks too, metadata changes fail within op_timeout instead of hanging, work again once space
+// is freed (each server reopens its metadata store by itself), and every server restarts with
+// all it acknowledged: a server whose LevelDB log write had failed part-way used to refuse to
+// start ("Corruption: checksum mismatch").
+TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test mounts tmpfs file systems and needs root";
+  TestClusterOptions co;
+  co.start = false;
+  co.server_args = {"--reserve", "8MiB"};
+  TestCluster cluster(co);
+  struct Unmount {
+    std::vector<std::string> dirs;
+    ~Unmount() {
+      for (const auto& d : dirs) ::umount2(d.c_str(), MNT_DETACH);
+    }
+  } unmount;
+  for (int i = 0; i < 3; ++i) {
+    std::string d = cluster.data_dir(i);
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
+    ASSERT_EQ(::mount("tmpfs", d.c_str(), "tmpfs", 0, "size=40m"), 0) << std::strerror(errno);
+    unmount.dirs.push_back(d);
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+  TestMountOptions mo;
+  mo.op_timeout = 3;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", mo);
+  ASSERT_TRUE(mount.ok());
+  // df counts what files can take: each server's free space less its reserve, over N.
+  struct statvfs fs_stats;
+  ASSERT_EQ(::statvfs(mount.dir().c_str(), &fs_stats), 0) << std::strerror(errno);
+  uint64_t avail = static_cast<uint64_t>(fs_stats.f_bavail) * fs_stats.f_frsize;
+  EXPECT_LE(avail, 32 * kMiB);
+  EXPECT_GT(avail, 28 * kMiB);
+  auto fsck = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"fsck", "--cluster", cluster.cluster_file(), "--timeout", "3"});
+    return RunCli(args, cluster.dir(), 60);
+  };
+
+  // 48 MiB on disks that hold about 32 MiB of chunks each.
+  auto [big_err, big_took] = Bounded([&] { return WriteBlocks(mount.path("big"), 0, 48); }, 60);
+  EXPECT_EQ(ErrName(big_err), ErrName(ENOSPC)) << "after " << big_took << " s";
+  // Its last close dropped the writes that could not be published: this mount shows the file as
+  // the cluster has it (empty), not 48 MiB that no other mount sees (RELEASE follows close).
+  struct stat big_st {};
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_EQ(::stat(mount.path("big").c_str(), &big_st), 0) << std::strerror(errno);
+    if (big_st.st_size == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(big_st.st_size, 0);
+  EXPECT_NE(mount.Log().find("could not be published"), std::string::npos) << mount.Log();
+
+  // The reserve keeps metadata writable.
+  EXPECT_EQ(::unlink(mount.path("big").c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::mkdir(mount.path("d").c_str(), 0755), 0) << std::strerror(errno);
+  int fd = ::open(mount.path("d/note").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::write(fd, "still here", 10), 10);
+  ASSERT_EQ(::close(fd), 0) << std::strerror(errno);
+  ASSERT_EQ(::rename(mount.path("d/note").c_str(), mount.path("d/kept").c_str()), 0)
+      << std::strerror(errno);
+
+  // GC takes back what the failed file's chunks held; then 16 MiB fit.
+  CliResult gc = fsck({"--gc", "--grace", "0", "--no-writers"});
+  EXPECT_LE(gc.code, 1) << gc.All();
+  auto [after_err, after_took] =
+      Bounded([&] { return WriteBlocks(mount.path("after"), 100, 16); }, 60);
+  ASSERT_EQ(ErrName(after_err), ErrName(0)) << "after " << after_took << " s";
+
+  // Something else fills the rest of every disk: metadata changes fail, and do not hang.
+  for (const auto& d : unmount.dirs) {
+    int b = ::open((d + "/ballast").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(b, 0) << std::strerror(errno);
+    std::string zeros(64 * 1024, '\0');
+    while (::write(b, zeros.data(), zeros.size()) > 0) {
+    }
+    ::close(b);
+  }
+  int failed_create = 0;
+  for (int i = 0; i < 200 && failed_create == 0; ++i) {
+    std::string p = mount.path("x" + std::to_string(i));
+    auto [e, took] = Bounded(
+        [&] {
+          int f = ::open(p.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+          if (f < 0) return errno;
+          ::close(f);
+          return 0;
+        },
+        30);
+    ASSERT_NE(e, -1) << "create x" << i << " hung for " << took << " s";
+    failed_create = e;
+  }
+  EXPECT_TRUE(failed_create == ENOSPC || failed_create == EIO) << ErrName(failed_create);
+
+  // Space comes back: so do metadata changes, without a restart.
+  for (const auto& d : unmount.dirs) ASSERT_EQ(::unlink((d + "/ballast").c_str()), 0);
+  int e = -1;
+  auto until = Clock::now() + std::chrono::seconds(10);
+  while (e != 0 && Clock::now() < until) {
+    e = Bounded(
+            [&] {
+              int f = ::open(mount.path("y").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+              if (f < 0) return errno;
+              ::close(f);
+              return 0;
+            },
+            30)
+            .first;
+    if (e != 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(ErrName(e), ErrName(0)) << "a create once space was freed";
+
+  // Every server starts again, and nothing acknowledged is lost.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cluster.Terminate(i), 0) << cluster.Log(i);
+    ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+  }
+  CliResult repair = fsck({"--repair"});
+  EXPECT_LE(repair.code, 1) << repair.All();
+  CliResult check = fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
+  uint64_t size = 0;
+  int err = 0;
+  uint64_t sum = 0;
+  for (int attempt = 0; attempt < 20; ++attempt) {  // the mount reconnects
+    sum = FileChecksum(mount.path("after"), &size, &err);
+    if (err == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(size, 16 * kMiB);
+  EXPECT_EQ(sum, BlocksChecksum(100, 16));
+  char buf[16] = {};
+  int kept = ::open(mount.path("d/kept").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(kept, 0) << std::strerror(errno);
+  EXPECT_EQ(::read(kept, buf, sizeof(buf)), 10);
+  EXPECT_EQ(std::string(buf), "still here");
+  ::close(kept);
 }
 
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }

@@ -135,6 +135,7 @@ void TestCluster::Start(int i, bool rejoin) {
                                    "--cluster",
                                    cluster_file_};
   if (rejoin) args.push_back("--rejoin");
+  args.insert(args.end(), options_.server_args.begin(), options_.server_args.end());
   for (int attempt = 0; attempt < 3; ++attempt) {
     pids_[i] = Spawn(args, dir_ + "/" + node_id(i) + ".log");
     for (int t = 0; t < 500; ++t) {

@@ -20,8 +20,9 @@ struct TestClusterOptions {
   int write_quorum = 2;
   int read_quorum = 2;
   uint64_t epoch = 1;
-  bool start = true;        // start every node in the constructor
-  uint64_t chunk_size = 0;  // bytes; 0: the cluster file's default (1 MiB)
+  bool start = true;                     // start every node in the constructor
+  uint64_t chunk_size = 0;               // bytes; 0: the cluster file's default (1 MiB)
+  std::vector<std::string> server_args;  // more arguments for every chunkserver
 };
 
 class TestCluster {
