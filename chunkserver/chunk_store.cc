@@ -160,11 +160,18 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     if (hint.empty()) ::unlink(HintPathOf(id).c_str());
     return Status::Ok();
   }
+  // Puts on other disk threads may not show in the free space yet: they count as taken.
+  uint64_t others = putting_bytes_.fetch_add(size);
+  struct Putting {
+    std::atomic<uint64_t>& bytes;
+    size_t size;
+    ~Putting() { bytes.fetch_sub(size); }
+  } putting{putting_bytes_, size};
   if (uint64_t reserve = reserve_.load()) {
     struct statvfs vfs;
     if (::statvfs(dir_.c_str(), &vfs) == 0) {
       uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-      if (avail < reserve + size) {
+      if (avail < reserve + size + others) {
         return Status(StatusCode::kNoSpace, "disk nearly full: " + std::to_string(avail >> 20) +
                                                 " MiB free, and chunks may not use the last " +
                                                 std::to_string(reserve >> 20) +

@@ -149,6 +149,7 @@ class ChunkStore {
   std::atomic<uint64_t> prefix_dir_syncs_{0};
   std::atomic<bool> direct_io_{true};
   std::atomic<uint64_t> reserve_{0};
+  std::atomic<uint64_t> putting_bytes_{0};  // new chunks being written (for the reserve check)
   std::atomic<bool> cachestat_works_{true};
   std::atomic<uint64_t> direct_reads_{0};
   // Chunks read once with O_DIRECT: a fingerprint of the id (never 0) per slot, the slot chosen

@@ -219,11 +219,20 @@ void RecordStore::SyncLoop() {
 }
 
 void RecordStore::Reopen(const Status& why) {
-  std::unique_lock<std::shared_mutex> lock(db_mu_);
-  bool was_open = db_ != nullptr;
-  db_.reset();
-  if (!why.ok()) closed_why_ = why;
+  std::unique_ptr<leveldb::DB> old;
+  bool was_open;
+  {
+    std::unique_lock<std::shared_mutex> lock(db_mu_);
+    was_open = db_ != nullptr;
+    old = std::move(db_);
+    if (!why.ok()) closed_why_ = why;
+  }
+  // Closing waits for LevelDB's background work and opening replays the log and writes a
+  // table: both outside the lock, so the loop thread's reads answer "closed" meanwhile instead
+  // of waiting on the disk.
+  old.reset();
   auto db = OpenDb(dir_);
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
   if (db.ok()) {
     db_.reset(*db);
     std::fprintf(stderr, "quorumfs-chunkserver: metadata store reopened after: %s\n",

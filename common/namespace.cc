@@ -366,7 +366,8 @@ class Namespace::Impl {
   static Status StillUnknown(const std::string& key, bool unknown, const Status& s) {
     bool not_done = s.code() == StatusCode::kNoQuorum || s.code() == StatusCode::kTimedOut ||
                     s.code() == StatusCode::kUnavailable ||
-                    s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy;
+                    s.code() == StatusCode::kEpochMismatch || s.code() == StatusCode::kBusy ||
+                    s.code() == StatusCode::kNoSpace;
     if (!unknown || !not_done) return s;
     return Status(StatusCode::kUnknownOutcome,
                   DescribeKey(key) +

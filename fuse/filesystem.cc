@@ -44,6 +44,7 @@ struct DirtySlot {
   Slot uploaded;
   int64_t uploaded_at_ns = 0;  // wall clock when the put of `uploaded` was sent
   kj::Maybe<kj::ForkedPromise<void>> upload;
+  Status upload_error;  // why the last put of this slot failed (Ok: none failed since)
 };
 
 struct FileState {
@@ -55,6 +56,9 @@ struct FileState {
   std::optional<uint64_t> truncated_to;
   bool unlinked_held = false;
   bool flushing = false;
+  // The last flush tried to publish and failed (not: it reported an earlier staged write's
+  // error without trying); Release drops the writes only then.
+  bool publish_failed = false;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> flush_waiters;
   uint64_t last_read_end = 0;
   // Wall-clock time of this mount's last unpublished write: stat shows it as mtime/ctime until
@@ -441,9 +445,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
               auto it = f->dirty.find(idx);
               if (it == f->dirty.end()) return;
               if (!r.ok()) {
-                last_upload_error_ = r.status();
+                it->second.upload_error = r.status();
                 return;
               }
+              it->second.upload_error = Status::Ok();
               // Kept even if the slot was written again meanwhile: a flush that began before
               // that write publishes these bytes (DoFlush), and the slot stays dirty. A put
               // again of the same generation (a refresh, common/gc_rules.h) renews the time.
@@ -750,6 +755,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return DoFlush(ino, 0).then([this, ino](Status s) {
       if (FileState* f = Find(ino)) {
         f->flushing = false;
+        f->publish_failed = !s.ok();
         auto waiters = std::move(f->flush_waiters);
         for (auto& w : waiters) w->fulfill();
         MaybeForget(ino);
@@ -800,7 +806,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         uploads.add(u->addBranch());
       }
     }
-    last_upload_error_ = Status::Ok();
     return kj::joinPromises(uploads.releaseAsArray())
         .then([this, ino, attempt, snap, want]() -> kj::Promise<Status> {
           FileState* fs = Find(ino);
@@ -811,10 +816,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             if (it == fs->dirty.end()) continue;
             const DirtySlot& ds = it->second;
             if (ds.uploaded_gen < gen) {
-              Status e = last_upload_error_.ok()
-                             ? Status(StatusCode::kIoError, "chunk upload failed")
-                             : last_upload_error_;
-              return e;
+              // This slot's own failure (a full disk says ENOSPC, not EIO), even when
+              // another file's flush ran meanwhile.
+              return ds.upload_error.ok() ? Status(StatusCode::kIoError, "chunk upload failed")
+                                          : ds.upload_error;
             }
             snap->slots[idx] = SlotSnap{ds.uploaded_gen, ds.uploaded};
             paged |= !fs->inode.SlotIsInline(idx);
@@ -1312,7 +1317,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     fs->open_count--;
     return Flush(ino).then([this, req, ino](Status s) -> kj::Promise<void> {
       FileState* fs = Find(ino);
-      if (!s.ok() && fs && fs->open_count == 0 && !fs->flushing) DropUnpublished(*fs, s);
+      if (!s.ok() && fs && fs->open_count == 0 && !fs->flushing && fs->publish_failed) {
+        DropUnpublished(*fs, s);
+      }
       kj::Promise<void> lease = kj::READY_NOW;
       if (fs && fs->open_count == 0 && fs->unlinked_held) {
         fs->unlinked_held = false;
@@ -1681,6 +1688,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // published at unmount over whatever others wrote since, after the writer was told they
   // failed.
   void DropUnpublished(FileState& fs, const Status& why) {
+    fs.publish_failed = false;
     if (fs.dirty.empty() && !fs.truncated_to) return;
     uint64_t bytes = 0;
     for (const auto& [idx, ds] : fs.dirty) bytes += ds.data.size();
@@ -1693,7 +1701,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     ForgetStageable(fs.ino, std::nullopt);
     std::fprintf(stderr,
                  "quorumfs-mount: inode %llu: dropped %llu bytes written before its last close, "
-                 "which could not be published (the close reported it): %s\n",
+                 "which could not be published: %s\n",
                  static_cast<unsigned long long>(fs.ino), static_cast<unsigned long long>(bytes),
                  why.ToString().c_str());
     Add(InvalidateKernel(fs.ino, true, {}));
@@ -2163,7 +2171,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
   static bool ReadOnlyFh(uint64_t fh) { return (fh & 1) != 0; }
   uint64_t dirty_bytes_ = 0;
-  Status last_upload_error_;
   std::list<ChunkId> lru_;
   std::unordered_map<ChunkId, std::pair<Bytes, std::list<ChunkId>::iterator>, ChunkIdHash> cache_;
   // Chunk fetches in flight; open_prefetch: begun by PrefetchAtOpen (see SlotBytes).

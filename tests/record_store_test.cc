@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "common/record_key.h"
@@ -139,21 +140,24 @@ TEST_F(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
   ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root";
   ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
   ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=1m"), 0);
+  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=4m"), 0);
   mounted_ = true;
   std::map<uint64_t, std::string> acked;  // ino -> value of every acknowledged row
   {
     auto store = RecordStore::Open(dir_ + "/meta");
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    // Ballast that is freed later, as a user frees space.
+    // Ballast that is freed later, as a user frees space: enough for the reopen, which writes
+    // the log's rows (incompressible here) into a table before it deletes the log.
     {
       std::ofstream ballast(dir_ + "/ballast");
-      ballast << std::string(256 * 1024, 'b');
+      ballast << std::string(2 << 20, 'b');
     }
+    std::mt19937_64 rng(7);
     Status failed;
     uint64_t ino = 1;
-    for (; ino < 200; ++ino) {
-      std::string value(20000 + ino, static_cast<char>('a' + ino % 26));
+    for (; ino < 400; ++ino) {
+      std::string value(20000 + ino, '\0');
+      for (auto& c : value) c = static_cast<char>(rng());
       Status s = (*store)->Commit(Put(InodeKey(ino), Ballot{1, 1}, value)).wait(ws_);
       if (!s.ok()) {
         failed = s;
