@@ -688,6 +688,9 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   }
   EXPECT_EQ(big_st.st_size, 0);
   EXPECT_NE(mount.Log().find("could not be published"), std::string::npos) << mount.Log();
+  // `quorumfs status` says which nodes are full.
+  CliResult status = RunCli({"status", "--cluster", cluster.cluster_file()}, cluster.dir(), 30);
+  EXPECT_NE(status.out.find("FULL: new chunks refused"), std::string::npos) << status.All();
 
   // The reserve keeps metadata writable.
   EXPECT_EQ(::unlink(mount.path("big").c_str()), 0) << std::strerror(errno);

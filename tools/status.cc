@@ -138,6 +138,8 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
         j.Key("incarnation").String(r.stats->incarnation);
         j.Key("capacity").Number(static_cast<double>(r.stats->capacity));
         j.Key("used").Number(static_cast<double>(r.stats->used));
+        j.Key("available").Number(static_cast<double>(r.stats->available));
+        j.Key("full").Bool(r.stats->available < config->chunk_size);
         j.Key("chunks").Number(static_cast<double>(r.stats->chunk_count));
         j.Key("chunk_bytes").Number(static_cast<double>(r.stats->chunk_bytes));
         j.Key("records").Number(static_cast<double>(r.stats->record_count));
@@ -162,6 +164,10 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
     for (const auto& r : rows) {
       if (r.stats.ok()) {
         std::string note;
+        if (r.stats->available < config->chunk_size) {
+          note = "FULL: new chunks refused (" + Human(r.stats->available) +
+                 " free beyond its --reserve); fsck --gc frees what removed files held";
+        }
         if (&r - rows.data() >= m) note = "leaving: fsck --rebalance moves its keys off";
         if (!r.stats->voting) note = "rejoining: not voting until fsck --repair refills it";
         if (r.stats->epoch != config->epoch) {
