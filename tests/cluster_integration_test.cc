@@ -1,10 +1,15 @@
 // Integration tests with real chunkserver processes on loopback (issue: cluster core).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <random>
@@ -410,6 +415,55 @@ TEST(ClusterIntegration, StartupRefusals) {
   for (const auto& e : {err1, err2, err3, err4}) {
     EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << "not one line: " << e;
   }
+}
+
+// A node started on a disk with less free space than its --reserve says that it will refuse new
+// chunks; one started on a disk with no space left at all (LevelDB's recovery has to write)
+// exits with a one-line reason. The second part uses a small tmpfs in a private mount
+// namespace (needs root, which CI has).
+TEST(ClusterIntegration, StartupOnAFullDisk) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root";
+  TestCluster cluster;
+  // A reserve larger than any disk; node a's port is taken, so the run ends after the warning.
+  auto [code1, err1] = cluster.RunOnce({"--id", "a", "--data", cluster.dir() + "/w", "--cluster",
+                                        cluster.cluster_file(), "--reserve", "1000TiB"});
+  EXPECT_NE(code1, 0);
+  EXPECT_NE(err1.find("less than --reserve"), std::string::npos) << err1;
+  EXPECT_NE(err1.find("cannot listen on"), std::string::npos) << err1;
+
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+  std::string disk = cluster.dir() + "/disk";
+  ASSERT_EQ(::mkdir(disk.c_str(), 0755), 0);
+  ASSERT_EQ(::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{disk};
+  std::string data = disk + "/a";
+  // A first start lays out the data dir and its metadata store (and ends on the taken port).
+  auto [code2, err2] = cluster.RunOnce(
+      {"--id", "a", "--data", data, "--cluster", cluster.cluster_file(), "--reserve", "0"});
+  EXPECT_NE(err2.find("cannot listen on"), std::string::npos) << err2;
+  {
+    int b = ::open((disk + "/ballast").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(b, 0) << std::strerror(errno);
+    std::string zeros(4096, '\0');
+    while (::write(b, zeros.data(), zeros.size()) > 0) {
+    }
+    ::close(b);
+  }
+  auto [code3, err3] = cluster.RunOnce({"--id", "a", "--data", data, "--listen",
+                                        "127.0.0.1:" + std::to_string(testing::PickFreePort()),
+                                        "--cluster", cluster.cluster_file(), "--reserve", "0"});
+  EXPECT_GT(code3, 0) << err3;
+  EXPECT_NE(err3.find("No space left on device"), std::string::npos) << err3;
+  EXPECT_EQ(std::count(err3.begin(), err3.end(), '\n'), 1) << "not one line: " << err3;
+  // With space back it starts (and ends on the taken port again).
+  ASSERT_EQ(::unlink((disk + "/ballast").c_str()), 0);
+  auto [code4, err4] = cluster.RunOnce(
+      {"--id", "a", "--data", data, "--cluster", cluster.cluster_file(), "--reserve", "0"});
+  EXPECT_NE(err4.find("cannot listen on"), std::string::npos) << err4;
 }
 
 TEST(ClusterIntegration, SigtermIsCleanAndIncarnationPersists) {
