@@ -139,6 +139,12 @@ Status ChunkStore::Put(const ChunkId& id, const void* data, size_t size, const s
   return PutVerified(id, data, size, hint);
 }
 
+std::optional<uint64_t> ChunkStore::FreeBytes() const {
+  struct statvfs vfs;
+  if (::statvfs(dir_.c_str(), &vfs) != 0) return std::nullopt;
+  return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
 Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
                                const std::string& hint) {
   if (size > kMaxChunkBytes) {
@@ -168,15 +174,12 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     ~Putting() { bytes.fetch_sub(size); }
   } putting{putting_bytes_, size};
   if (uint64_t reserve = reserve_.load()) {
-    struct statvfs vfs;
-    if (::statvfs(dir_.c_str(), &vfs) == 0) {
-      uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-      if (avail < reserve + size + others) {
-        return Status(StatusCode::kNoSpace, "disk nearly full: " + std::to_string(avail >> 20) +
-                                                " MiB free, and chunks may not use the last " +
-                                                std::to_string(reserve >> 20) +
-                                                " MiB (--reserve), kept for metadata");
-      }
+    std::optional<uint64_t> avail = FreeBytes();
+    if (avail && *avail < reserve + size + others) {
+      return Status(StatusCode::kNoSpace, "disk nearly full: " + std::to_string(*avail >> 20) +
+                                              " MiB free, and chunks may not use the last " +
+                                              std::to_string(reserve >> 20) +
+                                              " MiB (--reserve), kept for metadata");
     }
   }
   std::string hex = id.ToHex();

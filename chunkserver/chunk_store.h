@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,9 @@ class ChunkStore {
   // chunk already stored takes no space and is never refused.
   void set_reserve(uint64_t bytes) { reserve_.store(bytes); }
   uint64_t reserve() const { return reserve_.load(); }
+  // Bytes free on the data dir's file system for an ordinary writer (statvfs's f_bavail);
+  // nullopt if statvfs fails.
+  std::optional<uint64_t> FreeBytes() const;
   // Reads served with O_DIRECT so far (for tests).
   uint64_t direct_reads() const { return direct_reads_.load(); }
   std::string PathOf(const ChunkId& id) const;

@@ -7,7 +7,6 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -172,15 +171,12 @@ int Run(int argc, char** argv) {
   auto chunks = ChunkStore::Open(data, /*direct_io=*/!buffered_chunks);
   if (!chunks.ok()) Die(chunks.status().message());
   (*chunks)->set_reserve(reserve);
-  struct statvfs vfs;
-  if (reserve > 0 && ::statvfs(data.c_str(), &vfs) == 0 &&
-      static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < reserve) {
-    std::fprintf(
-        stderr,
-        "quorumfs-chunkserver: the data disk has %llu MiB free, less than --reserve "
-        "(%llu MiB): this node refuses new chunks until space is freed\n",
-        static_cast<unsigned long long>(static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize >> 20),
-        static_cast<unsigned long long>(reserve >> 20));
+  if (std::optional<uint64_t> free = (*chunks)->FreeBytes(); free && *free < reserve) {
+    std::fprintf(stderr,
+                 "quorumfs-chunkserver: the data disk has %llu MiB free, less than --reserve "
+                 "(%llu MiB): this node refuses new chunks until space is freed\n",
+                 static_cast<unsigned long long>(*free >> 20),
+                 static_cast<unsigned long long>(reserve >> 20));
   }
   auto records = RecordStore::Open(data + "/meta");
   if (!records.ok()) Die(records.status().message());

@@ -88,19 +88,11 @@ std::string DescribeFailures(const QuorumSpec& spec,
   return out;
 }
 
+// Whether some replica answered with an error of `code`.
 template <typename Reply>
-bool AllEpochMismatch(const std::vector<std::optional<Result<Reply>>>& replies) {
-  bool any = false;
+bool AnyFailedWith(const std::vector<std::optional<Result<Reply>>>& replies, StatusCode code) {
   for (const auto& r : replies) {
-    if (r && !r->ok() && r->status().code() == StatusCode::kEpochMismatch) any = true;
-  }
-  return any;
-}
-
-template <typename Reply>
-bool AnyNoSpace(const std::vector<std::optional<Result<Reply>>>& replies) {
-  for (const auto& r : replies) {
-    if (r && !r->ok() && r->status().code() == StatusCode::kNoSpace) return true;
+    if (r && !r->ok() && r->status().code() == code) return true;
   }
   return false;
 }
@@ -447,9 +439,10 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
           // A replica's full disk (its promise could not be stored) is named as such: the
           // mount answers ENOSPC, which freeing space fixes (when no write of this change was
           // sent yet; otherwise its outcome is unknown, fail_status).
-          StatusCode code = AllEpochMismatch(g.replies) ? StatusCode::kEpochMismatch
-                            : AnyNoSpace(g.replies)     ? StatusCode::kNoSpace
-                                                        : StatusCode::kNoQuorum;
+          StatusCode code =
+              AnyFailedWith(g.replies, StatusCode::kEpochMismatch) ? StatusCode::kEpochMismatch
+              : AnyFailedWith(g.replies, StatusCode::kNoSpace)     ? StatusCode::kNoSpace
+                                                                   : StatusCode::kNoQuorum;
           return Result<RecordValue>(
               fail_status(code, "prepare reached fewer than " + std::to_string(R) +
                                     " replicas: " + DescribeFailures(*spec, g.replies)));

@@ -1,7 +1,5 @@
 // Integration tests with real chunkserver processes on loopback (issue: cluster core).
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -431,11 +429,9 @@ TEST(ClusterIntegration, StartupOnAFullDisk) {
   EXPECT_NE(err1.find("less than --reserve"), std::string::npos) << err1;
   EXPECT_NE(err1.find("cannot listen on"), std::string::npos) << err1;
 
-  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
   std::string disk = cluster.dir() + "/disk";
   ASSERT_EQ(::mkdir(disk.c_str(), 0755), 0);
-  ASSERT_EQ(::mount("tmpfs", disk.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
+  ASSERT_EQ(testing::MountTmpfs(disk, "2m"), "");
   struct Unmount {
     std::string dir;
     ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
@@ -445,14 +441,7 @@ TEST(ClusterIntegration, StartupOnAFullDisk) {
   auto [code2, err2] = cluster.RunOnce(
       {"--id", "a", "--data", data, "--cluster", cluster.cluster_file(), "--reserve", "0"});
   EXPECT_NE(err2.find("cannot listen on"), std::string::npos) << err2;
-  {
-    int b = ::open((disk + "/ballast").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-    ASSERT_GE(b, 0) << std::strerror(errno);
-    std::string zeros(4096, '\0');
-    while (::write(b, zeros.data(), zeros.size()) > 0) {
-    }
-    ::close(b);
-  }
+  ASSERT_NO_FATAL_FAILURE(testing::FillWithBallast(disk + "/ballast"));
   auto [code3, err3] = cluster.RunOnce({"--id", "a", "--data", data, "--listen",
                                         "127.0.0.1:" + std::to_string(testing::PickFreePort()),
                                         "--cluster", cluster.cluster_file(), "--reserve", "0"});

@@ -656,7 +656,7 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   for (int i = 0; i < 3; ++i) {
     std::string d = cluster.data_dir(i);
     ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
-    ASSERT_EQ(::mount("tmpfs", d.c_str(), "tmpfs", 0, "size=40m"), 0) << std::strerror(errno);
+    ASSERT_EQ(MountTmpfs(d, "40m"), "");
     unmount.dirs.push_back(d);
   }
   for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
@@ -710,25 +710,17 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   ASSERT_EQ(ErrName(after_err), ErrName(0)) << "after " << after_took << " s";
 
   // Something else fills the rest of every disk: metadata changes fail, and do not hang.
-  for (const auto& d : unmount.dirs) {
-    int b = ::open((d + "/ballast").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-    ASSERT_GE(b, 0) << std::strerror(errno);
-    std::string zeros(64 * 1024, '\0');
-    while (::write(b, zeros.data(), zeros.size()) > 0) {
-    }
-    ::close(b);
-  }
+  for (const auto& d : unmount.dirs) ASSERT_NO_FATAL_FAILURE(FillWithBallast(d + "/ballast"));
+  auto create = [](const std::string& path, int flags) {
+    int f = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC | flags, 0644);
+    if (f < 0) return errno;
+    ::close(f);
+    return 0;
+  };
   int failed_create = 0;
   for (int i = 0; i < 200 && failed_create == 0; ++i) {
     std::string p = mount.path("x" + std::to_string(i));
-    auto [e, took] = Bounded(
-        [&] {
-          int f = ::open(p.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-          if (f < 0) return errno;
-          ::close(f);
-          return 0;
-        },
-        30);
+    auto [e, took] = Bounded([&] { return create(p, O_EXCL); }, 30);
     ASSERT_NE(e, -1) << "create x" << i << " hung for " << took << " s";
     failed_create = e;
   }
@@ -739,15 +731,7 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   int e = -1;
   auto until = Clock::now() + std::chrono::seconds(10);
   while (e != 0 && Clock::now() < until) {
-    e = Bounded(
-            [&] {
-              int f = ::open(mount.path("y").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-              if (f < 0) return errno;
-              ::close(f);
-              return 0;
-            },
-            30)
-            .first;
+    e = Bounded([&] { return create(mount.path("y"), 0); }, 30).first;
     if (e != 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_EQ(ErrName(e), ErrName(0)) << "a create once space was freed";

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <kj/async.h>
 #include <kj/vector.h>
-#include <sched.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include <thread>
 
 #include "common/record_key.h"
+#include "tests/test_cluster.h"
 
 namespace quorumfs {
 namespace {
@@ -138,9 +138,7 @@ TEST_F(RecordStoreTest, CommitsOfOneLoopTurnShareOneSync) {
 // (needs root, which CI has).
 TEST_F(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
   ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root";
-  ASSERT_EQ(::unshare(CLONE_NEWNS), 0);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=4m"), 0);
+  ASSERT_EQ(testing::MountTmpfs(dir_, "4m"), "");
   mounted_ = true;
   std::map<uint64_t, std::string> acked;  // ino -> value of every acknowledged row
   {

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -12,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -223,6 +226,31 @@ void TestCluster::Reconfigure(const std::string& text) {
   for (int i = 0; i < nodes(); ++i) {
     if (config_->FindNode(node_id(i))) Start(i);
   }
+}
+
+std::string MountTmpfs(const std::string& dir, const std::string& size) {
+  static bool private_ns = false;
+  if (!private_ns) {
+    if (::unshare(CLONE_NEWNS) != 0) return std::string("unshare: ") + std::strerror(errno);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+      return std::string("make / private: ") + std::strerror(errno);
+    }
+    private_ns = true;
+  }
+  std::string options = "size=" + size;
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) != 0) {
+    return "mount tmpfs on " + dir + ": " + std::strerror(errno);
+  }
+  return "";
+}
+
+void FillWithBallast(const std::string& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
+  std::string zeros(4096, '\0');
+  while (::write(fd, zeros.data(), zeros.size()) > 0) {
+  }
+  ::close(fd);
 }
 
 }  // namespace testing

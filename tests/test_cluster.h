@@ -72,5 +72,12 @@ class TestCluster {
 // A port that was free a moment ago on 127.0.0.1.
 int PickFreePort();
 
+// Full-disk tests. Mounts a tmpfs of `size` (e.g. "4m") over the existing directory `dir`, in a
+// mount namespace private to this process (entered on first use, so the mount never shows on
+// the host and goes with the process); needs root. Returns "" or why it failed.
+std::string MountTmpfs(const std::string& dir, const std::string& size);
+// Writes zeros to a new file `path` until its file system is full (ENOSPC).
+void FillWithBallast(const std::string& path);
+
 }  // namespace testing
 }  // namespace quorumfs

@@ -115,6 +115,8 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
     verdict += "); data on them cannot be changed";
   }
 
+  // Full: not even one more chunk fits beyond the node's reserve.
+  auto full = [&](const NodeStatsInfo& s) { return s.available < config->chunk_size; };
   if (json) {
     JsonWriter j;
     j.BeginObject();
@@ -139,7 +141,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
         j.Key("capacity").Number(static_cast<double>(r.stats->capacity));
         j.Key("used").Number(static_cast<double>(r.stats->used));
         j.Key("available").Number(static_cast<double>(r.stats->available));
-        j.Key("full").Bool(r.stats->available < config->chunk_size);
+        j.Key("full").Bool(full(*r.stats));
         j.Key("chunks").Number(static_cast<double>(r.stats->chunk_count));
         j.Key("chunk_bytes").Number(static_cast<double>(r.stats->chunk_bytes));
         j.Key("records").Number(static_cast<double>(r.stats->record_count));
@@ -164,7 +166,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
     for (const auto& r : rows) {
       if (r.stats.ok()) {
         std::string note;
-        if (r.stats->available < config->chunk_size) {
+        if (full(*r.stats)) {
           note = "FULL: new chunks refused (" + Human(r.stats->available) +
                  " free beyond its --reserve); fsck --gc frees what removed files held";
         }
