@@ -417,7 +417,14 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
     auto votes = VotesOf(replies, &PromiseYes);
     return spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
   };
-  return Gather<PrepareReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide)
+  auto refused = [](const std::vector<std::optional<Result<PrepareReply>>>& replies) {
+    for (const auto& r : replies) {
+      if (r && r->ok() && (*r)->voting && !(*r)->promised) return true;
+    }
+    return false;
+  };
+  return Gather<PrepareReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide,
+                              refused, options_.conflict_grace)
       .then([this, op, spec, ballot, R, W,
              fail_status](Gathered<PrepareReply>&& g) -> kj::Promise<Result<RecordValue>> {
         auto votes = VotesOf(g.replies, &PromiseYes);
@@ -537,8 +544,14 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         Status abort_status = decision.status;
         bool aborted = decision.kind == Decision::kAbort;
         bool is_write = decision.kind == Decision::kWrite;
+        auto refused = [](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
+          for (const auto& r : replies) {
+            if (r && r->ok() && (*r)->voting && !(*r)->accepted) return true;
+          }
+          return false;
+        };
         return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
-                                   decide)
+                                   decide, refused, options_.conflict_grace)
             .then([this, op, spec, R, W, ballot, value, result = std::move(result), abort_status,
                    aborted, is_write, fail_status](
                       Gathered<AcceptReply>&& g) mutable -> kj::Promise<Result<RecordValue>> {

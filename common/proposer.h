@@ -54,6 +54,10 @@ struct ProposerOptions {
   kj::Duration op_timeout = 10 * kj::SECONDS;    // a whole Change/Read, retries included
   kj::Duration backoff_min = 200 * kj::MICROSECONDS;
   kj::Duration backoff_max = 20 * kj::MILLISECONDS;
+  // A prepare or accept round that a replica refused (another proposer is ahead) waits at most
+  // this much longer for the replies still missing, instead of the whole round_timeout: with a
+  // replica gone silent, two contending proposers would otherwise lose a second per round.
+  kj::Duration conflict_grace = 50 * kj::MILLISECONDS;
   bool one_round_changes = true;  // see the header comment
   // CreateShared's one round waits at most this long for every replica, then falls back.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;

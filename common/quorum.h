@@ -7,7 +7,9 @@
 //
 // Gather() sends one request per target and resolves as soon as `decide` says so, when every
 // target has answered, or when `timeout` passes — whichever is first. Requests still in flight
-// keep running in the background (a late accept still repairs a lagging replica).
+// keep running in the background (a late accept still repairs a lagging replica). With `hurry`,
+// the round also ends `hurry_after` after the replies so far first satisfy it (the proposer's
+// "another proposer is ahead": no point waiting a whole timeout for a node that may be gone).
 #pragma once
 
 #include <kj/async.h>
@@ -48,19 +50,27 @@ template <typename Reply>
 kj::Promise<Gathered<Reply>> Gather(
     kj::Timer& timer, kj::Duration timeout, size_t count,
     std::function<kj::Promise<Result<Reply>>(size_t)> send,
-    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide) {
+    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide,
+    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> hurry = nullptr,
+    kj::Duration hurry_after = 0 * kj::SECONDS) {
   struct State {
     Gathered<Reply> result;
     size_t answered = 0;
     bool done = false;
     kj::Own<kj::PromiseFulfiller<void>> fulfiller;
-    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide;
+    std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide, hurry;
+    // Fulfilled when `hurry` first holds. (No timer lives here: the state outlives the round in
+    // the requests still running, and may outlive the timer too.)
+    kj::Own<kj::PromiseFulfiller<void>> hurried;
   };
   auto state = std::make_shared<State>();
   state->result.replies.resize(count);
   state->decide = std::move(decide);
+  state->hurry = std::move(hurry);
   auto paf = kj::newPromiseAndFulfiller<void>();
   state->fulfiller = kj::mv(paf.fulfiller);
+  auto hurried = kj::newPromiseAndFulfiller<void>();
+  state->hurried = kj::mv(hurried.fulfiller);
   if (count == 0 || state->decide(state->result.replies)) {
     state->done = true;
     return Gathered<Reply>(state->result);
@@ -75,12 +85,17 @@ kj::Promise<Gathered<Reply>> Gather(
               state->decide(state->result.replies)) {
             state->done = true;
             state->fulfiller->fulfill();
+          } else if (state->hurry && state->hurried->isWaiting() &&
+                     state->hurry(state->result.replies)) {
+            state->hurried->fulfill();
           }
         })
         .detach([](kj::Exception&&) {});
   }
   return paf.promise
       .exclusiveJoin(timer.afterDelay(timeout).then([state]() { state->result.timed_out = true; }))
+      .exclusiveJoin(
+          hurried.promise.then([&timer, hurry_after]() { return timer.afterDelay(hurry_after); }))
       .then([state]() {
         state->done = true;
         return kj::mv(state->result);

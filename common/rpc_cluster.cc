@@ -14,6 +14,14 @@ struct RpcCluster::Node {
   kj::TimePoint retry_at = kj::origin<kj::TimePoint>();
   int failures = 0;
   std::string last_error;
+  // Believed unreachable: its last connect failed, or a call on its connection went
+  // unanswered for call_timeout with nothing else heard on it meanwhile (a silent network, not
+  // a slow server). Calls then fail at once instead of waiting on a connect or a connection
+  // that may never answer; reconnects go on in the background, and the first one that
+  // succeeds clears this.
+  bool down = false;
+  uint64_t generation = 0;  // counts connections made, so a stale timeout spares a new one
+  kj::TimePoint last_reply = kj::origin<kj::TimePoint>();  // on the current connection
 };
 
 namespace {
@@ -110,6 +118,12 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
   KJ_IF_MAYBE (c, node.client) {
     return *c;
   }
+  if (node.down) {
+    // Nobody waits for a node believed down: the call fails now, and a reconnect (when its
+    // backoff has passed) runs in the background for the calls after it.
+    if (node.connecting == nullptr && timer_.now() >= node.retry_at) StartConnect(node);
+    return KJ_EXCEPTION(DISCONNECTED, "unreachable", node.last_error);
+  }
   KJ_IF_MAYBE (p, node.connecting) {
     return p->addBranch().then([&node]() -> rpc::Chunkserver::Client {
       KJ_IF_MAYBE (c, node.client) {
@@ -125,6 +139,11 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
   if (timer_.now() < node.retry_at) {
     return KJ_EXCEPTION(DISCONNECTED, "unreachable (backing off)", node.last_error);
   }
+  StartConnect(node);
+  return Connect(node);
+}
+
+void RpcCluster::StartConnect(Node& node) {
   Node* n = &node;
   auto attempt = io_.getNetwork()
                      .parseAddress(node.address)
@@ -135,6 +154,9 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
                        n->conn = kj::heap<RpcConnection>(kj::mv(stream));
                        n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
                        n->failures = 0;
+                       n->down = false;
+                       ++n->generation;
+                       n->last_reply = timer_.now();
                        n->watch = n->conn->OnDisconnect()
                                       .then([this, n]() { Disconnect(*n, "connection closed"); },
                                             [this, n](kj::Exception&& e) {
@@ -150,11 +172,11 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
                                                             << std::min(n->failures, 16));
                        n->retry_at = timer_.now() + backoff * kj::NANOSECONDS;
                        n->last_error = e.getDescription().cStr();
+                       n->down = true;
                      })
                      .then([n]() { n->connecting = nullptr; })
                      .fork();
   node.connecting = kj::mv(bounded);
-  return Connect(node);
 }
 
 template <typename T, typename Fn>
@@ -162,16 +184,34 @@ kj::Promise<Result<T>> RpcCluster::Call(const std::string& node_id, Fn fn) {
   Node& node = NodeFor(node_id);
   Node* n = &node;
   std::string id = node_id;
-  auto work = Connect(node).then(
-      [fn = kj::mv(fn)](rpc::Chunkserver::Client client) mutable { return fn(client); });
+  kj::TimePoint start = timer_.now();
+  auto sent_on = std::make_shared<uint64_t>(0);  // the connection the call went out on
+  auto work = Connect(node)
+                  .then([fn = kj::mv(fn), n, sent_on](rpc::Chunkserver::Client client) mutable {
+                    *sent_on = n->generation;
+                    return fn(client);
+                  })
+                  .then([this, n, sent_on](Result<T>&& r) {
+                    if (*sent_on == n->generation) n->last_reply = timer_.now();
+                    return kj::mv(r);
+                  });
   return timer_.timeoutAfter(options_.call_timeout, kj::mv(work))
-      .catch_([this, n, id](kj::Exception&& e) -> Result<T> {
+      .catch_([this, n, id, start, sent_on](kj::Exception&& e) -> Result<T> {
         std::string desc = e.getDescription().cStr();
         if (e.getType() == kj::Exception::Type::DISCONNECTED) {
           if (n->client != nullptr) Disconnect(*n, desc);
           return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
         }
         if (e.getType() == kj::Exception::Type::OVERLOADED) {
+          // Nothing heard on this connection since the call went out: the network (or the
+          // host) is gone silently, and TCP would keep the connection open for many minutes.
+          // Drop it and treat the node as down, so later calls do not each wait out a timeout.
+          if (*sent_on != 0 && *sent_on == n->generation && n->client != nullptr &&
+              n->last_reply < start) {
+            Disconnect(*n, "no reply within " +
+                               std::to_string(options_.call_timeout / kj::MILLISECONDS) + " ms");
+            n->down = true;
+          }
           return Status(StatusCode::kTimedOut, "node " + id + ": " + desc);
         }
         return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);

@@ -2,9 +2,12 @@
 // event loop thread, which owns every connection; other threads reach it through that loop's
 // kj::Executor (see ClusterClient).
 //
-// Connections are made on first use and re-made after a failure with exponential backoff;
-// while a node is backing off, calls to it fail at once with Unavailable, so a dead node costs
-// at most one timeout per call and never a hang. Every call has a deadline (call_timeout).
+// Connections are made on first use and re-made after a failure with exponential backoff.
+// Every call has a deadline (call_timeout). A node whose connect failed, or whose connection
+// answered nothing for a whole call_timeout (a network that drops packets silently, a host
+// that lost power: TCP itself would wait many minutes), is marked down: calls to it fail at
+// once with Unavailable while reconnects run in the background, so a dead node costs one
+// timeout when it dies and none after, and never a hang.
 #pragma once
 
 #include <kj/async-io.h>
@@ -105,6 +108,7 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   struct Node;
   Node& NodeFor(const std::string& id);
   kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);
+  void StartConnect(Node& node);  // a connect attempt, kept in node.connecting
   void Disconnect(Node& node, const std::string& why);
 
   // Runs `fn(client)` against `node` with the call deadline; converts every exception into a

@@ -8,6 +8,7 @@ QUORUMFS_PACKAGES=(
   libfuse3-dev fuse3              # the mount
   libcli11-dev                    # command-line flags
   git sqlite3 tar                 # programs the FUSE tests run on a mount
+  iproute2                        # `ip netns`: the partition tests
 )
 
 ensure_packages() {

@@ -20,6 +20,7 @@
 
 #include "common/cluster_client.h"
 #include "common/record_key.h"
+#include "tests/test_netns.h"
 
 namespace quorumfs {
 namespace testing {
@@ -37,9 +38,10 @@ inline std::string ReadWholeFile(const std::string& path) {
   return ss.str();
 }
 
-// Runs `quorumfs args...`, capturing stdout and stderr (in files under `scratch_dir`).
+// Runs `quorumfs args...`, capturing stdout and stderr (in files under `scratch_dir`); inside
+// network namespace `netns` when one is given (partition tests).
 inline CliResult RunCli(const std::vector<std::string>& args, const std::string& scratch_dir,
-                        int timeout_s = 120) {
+                        int timeout_s = 120, const std::string& netns = "") {
   static int seq = 0;
   std::string base =
       scratch_dir + "/cli." + std::to_string(::getpid()) + "." + std::to_string(seq++);
@@ -48,6 +50,7 @@ inline CliResult RunCli(const std::vector<std::string>& args, const std::string&
   full.insert(full.end(), args.begin(), args.end());
   pid_t pid = ::fork();
   if (pid == 0) {
+    if (!netns.empty() && !EnterNetns(netns)) ::_exit(125);
     int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (out >= 0) ::dup2(out, 1);

@@ -1,7 +1,8 @@
 // Failures under a real mount: a chunkserver killed during a large write, two of three servers
 // down (operations fail with EIO within op_timeout, never hang, and the mount recovers by
-// itself), the mount process killed during a rename storm (the namespace stays consistent), and
-// the servers' disks filling up (ENOSPC, and everything works again once space is freed).
+// itself), the mount process killed during a rename storm (the namespace stays consistent), the
+// servers' disks filling up (ENOSPC, and everything works again once space is freed), and
+// network partitions between mounts and servers on separate network namespaces.
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -30,6 +32,7 @@
 #include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
+#include "tests/test_netns.h"
 
 namespace quorumfs {
 namespace testing {
@@ -959,6 +962,235 @@ TEST_F(FailureTest, MountKilledDuringRenameStorm) {
     ASSERT_EQ(::stat(d1.c_str(), &st), 0);
     EXPECT_EQ(st.st_nlink, 2u) << r;
   }
+}
+
+// Network partitions, on separate "hosts": three servers and two mounts, each in a network
+// namespace of its own, every mount wired to every server by a link of its own
+// (tests/test_netns.h). A cut link drops packets silently, as a failed switch port does: unlike
+// a killed server (refused at once) or a frozen one (its kernel still acknowledges), a
+// connection over it just stops carrying bytes.
+class PartitionTest : public FailureTest {
+ protected:
+  void SetUp() override {
+    FailureTest::SetUp();
+    if (IsSkipped()) return;
+    std::string why;
+    if (!NetLab::Available(&why)) GTEST_SKIP() << "partition tests skipped: " << why;
+    lab_ = std::make_unique<NetLab>(3, 2);
+    ASSERT_TRUE(lab_->ok());
+    TestClusterOptions co;
+    for (int s = 0; s < 3; ++s) {
+      co.netns.push_back(lab_->server_ns(s));
+      co.hosts.push_back(lab_->server_host(s));
+    }
+    cluster_ = std::make_unique<TestCluster>(co);
+    for (int c = 0; c < 2; ++c) {
+      TestMountOptions mo;
+      mo.op_timeout = 3;
+      mo.netns = lab_->client_ns(c);
+      mounts_.push_back(std::make_unique<TestMount>(
+          cluster_->cluster_file(), cluster_->dir() + "/m" + std::to_string(c), mo));
+      ASSERT_TRUE(mounts_.back()->ok());
+    }
+  }
+  void TearDown() override {
+    mounts_.clear();  // the mounts go first: their daemons must not wait on a dead network
+    cluster_.reset();
+    lab_.reset();
+  }
+  TestMount& m(int c) { return *mounts_[c]; }
+  CliResult Fsck(std::vector<std::string> args) {
+    args.insert(args.begin(), {"fsck", "--cluster", cluster_->cluster_file(), "--timeout", "3"});
+    return RunCli(args, cluster_->dir(), 120, lab_->client_ns(0));
+  }
+  // Retries `op` (0 or an errno) until it returns 0 or `limit` s have passed; returns the
+  // seconds it took, or -1.
+  static double SecondsUntilOk(const std::function<int()>& op, double limit) {
+    auto start = Clock::now();
+    while (Since(start) < limit) {
+      if (Bounded(op, limit).first == 0) return Since(start);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return -1;
+  }
+
+  std::unique_ptr<NetLab> lab_;
+  std::unique_ptr<TestCluster> cluster_;
+  std::vector<std::unique_ptr<TestMount>> mounts_;
+};
+
+int CreateExclusive(const std::string& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  return ::close(fd) == 0 ? 0 : errno;
+}
+
+// A mount cut off from two of three servers fails its changes with EIO within op_timeout while
+// the mount on the majority side goes on; once the links heal, the cut-off mount works again
+// within seconds, and sees what the other wrote meanwhile.
+TEST_F(PartitionTest, MinoritySideFailsInTimeAndCatchesUpAfterTheHeal) {
+  ASSERT_EQ(ErrName(WriteBlocks(m(0).path("before"), 0, 2)), ErrName(0));
+  ASSERT_TRUE(lab_->Cut(0, 1) && lab_->Cut(0, 2));
+
+  auto [ce, ctook] = Bounded([&] { return CreateExclusive(m(0).path("minority")); }, 30);
+  EXPECT_EQ(ErrName(ce), ErrName(EIO)) << "create on the minority side";
+  EXPECT_LT(ctook, 8) << "create on the minority side returned " << ErrName(ce) << " too late";
+  auto [we, wtook] = Bounded([&] { return WriteBlocks(m(0).path("lost"), 50, 2); }, 30);
+  EXPECT_NE(ErrName(we), ErrName(0)) << "a write acknowledged by one server of three";
+  EXPECT_LT(wtook, 15);
+
+  auto [me, mtook] = Bounded([&] { return WriteBlocks(m(1).path("majority"), 10, 3); }, 30);
+  EXPECT_EQ(ErrName(me), ErrName(0)) << "write on the majority side (" << mtook << " s)";
+  uint64_t size = 0;
+  int err = 0;
+  EXPECT_EQ(FileChecksum(m(1).path("before"), &size, &err), BlocksChecksum(0, 2));
+  EXPECT_EQ(err, 0) << std::strerror(err);
+
+  ASSERT_TRUE(lab_->Heal(0, 1) && lab_->Heal(0, 2));
+  double back = SecondsUntilOk([&] { return CreateExclusive(m(0).path("after-heal")); }, 60);
+  std::fprintf(stderr, "the cut-off mount's first create succeeded %.2f s after the heal\n", back);
+  EXPECT_GE(back, 0) << "the cut-off mount never recovered";
+  EXPECT_LT(back, 8) << "the cut-off mount took too long to recover";
+  EXPECT_EQ(FileChecksum(m(0).path("majority"), &size, &err), BlocksChecksum(10, 3));
+  EXPECT_EQ(err, 0) << std::strerror(err);
+  EXPECT_EQ(size, 3 * kMiB);
+  struct stat st {};
+  EXPECT_EQ(::stat(m(1).path("after-heal").c_str(), &st), 0) << std::strerror(errno);
+}
+
+// Each mount reaches a different two of the three servers: both have quorums (they meet in the
+// middle server) and both go on. Each reads what the other wrote, and when both create the same
+// names at once, each name has exactly one creator and both mounts see its bytes. After the
+// heal, fsck copies the chunks each side could put on two servers only to the third, and finds
+// the cluster clean.
+TEST_F(PartitionTest, OverlappingQuorumsBothProceedAndAgree) {
+  ASSERT_TRUE(lab_->Cut(0, 2) && lab_->Cut(1, 0));
+  for (int c = 0; c < 2; ++c) {
+    std::string name = "from" + std::to_string(c);
+    auto [e, took] = Bounded([&] { return WriteBlocks(m(c).path(name), 100 * c, 3); }, 60);
+    ASSERT_EQ(ErrName(e), ErrName(0)) << name << " (" << took << " s)";
+  }
+  for (int c = 0; c < 2; ++c) {
+    uint64_t size = 0;
+    int err = 0;
+    uint64_t sum = FileChecksum(m(1 - c).path("from" + std::to_string(c)), &size, &err);
+    EXPECT_EQ(err, 0) << std::strerror(err);
+    EXPECT_EQ(size, 3 * kMiB);
+    EXPECT_EQ(sum, BlocksChecksum(100 * c, 3)) << "from" << c << " read through the other mount";
+  }
+
+  constexpr int kNames = 40;
+  std::vector<int> result[2];
+  std::vector<std::thread> threads;
+  for (int c = 0; c < 2; ++c) {
+    result[c].assign(kNames, -1);
+    threads.emplace_back([&, c] {
+      for (int i = 0; i < kNames; ++i) {
+        std::string path = m(c).path("race" + std::to_string(i));
+        int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0) {
+          result[c][i] = errno;
+          continue;
+        }
+        std::string mark = "mount " + std::to_string(c);
+        result[c][i] = ::write(fd, mark.data(), mark.size()) == ssize_t(mark.size()) ? 0 : errno;
+        if (::close(fd) != 0 && result[c][i] == 0) result[c][i] = errno;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kNames; ++i) {
+    std::string name = "race" + std::to_string(i);
+    int wins = (result[0][i] == 0) + (result[1][i] == 0);
+    EXPECT_EQ(wins, 1) << name << ": " << ErrName(result[0][i]) << " / " << ErrName(result[1][i]);
+    if (wins != 1) continue;
+    int winner = result[0][i] == 0 ? 0 : 1;
+    EXPECT_EQ(ErrName(result[1 - winner][i]), ErrName(EEXIST)) << name;
+    for (int c = 0; c < 2; ++c) {
+      char buf[32] = {};
+      int fd = ::open(m(c).path(name).c_str(), O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0) << name << " through mount " << c << ": " << std::strerror(errno);
+      EXPECT_EQ(::read(fd, buf, sizeof(buf) - 1), 7) << name << " through mount " << c;
+      EXPECT_EQ(std::string(buf), "mount " + std::to_string(winner)) << name;
+      ::close(fd);
+    }
+  }
+
+  ASSERT_TRUE(lab_->Heal(0, 2) && lab_->Heal(1, 0));
+  CliResult repair = Fsck({"--repair"});
+  EXPECT_EQ(repair.code, 1) << "chunks on two servers of three should need copying\n"
+                            << repair.All();
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
+}
+
+// A server the network cuts off silently costs the mount one call timeout, not one per call:
+// the mount notices that the connection answers nothing and stops waiting on it. Before, every
+// chunk read that tried that server first waited out a whole call timeout (a 3 MiB file took
+// 3-6 s to read instead of 0.03 s), and so did every listing; every create waited 100 ms for
+// its all-replica round.
+TEST_F(PartitionTest, ASilentServerCostsOneTimeoutNotOnePerCall) {
+  constexpr int kFiles = 6;
+  for (int f = 0; f < kFiles; ++f) {
+    ASSERT_EQ(ErrName(WriteBlocks(m(1).path("f" + std::to_string(f)), 10 * f, 3)), ErrName(0));
+  }
+  ASSERT_EQ(::mkdir(m(1).path("d").c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ(::mkdir(m(1).path("listed").c_str(), 0755), 0) << std::strerror(errno);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(ErrName(CreateExclusive(m(1).path("listed/" + std::to_string(i)))), ErrName(0));
+  }
+  auto creates = [&](const std::string& prefix, int n) {
+    auto start = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(ErrName(CreateExclusive(m(0).path("d/" + prefix + std::to_string(i)))), ErrName(0));
+    }
+    return Since(start);
+  };
+  auto reads = [&](int first, int count) {
+    auto start = Clock::now();
+    for (int f = first; f < first + count; ++f) {
+      uint64_t size = 0;
+      int err = 0;
+      EXPECT_EQ(FileChecksum(m(0).path("f" + std::to_string(f)), &size, &err),
+                BlocksChecksum(10 * f, 3));
+      EXPECT_EQ(err, 0) << "f" << f << ": " << std::strerror(err);
+    }
+    return Since(start);
+  };
+  auto listing = [&] {
+    auto start = Clock::now();
+    int err = 0;
+    EXPECT_EQ(List(m(0).path("listed"), &err).size(), 20u);  // never listed by this mount
+    EXPECT_EQ(err, 0) << std::strerror(err);
+    return Since(start);
+  };
+  double healthy_creates = creates("h", 30);
+  ASSERT_TRUE(lab_->Cut(0, 2));
+  // The first calls to the cut-off server wait out the call timeout (3 s with op_timeout=3).
+  double first = creates("x", 30);
+  // From then on the mount does not wait for it.
+  double later_creates = creates("y", 30);
+  double later_reads = reads(0, kFiles);
+  double later_listing = listing();
+  std::fprintf(stderr,
+               "healthy: 30 creates %.2f s; cut off: 30 creates %.2f s, then 30 creates %.2f s, "
+               "%d reads of 3 MiB %.2f s, a listing %.2f s\n",
+               healthy_creates, first, later_creates, kFiles, later_reads, later_listing);
+  EXPECT_LT(first, 8);
+  EXPECT_LT(later_creates, 1.5 + 2 * healthy_creates);
+  EXPECT_LT(later_reads, 2);
+  EXPECT_LT(later_listing, 1);
+  // And once the link heals, the server is used again: a write reaches all three.
+  ASSERT_TRUE(lab_->Heal(0, 2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the mount's reconnect backoff
+  ASSERT_EQ(ErrName(WriteBlocks(m(0).path("after"), 500, 2)), ErrName(0));
+  // What was written during the cut is on two servers of three until fsck copies it.
+  CliResult repair = Fsck({"--repair"});
+  EXPECT_EQ(repair.code, 1) << repair.All();
+  EXPECT_EQ(repair.out.find("[/after]"), std::string::npos) << "written after the heal:\n"
+                                                            << repair.All();
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
 }
 
 }  // namespace

@@ -443,6 +443,78 @@ TEST(ProposerScenario, AbortAfterAnUnchosenWriteIsFinal) {
   }
 }
 
+// Two proposers contend for one key while each is cut off, silently, from a different replica
+// (each still reaches two of three: a quorum). A round the other proposer has overtaken gets
+// one refusal and one yes, and the third reply never comes: it must not wait the whole
+// round_timeout for it. Returns the simulated seconds 2 x 20 increments took.
+double ContendWithSilentReplicas(kj::Duration conflict_grace) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  kj::TimerImpl timer(kj::origin<kj::TimePoint>());
+  ScriptedCluster cluster;
+  const std::string key = InodeKey(1);
+  auto config = std::make_shared<ClusterConfig>();
+  for (const char* id : {"a", "b", "c"}) {
+    NodeInfo n;
+    n.id = id;
+    config->nodes.push_back(n);
+  }
+  config->replicas = 3;
+  config->write_quorum = 2;
+  config->read_quorum = 2;
+  auto options = [&](uint64_t id) {
+    ProposerOptions o;
+    o.proposer_id = id;
+    o.rng_seed = id;
+    o.op_timeout = 600 * kj::SECONDS;
+    o.conflict_grace = conflict_grace;
+    o.one_round_changes = false;  // every change a prepare and an accept: rounds to contend
+    return o;
+  };
+  Proposer p(cluster, timer, options(300));
+  Proposer q(cluster, timer, options(400));
+  p.SetConfig(config);
+  q.SetConfig(config);
+  cluster.policy = [](const char*, const std::string& node, Ballot b) {
+    bool cut = (b.proposer == 300 && node == "c") || (b.proposer == 400 && node == "a");
+    return cut ? ScriptedCluster::Action::kDrop : ScriptedCluster::Action::kDeliver;
+  };
+  auto increment = [](const std::optional<std::string>& current) {
+    int n = current ? std::stoi(*current) : 0;
+    return Decision::Write(std::to_string(n + 1));
+  };
+  constexpr int kEach = 20;
+  // Each proposer's increments, one after another; resolves to the number that failed.
+  std::function<kj::Promise<int>(Proposer*, int)> loop_of = [&](Proposer* who, int left) {
+    if (left == 0) return kj::Promise<int>(0);
+    return who->Change(key, increment).then([&loop_of, who, left](Result<RecordValue>&& r) {
+      return loop_of(who, left - 1).then([ok = r.ok()](int failed) { return failed + !ok; });
+    });
+  };
+  auto mine = loop_of(&p, kEach);
+  auto theirs = loop_of(&q, kEach);
+  int failed = Await(mine, ws, timer) + Await(theirs, ws, timer);
+  EXPECT_EQ(failed, 0);
+  auto check = p.Change(key, [](const std::optional<std::string>&) { return Decision::Keep(); });
+  auto got = Await(check, ws, timer);
+  EXPECT_TRUE(got.ok()) << got.status().ToString();
+  if (got.ok()) {
+    EXPECT_EQ(got->payload, std::optional<std::string>(std::to_string(2 * kEach)));
+  }
+  EXPECT_GT(p.counters().conflicts + q.counters().conflicts, 0u) << "the two never contended";
+  return static_cast<double>((timer.now() - kj::origin<kj::TimePoint>()) / kj::MILLISECONDS) / 1000;
+}
+
+TEST(ProposerScenario, ARefusedRoundDoesNotWaitForASilentReplica) {
+  double with_grace = ContendWithSilentReplicas(50 * kj::MILLISECONDS);
+  // The control: waiting out round_timeout (1 s) after a refusal, as before conflict_grace.
+  double without = ContendWithSilentReplicas(ProposerOptions().round_timeout);
+  std::fprintf(stderr, "40 contended changes: %.2f s simulated, %.2f s without the grace\n",
+               with_grace, without);
+  EXPECT_LT(with_grace, 1);  // less than one round_timeout in all
+  EXPECT_GT(without, 2 * with_grace);
+}
+
 TEST(Simulation, ThreeNodesManySeeds) {
   SimStats s = RunSeeds(Scenario::kThreeNodes, 10'000, 60);
   // The runs must exercise what they claim to: contention and faults.

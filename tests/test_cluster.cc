@@ -21,27 +21,45 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/test_netns.h"
+
 namespace quorumfs {
 namespace testing {
 namespace {
 
-bool CanConnect(int port) {
+bool ConnectHere(const std::string& host, int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
   return ok;
 }
 
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+// Whether host:port accepts a connection, tried from inside network namespace `netns` (a
+// forked child enters it) when one is given.
+bool CanConnect(const std::string& host, int port, const std::string& netns) {
+  if (netns.empty()) return ConnectHere(host, port);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (!EnterNetns(netns)) ::_exit(2);
+    ::_exit(ConnectHere(host, port) ? 0 : 1);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log,
+            const std::string& netns = "") {
   pid_t pid = ::fork();
   if (pid == 0) {
     // Die with the test, and do not hold the test's descriptors (a FUSE fd kept open by a
     // server would keep a mount busy).
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!netns.empty() && !EnterNetns(netns)) ::_exit(125);
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
@@ -94,8 +112,8 @@ TestCluster::TestCluster(TestClusterOptions options) : options_(options) {
        << "\n";
   if (options.chunk_size) conf << "chunk_size = " << options.chunk_size << "\n";
   for (int i = 0; i < options.nodes; ++i) {
-    ports_.push_back(PickFreePort());
-    conf << "node " << node_id(i) << " 127.0.0.1:" << ports_.back() << "\n";
+    ports_.push_back(options.hosts.empty() ? PickFreePort() : 7100);
+    conf << "node " << node_id(i) << " " << host(i) << ":" << ports_.back() << "\n";
   }
   std::ofstream(cluster_file_) << conf.str();
   auto parsed = ClusterConfig::Parse(conf.str(), cluster_file_);
@@ -119,6 +137,14 @@ TestCluster::~TestCluster() {
 
 std::string TestCluster::node_id(int i) const { return std::string(1, static_cast<char>('a' + i)); }
 
+std::string TestCluster::host(int i) const {
+  return i < static_cast<int>(options_.hosts.size()) ? options_.hosts[i] : "127.0.0.1";
+}
+
+std::string TestCluster::netns(int i) const {
+  return i < static_cast<int>(options_.netns.size()) ? options_.netns[i] : "";
+}
+
 std::string TestCluster::data_dir(int i) const { return dir_ + "/" + node_id(i); }
 
 std::string TestCluster::Log(int i) const {
@@ -140,9 +166,9 @@ void TestCluster::Start(int i, bool rejoin) {
   if (rejoin) args.push_back("--rejoin");
   args.insert(args.end(), options_.server_args.begin(), options_.server_args.end());
   for (int attempt = 0; attempt < 3; ++attempt) {
-    pids_[i] = Spawn(args, dir_ + "/" + node_id(i) + ".log");
+    pids_[i] = Spawn(args, dir_ + "/" + node_id(i) + ".log", netns(i));
     for (int t = 0; t < 500; ++t) {
-      if (CanConnect(ports_[i])) return;
+      if (CanConnect(host(i), ports_[i], netns(i))) return;
       int status;
       if (::waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {
         pids_[i] = -1;
@@ -156,7 +182,9 @@ void TestCluster::Start(int i, bool rejoin) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   ASSERT_GT(pids_[i], 0) << "node " << node_id(i) << " did not start:\n" << Log(i);
-  ASSERT_TRUE(CanConnect(ports_[i])) << "node " << node_id(i) << " not listening:\n" << Log(i);
+  ASSERT_TRUE(CanConnect(host(i), ports_[i], netns(i)))
+      << "node " << node_id(i) << " not listening:\n"
+      << Log(i);
 }
 
 void TestCluster::Kill(int i) {
@@ -210,7 +238,7 @@ int TestCluster::AddNode() {
 }
 
 std::string TestCluster::NodeLine(int i) const {
-  return "node " + node_id(i) + " 127.0.0.1:" + std::to_string(ports_[i]);
+  return "node " + node_id(i) + " " + host(i) + ":" + std::to_string(ports_[i]);
 }
 
 void TestCluster::Reconfigure(const std::string& text) {

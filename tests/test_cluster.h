@@ -23,6 +23,10 @@ struct TestClusterOptions {
   bool start = true;                     // start every node in the constructor
   uint64_t chunk_size = 0;               // bytes; 0: the cluster file's default (1 MiB)
   std::vector<std::string> server_args;  // more arguments for every chunkserver
+  // Partition tests (tests/test_netns.h): node i runs inside the network namespace netns[i]
+  // and listens on hosts[i]:7100 there. Empty: every node on 127.0.0.1, ports picked.
+  std::vector<std::string> netns;
+  std::vector<std::string> hosts;
 };
 
 class TestCluster {
@@ -45,6 +49,7 @@ class TestCluster {
   std::string data_dir(int i) const;
   std::string node_id(int i) const;
   int port(int i) const { return ports_[i]; }
+  std::string host(int i) const;
   std::string Log(int i) const;
 
   // Writes a cluster file with a different epoch (for epoch-mismatch tests).
@@ -61,6 +66,8 @@ class TestCluster {
   void Reconfigure(const std::string& text);
 
  private:
+  std::string netns(int i) const;
+
   TestClusterOptions options_;
   std::string dir_;
   std::string cluster_file_;

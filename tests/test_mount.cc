@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/test_netns.h"
+
 namespace quorumfs {
 namespace testing {
 namespace {
@@ -149,6 +151,7 @@ bool TestMount::Start() {
     // If the test process dies (a timeout, a crash) the daemon goes with it.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(126);
+    if (!options_.netns.empty() && !EnterNetns(options_.netns)) ::_exit(125);
     int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);

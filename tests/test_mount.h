@@ -29,6 +29,7 @@ struct TestMountOptions {
   double op_timeout = 10;               // -o op_timeout=
   std::vector<std::string> extra_opts;  // more -o options, e.g. "attr_timeout=0"
   double start_timeout = 20;            // s to wait for the mount to appear
+  std::string netns;  // run the daemon in this network namespace (tests/test_netns.h)
 };
 
 class TestMount {
