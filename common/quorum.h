@@ -8,13 +8,16 @@
 // Gather() sends one request per target and resolves as soon as `decide` says so, when every
 // target has answered, or when `timeout` passes — whichever is first. Requests still in flight
 // keep running in the background (a late accept still repairs a lagging replica). With `hurry`,
-// the round also ends `hurry_after` after the replies so far first satisfy it (the proposer's
-// "another proposer is ahead": no point waiting a whole timeout for a node that may be gone).
+// the round also ends soon after the replies so far first satisfy it (the proposer's "another
+// proposer is ahead": no point waiting a whole timeout for a node that may be gone): after
+// `hurry_after`, or twice the time the round had taken by then if that is longer, so that a
+// slow network's replies still count.
 #pragma once
 
 #include <kj/async.h>
 #include <kj/timer.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -59,9 +62,11 @@ kj::Promise<Gathered<Reply>> Gather(
     bool done = false;
     kj::Own<kj::PromiseFulfiller<void>> fulfiller;
     std::function<bool(const std::vector<std::optional<Result<Reply>>>&)> decide, hurry;
-    // Fulfilled when `hurry` first holds. (No timer lives here: the state outlives the round in
-    // the requests still running, and may outlive the timer too.)
-    kj::Own<kj::PromiseFulfiller<void>> hurried;
+    // Fulfilled, with how much longer to wait, when `hurry` first holds. (No timer promise
+    // lives here: the state outlives the round in the requests still running, and may outlive
+    // the timer too.)
+    kj::Own<kj::PromiseFulfiller<kj::Duration>> hurried;
+    kj::TimePoint start = kj::origin<kj::TimePoint>();
   };
   auto state = std::make_shared<State>();
   state->result.replies.resize(count);
@@ -69,15 +74,16 @@ kj::Promise<Gathered<Reply>> Gather(
   state->hurry = std::move(hurry);
   auto paf = kj::newPromiseAndFulfiller<void>();
   state->fulfiller = kj::mv(paf.fulfiller);
-  auto hurried = kj::newPromiseAndFulfiller<void>();
+  auto hurried = kj::newPromiseAndFulfiller<kj::Duration>();
   state->hurried = kj::mv(hurried.fulfiller);
+  state->start = timer.now();
   if (count == 0 || state->decide(state->result.replies)) {
     state->done = true;
     return Gathered<Reply>(state->result);
   }
   for (size_t i = 0; i < count; ++i) {
     send(i)
-        .then([state, i](Result<Reply>&& reply) {
+        .then([state, i, &timer, hurry_after](Result<Reply>&& reply) {
           if (state->done) return;
           state->result.replies[i] = std::move(reply);
           ++state->answered;
@@ -87,7 +93,8 @@ kj::Promise<Gathered<Reply>> Gather(
             state->fulfiller->fulfill();
           } else if (state->hurry && state->hurried->isWaiting() &&
                      state->hurry(state->result.replies)) {
-            state->hurried->fulfill();
+            kj::Duration wait = std::max(hurry_after, 2 * (timer.now() - state->start));
+            state->hurried->fulfill(kj::mv(wait));
           }
         })
         .detach([](kj::Exception&&) {});
@@ -95,7 +102,7 @@ kj::Promise<Gathered<Reply>> Gather(
   return paf.promise
       .exclusiveJoin(timer.afterDelay(timeout).then([state]() { state->result.timed_out = true; }))
       .exclusiveJoin(
-          hurried.promise.then([&timer, hurry_after]() { return timer.afterDelay(hurry_after); }))
+          hurried.promise.then([&timer](kj::Duration wait) { return timer.afterDelay(wait); }))
       .then([state]() {
         state->done = true;
         return kj::mv(state->result);

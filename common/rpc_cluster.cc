@@ -14,13 +14,15 @@ struct RpcCluster::Node {
   kj::TimePoint retry_at = kj::origin<kj::TimePoint>();
   int failures = 0;
   std::string last_error;
-  // Believed unreachable: its last connect failed, or a call on its connection went
-  // unanswered for call_timeout with nothing else heard on it meanwhile (a silent network, not
-  // a slow server). Calls then fail at once instead of waiting on a connect or a connection
-  // that may never answer; reconnects go on in the background, and the first one that
-  // succeeds clears this.
+  // Believed unreachable: its last connect failed. Calls then fail at once instead of waiting
+  // on a connect that may never complete; reconnects go on in the background, and the first
+  // one that succeeds clears this. (A connection that answers nothing for a whole call_timeout
+  // is dropped, see Call, and the next call's reconnect tells whether the node is there.)
   bool down = false;
-  uint64_t generation = 0;  // counts connections made, so a stale timeout spares a new one
+  // Resets `connecting` once the attempt is over. It is a branch of its own: the attempt's
+  // chain may not drop its own last reference (kj would free the promise while it runs).
+  kj::Promise<void> connect_done = nullptr;
+  uint64_t generation = 0;  // counts connections made, so a stale failure spares a new one
   kj::TimePoint last_reply = kj::origin<kj::TimePoint>();  // on the current connection
 };
 
@@ -90,8 +92,15 @@ void RpcCluster::SetConfig(std::shared_ptr<const ClusterConfig> config) {
   for (const auto& n : config_->nodes) {
     auto it = nodes_.find(n.id);
     if (it != nodes_.end() && it->second->address != n.address) {
-      Disconnect(*it->second, "address changed");
-      it->second->address = n.address;
+      Node& node = *it->second;
+      Disconnect(node, "address changed");
+      node.address = n.address;
+      // Whatever was learnt about the old address says nothing of the new one.
+      node.connect_done = nullptr;
+      node.connecting = nullptr;
+      node.down = false;
+      node.failures = 0;
+      node.retry_at = kj::origin<kj::TimePoint>();
     }
   }
 }
@@ -174,8 +183,9 @@ void RpcCluster::StartConnect(Node& node) {
                        n->last_error = e.getDescription().cStr();
                        n->down = true;
                      })
-                     .then([n]() { n->connecting = nullptr; })
                      .fork();
+  node.connect_done =
+      bounded.addBranch().then([n]() { n->connecting = nullptr; }).eagerlyEvaluate(nullptr);
   node.connecting = kj::mv(bounded);
 }
 
@@ -199,18 +209,18 @@ kj::Promise<Result<T>> RpcCluster::Call(const std::string& node_id, Fn fn) {
       .catch_([this, n, id, start, sent_on](kj::Exception&& e) -> Result<T> {
         std::string desc = e.getDescription().cStr();
         if (e.getType() == kj::Exception::Type::DISCONNECTED) {
-          if (n->client != nullptr) Disconnect(*n, desc);
+          if (n->client != nullptr && *sent_on == n->generation) Disconnect(*n, desc);
           return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
         }
         if (e.getType() == kj::Exception::Type::OVERLOADED) {
           // Nothing heard on this connection since the call went out: the network (or the
-          // host) is gone silently, and TCP would keep the connection open for many minutes.
-          // Drop it and treat the node as down, so later calls do not each wait out a timeout.
+          // host) may be gone silently, and TCP would keep the connection open for many
+          // minutes. Drop it: the next call reconnects, and if that connect fails too the node
+          // is down and later calls do not each wait out a timeout.
           if (*sent_on != 0 && *sent_on == n->generation && n->client != nullptr &&
               n->last_reply < start) {
             Disconnect(*n, "no reply within " +
                                std::to_string(options_.call_timeout / kj::MILLISECONDS) + " ms");
-            n->down = true;
           }
           return Status(StatusCode::kTimedOut, "node " + id + ": " + desc);
         }
