@@ -23,6 +23,7 @@ struct RpcCluster::Node {
   // chain may not drop its own last reference (kj would free the promise while it runs).
   kj::Promise<void> connect_done = nullptr;
   uint64_t generation = 0;  // counts connections made, so a stale failure spares a new one
+  uint64_t attempt = 0;     // counts connect attempts; an address change voids the one running
   kj::TimePoint last_reply = kj::origin<kj::TimePoint>();  // on the current connection
 };
 
@@ -95,7 +96,9 @@ void RpcCluster::SetConfig(std::shared_ptr<const ClusterConfig> config) {
       Node& node = *it->second;
       Disconnect(node, "address changed");
       node.address = n.address;
-      // Whatever was learnt about the old address says nothing of the new one.
+      // Whatever was learnt about the old address says nothing of the new one. An attempt on
+      // the old address may live on in a waiting caller's branch: it no longer counts.
+      ++node.attempt;
       node.connect_done = nullptr;
       node.connecting = nullptr;
       node.down = false;
@@ -154,12 +157,14 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
 
 void RpcCluster::StartConnect(Node& node) {
   Node* n = &node;
+  uint64_t token = ++node.attempt;
   auto attempt = io_.getNetwork()
                      .parseAddress(node.address)
                      .then([](kj::Own<kj::NetworkAddress> addr) {
                        return addr->connect().attach(kj::mv(addr));
                      })
-                     .then([this, n](kj::Own<kj::AsyncIoStream> stream) {
+                     .then([this, n, token](kj::Own<kj::AsyncIoStream> stream) {
+                       if (n->attempt != token) return;  // the address changed meanwhile
                        n->conn = kj::heap<RpcConnection>(kj::mv(stream));
                        n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
                        n->failures = 0;
@@ -174,7 +179,8 @@ void RpcCluster::StartConnect(Node& node) {
                                       .eagerlyEvaluate(nullptr);
                      });
   auto bounded = timer_.timeoutAfter(options_.connect_timeout, kj::mv(attempt))
-                     .catch_([this, n](kj::Exception&& e) {
+                     .catch_([this, n, token](kj::Exception&& e) {
+                       if (n->attempt != token) return;
                        ++n->failures;
                        auto backoff = std::min<int64_t>(options_.reconnect_max / kj::NANOSECONDS,
                                                         (options_.reconnect_min / kj::NANOSECONDS)
