@@ -66,6 +66,16 @@ bool PromiseYes(const PrepareReply& r) { return r.promised; }
 bool AcceptYes(const AcceptReply& r) { return r.accepted; }
 bool ReadYes(const ReadAcceptedReply&) { return true; }
 
+// Whether a voting replica refused (another proposer is ahead): Gather's `hurry`.
+template <typename Reply>
+bool AnyRefusal(const std::vector<std::optional<Result<Reply>>>& replies,
+                bool (*yes)(const Reply&)) {
+  for (const auto& r : replies) {
+    if (r && r->ok() && (*r)->voting && !yes(**r)) return true;
+  }
+  return false;
+}
+
 // First error among replies, for the message of a NoQuorum status.
 template <typename Reply>
 std::string DescribeFailures(const QuorumSpec& spec,
@@ -417,12 +427,7 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
     auto votes = VotesOf(replies, &PromiseYes);
     return spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
   };
-  auto refused = [](const std::vector<std::optional<Result<PrepareReply>>>& replies) {
-    for (const auto& r : replies) {
-      if (r && r->ok() && (*r)->voting && !(*r)->promised) return true;
-    }
-    return false;
-  };
+  auto refused = [](const auto& replies) { return AnyRefusal(replies, &PromiseYes); };
   return Gather<PrepareReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide,
                               refused, options_.conflict_grace)
       .then([this, op, spec, ballot, R, W,
@@ -544,12 +549,7 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
         Status abort_status = decision.status;
         bool aborted = decision.kind == Decision::kAbort;
         bool is_write = decision.kind == Decision::kWrite;
-        auto refused = [](const std::vector<std::optional<Result<AcceptReply>>>& replies) {
-          for (const auto& r : replies) {
-            if (r && r->ok() && (*r)->voting && !(*r)->accepted) return true;
-          }
-          return false;
-        };
+        auto refused = [](const auto& replies) { return AnyRefusal(replies, &AcceptYes); };
         return Gather<AcceptReply>(timer_, options_.round_timeout, spec->targets.size(), send,
                                    decide, refused, options_.conflict_grace)
             .then([this, op, spec, R, W, ballot, value, result = std::move(result), abort_status,

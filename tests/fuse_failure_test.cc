@@ -153,6 +153,13 @@ std::set<std::string> List(const std::string& dir, int* err) {
   return names;
 }
 
+// open(O_CREAT | O_EXCL) and close: 0 or the first errno.
+int CreateExclusive(const std::string& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  return ::close(fd) == 0 ? 0 : errno;
+}
+
 class FailureTest : public ::testing::Test {
  protected:
   void SetUp() override { QUORUMFS_REQUIRE_FUSE(); }
@@ -279,13 +286,7 @@ void NoQuorum(Outage outage) {
          struct stat st;
          return ::stat(mount.path("never-seen").c_str(), &st) == 0 ? 0 : errno;
        }},
-      {"create",
-       [&] {
-         int fd = ::open(mount.path("new-file").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
-         if (fd < 0) return errno;
-         ::close(fd);
-         return 0;
-       }},
+      {"create", [&] { return CreateExclusive(mount.path("new-file")); }},
       {"open of an existing file",
        [&] {
          int fd = ::open(existing.c_str(), O_RDONLY);
@@ -322,14 +323,7 @@ void NoQuorum(Outage outage) {
   auto start = Clock::now();
   int e = -1;
   while (Since(start) < 20) {
-    e = Bounded(
-            [&] {
-              int fd = ::open(mount.path("new-file").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
-              if (fd < 0) return errno;
-              return ::close(fd) == 0 ? 0 : errno;
-            },
-            20)
-            .first;
+    e = Bounded([&] { return CreateExclusive(mount.path("new-file")); }, 20).first;
     if (e == 0 || e == EEXIST) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -1018,12 +1012,6 @@ class PartitionTest : public FailureTest {
   std::unique_ptr<TestCluster> cluster_;
   std::vector<std::unique_ptr<TestMount>> mounts_;
 };
-
-int CreateExclusive(const std::string& path) {
-  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) return errno;
-  return ::close(fd) == 0 ? 0 : errno;
-}
 
 // A mount cut off from two of three servers fails its changes with EIO within op_timeout while
 // the mount on the majority side goes on; once the links heal, the cut-off mount works again

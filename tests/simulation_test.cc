@@ -321,6 +321,20 @@ class ScriptedCluster final : public RecordTransport {
   std::vector<std::function<void()>> held_;
 };
 
+// The scripted cluster's configuration: nodes a, b and c, N=3, W=2, R=2.
+std::shared_ptr<ClusterConfig> ScriptedConfig() {
+  auto config = std::make_shared<ClusterConfig>();
+  for (const char* id : {"a", "b", "c"}) {
+    NodeInfo n;
+    n.id = id;
+    config->nodes.push_back(n);
+  }
+  config->replicas = 3;
+  config->write_quorum = 2;
+  config->read_quorum = 2;
+  return config;
+}
+
 // Runs the loop (and the simulated clock) until `promise` resolves.
 template <typename T>
 T Await(kj::Promise<T>& promise, kj::WaitScope& ws, kj::TimerImpl& timer) {
@@ -356,12 +370,7 @@ TEST(ProposerScenario, AbortAfterAnUnchosenWriteIsFinal) {
   cluster.nodes["b"].rows[key] = AcceptorState{Ballot{5, 100}, Ballot{5, 100}, Envelope(y)};
   cluster.nodes["c"].rows[key] = AcceptorState{Ballot{6, 200}, Ballot{6, 200}, Envelope(z)};
 
-  auto config = std::make_shared<ClusterConfig>();
-  for (const char* id : {"a", "b", "c"}) {
-    NodeInfo n;
-    n.id = id;
-    config->nodes.push_back(n);
-  }
+  auto config = ScriptedConfig();
   auto options = [](uint64_t id) {
     ProposerOptions o;
     o.proposer_id = id;
@@ -453,15 +462,7 @@ double ContendWithSilentReplicas(kj::Duration conflict_grace) {
   kj::TimerImpl timer(kj::origin<kj::TimePoint>());
   ScriptedCluster cluster;
   const std::string key = InodeKey(1);
-  auto config = std::make_shared<ClusterConfig>();
-  for (const char* id : {"a", "b", "c"}) {
-    NodeInfo n;
-    n.id = id;
-    config->nodes.push_back(n);
-  }
-  config->replicas = 3;
-  config->write_quorum = 2;
-  config->read_quorum = 2;
+  auto config = ScriptedConfig();
   auto options = [&](uint64_t id) {
     ProposerOptions o;
     o.proposer_id = id;
