@@ -1,14 +1,20 @@
 #include "common/chunk_client.h"
 
 #include <algorithm>
+#include <map>
 
 #include "common/placement.h"
 #include "common/quorum.h"
 
 namespace quorumfs {
 
-ChunkClient::ChunkClient(ChunkTransport& transport, WorkerPool* hasher)
-    : transport_(transport), hasher_(hasher) {}
+ChunkClient::ChunkClient(ChunkTransport& transport, WorkerPool* hasher, kj::Timer* timer,
+                         ChunkClientOptions options)
+    : transport_(transport), hasher_(hasher), timer_(timer), options_(options) {}
+
+bool ChunkClient::MayRetry(kj::TimePoint deadline) const {
+  return timer_ != nullptr && timer_->now() + options_.retry_delay < deadline;
+}
 
 kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::string> data) {
   if (data->empty()) return InvalidArgument("empty chunk");
@@ -23,7 +29,8 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
     size_t next_fallback = 0;
     int need = 0;
     bool done = false;
-    std::string errors;
+    kj::TimePoint deadline = kj::origin<kj::TimePoint>();  // for retries
+    std::map<std::string, std::string> errors;             // node -> its latest failure
     bool epoch_mismatch = false;
     bool no_space = false;  // some replica refused for want of space
     kj::Own<kj::PromiseFulfiller<Status>> fulfiller;
@@ -40,6 +47,7 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
   }
   auto paf = kj::newPromiseAndFulfiller<Status>();
   st->fulfiller = kj::mv(paf.fulfiller);
+  if (timer_) st->deadline = timer_->now() + options_.retry_for;
 
   auto check = [st, id]() {
     if (st->done) return;
@@ -53,9 +61,13 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
       StatusCode code = st->epoch_mismatch ? StatusCode::kEpochMismatch
                         : st->no_space     ? StatusCode::kNoSpace
                                            : StatusCode::kNoQuorum;
+      std::string errors;
+      for (const auto& [node, why] : st->errors) {
+        errors += (errors.empty() ? "" : "; ") + node + ": " + why;
+      }
       st->fulfiller->fulfill(Status(code, "chunk " + id.ToHex().substr(0, 16) + ": fewer than " +
                                               std::to_string(st->need) +
-                                              " replicas stored it: " + st->errors));
+                                              " replicas stored it: " + errors));
     }
   };
   // Sends to `node` on behalf of home slot `slot`; on failure tries the next fallback.
@@ -66,22 +78,32 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
     std::string hint = node == home ? "" : home;
     auto self = weak_send.lock();
     transport_.PutChunk(node, id, data, hint)
-        .then([st, slot, node, check, self](Status s) {
+        .then([this, st, slot, node, check, self](Status s) -> kj::Promise<void> {
           if (s.ok()) {
             st->votes[slot] = Vote::kYes;
           } else {
             if (s.code() == StatusCode::kEpochMismatch) st->epoch_mismatch = true;
             if (s.code() == StatusCode::kNoSpace) st->no_space = true;
-            if (!st->errors.empty()) st->errors += "; ";
-            st->errors += node + ": " + s.ToString();
+            st->errors[node] = s.ToString();
             if (st->next_fallback < st->fallbacks.size() &&
                 s.code() != StatusCode::kEpochMismatch) {
               (*self)(slot, st->fallbacks[st->next_fallback++]);
-              return;
+              return kj::READY_NOW;
+            }
+            // No answer (not a refusal): the node may be back in a moment.
+            bool unanswered =
+                s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kTimedOut;
+            // (Not once the put is decided, or its caller has gone.)
+            if (unanswered && !st->done && st->fulfiller->isWaiting() && MayRetry(st->deadline)) {
+              return timer_->afterDelay(options_.retry_delay).then([st, slot, node, check, self]() {
+                if (st->done || !st->fulfiller->isWaiting()) return;
+                (*self)(slot, node);
+              });
             }
             st->votes[slot] = Vote::kNo;
           }
           check();
+          return kj::READY_NOW;
         })
         .detach([](kj::Exception&&) {});
   };
@@ -90,13 +112,31 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
 }
 
 kj::Promise<Result<std::string>> ChunkClient::Get(ChunkId id) {
+  kj::TimePoint deadline =
+      timer_ ? timer_->now() + options_.retry_for : kj::origin<kj::TimePoint>();
+  return GetUntil(id, deadline);
+}
+
+kj::Promise<Result<std::string>> ChunkClient::GetUntil(ChunkId id, kj::TimePoint deadline) {
   auto order = std::make_shared<std::vector<std::string>>(FullRanking(*config_, id.view()));
-  return GetFrom(order, 0, id, std::make_shared<std::string>(), false);
+  auto unanswered = std::make_shared<bool>(false);
+  return GetFrom(order, 0, id, std::make_shared<std::string>(), false, unanswered)
+      .then([this, id, deadline,
+             unanswered](Result<std::string>&& r) -> kj::Promise<Result<std::string>> {
+        // Some replica did not answer (not: refused, or had no copy) and none served the
+        // chunk: try them all again while the read has time.
+        if (r.ok() || !*unanswered || !MayRetry(deadline)) {
+          return kj::mv(r);
+        }
+        return timer_->afterDelay(options_.retry_delay).then([this, id, deadline]() {
+          return GetUntil(id, deadline);
+        });
+      });
 }
 
 kj::Promise<Result<std::string>> ChunkClient::GetFrom(
     std::shared_ptr<std::vector<std::string>> order, size_t index, ChunkId id,
-    std::shared_ptr<std::string> errors, bool any_unavailable) {
+    std::shared_ptr<std::string> errors, bool any_unavailable, std::shared_ptr<bool> unanswered) {
   if (index >= order->size()) {
     std::string what = "chunk " + id.ToHex() + ": " + *errors;
     if (any_unavailable) return Result<std::string>(Status(StatusCode::kUnavailable, what));
@@ -107,13 +147,17 @@ kj::Promise<Result<std::string>> ChunkClient::GetFrom(
   }
   const std::string node = (*order)[index];
   return transport_.GetChunk(node, id).then(
-      [this, order, index, id, errors, any_unavailable,
+      [this, order, index, id, errors, any_unavailable, unanswered,
        node](Result<std::string>&& r) mutable -> kj::Promise<Result<std::string>> {
         if (!r.ok()) {
           if (r.status().code() != StatusCode::kNotFound) any_unavailable = true;
+          if (r.status().code() == StatusCode::kUnavailable ||
+              r.status().code() == StatusCode::kTimedOut) {
+            *unanswered = true;
+          }
           if (!errors->empty()) *errors += "; ";
           *errors += node + ": " + r.status().ToString();
-          return GetFrom(order, index + 1, id, errors, any_unavailable);
+          return GetFrom(order, index + 1, id, errors, any_unavailable, unanswered);
         }
         auto bytes = std::make_shared<std::string>(std::move(r).value());
         kj::Promise<bool> verified = nullptr;
@@ -122,13 +166,13 @@ kj::Promise<Result<std::string>> ChunkClient::GetFrom(
         } else {
           verified = ChunkId::Of(*bytes) == id;
         }
-        return verified.then([this, order, index, id, errors, any_unavailable, node,
+        return verified.then([this, order, index, id, errors, any_unavailable, unanswered, node,
                               bytes](bool ok) mutable -> kj::Promise<Result<std::string>> {
           if (ok) return Result<std::string>(std::move(*bytes));
           transport_.ReportCorrupt(node, id).detach([](kj::Exception&&) {});
           if (!errors->empty()) *errors += "; ";
           *errors += node + ": Corruption: served bytes do not match the chunk id";
-          return GetFrom(order, index + 1, id, errors, any_unavailable);
+          return GetFrom(order, index + 1, id, errors, any_unavailable, unanswered);
         });
       });
 }

@@ -22,10 +22,21 @@
 
 namespace quorumfs {
 
+struct ChunkClientOptions {
+  // A put that has not reached W yet tries a replica that failed for want of an answer (down,
+  // unreachable, timed out; not a full disk or a wrong epoch) again after `retry_delay`, and a
+  // get that found no replica reachable tries them all again, for up to `retry_for` from the
+  // start: a node that comes back meanwhile is used instead of the write failing. 0: no retries.
+  kj::Duration retry_for = 0 * kj::SECONDS;
+  kj::Duration retry_delay = 100 * kj::MILLISECONDS;
+};
+
 class ChunkClient {
  public:
-  // `hasher` (may be null) runs SHA-256 of fetched chunks off the event loop.
-  ChunkClient(ChunkTransport& transport, WorkerPool* hasher);
+  // `hasher` (may be null) runs SHA-256 of fetched chunks off the event loop; `timer` (may be
+  // null: no retries) times the retries of `options`.
+  ChunkClient(ChunkTransport& transport, WorkerPool* hasher, kj::Timer* timer = nullptr,
+              ChunkClientOptions options = {});
 
   void SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
 
@@ -38,13 +49,19 @@ class ChunkClient {
   kj::Promise<Result<std::string>> Get(ChunkId id);
 
  private:
+  kj::Promise<Result<std::string>> GetUntil(ChunkId id, kj::TimePoint deadline);
   kj::Promise<Result<std::string>> GetFrom(std::shared_ptr<std::vector<std::string>> order,
                                            size_t index, ChunkId id,
                                            std::shared_ptr<std::string> errors,
-                                           bool any_unavailable);
+                                           bool any_unavailable, std::shared_ptr<bool> unanswered);
+
+  // Whether a failed call may be tried again before `deadline`.
+  bool MayRetry(kj::TimePoint deadline) const;
 
   ChunkTransport& transport_;
   WorkerPool* hasher_;
+  kj::Timer* timer_;
+  ChunkClientOptions options_;
   std::shared_ptr<const ClusterConfig> config_;
 };
 

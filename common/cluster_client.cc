@@ -28,7 +28,10 @@ void ClusterClient::LoopMain(std::function<void()> ready) {
   rpc_->SetConfig(config_);
   proposer_ = std::make_unique<Proposer>(*rpc_, io.provider->getTimer(), options_.proposer);
   proposer_->SetConfig(config_);
-  chunks_ = std::make_unique<ChunkClient>(*rpc_, &hashers_);
+  ChunkClientOptions chunk_options;
+  chunk_options.retry_for = options_.proposer.op_timeout;  // as long as a change waits for one
+  chunks_ =
+      std::make_unique<ChunkClient>(*rpc_, &hashers_, &io.provider->getTimer(), chunk_options);
   chunks_->SetConfig(config_);
   allocator_ = std::make_unique<InodeAllocator>(*proposer_);
   lister_ = std::make_unique<RpcRecordLister>(*rpc_);

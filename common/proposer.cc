@@ -23,6 +23,8 @@ struct Proposer::ChangeOp {
     std::string payload;
   };
   std::vector<SentWrite> sent;
+  // Why the last prepare round reached too few replicas, when it was tried again for that:
+  // what the operation fails with if its time runs out before the next round.
   Status last_error;
 };
 
@@ -412,6 +414,9 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
     return Status(code, DescribeKey(op->key) + ": " + message);
   };
   if (timer_.now() >= op->deadline) {
+    if (!op->last_error.ok()) {
+      return Result<RecordValue>(fail_status(op->last_error.code(), op->last_error.message()));
+    }
     return Result<RecordValue>(
         fail_status(StatusCode::kTimedOut, "no decision within the operation timeout"));
   }
@@ -455,10 +460,22 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
               AnyFailedWith(g.replies, StatusCode::kEpochMismatch) ? StatusCode::kEpochMismatch
               : AnyFailedWith(g.replies, StatusCode::kNoSpace)     ? StatusCode::kNoSpace
                                                                    : StatusCode::kNoQuorum;
+          // Too few answered: wait for a quorum while the operation has time (the mount's
+          // op_timeout is "how long an operation waits for a quorum").
+          if (code == StatusCode::kNoQuorum && options_.no_quorum_retry > 0 * kj::NANOSECONDS &&
+              timer_.now() + options_.no_quorum_retry < op->deadline) {
+            ++counters_.no_quorum_retries;
+            op->last_error = Status(code, "prepare reached fewer than " + std::to_string(R) +
+                                              " replicas: " + DescribeFailures(*spec, g.replies));
+            return timer_.afterDelay(options_.no_quorum_retry).then([this, op]() {
+              return Attempt(op);
+            });
+          }
           return Result<RecordValue>(
               fail_status(code, "prepare reached fewer than " + std::to_string(R) +
                                     " replicas: " + DescribeFailures(*spec, g.replies)));
         }
+        op->last_error = Status::Ok();  // this round reached a quorum
         // The value the promises carry (the highest accepted ballot; see Adopted).
         const PrepareReply* best =
             Adopted(*spec, op->key, votes, g.replies, options_.unsafe_round0_highest_wins);

@@ -58,6 +58,11 @@ struct ProposerOptions {
   // this much longer for the replies still missing, instead of the whole round_timeout: with a
   // replica gone silent, two contending proposers would otherwise lose a second per round.
   kj::Duration conflict_grace = 50 * kj::MILLISECONDS;
+  // A prepare round that fewer than a quorum of replicas answered (nodes down, unreachable or
+  // slow; not a conflict) is tried again after this long, for as long as the operation has
+  // time: a node that comes back meanwhile (restarted, its link healed, reconnected after its
+  // backoff) is used instead of the operation failing. 0: fail at once.
+  kj::Duration no_quorum_retry = 100 * kj::MILLISECONDS;
   bool one_round_changes = true;  // see the header comment
   // CreateShared's one round waits at most this long for every replica, then falls back.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
@@ -150,6 +155,7 @@ class Proposer {
     uint64_t one_round = 0, one_round_failed = 0, first_writes = 0;
     uint64_t first_writes_failed = 0;  // round-0 writes that fell back to the full protocol
     uint64_t batch_fallbacks = 0;      // keys of a ReadMany that took Read on their own
+    uint64_t no_quorum_retries = 0;    // prepare rounds tried again for want of replies
   };
   const Counters& counters() const { return counters_; }
 

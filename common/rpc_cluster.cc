@@ -119,6 +119,10 @@ RpcCluster::Node& RpcCluster::NodeFor(const std::string& id) {
   return ref;
 }
 
+void RpcCluster::Log(const std::string& message) {
+  if (options_.log) options_.log(message);
+}
+
 void RpcCluster::Disconnect(Node& node, const std::string& why) {
   node.client = nullptr;
   node.watch = nullptr;
@@ -167,6 +171,7 @@ void RpcCluster::StartConnect(Node& node) {
                        if (n->attempt != token) return;  // the address changed meanwhile
                        n->conn = kj::heap<RpcConnection>(kj::mv(stream));
                        n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
+                       if (n->down) Log("node " + n->id + " (" + n->address + ") reachable again");
                        n->failures = 0;
                        n->down = false;
                        ++n->generation;
@@ -187,6 +192,10 @@ void RpcCluster::StartConnect(Node& node) {
                                                             << std::min(n->failures, 16));
                        n->retry_at = timer_.now() + backoff * kj::NANOSECONDS;
                        n->last_error = e.getDescription().cStr();
+                       if (!n->down) {
+                         Log("node " + n->id + " (" + n->address + ") unreachable: " +
+                             n->last_error + "; calls to it fail at once until a reconnect works");
+                       }
                        n->down = true;
                      })
                      .fork();
@@ -197,40 +206,64 @@ void RpcCluster::StartConnect(Node& node) {
 
 template <typename T, typename Fn>
 kj::Promise<Result<T>> RpcCluster::Call(const std::string& node_id, Fn fn) {
+  return CallUntil<T>(node_id, std::make_shared<Fn>(kj::mv(fn)),
+                      timer_.now() + options_.call_timeout, /*may_resend=*/true);
+}
+
+template <typename T, typename Fn>
+kj::Promise<Result<T>> RpcCluster::CallUntil(const std::string& node_id, std::shared_ptr<Fn> fn,
+                                             kj::TimePoint deadline, bool may_resend) {
   Node& node = NodeFor(node_id);
   Node* n = &node;
   std::string id = node_id;
   kj::TimePoint start = timer_.now();
   auto sent_on = std::make_shared<uint64_t>(0);  // the connection the call went out on
   auto work = Connect(node)
-                  .then([fn = kj::mv(fn), n, sent_on](rpc::Chunkserver::Client client) mutable {
+                  .then([fn, n, sent_on](rpc::Chunkserver::Client client) {
                     *sent_on = n->generation;
-                    return fn(client);
+                    return (*fn)(client);
                   })
                   .then([this, n, sent_on](Result<T>&& r) {
                     if (*sent_on == n->generation) n->last_reply = timer_.now();
                     return kj::mv(r);
                   });
-  return timer_.timeoutAfter(options_.call_timeout, kj::mv(work))
-      .catch_([this, n, id, start, sent_on](kj::Exception&& e) -> Result<T> {
+  kj::Duration left = deadline > start ? deadline - start : 0 * kj::NANOSECONDS;
+  return timer_.timeoutAfter(left, kj::mv(work))
+      .catch_([this, n, id, start, sent_on, fn, deadline,
+               may_resend](kj::Exception&& e) -> kj::Promise<Result<T>> {
         std::string desc = e.getDescription().cStr();
-        if (e.getType() == kj::Exception::Type::DISCONNECTED) {
-          if (n->client != nullptr && *sent_on == n->generation) Disconnect(*n, desc);
-          return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
-        }
         if (e.getType() == kj::Exception::Type::OVERLOADED) {
           // Nothing heard on this connection since the call went out: the network (or the
           // host) may be gone silently, and TCP would keep the connection open for many
           // minutes. Drop it: the next call reconnects, and if that connect fails too the node
           // is down and later calls do not each wait out a timeout.
+          // (Only after a whole call_timeout: a resend waits just what its call had left.)
           if (*sent_on != 0 && *sent_on == n->generation && n->client != nullptr &&
-              n->last_reply < start) {
+              n->last_reply < start && timer_.now() - start >= options_.call_timeout) {
             Disconnect(*n, "no reply within " +
                                std::to_string(options_.call_timeout / kj::MILLISECONDS) + " ms");
+            Log("node " + id + ": " + n->last_error + "; connection dropped");
           }
-          return Status(StatusCode::kTimedOut, "node " + id + ": " + desc);
+          return Result<T>(Status(StatusCode::kTimedOut, "node " + id + ": " + desc));
         }
-        return Status(StatusCode::kUnavailable, "node " + id + ": " + desc);
+        if (e.getType() == kj::Exception::Type::DISCONNECTED && n->client != nullptr &&
+            *sent_on == n->generation) {
+          Disconnect(*n, desc);
+        }
+        // The connection broke under a call already sent: the server died, or this client
+        // dropped the connection because another call on it went unanswered (a link that was
+        // down) while this one had just been sent, often after the link was back. Send it once
+        // more on a new connection, in the time left: a node that is back answers, a dead one
+        // refuses the connect (and is marked down). Every call is safe to repeat: chunks are
+        // content-addressed, and Paxos and the fenced deletes take duplicated messages. (When
+        // the first copy was applied, the repeat may answer as if it had not been: a prepare is
+        // refused for the proposer's own promise and retried with a higher ballot, a
+        // deleteRecord or deleteChunk reports that nothing was deleted.)
+        bool connection_gone = *sent_on != 0 && (n->client == nullptr || n->generation != *sent_on);
+        if (connection_gone && may_resend && timer_.now() < deadline) {
+          return CallUntil<T>(id, fn, deadline, /*may_resend=*/false);
+        }
+        return Result<T>(Status(StatusCode::kUnavailable, "node " + id + ": " + desc));
       });
 }
 

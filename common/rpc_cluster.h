@@ -13,6 +13,7 @@
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,9 @@ struct RpcClusterOptions {
   kj::Duration connect_timeout = 1 * kj::SECONDS;
   kj::Duration reconnect_min = 20 * kj::MILLISECONDS;
   kj::Duration reconnect_max = 1 * kj::SECONDS;
+  // Told (on the loop thread) when a node is marked down, when it is reachable again, and when
+  // a connection that answered nothing is dropped; empty: nobody is told.
+  std::function<void(const std::string&)> log;
 };
 
 struct NodeStatsInfo {
@@ -110,11 +114,17 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);
   void StartConnect(Node& node);  // a connect attempt, kept in node.connecting
   void Disconnect(Node& node, const std::string& why);
+  void Log(const std::string& message);
 
   // Runs `fn(client)` against `node` with the call deadline; converts every exception into a
   // Status (and drops the connection if it broke).
   template <typename T, typename Fn>
   kj::Promise<Result<T>> Call(const std::string& node, Fn fn);
+  // Call's body: one try that ends by `deadline`; `may_resend`: a call whose connection broke
+  // after it was sent is sent once more on a new connection.
+  template <typename T, typename Fn>
+  kj::Promise<Result<T>> CallUntil(const std::string& node, std::shared_ptr<Fn> fn,
+                                   kj::TimePoint deadline, bool may_resend);
 
   kj::AsyncIoProvider& io_;
   kj::Timer& timer_;

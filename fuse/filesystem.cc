@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -22,6 +24,7 @@
 #include <unordered_set>
 
 #include "common/gc_rules.h"
+#include "common/log.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -30,9 +33,38 @@ namespace {
 
 constexpr uint64_t kDefaultChunk = 1024 * 1024;
 
+// EIO and ETIMEDOUT say the cluster could not do what was asked (no quorum in time, a server
+// error), not that the request was wrong, and the program that gets one sees only the errno: say
+// why on stderr, at most 20 lines a minute (the rest are counted in the next line).
+void ReportClusterError(const Status& s) {
+  static std::mutex mu;
+  static int64_t window_start = 0;
+  static int printed = 0, suppressed = 0;
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = ts.tv_sec;
+  std::lock_guard<std::mutex> lock(mu);
+  if (now - window_start >= 60) {
+    window_start = now;
+    printed = 0;
+  }
+  if (printed >= 20) {
+    ++suppressed;
+    return;
+  }
+  ++printed;
+  std::string more;
+  if (suppressed > 0) more = " (" + std::to_string(suppressed) + " more not shown before this)";
+  suppressed = 0;
+  LogLine("quorumfs-mount", std::string(s.ToErrno() == ETIMEDOUT ? "ETIMEDOUT" : "EIO") +
+                                " to a program: " + s.ToString() + more);
+}
+
 int ErrnoOf(const Status& s) {
   int e = s.ToErrno();
-  return e ? e : EIO;
+  if (e == 0) e = EIO;
+  if (e == EIO || e == ETIMEDOUT) ReportClusterError(s);
+  return e;
 }
 
 struct DirtySlot {

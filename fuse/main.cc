@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "common/memory.h"
 #include "fuse/filesystem.h"
 
@@ -145,6 +146,7 @@ int Run(int argc, char** argv) {
   copts.proposer.round_timeout = std::min(op_timeout / 2, 2 * kj::SECONDS);
   copts.rpc.call_timeout = std::min(op_timeout, 5 * kj::SECONDS);
   copts.rpc.connect_timeout = std::min(op_timeout / 2, 1 * kj::SECONDS);
+  copts.rpc.log = [](const std::string& m) { LogLine("quorumfs-mount", m); };
   // An operation that meets a transaction a crashed client left pending waits until anyone may
   // abort it (its deadline, plus the clock-skew bound): with a shorter wait it would fail
   // with EBUSY although the cluster is healthy, at the very moment the transaction expires.

@@ -532,6 +532,115 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
   EXPECT_EQ(read->payload, "x");
 }
 
+// An operation waits for a quorum until its timeout, not just for one round: with two of three
+// servers down, a record change and a chunk put started then succeed once one server is back a
+// second later. Before, a prepare round that reached one replica failed the change at once, and
+// a put whose replicas did not answer failed at once (found by fuse_fsx_test's
+// FsxUnderFailuresTest, chaos seed 11: a restarted server still marked down in the mount while
+// another was cut off). With the quorum gone for good, the change fails with NoQuorum (EIO at
+// the mount), naming the replicas, after op_timeout.
+TEST(ClusterIntegration, AnOperationWaitsForAQuorumUntilItsTimeout) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());  // op_timeout 3 s
+  ASSERT_TRUE(
+      client.Change(InodeKey(5), [](const std::optional<std::string>&) { return SetTo("before"); })
+          .ok());
+  cluster.Kill(1);
+  cluster.Kill(2);
+  auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  Result<ChunkId> put = Status(StatusCode::kInternal, "not run");
+  Result<RecordValue> changed = Status(StatusCode::kInternal, "not run");
+  double put_took = 0, change_took = 0;
+  std::thread putter([&] {
+    put = client.PutChunk("written while two of three servers were down");
+    put_took = seconds();
+  });
+  std::thread changer([&] {
+    changed = client.Change(InodeKey(5),
+                            [](const std::optional<std::string>&) { return SetTo("after"); });
+    change_took = seconds();
+  });
+  // From this thread: a server is started with PR_SET_PDEATHSIG, which fires when the thread
+  // that forked it ends.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  cluster.Start(1);
+  putter.join();
+  changer.join();
+  EXPECT_TRUE(changed.ok()) << changed.status().ToString();
+  EXPECT_GT(change_took, 0.9);
+  EXPECT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_GT(put_took, 0.9);
+  std::fprintf(stderr, "change %.2f s, put %.2f s\n", change_took, put_took);
+
+  cluster.Kill(1);  // and now for good
+  start = std::chrono::steady_clock::now();
+  auto failed =
+      client.Change(InodeKey(5), [](const std::optional<std::string>&) { return SetTo("never"); });
+  double failed_after = seconds();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kNoQuorum) << failed.status().ToString();
+  EXPECT_NE(failed.status().message().find("prepare reached fewer than 2 replicas"),
+            std::string::npos)
+      << failed.status().ToString();
+  EXPECT_GT(failed_after, 2.5);
+  EXPECT_LT(failed_after, 6);
+}
+
+// A call whose connection breaks after it was sent is sent once more on a new connection, in
+// the time it has left. Here the break is the client's own doing: server b is frozen, a first
+// call to it goes unanswered for a whole call timeout and the client drops the connection; a
+// second call, sent on that connection a second later, used to fail with it at once
+// (Unavailable: "RpcSystem was destroyed") although b answered moments later. The fsx run under
+// failures (fuse_fsx_test, FsxUnderFailuresTest, chaos seed 3) met this as EIO for a write: one
+// server killed, another just back from a network cut whose last call was still timing out.
+TEST(ClusterIntegration, ACallOnAConnectionDroppedUnderItIsSentAgain) {
+  TestCluster cluster;
+  ClusterClientOptions o = ShortDeadlines();
+  o.rpc.call_timeout = 2 * kj::SECONDS;
+  ClusterClient client(cluster.config(), o);
+  const std::string b = cluster.node_id(1);
+  ASSERT_TRUE(client.Stats(b).ok());  // connected
+  const pid_t pid = cluster.pid(1);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  std::thread thaw([pid] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2600));
+    ::kill(pid, SIGCONT);
+  });
+  using Both = std::pair<Result<NodeStatsInfo>, Result<NodeStatsInfo>>;
+  auto start = std::chrono::steady_clock::now();
+  double second_done = 0;
+  Both both = client.RunSync<Both>([&]() -> kj::Promise<Both> {
+    // Unanswered: times out at 2 s, and the client drops the connection.
+    auto first = client.rpc().Stats(b);
+    // Sent at 1 s on the same connection; b is thawed at 2.6 s, before its deadline (3 s).
+    auto second =
+        client.timer()
+            .afterDelay(1 * kj::SECONDS)
+            .then([&] { return client.rpc().Stats(b); })
+            .then([&](Result<NodeStatsInfo>&& r) {
+              second_done =
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+              return kj::mv(r);
+            })
+            .eagerlyEvaluate(nullptr);
+    return first.then([second = kj::mv(second)](Result<NodeStatsInfo>&& f) mutable {
+      return second.then([f = kj::mv(f)](Result<NodeStatsInfo>&& s) mutable {
+        return Both(kj::mv(f), kj::mv(s));
+      });
+    });
+  });
+  thaw.join();
+  EXPECT_EQ(both.first.status().code(), StatusCode::kTimedOut) << both.first.status().ToString();
+  ASSERT_TRUE(both.second.ok()) << "the second call, " << second_done
+                                << " s in: " << both.second.status().ToString();
+  EXPECT_EQ(both.second->node_id, b);
+  EXPECT_GT(second_done, 2.4) << "answered before b was thawed?";
+}
+
 TEST(ClusterIntegration, WrongEpochIsRefusedNamingBoth) {
   TestCluster cluster;
   ClusterClient client(cluster.ConfigWithEpoch(2), ShortDeadlines());

@@ -204,36 +204,6 @@ TEST_F(FailureTest, ChunkserverKilledDuringLargeWrite) {
   EXPECT_EQ(got, h) << "read back with server a down";
 }
 
-// The pid of node i's chunkserver (TestCluster keeps it private), found by its data dir.
-pid_t ServerPid(const TestCluster& cluster, int i) {
-  std::string want = cluster.data_dir(i);
-  DIR* proc = ::opendir("/proc");
-  pid_t found = -1;
-  while (proc) {
-    dirent* e = ::readdir(proc);
-    if (!e) break;
-    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::string path = "/proc/" + std::string(e->d_name) + "/cmdline";
-    int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd < 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
-    ::close(fd);
-    if (n <= 0) continue;
-    std::vector<std::string> args;
-    for (ssize_t k = 0; k < n;) {
-      args.emplace_back(buf + k);
-      k += static_cast<ssize_t>(args.back().size()) + 1;
-    }
-    for (size_t k = 0; k + 1 < args.size(); ++k) {
-      if (args[k] == "--data" && args[k + 1] == want) found = pid;
-    }
-  }
-  if (proc) ::closedir(proc);
-  return found;
-}
-
 enum class Outage { kKilled, kFrozen };
 
 void NoQuorum(Outage outage) {
@@ -262,7 +232,7 @@ void NoQuorum(Outage outage) {
     cluster.Kill(2);
   } else {
     for (int i : {1, 2}) {
-      pid_t pid = ServerPid(cluster, i);
+      pid_t pid = cluster.pid(i);
       ASSERT_GT(pid, 0) << "cannot find server " << i;
       ASSERT_EQ(::kill(pid, SIGSTOP), 0);
       frozen.push_back(pid);

@@ -5,25 +5,43 @@
 // the last 30 operations.
 //
 // Reproduce one run: QUORUMFS_FSX_SEED=<seed> QUORUMFS_FSX_OPS=<n> fuse_fsx_test
+//
+// FsxUnderFailuresTest (below) runs fsx and a namespace workload on two mounts while servers
+// are killed, frozen and cut off by the network, one at a time. A longer soak by hand, one
+// 60 s schedule per seed (the loop stops at the first failure):
+//   for s in $(seq 2 20); do QUORUMFS_CHAOS_SEED=$s QUORUMFS_CHAOS_SECONDS=60 unshare -m
+//   --propagation private build/tests/fuse_fsx_test --gtest_filter='FsxUnder*' || break; done
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <iomanip>
+#include <map>
+#include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
 #include "tests/test_mount.h"
+#include "tests/test_netns.h"
 
 namespace quorumfs {
 namespace testing {
@@ -117,11 +135,18 @@ class Fsx {
     l_.Close();
   }
 
-  // Runs `ops` operations; returns "" or a description of the first difference.
-  std::string Run(int ops) {
+  // Runs `ops` operations, or fewer if `stop` returns true first; returns "" or a description
+  // of the first difference.
+  std::string Run(int ops, const std::function<bool()>& stop = nullptr) {
     if (!m_.Open(true) || !l_.Open(true)) return Fail("cannot create the files");
-    for (op_ = 0; op_ < ops; ++op_) {
+    for (op_ = 0; op_ < ops && !(stop && stop()); ++op_) {
+      auto start = std::chrono::steady_clock::now();
       std::string err = Step();
+      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (took > slowest_) {
+        slowest_ = took;
+        slowest_op_ = log_.empty() ? "" : log_.back();
+      }
       if (!err.empty()) return Fail(err);
       err = CheckSize();
       if (!err.empty()) return Fail(err);
@@ -139,6 +164,10 @@ class Fsx {
     err = CompareAll("compare after the last close");
     return err.empty() ? "" : Fail(err);
   }
+  int ops_done() const { return op_; }
+  // The longest a single operation took, in seconds, and which one it was.
+  double slowest() const { return slowest_; }
+  const std::string& slowest_op() const { return slowest_op_; }
 
  private:
   std::string Fail(const std::string& what) {
@@ -170,6 +199,12 @@ class Fsx {
       s[i] = static_cast<char>(x % 255 + 1);  // never 0, so holes are visible
     }
     return s;
+  }
+
+  // "<mount's result> (<its errno>) vs <local result>", for a call whose results differ.
+  static std::string Rc(ssize_t a, int ea, ssize_t b) {
+    return std::to_string(a) + (a < 0 ? std::string(" (") + std::strerror(ea) + ")" : "") +
+           " on the mount vs " + std::to_string(b) + " locally";
   }
 
   std::string CheckSize() {
@@ -221,8 +256,9 @@ class Fsx {
       d << "write " << off << " +" << len;
       Log(d.str());
       ssize_t a = ::pwrite(m_.fd, data.data(), len, static_cast<off_t>(off));
+      int ea = errno;
       ssize_t b = ::pwrite(l_.fd, data.data(), len, static_cast<off_t>(off));
-      if (a != b) return "pwrite returned " + std::to_string(a) + " vs " + std::to_string(b);
+      if (a != b) return "pwrite returned " + Rc(a, ea, b);
     } else if (r < 38) {  // append
       size_t len = 1 + Rand(kMaxWrite / 2);
       if (size + len > kMaxOffset + kMaxWrite) return Step();
@@ -230,8 +266,9 @@ class Fsx {
       d << "append +" << len << " (at " << size << ")";
       Log(d.str());
       ssize_t a = ::write(m_.afd, data.data(), len);
+      int ea = errno;
       ssize_t b = ::write(l_.afd, data.data(), len);
-      if (a != b) return "append returned " + std::to_string(a) + " vs " + std::to_string(b);
+      if (a != b) return "append returned " + Rc(a, ea, b);
     } else if (r < 48) {  // truncate (down more often than up)
       uint64_t to = Rand(3) == 0 ? RandOffset(kMaxOffset) : Rand(size + 1);
       bool by_path = Rand(4) == 0;
@@ -239,9 +276,10 @@ class Fsx {
       Log(d.str());
       int a = by_path ? ::truncate(m_.path.c_str(), static_cast<off_t>(to))
                       : ::ftruncate(m_.fd, static_cast<off_t>(to));
+      int ea = errno;
       int b = by_path ? ::truncate(l_.path.c_str(), static_cast<off_t>(to))
                       : ::ftruncate(l_.fd, static_cast<off_t>(to));
-      if (a != b) return "truncate returned " + std::to_string(a) + " vs " + std::to_string(b);
+      if (a != b) return "truncate returned " + Rc(a, ea, b);
     } else if (r < 73) {  // read
       uint64_t off = Rand(5) == 0 ? RandOffset(size + 10) : Rand(size + 1);
       size_t len = 1 + Rand(Rand(4) == 0 ? 2 * kMiB : kMaxWrite);
@@ -269,13 +307,18 @@ class Fsx {
       return err;
     } else if (r < 82) {  // close and reopen
       Log("close/reopen");
-      int a = m_.Close(), b = l_.Close();
-      if (a != b) return "close returned " + std::to_string(a) + " vs " + std::to_string(b);
-      if (!m_.Open(false) || !l_.Open(false)) return std::string("reopen: ") + std::strerror(errno);
+      int a = m_.Close();
+      int ea = errno;
+      int b = l_.Close();
+      if (a != b) return "close returned " + Rc(a, ea, b);
+      if (!m_.Open(false)) return std::string("reopen on the mount: ") + std::strerror(errno);
+      if (!l_.Open(false)) return std::string("reopen locally: ") + std::strerror(errno);
     } else if (r < 86) {  // fsync
       Log("fsync");
-      int a = ::fsync(m_.fd), b = ::fsync(l_.fd);
-      if (a != b) return "fsync returned " + std::to_string(a) + " vs " + std::to_string(b);
+      int a = ::fsync(m_.fd);
+      int ea = errno;
+      int b = ::fsync(l_.fd);
+      if (a != b) return "fsync returned " + Rc(a, ea, b);
     } else if (r < 91) {  // drop the page cache of the file: later reads reach the daemon
       Log("drop page cache");
       ::posix_fadvise(m_.fd, 0, 0, POSIX_FADV_DONTNEED);
@@ -287,8 +330,9 @@ class Fsx {
       Log(d.str());
       int mode = keep ? FALLOC_FL_KEEP_SIZE : 0;
       int a = ::fallocate(m_.fd, mode, static_cast<off_t>(off), static_cast<off_t>(len));
+      int ea = errno;
       int b = ::fallocate(l_.fd, mode, static_cast<off_t>(off), static_cast<off_t>(len));
-      if (a != b) return "fallocate returned " + std::to_string(a) + " vs " + std::to_string(b);
+      if (a != b) return "fallocate returned " + Rc(a, ea, b);
     } else {  // a hole: seek past the end and write a little
       uint64_t off = size + Rand(2 * kMiB);
       if (off > kMaxOffset) return "";
@@ -296,8 +340,9 @@ class Fsx {
       d << "hole write " << off << " +" << data.size() << " (size " << size << ")";
       Log(d.str());
       ssize_t a = ::pwrite(m_.fd, data.data(), data.size(), static_cast<off_t>(off));
+      int ea = errno;
       ssize_t b = ::pwrite(l_.fd, data.data(), data.size(), static_cast<off_t>(off));
-      if (a != b) return "pwrite returned " + std::to_string(a) + " vs " + std::to_string(b);
+      if (a != b) return "pwrite returned " + Rc(a, ea, b);
     }
     return "";
   }
@@ -307,6 +352,8 @@ class Fsx {
   Side m_, l_;
   int op_ = 0;
   std::deque<std::string> log_;
+  double slowest_ = 0;
+  std::string slowest_op_;
 };
 
 TEST_P(FsxTest, RandomOps) {
@@ -328,6 +375,525 @@ TEST_P(FsxTest, RandomOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, FsxTest, ::testing::Values(1u, 2u, 3u, 4u, 5u));
+
+// fsx under failures. Two mounts, each on a "host" of its own (tests/test_netns.h), run fsx on a
+// file each while faults come and go, one server at a time: a server killed and restarted,
+// frozen (SIGSTOP) and thawed, or cut off by the network from one mount or from both; now and
+// then a mount's chunk cache is emptied (SIGUSR1) so reads reach the servers. With at most one
+// server of three away at any moment, a write quorum (2 of 3) and a read quorum are always
+// reachable, so no operation may fail, and every read must return the local reference file's
+// bytes. Afterwards each file read through the *other* mount equals its reference, `fsck
+// --repair` mends what the faults left behind (chunks on two servers of three) and a second fsck
+// finds the cluster clean.
+//
+// QUORUMFS_CHAOS_SEED (default 11) picks the fault schedule and the two fsx seeds;
+// QUORUMFS_CHAOS_SECONDS (default 40) how long faults go on. The interleaving of faults and
+// operations depends on timing, so a seed replays the schedule, not the run.
+class FsxUnderFailuresTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    QUORUMFS_REQUIRE_FUSE();
+    std::string why;
+    if (!NetLab::Available(&why)) GTEST_SKIP() << "fsx under failures skipped: " << why;
+    lab_ = std::make_unique<NetLab>(3, 2);
+    ASSERT_TRUE(lab_->ok());
+    TestClusterOptions co;
+    for (int s = 0; s < 3; ++s) {
+      co.netns.push_back(lab_->server_ns(s));
+      co.hosts.push_back(lab_->server_host(s));
+    }
+    cluster_ = std::make_unique<TestCluster>(co);
+    for (int c = 0; c < 2; ++c) {
+      TestMountOptions mo;
+      mo.op_timeout = 3;
+      mo.netns = lab_->client_ns(c);
+      mounts_.push_back(std::make_unique<TestMount>(
+          cluster_->cluster_file(), cluster_->dir() + "/m" + std::to_string(c), mo));
+      ASSERT_TRUE(mounts_.back()->ok());
+    }
+    char tmpl[] = "/tmp/quorumfs-chaos-local-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    local_ = tmpl;
+  }
+  void TearDown() override {
+    if (frozen_ > 0) ::kill(frozen_, SIGCONT);
+    for (auto [c, s] : cut_) lab_->Heal(c, s);
+    mounts_.clear();  // the mounts go first: their daemons must not wait on a dead network
+    cluster_.reset();
+    lab_.reset();
+    if (!local_.empty()) {
+      std::string cmd = "rm -rf '" + local_ + "'";
+      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "cannot remove %s\n", local_.c_str());
+    }
+  }
+  TestMount& m(int c) { return *mounts_[c]; }
+  CliResult Fsck(std::vector<std::string> args) {
+    args.insert(args.begin(), {"fsck", "--cluster", cluster_->cluster_file(), "--timeout", "3"});
+    return RunCli(args, cluster_->dir(), 120, lab_->client_ns(0));
+  }
+
+  std::unique_ptr<NetLab> lab_;
+  std::unique_ptr<TestCluster> cluster_;
+  std::vector<std::unique_ptr<TestMount>> mounts_;
+  std::string local_;
+  pid_t frozen_ = -1;                     // a server stopped with SIGSTOP
+  std::vector<std::pair<int, int>> cut_;  // links (mount, server) cut now
+};
+
+// The whole content of `path`, or "" with *err set.
+std::string ReadWhole(const std::string& path, int* err) {
+  *err = 0;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = errno;
+    return "";
+  }
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      *err = errno;
+      break;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// A namespace workload with a model, for running under failures: files and directories under
+// one root that only this workload touches, so every operation's outcome is known before it runs.
+// It creates files with content, replaces a file's content (O_TRUNC), renames files (to a new
+// name, or over another file, across directories) and directories (to a new name elsewhere, never
+// into themselves), makes hard links, unlinks, makes and removes (empty) directories, and reads
+// a file back checking its bytes and link count. Every operation must succeed.
+class Tree {
+ public:
+  Tree(uint32_t seed, std::string root) : rng_(seed), root_(std::move(root)) { dirs_.insert(""); }
+
+  // Runs operations until `stop` returns true; "" or a description of the first failure.
+  std::string Run(const std::function<bool()>& stop) {
+    for (op_ = 0; !stop(); ++op_) {
+      auto start = std::chrono::steady_clock::now();
+      std::string err = Step();
+      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (took > slowest_) {
+        slowest_ = took;
+        slowest_op_ = last_;
+      }
+      if (!err.empty()) return "op " + std::to_string(op_) + " (" + last_ + "): " + err;
+    }
+    return "";
+  }
+  int ops_done() const { return op_; }
+  double slowest() const { return slowest_; }
+  const std::string& slowest_op() const { return slowest_op_; }
+
+  // Compares the tree under `root` (the same tree seen through another mount) with the model:
+  // the same directories, the same file names, each file's bytes and link count.
+  std::string Compare(const std::string& root) const {
+    std::set<std::string> dirs, files;
+    std::string err = Walk(root, "", &dirs, &files);
+    if (!err.empty()) return err;
+    if (dirs != dirs_) return "directories differ: " + Diff(dirs, dirs_);
+    std::set<std::string> want;
+    for (const auto& [path, ino] : files_) want.insert(path);
+    if (files != want) return "file names differ: " + Diff(files, want);
+    for (const auto& [path, ino] : files_) {
+      err = CheckFile(root, path);
+      if (!err.empty()) return err;
+    }
+    return "";
+  }
+
+ private:
+  static std::string Join(const std::string& dir, const std::string& name) {
+    return dir.empty() ? name : dir + "/" + name;
+  }
+  std::string Abs(const std::string& rel) const { return rel.empty() ? root_ : root_ + "/" + rel; }
+  static std::string Errno(const char* what) {
+    return std::string(what) + ": " + std::strerror(errno);
+  }
+  static std::string Diff(const std::set<std::string>& got, const std::set<std::string>& want) {
+    std::string out;
+    for (const auto& g : got)
+      if (!want.count(g)) out += " +" + g;
+    for (const auto& w : want)
+      if (!got.count(w)) out += " -" + w;
+    return out;
+  }
+  uint64_t Rand(uint64_t n) { return n ? rng_() % n : 0; }
+  template <typename C>
+  const typename C::value_type& Pick(const C& c) {
+    auto it = c.begin();
+    std::advance(it, static_cast<long>(Rand(c.size())));
+    return *it;
+  }
+  std::string NewName(const std::string& dir) {
+    for (;;) {
+      std::string p = Join(dir, "n" + std::to_string(Rand(1000)));
+      if (!files_.count(p) && !dirs_.count(p)) return p;
+    }
+  }
+  std::string Content() {
+    std::string s(Rand(3) == 0 ? 0 : Rand(20000), '\0');
+    uint64_t x = rng_() | 1;
+    for (auto& ch : s) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      ch = static_cast<char>(x);
+    }
+    return s;
+  }
+  int Links(uint64_t ino) const {
+    int n = 0;
+    for (const auto& [path, i] : files_) n += i == ino;
+    return n;
+  }
+  static std::string WriteFile(const std::string& path, int flags, const std::string& data) {
+    int fd = ::open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return Errno("open");
+    if (!data.empty() && ::write(fd, data.data(), data.size()) != ssize_t(data.size())) {
+      std::string e = Errno("write");
+      ::close(fd);
+      return e;
+    }
+    return ::close(fd) == 0 ? "" : Errno("close");
+  }
+  std::string CheckFile(const std::string& root, const std::string& rel) const {
+    std::string path = root + "/" + rel;
+    uint64_t ino = files_.at(rel);
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return Errno(("stat " + rel).c_str());
+    if (static_cast<int>(st.st_nlink) != Links(ino))
+      return rel + ": nlink " + std::to_string(st.st_nlink) + ", want " +
+             std::to_string(Links(ino));
+    int err = 0;
+    std::string got = ReadWhole(path, &err);
+    if (err != 0) return "read " + rel + ": " + std::strerror(err);
+    if (got != content_.at(ino))
+      return rel + ": " + std::to_string(got.size()) + " bytes, want " +
+             std::to_string(content_.at(ino).size()) +
+             (got.size() == content_.at(ino).size() ? " (bytes differ)" : "");
+    return "";
+  }
+  static std::string Walk(const std::string& root, const std::string& rel,
+                          std::set<std::string>* dirs, std::set<std::string>* files) {
+    dirs->insert(rel);
+    std::string path = rel.empty() ? root : root + "/" + rel;
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return Errno(("opendir " + path).c_str());
+    std::vector<std::pair<std::string, bool>> names;
+    errno = 0;
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") names.emplace_back(n, e->d_type == DT_DIR);
+    }
+    int rerr = errno;
+    ::closedir(d);
+    if (rerr != 0) return "readdir " + path + ": " + std::strerror(rerr);
+    for (const auto& [n, is_dir] : names) {
+      std::string child = Join(rel, n);
+      if (is_dir) {
+        std::string err = Walk(root, child, dirs, files);
+        if (!err.empty()) return err;
+      } else {
+        files->insert(child);
+      }
+    }
+    return "";
+  }
+  // Renames every model path under directory `from` to the same path under `to`.
+  void MoveDir(const std::string& from, const std::string& to) {
+    auto moved = [&](const std::string& p) {
+      return p == from || p.compare(0, from.size() + 1, from + "/") == 0;
+    };
+    std::set<std::string> dirs;
+    for (const auto& d : dirs_) dirs.insert(moved(d) ? to + d.substr(from.size()) : d);
+    dirs_ = std::move(dirs);
+    std::map<std::string, uint64_t> files;
+    for (const auto& [p, ino] : files_) files[moved(p) ? to + p.substr(from.size()) : p] = ino;
+    files_ = std::move(files);
+  }
+
+  std::string Step() {
+    uint64_t r = Rand(100);
+    if (files_.empty() || (r < 20 && files_.size() < 150)) {  // create
+      std::string p = NewName(Pick(dirs_));
+      std::string data = Content();
+      last_ = "create " + p + " (" + std::to_string(data.size()) + " bytes)";
+      std::string err = WriteFile(Abs(p), O_CREAT | O_EXCL, data);
+      files_[p] = next_ino_;
+      content_[next_ino_++] = data;
+      return err;
+    }
+    if (r < 30) {  // replace a file's content
+      const auto& [p, ino] = Pick(files_);
+      std::string data = Content();
+      last_ = "rewrite " + p + " (" + std::to_string(data.size()) + " bytes)";
+      content_[ino] = data;
+      return WriteFile(Abs(p), O_TRUNC, data);
+    }
+    if (r < 45) {  // rename a file to a new name or over another file
+      std::string from = Pick(files_).first;
+      std::string to = Rand(3) == 0 ? Pick(files_).first : NewName(Pick(dirs_));
+      if (files_.count(to) && files_[to] == files_[from]) return "";  // the same file: a no-op
+      last_ = "rename " + from + " -> " + to + (files_.count(to) ? " (replacing it)" : "");
+      uint64_t ino = files_[from];
+      files_.erase(from);
+      files_[to] = ino;
+      return ::rename(Abs(from).c_str(), Abs(to).c_str()) == 0 ? "" : Errno("rename");
+    }
+    if (r < 52) {  // hard link
+      std::string from = Pick(files_).first;
+      std::string to = NewName(Pick(dirs_));
+      last_ = "link " + from + " -> " + to;
+      files_[to] = files_[from];
+      return ::link(Abs(from).c_str(), Abs(to).c_str()) == 0 ? "" : Errno("link");
+    }
+    if (r < 65) {  // unlink
+      std::string p = Pick(files_).first;
+      last_ = "unlink " + p;
+      uint64_t ino = files_[p];
+      files_.erase(p);
+      if (Links(ino) == 0) content_.erase(ino);
+      return ::unlink(Abs(p).c_str()) == 0 ? "" : Errno("unlink");
+    }
+    if (r < 72 && dirs_.size() < 25) {  // mkdir
+      std::string p = NewName(Pick(dirs_));
+      last_ = "mkdir " + p;
+      dirs_.insert(p);
+      return ::mkdir(Abs(p).c_str(), 0755) == 0 ? "" : Errno("mkdir");
+    }
+    if (r < 76) {  // rmdir of an empty directory
+      std::vector<std::string> empty;
+      for (const auto& d : dirs_) {
+        if (d.empty()) continue;
+        bool has = false;
+        for (const auto& [p, ino] : files_) has = has || p.compare(0, d.size() + 1, d + "/") == 0;
+        for (const auto& e : dirs_) has = has || e.compare(0, d.size() + 1, d + "/") == 0;
+        if (!has) empty.push_back(d);
+      }
+      if (empty.empty()) return "";
+      std::string p = Pick(empty);
+      last_ = "rmdir " + p;
+      dirs_.erase(p);
+      return ::rmdir(Abs(p).c_str()) == 0 ? "" : Errno("rmdir");
+    }
+    if (r < 82 && dirs_.size() > 1) {  // move a directory to a new name, never into itself
+      std::string from;
+      while (from.empty()) from = Pick(dirs_);
+      std::vector<std::string> parents;
+      for (const auto& d : dirs_) {
+        if (d != from && d.compare(0, from.size() + 1, from + "/") != 0) parents.push_back(d);
+      }
+      std::string to = NewName(Pick(parents));
+      last_ = "rename dir " + from + " -> " + to;
+      MoveDir(from, to);
+      return ::rename(Abs(from).c_str(), Abs(to).c_str()) == 0 ? "" : Errno("rename");
+    }
+    std::string p = Pick(files_).first;  // read a file back
+    last_ = "check " + p;
+    return CheckFile(root_, p);
+  }
+
+  std::mt19937_64 rng_;
+  std::string root_;
+  std::set<std::string> dirs_;               // relative paths; "" is the root
+  std::map<std::string, uint64_t> files_;    // relative path -> file id
+  std::map<uint64_t, std::string> content_;  // file id -> bytes
+  uint64_t next_ino_ = 1;
+  int op_ = 0;
+  std::string last_;
+  double slowest_ = 0;
+  std::string slowest_op_;
+};
+
+TEST_F(FsxUnderFailuresTest, NoOperationFailsAndNothingIsLostWithOneServerAway) {
+  // Seed 11 failed within its first 10 s before operations waited for a quorum (README,
+  // "An operation waits for a quorum for op_timeout").
+  const uint32_t seed = static_cast<uint32_t>(EnvInt("QUORUMFS_CHAOS_SEED", 11));
+  const double seconds = EnvInt("QUORUMFS_CHAOS_SECONDS", 40);
+  std::atomic<bool> stop{false};
+  std::string result[2], tree_result[2];
+  std::unique_ptr<Fsx> fsx[2];
+  std::unique_ptr<Tree> tree[2];  // beside each fsx, a namespace workload in a directory of its own
+  for (int c = 0; c < 2; ++c) {
+    std::string dir = "tree" + std::to_string(c);
+    ASSERT_EQ(::mkdir(m(c).path(dir).c_str(), 0755), 0) << std::strerror(errno);
+    tree[c] = std::make_unique<Tree>(seed * 2 + 100 + static_cast<uint32_t>(c), m(c).path(dir));
+    std::string name = "fsx" + std::to_string(c);
+    fsx[c] = std::make_unique<Fsx>(seed * 2 + static_cast<uint32_t>(c), m(c).path(name),
+                                   local_ + "/" + name);
+  }
+  std::vector<std::thread> workers;
+  // However this test ends, the workers stop and are joined before what they use goes away.
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& workers;
+    ~Joiner() {
+      stop = true;
+      for (auto& w : workers) {
+        if (w.joinable()) w.join();
+      }
+    }
+  } joiner{stop, workers};
+  for (int c = 0; c < 2; ++c) {
+    workers.emplace_back([&, c] {
+      result[c] = fsx[c]->Run(1 << 30, [&] { return stop.load(); });
+      if (!result[c].empty()) stop = true;
+    });
+    workers.emplace_back([&, c] {
+      tree_result[c] = tree[c]->Run([&] { return stop.load(); });
+      if (!tree_result[c].empty()) stop = true;
+    });
+  }
+
+  // One fault at a time, each held 0.5-3 s, with 0.3-1.3 s of calm between. A fault the test
+  // could not make or undo stops the run (TearDown undoes what is left).
+  std::mt19937 rng(seed);
+  std::vector<std::string> faults;
+  auto start = std::chrono::steady_clock::now();
+  std::string started_at;  // wall clock (UTC), to line the schedule up with the mounts' logs
+  {
+    timeval tv;
+    ::gettimeofday(&tv, nullptr);
+    tm t;
+    ::gmtime_r(&tv.tv_sec, &t);
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%02d:%02d:%02d.%03d UTC", t.tm_hour, t.tm_min, t.tm_sec,
+                  static_cast<int>(tv.tv_usec / 1000));
+    started_at = buf;
+  }
+  auto now = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto sleep = [](double s) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(s * 1000)));
+  };
+  auto cut = [&](int c, int s) {
+    cut_.emplace_back(c, s);
+    return lab_->Cut(c, s);
+  };
+  auto heal_all = [&] {
+    bool ok = true;
+    for (auto [c, s] : cut_) ok = lab_->Heal(c, s) && ok;
+    cut_.clear();
+    return ok;
+  };
+  while (now() < seconds && !stop) {
+    int s = static_cast<int>(rng() % 3);
+    int kind = static_cast<int>(rng() % 5);
+    double hold = 0.5 + (rng() % 2500) / 1000.0;
+    std::ostringstream what;
+    what << std::fixed << std::setprecision(1) << now() << " s: server " << s << " ";
+    bool made = true;
+    switch (kind) {
+      case 0:
+        cluster_->Kill(s);
+        what << "killed";
+        break;
+      case 1:
+        frozen_ = cluster_->pid(s);
+        made = frozen_ > 0 && ::kill(frozen_, SIGSTOP) == 0;
+        what << "frozen";
+        break;
+      case 2:
+      case 3:
+        made = cut(kind - 2, s);
+        what << "cut off from mount " << kind - 2;
+        break;
+      default:
+        made = cut(0, s) && cut(1, s);
+        what << "cut off from both mounts";
+    }
+    what << " for " << hold << " s";
+    if (rng() % 3 == 0) {
+      int c = static_cast<int>(rng() % 2);
+      ::kill(m(c).pid(), SIGUSR1);
+      what << "; mount " << c << "'s chunk cache emptied";
+    }
+    faults.push_back(what.str());
+    EXPECT_TRUE(made) << "could not make the fault: " << what.str();
+    if (!made) break;
+    sleep(hold);
+    bool undone = true;
+    switch (kind) {
+      case 0:
+        cluster_->Start(s);  // a failure to start is a fatal failure of this test
+        undone = !HasFatalFailure();
+        break;
+      case 1:
+        undone = ::kill(frozen_, SIGCONT) == 0;
+        frozen_ = -1;
+        break;
+      default:
+        undone = heal_all();
+    }
+    EXPECT_TRUE(undone) << "could not undo the fault: " << what.str();
+    if (!undone) break;
+    sleep(0.3 + (rng() % 1000) / 1000.0);
+  }
+  stop = true;
+  for (auto& w : workers) w.join();
+  if (HasFatalFailure()) return;
+  std::string schedule;
+  for (const auto& f : faults) schedule += "  " + f + "\n";
+  for (int c = 0; c < 2; ++c) {
+    std::fprintf(stderr, "mount %d: %d fsx operations, the slowest %.2f s (%s)\n", c,
+                 fsx[c]->ops_done(), fsx[c]->slowest(), fsx[c]->slowest_op().c_str());
+    EXPECT_TRUE(result[c].empty())
+        << "mount " << c << ", chaos seed " << seed << ": " << result[c] << "\nfaults:\n"
+        << schedule;
+    EXPECT_GT(fsx[c]->ops_done(), 100) << "mount " << c;
+    // op_timeout (3 s) plus one call timeout and one connect timeout, with room for this machine.
+    EXPECT_LT(fsx[c]->slowest(), 10) << "mount " << c << ": " << fsx[c]->slowest_op();
+    std::fprintf(stderr, "mount %d: %d namespace operations, the slowest %.2f s (%s)\n", c,
+                 tree[c]->ops_done(), tree[c]->slowest(), tree[c]->slowest_op().c_str());
+    EXPECT_TRUE(tree_result[c].empty())
+        << "mount " << c << ", chaos seed " << seed << ": " << tree_result[c] << "\nfaults:\n"
+        << schedule;
+    EXPECT_GT(tree[c]->ops_done(), 50) << "mount " << c;
+    EXPECT_LT(tree[c]->slowest(), 10) << "mount " << c << ": " << tree[c]->slowest_op();
+  }
+  std::fprintf(stderr, "%zu faults (chaos seed %u, from %s):\n%s", faults.size(), seed,
+               started_at.c_str(), schedule.c_str());
+  EXPECT_GE(faults.size(), 5u);
+  fsx[0].reset();  // closes the files
+  fsx[1].reset();
+
+  // What each mount wrote, read through the other one, then fsck.
+  auto cross_check = [&](const std::string& when) {
+    for (int c = 0; c < 2; ++c) {
+      std::string name = "fsx" + std::to_string(c);
+      int err = 0, lerr = 0;
+      std::string got = ReadWhole(m(1 - c).path(name), &err);
+      std::string want = ReadWhole(local_ + "/" + name, &lerr);
+      ASSERT_EQ(lerr, 0);
+      EXPECT_EQ(err, 0) << name << " through mount " << 1 - c << " " << when << ": "
+                        << std::strerror(err);
+      EXPECT_EQ(got.size(), want.size()) << name << " through mount " << 1 - c << " " << when;
+      EXPECT_TRUE(got == want) << name << " through mount " << 1 - c << " " << when
+                               << ": the bytes differ";
+      std::string diff = tree[c]->Compare(m(1 - c).path("tree" + std::to_string(c)));
+      EXPECT_EQ(diff, "") << "tree" << c << " through mount " << 1 - c << " " << when;
+    }
+  };
+  cross_check("after the faults");
+  CliResult repair = Fsck({"--repair"});
+  EXPECT_TRUE(repair.code == 0 || repair.code == 1) << repair.All();
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
+  for (int c = 0; c < 2; ++c) ::kill(m(c).pid(), SIGUSR1);
+  sleep(0.2);
+  cross_check("after fsck");
+  if (HasFailure()) {
+    for (int c = 0; c < 2; ++c) {
+      std::fprintf(stderr, "mount %d's log:\n%s\n", c, m(c).Log().c_str());
+    }
+  }
+}
 
 }  // namespace
 }  // namespace testing

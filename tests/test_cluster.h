@@ -39,6 +39,7 @@ class TestCluster {
   void Kill(int i);      // SIGKILL and reap
   int Terminate(int i);  // SIGTERM, reap, return the exit status (-1 if killed by a signal)
   bool Running(int i) const { return pids_[i] > 0; }
+  pid_t pid(int i) const { return pids_[i]; }  // -1 when node i is not running
 
   // Runs the chunkserver with extra args and returns (exit code, stderr); for startup checks.
   std::pair<int, std::string> RunOnce(const std::vector<std::string>& args);

@@ -794,6 +794,9 @@ std::unique_ptr<NsClient> NamespaceSim::NewClient(const std::string& name, int n
   po.rng_seed = rng_() | 1;
   po.round_timeout = kRoundTimeoutMs * kj::MILLISECONDS;
   po.op_timeout = kOpTimeoutMs * kj::MILLISECONDS;
+  // Operations that reach too few replicas fail at once here, so that runs end many of them in
+  // failure and unknown outcomes (the paths the checks and negative controls are about).
+  po.no_quorum_retry = 0 * kj::MILLISECONDS;
   po.unsafe_shared_first_write_at_w = options_.unsafe_shared_first_write_at_w;
   c->proposer = std::make_unique<Proposer>(*c->transport, timer_, po);
   c->proposer->SetConfig(config_);

@@ -58,6 +58,7 @@ void SimStats::Add(const SimStats& o) {
   slow_reads += o.slow_reads;
   batched_reads += o.batched_reads;
   conflicts += o.conflicts;
+  no_quorum_retries += o.no_quorum_retries;
   sim_time_us += o.sim_time_us;
   keys_checked += o.keys_checked;
   checker_gave_up += o.checker_gave_up;
@@ -72,10 +73,11 @@ std::string SimStats::ToString() const {
       << cas_succeeded << ", mismatch " << cas_mismatch << "], updates " << updates << ", creates "
       << creates << ", shared creates " << shared_creates << " (" << shared_created
       << " created), tombstones " << tombstones << ", rebalance " << rebalance_ops
-      << "), conflicts " << conflicts << ", messages " << messages << " (dropped " << dropped
-      << ", duplicated " << duplicated << ", refused " << refused << "), crashes " << crashes
-      << ", wipes " << wipes << ", simulated " << sim_time_us / 1000 << " ms, keys checked "
-      << keys_checked << " (checker gave up on " << checker_gave_up << ")";
+      << "), conflicts " << conflicts << ", no-quorum retries " << no_quorum_retries
+      << ", messages " << messages << " (dropped " << dropped << ", duplicated " << duplicated
+      << ", refused " << refused << "), crashes " << crashes << ", wipes " << wipes
+      << ", simulated " << sim_time_us / 1000 << " ms, keys checked " << keys_checked
+      << " (checker gave up on " << checker_gave_up << ")";
   return out.str();
 }
 
@@ -417,6 +419,7 @@ void Sim::Setup() {
     po.unsafe_trust_any_refusal = options_.unsafe_trust_any_refusal;
     po.unsafe_round0_highest_wins = options_.unsafe_round0_highest_wins;
     po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
+    po.no_quorum_retry = options_.no_quorum_retry_ms * kj::MILLISECONDS;
     return po;
   };
   for (int i = 0; i < options_.clients; ++i) {
@@ -960,6 +963,7 @@ SimResult Sim::Run() {
       result_.stats.fast_reads += counters.fast_reads;
       result_.stats.slow_reads += counters.slow_reads;
       result_.stats.conflicts += counters.conflicts;
+      result_.stats.no_quorum_retries += counters.no_quorum_retries;
     }
     result_.stats.final_stage = std::max(result_.stats.final_stage, static_cast<int>(c->stage));
   }

@@ -63,6 +63,9 @@ struct SimOptions {
   bool unsafe_round0_highest_wins = false;  // ProposerOptions knob (negative control)
   int batched_read_percent = 40;            // reads done with Proposer::ReadMany (0: no draw)
   bool unsafe_ignore_joint_quorum = false;  // ProposerOptions knob
+  // ProposerOptions::no_quorum_retry in ms (0: a prepare that reached too few replicas fails
+  // the operation at once, so runs end many operations in failure and unknown outcomes).
+  int64_t no_quorum_retry_ms = 0;
 
   int64_t max_sim_time_ms = 120'000;  // a run that takes longer is reported as stuck
   int64_t checker_max_states = 1'000'000;
@@ -77,6 +80,7 @@ struct SimStats {
   int64_t messages = 0, dropped = 0, duplicated = 0, refused = 0;
   int64_t crashes = 0, wipes = 0;
   int64_t fast_reads = 0, slow_reads = 0, batched_reads = 0, conflicts = 0;
+  int64_t no_quorum_retries = 0;  // prepare rounds tried again for want of replies
   int64_t sim_time_us = 0;
   int64_t keys_checked = 0, checker_gave_up = 0;
   int final_stage = 0;  // membership: index of the configuration every client ended on
