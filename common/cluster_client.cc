@@ -34,7 +34,8 @@ void ClusterClient::LoopMain(std::function<void()> ready) {
       std::make_unique<ChunkClient>(*rpc_, &hashers_, &io.provider->getTimer(), chunk_options);
   chunks_->SetConfig(config_);
   allocator_ = std::make_unique<InodeAllocator>(*proposer_);
-  lister_ = std::make_unique<RpcRecordLister>(*rpc_);
+  lister_ = std::make_unique<RpcRecordLister>(*rpc_, &io.provider->getTimer(),
+                                              options_.proposer.op_timeout);
   lister_->SetConfig(config_);
   ns_ = std::make_unique<Namespace>(*proposer_, *allocator_, *lister_, io.provider->getTimer(),
                                     SystemWallClock(), options_.ns);

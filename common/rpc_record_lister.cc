@@ -11,6 +11,33 @@ namespace quorumfs {
 kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
     const std::string& placement_key, const std::string& prefix, const std::string& after,
     uint32_t limit) {
+  if (timer_ == nullptr) return ListOnce(placement_key, prefix, after, limit);
+  return ListUntil(placement_key, prefix, after, limit, timer_->now() + retry_for_);
+}
+
+kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListUntil(std::string placement_key,
+                                                                         std::string prefix,
+                                                                         std::string after,
+                                                                         uint32_t limit,
+                                                                         kj::TimePoint deadline) {
+  return ListOnce(placement_key, prefix, after, limit)
+      .then([this, placement_key, prefix, after, limit,
+             deadline](Result<std::vector<std::string>>&& r)
+                -> kj::Promise<Result<std::vector<std::string>>> {
+        if (r.ok() || r.status().code() != StatusCode::kNoQuorum ||
+            timer_->now() + retry_delay_ >= deadline) {
+          return kj::mv(r);
+        }
+        return timer_->afterDelay(retry_delay_)
+            .then([this, placement_key, prefix, after, limit, deadline]() {
+              return ListUntil(placement_key, prefix, after, limit, deadline);
+            });
+      });
+}
+
+kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
+    const std::string& placement_key, const std::string& prefix, const std::string& after,
+    uint32_t limit) {
   QuorumSpec spec;
   int need;
   if (placement_key.empty()) {

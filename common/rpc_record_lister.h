@@ -11,7 +11,13 @@ namespace quorumfs {
 
 class RpcRecordLister : public RecordLister {
  public:
-  explicit RpcRecordLister(RpcCluster& rpc) : rpc_(rpc) {}
+  // With a `timer`, a listing that reached too few replicas is tried again every `retry_delay`
+  // for up to `retry_for` (a node that comes back meanwhile is used), as record changes and
+  // chunk puts wait for a quorum; without one it fails at once.
+  explicit RpcRecordLister(RpcCluster& rpc, kj::Timer* timer = nullptr,
+                           kj::Duration retry_for = 0 * kj::SECONDS,
+                           kj::Duration retry_delay = 100 * kj::MILLISECONDS)
+      : rpc_(rpc), timer_(timer), retry_for_(retry_for), retry_delay_(retry_delay) {}
   void SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
 
   kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
@@ -20,7 +26,16 @@ class RpcRecordLister : public RecordLister {
                                                          uint32_t limit) override;
 
  private:
+  kj::Promise<Result<std::vector<std::string>>> ListOnce(const std::string& placement_key,
+                                                         const std::string& prefix,
+                                                         const std::string& after, uint32_t limit);
+  kj::Promise<Result<std::vector<std::string>>> ListUntil(std::string placement_key,
+                                                          std::string prefix, std::string after,
+                                                          uint32_t limit, kj::TimePoint deadline);
+
   RpcCluster& rpc_;
+  kj::Timer* timer_;
+  kj::Duration retry_for_, retry_delay_;
   std::shared_ptr<const ClusterConfig> config_;
 };
 

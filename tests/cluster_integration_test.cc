@@ -533,9 +533,9 @@ TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {
 }
 
 // An operation waits for a quorum until its timeout, not just for one round: with two of three
-// servers down, a record change and a chunk put started then succeed once one server is back a
-// second later. Before, a prepare round that reached one replica failed the change at once, and
-// a put whose replicas did not answer failed at once (found by fuse_fsx_test's
+// servers down, a record change, a chunk put and a listing started then succeed once one server
+// is back a second later. Before, a prepare round that reached one replica failed the change at
+// once, and a put whose replicas did not answer failed at once (found by fuse_fsx_test's
 // FsxUnderFailuresTest, chaos seed 11: a restarted server still marked down in the mount while
 // another was cut off). With the quorum gone for good, the change fails with NoQuorum (EIO at
 // the mount), naming the replicas, after op_timeout.
@@ -563,17 +563,32 @@ TEST(ClusterIntegration, AnOperationWaitsForAQuorumUntilItsTimeout) {
                             [](const std::optional<std::string>&) { return SetTo("after"); });
     change_took = seconds();
   });
+  // A listing (readdir, rmdir's emptiness scan) waits the same way.
+  RpcRecordLister lister(client.rpc(), &client.timer(), 3 * kj::SECONDS);
+  lister.SetConfig(cluster.config());
+  Result<std::vector<std::string>> listed = Status(StatusCode::kInternal, "not run");
+  double list_took = 0;
+  std::thread listing([&] {
+    listed = client.RunSync<Result<std::vector<std::string>>>(
+        [&]() { return lister.ListKeys(RecordPlacementKey(InodeKey(5)), "I/", "", 100); });
+    list_took = seconds();
+  });
   // From this thread: a server is started with PR_SET_PDEATHSIG, which fires when the thread
   // that forked it ends.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   cluster.Start(1);
   putter.join();
   changer.join();
+  listing.join();
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(*listed, std::vector<std::string>{InodeKey(5)});
+  EXPECT_GT(list_took, 0.9);
   EXPECT_TRUE(changed.ok()) << changed.status().ToString();
   EXPECT_GT(change_took, 0.9);
   EXPECT_TRUE(put.ok()) << put.status().ToString();
   EXPECT_GT(put_took, 0.9);
-  std::fprintf(stderr, "change %.2f s, put %.2f s\n", change_took, put_took);
+  std::fprintf(stderr, "change %.2f s, put %.2f s, listing %.2f s\n", change_took, put_took,
+               list_took);
 
   cluster.Kill(1);  // and now for good
   start = std::chrono::steady_clock::now();
