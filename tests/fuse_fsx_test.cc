@@ -397,20 +397,8 @@ class FsxUnderFailuresTest : public ::testing::Test {
     if (!NetLab::Available(&why)) GTEST_SKIP() << "fsx under failures skipped: " << why;
     lab_ = std::make_unique<NetLab>(3, 2);
     ASSERT_TRUE(lab_->ok());
-    TestClusterOptions co;
-    for (int s = 0; s < 3; ++s) {
-      co.netns.push_back(lab_->server_ns(s));
-      co.hosts.push_back(lab_->server_host(s));
-    }
-    cluster_ = std::make_unique<TestCluster>(co);
-    for (int c = 0; c < 2; ++c) {
-      TestMountOptions mo;
-      mo.op_timeout = 3;
-      mo.netns = lab_->client_ns(c);
-      mounts_.push_back(std::make_unique<TestMount>(
-          cluster_->cluster_file(), cluster_->dir() + "/m" + std::to_string(c), mo));
-      ASSERT_TRUE(mounts_.back()->ok());
-    }
+    StartLabCluster(*lab_, 3, 2, &cluster_, &mounts_);
+    for (const auto& m : mounts_) ASSERT_TRUE(m->ok());
     char tmpl[] = "/tmp/quorumfs-chaos-local-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     local_ = tmpl;

@@ -284,5 +284,23 @@ bool TestMount::Remount() {
   return Start();
 }
 
+void StartLabCluster(NetLab& lab, int servers, int clients, std::unique_ptr<TestCluster>* cluster,
+                     std::vector<std::unique_ptr<TestMount>>* mounts) {
+  TestClusterOptions co;
+  for (int s = 0; s < servers; ++s) {
+    co.netns.push_back(lab.server_ns(s));
+    co.hosts.push_back(lab.server_host(s));
+  }
+  *cluster = std::make_unique<TestCluster>(co);
+  for (int c = 0; c < clients; ++c) {
+    TestMountOptions mo;
+    mo.op_timeout = 3;
+    mo.netns = lab.client_ns(c);
+    mounts->push_back(std::make_unique<TestMount>(
+        (*cluster)->cluster_file(), (*cluster)->dir() + "/m" + std::to_string(c), mo));
+    if (!mounts->back()->ok()) return;
+  }
+}
+
 }  // namespace testing
 }  // namespace quorumfs

@@ -7,8 +7,12 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tests/test_cluster.h"
+#include "tests/test_netns.h"
 
 namespace quorumfs {
 namespace testing {
@@ -76,6 +80,12 @@ class TestMount {
   bool mounted_ = false;
   int minor_ = -1;  // the FUSE connection id (device minor of the mount)
 };
+
+// Partition tests: a cluster of `servers` nodes, node i in `lab`'s server namespace i, and one
+// mount (op_timeout=3) per lab client, in that client's namespace, at <cluster dir>/m<c>. Stops
+// at the first mount that does not come up (ADD_FAILURE); check every mount's ok().
+void StartLabCluster(NetLab& lab, int servers, int clients, std::unique_ptr<TestCluster>* cluster,
+                     std::vector<std::unique_ptr<TestMount>>* mounts);
 
 }  // namespace testing
 }  // namespace quorumfs
