@@ -111,6 +111,14 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
   return paf.promise.attach(kj::mv(send));
 }
 
+struct ChunkClient::GetState {
+  ChunkId id;
+  std::vector<std::string> order;  // home replicas first, then the rest (rendezvous order)
+  std::string errors;              // "node: why; ..." in the order the failures came
+  bool any_unavailable = false;    // some replica failed otherwise than by lacking the chunk
+  bool unanswered = false;         // some replica did not answer (down, unreachable, timed out)
+};
+
 kj::Promise<Result<std::string>> ChunkClient::Get(ChunkId id) {
   kj::TimePoint deadline =
       timer_ ? timer_->now() + options_.retry_for : kj::origin<kj::TimePoint>();
@@ -118,61 +126,111 @@ kj::Promise<Result<std::string>> ChunkClient::Get(ChunkId id) {
 }
 
 kj::Promise<Result<std::string>> ChunkClient::GetUntil(ChunkId id, kj::TimePoint deadline) {
-  auto order = std::make_shared<std::vector<std::string>>(FullRanking(*config_, id.view()));
-  auto unanswered = std::make_shared<bool>(false);
-  return GetFrom(order, 0, id, std::make_shared<std::string>(), false, unanswered)
-      .then([this, id, deadline,
-             unanswered](Result<std::string>&& r) -> kj::Promise<Result<std::string>> {
+  auto st = std::make_shared<GetState>();
+  st->id = id;
+  st->order = FullRanking(*config_, id.view());
+  return GetFrom(st, 0).then(
+      [this, id, deadline, st](Fetched r) -> kj::Promise<Result<std::string>> {
         // Some replica did not answer (not: refused, or had no copy) and none served the
         // chunk: try them all again while the read has time.
-        if (r.ok() || !*unanswered || !MayRetry(deadline)) {
-          return kj::mv(r);
-        }
+        if (r->ok() || !st->unanswered || !MayRetry(deadline)) return kj::mv(*r);
         return timer_->afterDelay(options_.retry_delay).then([this, id, deadline]() {
           return GetUntil(id, deadline);
         });
       });
 }
 
-kj::Promise<Result<std::string>> ChunkClient::GetFrom(
-    std::shared_ptr<std::vector<std::string>> order, size_t index, ChunkId id,
-    std::shared_ptr<std::string> errors, bool any_unavailable, std::shared_ptr<bool> unanswered) {
-  if (index >= order->size()) {
-    std::string what = "chunk " + id.ToHex() + ": " + *errors;
-    if (any_unavailable) return Result<std::string>(Status(StatusCode::kUnavailable, what));
-    if (errors->find("Corruption") != std::string::npos) {
-      return Result<std::string>(Status(StatusCode::kCorruption, what));
-    }
-    return Result<std::string>(NotFound(what));
+ChunkClient::Fetched ChunkClient::Failure(const GetState& st) {
+  std::string what = "chunk " + st.id.ToHex() + ": " + st.errors;
+  if (st.any_unavailable)
+    return std::make_shared<Result<std::string>>(Status(StatusCode::kUnavailable, what));
+  if (st.errors.find("Corruption") != std::string::npos) {
+    return std::make_shared<Result<std::string>>(Status(StatusCode::kCorruption, what));
   }
-  const std::string node = (*order)[index];
-  return transport_.GetChunk(node, id).then(
-      [this, order, index, id, errors, any_unavailable, unanswered,
-       node](Result<std::string>&& r) mutable -> kj::Promise<Result<std::string>> {
+  return std::make_shared<Result<std::string>>(NotFound(what));
+}
+
+kj::Promise<ChunkClient::Fetched> ChunkClient::GetOne(std::shared_ptr<GetState> st, size_t index) {
+  const std::string node = st->order[index];
+  auto failed = [st, node](const Status& s) {
+    if (!st->errors.empty()) st->errors += "; ";
+    st->errors += node + ": " + s.ToString();
+    return std::make_shared<Result<std::string>>(s);
+  };
+  return transport_.GetChunk(node, st->id)
+      .then([this, st, node, failed](Result<std::string>&& r) -> kj::Promise<Fetched> {
         if (!r.ok()) {
-          if (r.status().code() != StatusCode::kNotFound) any_unavailable = true;
+          if (r.status().code() != StatusCode::kNotFound) st->any_unavailable = true;
           if (r.status().code() == StatusCode::kUnavailable ||
               r.status().code() == StatusCode::kTimedOut) {
-            *unanswered = true;
+            st->unanswered = true;
           }
-          if (!errors->empty()) *errors += "; ";
-          *errors += node + ": " + r.status().ToString();
-          return GetFrom(order, index + 1, id, errors, any_unavailable, unanswered);
+          return failed(r.status());
         }
         auto bytes = std::make_shared<std::string>(std::move(r).value());
         kj::Promise<bool> verified = nullptr;
+        ChunkId id = st->id;
         if (hasher_) {
           verified = hasher_->Run<bool>([bytes, id]() { return ChunkId::Of(*bytes) == id; });
         } else {
           verified = ChunkId::Of(*bytes) == id;
         }
-        return verified.then([this, order, index, id, errors, any_unavailable, unanswered, node,
-                              bytes](bool ok) mutable -> kj::Promise<Result<std::string>> {
-          if (ok) return Result<std::string>(std::move(*bytes));
-          transport_.ReportCorrupt(node, id).detach([](kj::Exception&&) {});
-          if (!errors->empty()) *errors += "; ";
-          *errors += node + ": Corruption: served bytes do not match the chunk id";
-          return GetFrom(order, index + 1, id, errors, any_unavailable, unanswered);
+        return verified.then([this, st, node, bytes, failed](bool ok) -> Fetched {
+          if (ok) return std::make_shared<Result<std::string>>(std::move(*bytes));
+          transport_.ReportCorrupt(node, st->id).detach([](kj::Exception&&) {});
+          return failed(Status(StatusCode::kCorruption, "served bytes do not match the chunk id"));
+        });
+      });
+}
+
+kj::Promise<ChunkClient::Fetched> ChunkClient::GetFrom(std::shared_ptr<GetState> st, size_t index) {
+  if (index >= st->order.size()) return Failure(*st);
+  kj::Promise<Fetched> one = GetOne(st, index);
+  const bool hedge =
+      timer_ != nullptr && options_.hedge_after > 0 * kj::SECONDS && index + 1 < st->order.size();
+  if (!hedge) {
+    return one.then([this, st, index](Fetched r) -> kj::Promise<Fetched> {
+      if (r->ok()) return kj::mv(r);
+      return GetFrom(st, index + 1);
+    });
+  }
+  // Whichever comes first: this replica's answer, or the hedge delay.
+  auto forked = one.fork();
+  auto early =
+      forked.addBranch()
+          .then([](Fetched r) -> kj::Maybe<Fetched> { return kj::mv(r); })
+          .exclusiveJoin(timer_->afterDelay(options_.hedge_after).then([]() -> kj::Maybe<Fetched> {
+            return nullptr;
+          }));
+  return early.then([this, st, index, forked = kj::mv(forked)](
+                        kj::Maybe<Fetched> answered) mutable -> kj::Promise<Fetched> {
+    KJ_IF_MAYBE (r, answered) {
+      if ((*r)->ok()) return kj::mv(*r);
+      return GetFrom(st, index + 1);
+    }
+    // Slow to answer: keep waiting for it, and ask the replicas after it meanwhile.
+    ++hedged_gets_;
+    return FirstOk(st, forked.addBranch(), GetFrom(st, index + 1));
+  });
+}
+
+kj::Promise<ChunkClient::Fetched> ChunkClient::FirstOk(std::shared_ptr<GetState> st,
+                                                       kj::Promise<Fetched> a,
+                                                       kj::Promise<Fetched> b) {
+  auto fa = a.fork();
+  auto fb = b.fork();
+  using Tagged = std::pair<bool, Fetched>;  // (came from b, what came)
+  auto first =
+      fa.addBranch()
+          .then([](Fetched r) { return Tagged(false, kj::mv(r)); })
+          .exclusiveJoin(fb.addBranch().then([](Fetched r) { return Tagged(true, kj::mv(r)); }));
+  return first.then(
+      [st, fa = kj::mv(fa), fb = kj::mv(fb)](Tagged came) mutable -> kj::Promise<Fetched> {
+        if (came.second->ok()) return kj::mv(came.second);
+        // That one failed: the other decides, and if it fails too, every replica has failed.
+        return (came.first ? fa : fb).addBranch().then([st](Fetched r) -> Fetched {
+          if (r->ok()) return r;
+          return Failure(*st);
         });
       });
 }

@@ -5,7 +5,10 @@
 // rendezvous order, which stores the chunk with a hint naming the home (sloppy quorum; safe
 // only because chunks never change). Puts still in flight after the quorum keep running.
 // Get tries home replicas first, then the rest in rendezvous order, verifies every chunk's
-// SHA-256, reports a mismatch to the node that served it and moves on to the next replica.
+// SHA-256, reports a mismatch to the node that served it and moves on to the next replica. A
+// replica that has not answered within `hedge_after` is not waited for alone: the next one is
+// asked too, and the first verified copy wins (a hung or cut-off server would otherwise hold
+// the read for a whole call timeout).
 #pragma once
 
 #include <kj/async.h>
@@ -29,6 +32,9 @@ struct ChunkClientOptions {
   // start: a node that comes back meanwhile is used instead of the write failing. 0: no retries.
   kj::Duration retry_for = 0 * kj::SECONDS;
   kj::Duration retry_delay = 100 * kj::MILLISECONDS;
+  // A get asks the next replica as well when the one it asked has not answered for this long
+  // (0: one after another, each waited for until it fails). Needs a timer.
+  kj::Duration hedge_after = 500 * kj::MILLISECONDS;
 };
 
 class ChunkClient {
@@ -48,12 +54,21 @@ class ChunkClient {
   // was corrupt; Unavailable if nodes that might have it did not answer.
   kj::Promise<Result<std::string>> Get(ChunkId id);
 
+  // Gets that asked a second replica because the first was slow to answer (loop thread).
+  uint64_t hedged_gets() const { return hedged_gets_; }
+
  private:
+  struct GetState;
+  using Fetched = std::shared_ptr<Result<std::string>>;
   kj::Promise<Result<std::string>> GetUntil(ChunkId id, kj::TimePoint deadline);
-  kj::Promise<Result<std::string>> GetFrom(std::shared_ptr<std::vector<std::string>> order,
-                                           size_t index, ChunkId id,
-                                           std::shared_ptr<std::string> errors,
-                                           bool any_unavailable, std::shared_ptr<bool> unanswered);
+  // Asks order[index], then (on failure, or alongside it once it is slow) the replicas after it.
+  kj::Promise<Fetched> GetFrom(std::shared_ptr<GetState> st, size_t index);
+  // One replica's verified copy, or its failure (recorded in `st`).
+  kj::Promise<Fetched> GetOne(std::shared_ptr<GetState> st, size_t index);
+  // The first of `a` and `b` to succeed, or the failure of every replica once both failed.
+  static kj::Promise<Fetched> FirstOk(std::shared_ptr<GetState> st, kj::Promise<Fetched> a,
+                                      kj::Promise<Fetched> b);
+  static Fetched Failure(const GetState& st);
 
   // Whether a failed call may be tried again before `deadline`.
   bool MayRetry(kj::TimePoint deadline) const;
@@ -63,6 +78,7 @@ class ChunkClient {
   kj::Timer* timer_;
   ChunkClientOptions options_;
   std::shared_ptr<const ClusterConfig> config_;
+  uint64_t hedged_gets_ = 0;
 };
 
 }  // namespace quorumfs

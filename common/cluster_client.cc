@@ -28,7 +28,7 @@ void ClusterClient::LoopMain(std::function<void()> ready) {
   rpc_->SetConfig(config_);
   proposer_ = std::make_unique<Proposer>(*rpc_, io.provider->getTimer(), options_.proposer);
   proposer_->SetConfig(config_);
-  ChunkClientOptions chunk_options;
+  ChunkClientOptions chunk_options = options_.chunks;
   chunk_options.retry_for = options_.proposer.op_timeout;  // as long as a change waits for one
   chunks_ =
       std::make_unique<ChunkClient>(*rpc_, &hashers_, &io.provider->getTimer(), chunk_options);

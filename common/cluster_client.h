@@ -27,6 +27,9 @@ struct ClusterClientOptions {
   RpcClusterOptions rpc;
   ProposerOptions proposer;
   NamespaceOptions ns;
+  // Chunk gets and puts; retry_for is set to proposer.op_timeout (a put waits for W as long as
+  // a change waits for a quorum).
+  ChunkClientOptions chunks;
   int hash_threads = 2;
 };
 

@@ -615,8 +615,12 @@ kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
   auto decide = [spec, skey, R, W, single](const ReadReplies& r) {
     return ReadDecided(*spec, *skey, R, W, single, r);
   };
+  // Once R replicas answered, the rest are waited for only `fast_round_timeout` (or twice what
+  // the read had taken): a round-0 value that needs every replica's answer then takes the full
+  // protocol instead of waiting a whole round for a replica that may be silent.
+  auto hurry = [spec, R](const ReadReplies& r) { return spec->Satisfied(VotesOf(r, &ReadYes), R); };
   return Gather<ReadAcceptedReply>(timer_, options_.round_timeout, spec->targets.size(), send,
-                                   decide)
+                                   decide, hurry, options_.fast_round_timeout)
       .then([this, skey,
              fast](Gathered<ReadAcceptedReply>&& g) -> kj::Promise<Result<RecordValue>> {
         for (const auto& r : g.replies) {
@@ -718,8 +722,23 @@ kj::Promise<std::vector<Result<RecordValue>>> Proposer::ReadMany(std::vector<std
     }
     return true;
   };
+  // As Read's: R answers for every key, then the rest only briefly (votes alone, no copies).
+  auto hurry = [b, R](const NodeReplies& nodes) {
+    std::vector<Vote> votes;
+    for (size_t k = 0; k < b->keys.size(); ++k) {
+      if (!b->invalid[k].ok()) continue;
+      votes.assign(b->where[k].size(), Vote::kPending);
+      for (size_t t = 0; t < votes.size(); ++t) {
+        const auto& r = nodes[b->where[k][t]];
+        if (!r) continue;
+        votes[t] = !r->ok() ? Vote::kNo : (**r)[b->slot[k][t]].voting ? Vote::kYes : Vote::kAbstain;
+      }
+      if (!b->specs[k].Satisfied(votes, R)) return false;
+    }
+    return true;
+  };
   return Gather<std::vector<ReadAcceptedReply>>(timer_, options_.round_timeout, b->nodes.size(),
-                                                send, decide)
+                                                send, decide, hurry, options_.fast_round_timeout)
       .then([this, b, replies_of, R, W, single](Gathered<std::vector<ReadAcceptedReply>>&& g) {
         kj::Vector<kj::Promise<Result<RecordValue>>> out(b->keys.size());
         for (size_t k = 0; k < b->keys.size(); ++k) {

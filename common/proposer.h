@@ -64,7 +64,8 @@ struct ProposerOptions {
   // backoff) is used instead of the operation failing. 0: fail at once.
   kj::Duration no_quorum_retry = 100 * kj::MILLISECONDS;
   bool one_round_changes = true;  // see the header comment
-  // CreateShared's one round waits at most this long for every replica, then falls back.
+  // CreateShared's one round waits at most this long for every replica, then falls back; a
+  // read that has R answers waits this long (or twice what it had taken) for the others.
   kj::Duration fast_round_timeout = 100 * kj::MILLISECONDS;
   // Keys remembered for one-round changes (two generations of half this many each, so a
   // directory of 10,000 files created, listed and removed by one client keeps its keys).

@@ -71,6 +71,7 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   ~RpcCluster() override;
 
   void SetConfig(std::shared_ptr<const ClusterConfig> config);
+  const RpcClusterOptions& options() const { return options_; }
 
   // RecordTransport
   kj::Promise<Result<PrepareReply>> Prepare(const std::string& node, const std::string& key,

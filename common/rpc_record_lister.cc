@@ -56,36 +56,66 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
     spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
     need = config_->read_quorum;
   }
-  kj::Vector<kj::Promise<Result<ScanPage>>> pages;
-  for (const auto& node : spec.targets) pages.add(rpc_.ScanRecords(node, prefix, after, limit));
-  return kj::joinPromises(pages.releaseAsArray())
-      .then([spec, need,
-             limit](kj::Array<Result<ScanPage>>&& results) -> Result<std::vector<std::string>> {
-        std::vector<Vote> votes;
-        std::set<std::string> keys;
-        for (const auto& r : results) {
-          if (!r.ok()) {
-            votes.push_back(Vote::kNo);
-            continue;
-          }
-          // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
-          votes.push_back(r->voting ? Vote::kYes : Vote::kAbstain);
-          for (const auto& rec : r->records) keys.insert(rec.key);
-        }
-        if (!spec.Satisfied(votes, need)) {
-          std::string why;
-          for (size_t i = 0; i < results.size(); ++i) {
-            if (votes[i] == Vote::kYes) continue;
-            why += (why.empty() ? "" : "; ") + spec.targets[i] + ": " +
-                   (votes[i] == Vote::kNo ? results[i].status().ToString()
-                                          : std::string("rejoining, not voting"));
-          }
-          return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + why);
-        }
-        std::vector<std::string> out(keys.begin(), keys.end());
-        if (out.size() > limit) out.resize(limit);
-        return out;
-      });
+  auto decide = [spec, need, limit](const std::vector<std::optional<Result<ScanPage>>>& results)
+      -> Result<std::vector<std::string>> {
+    std::vector<Vote> votes;
+    std::set<std::string> keys;
+    for (const auto& r : results) {
+      if (!r || !r->ok()) {
+        votes.push_back(Vote::kNo);
+        continue;
+      }
+      // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
+      votes.push_back((*r)->voting ? Vote::kYes : Vote::kAbstain);
+      for (const auto& rec : (*r)->records) keys.insert(rec.key);
+    }
+    if (!spec.Satisfied(votes, need)) {
+      std::string why;
+      for (size_t i = 0; i < results.size(); ++i) {
+        if (votes[i] == Vote::kYes) continue;
+        why += (why.empty() ? "" : "; ") + spec.targets[i] + ": " +
+               (!results[i]             ? std::string("no answer yet")
+                : votes[i] == Vote::kNo ? results[i]->status().ToString()
+                                        : std::string("rejoining, not voting"));
+      }
+      return Status(StatusCode::kNoQuorum, "listing reached too few replicas: " + why);
+    }
+    std::vector<std::string> out(keys.begin(), keys.end());
+    if (out.size() > limit) out.resize(limit);
+    return out;
+  };
+  auto targets = std::make_shared<std::vector<std::string>>(spec.targets);
+  auto send = [this, targets, prefix, after, limit](size_t i) {
+    return rpc_.ScanRecords((*targets)[i], prefix, after, limit);
+  };
+  if (timer_ == nullptr) {
+    kj::Vector<kj::Promise<Result<ScanPage>>> pages;
+    for (size_t i = 0; i < targets->size(); ++i) pages.add(send(i));
+    return kj::joinPromises(pages.releaseAsArray())
+        .then([decide](kj::Array<Result<ScanPage>>&& results) {
+          std::vector<std::optional<Result<ScanPage>>> all;
+          for (auto& r : results) all.emplace_back(kj::mv(r));
+          return decide(all);
+        });
+  }
+  // Every replica's keys are merged, but once R voting replicas of every set have answered the
+  // rest are waited for only briefly: a replica that answers nothing (frozen, cut off) would
+  // otherwise hold every listing for a whole call timeout. R answers already see every key a
+  // write quorum chose (R + W > N); the others only add keys still being written.
+  auto hurry = [spec, need](const std::vector<std::optional<Result<ScanPage>>>& results) {
+    std::vector<Vote> votes;
+    for (const auto& r : results) {
+      votes.push_back(!r             ? Vote::kPending
+                      : !r->ok()     ? Vote::kNo
+                      : (*r)->voting ? Vote::kYes
+                                     : Vote::kAbstain);
+    }
+    return spec.Satisfied(votes, need);
+  };
+  return Gather<ScanPage>(
+             *timer_, rpc_.options().call_timeout + rpc_.options().connect_timeout, targets->size(),
+             send, [](const auto&) { return false; }, hurry, hurry_after_)
+      .then([decide](Gathered<ScanPage>&& g) { return decide(g.replies); });
 }
 
 }  // namespace quorumfs

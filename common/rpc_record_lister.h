@@ -14,10 +14,18 @@ class RpcRecordLister : public RecordLister {
   // With a `timer`, a listing that reached too few replicas is tried again every `retry_delay`
   // for up to `retry_for` (a node that comes back meanwhile is used), as record changes and
   // chunk puts wait for a quorum; without one it fails at once.
+  // With a timer, too, once R voting replicas of every set have answered, the others are
+  // waited for `hurry_after` (or twice what the listing had taken, if longer), not a whole call
+  // timeout: their keys are merged only if they come by then.
   explicit RpcRecordLister(RpcCluster& rpc, kj::Timer* timer = nullptr,
                            kj::Duration retry_for = 0 * kj::SECONDS,
-                           kj::Duration retry_delay = 100 * kj::MILLISECONDS)
-      : rpc_(rpc), timer_(timer), retry_for_(retry_for), retry_delay_(retry_delay) {}
+                           kj::Duration retry_delay = 100 * kj::MILLISECONDS,
+                           kj::Duration hurry_after = 100 * kj::MILLISECONDS)
+      : rpc_(rpc),
+        timer_(timer),
+        retry_for_(retry_for),
+        retry_delay_(retry_delay),
+        hurry_after_(hurry_after) {}
   void SetConfig(std::shared_ptr<const ClusterConfig> config) { config_ = std::move(config); }
 
   kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
@@ -35,7 +43,7 @@ class RpcRecordLister : public RecordLister {
 
   RpcCluster& rpc_;
   kj::Timer* timer_;
-  kj::Duration retry_for_, retry_delay_;
+  kj::Duration retry_for_, retry_delay_, hurry_after_;
   std::shared_ptr<const ClusterConfig> config_;
 };
 

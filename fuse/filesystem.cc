@@ -1799,6 +1799,16 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     Add(kj::joinPromises(all.releaseAsArray()).then([done]() { done(); }));
   }
 
+  // An open file's state after this mount's own setattr, unless it has writes of its own still
+  // to publish (they carry the state on).
+  void NoteSetAttr(uint64_t ino, const Inode& changed) {
+    FileState* fs = Find(ino);
+    if (!fs || !fs->dirty.empty()) return;
+    fs->inode = changed;
+    fs->written_end = 0;
+    fs->local_mtime_ns = 0;
+  }
+
   kj::Promise<void> SetAttr(fuse_req_t req, uint64_t ino, struct stat attr, int to_set) {
     SetAttrRequest r;
     if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr.st_mode & 07777;
@@ -1825,15 +1835,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return before.then([this, req, ino, r](Status s) -> kj::Promise<void> {
       if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
       return Changing().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
-        if (res.ok()) {
-          if (FileState* fs = Find(ino)) {
-            if (fs->dirty.empty()) {
-              fs->inode = *res;
-              fs->written_end = 0;
-              fs->local_mtime_ns = 0;
-            }
-          }
-        }
+        if (res.ok()) NoteSetAttr(ino, *res);
         ReplyAttr(req, res);
       });
     });
@@ -2008,18 +2010,76 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cr.gid = gid;
     return ns()
         .Create(parent, name, cr)
-        .then([this, req, parent, name, fi](Result<Inode>&& r) mutable -> kj::Promise<void> {
+        .then([this, req, parent, name, fi, uid,
+               gid](Result<Inode>&& r) mutable -> kj::Promise<void> {
           if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
             // Created by someone else since the kernel's lookup: open the existing file.
             return ns()
                 .Lookup(parent, name)
-                .then([this, req, fi, parent, name](Result<Inode>&& e) mutable {
-                  FinishCreate(req, e, fi, parent, name);
+                .then([this, req, fi, parent, name, uid, gid](Result<Inode>&& e) mutable {
+                  return OpenExisting(req, kj::mv(e), fi, parent, name, uid, gid);
                 });
           }
           FinishCreate(req, r, fi, parent, name);
           return kj::READY_NOW;
         });
+  }
+
+  // A create that found the name taken (another mount created it since this kernel's lookup)
+  // opens that file instead. The kernel takes the reply for a file it created itself
+  // (FMODE_CREATED): it neither checks the caller's permission on the file nor truncates it
+  // for O_TRUNC, so both happen here, as an open(2) of the existing file would do them.
+  kj::Promise<void> OpenExisting(fuse_req_t req, Result<Inode> e, fuse_file_info fi,
+                                 uint64_t parent, std::string name, uint32_t uid, uint32_t gid) {
+    if (!e.ok() || e->is_dir() || e->type != FileType::kRegular) {
+      FinishCreate(req, e, fi, parent, name);
+      return kj::READY_NOW;
+    }
+    if (int err = OpenPermission(req, *e, fi.flags, uid, gid)) {
+      return fuse_reply_err(req, err), kj::READY_NOW;
+    }
+    if (!(fi.flags & O_TRUNC) || e->size == 0) {
+      FinishCreate(req, e, fi, parent, name);
+      return kj::READY_NOW;
+    }
+    const uint64_t ino = e->ino;
+    return Flush(ino).then(
+        [this, req, fi, parent, name, ino](Status s) mutable -> kj::Promise<void> {
+          if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
+          SetAttrRequest truncate;
+          truncate.size = 0;
+          return Changing()
+              .SetAttr(ino, truncate)
+              .then([this, req, fi, parent, name, ino](Result<Inode>&& t) mutable {
+                if (t.ok()) NoteSetAttr(ino, *t);
+                FinishCreate(req, t, fi, parent, name);
+              });
+        });
+  }
+
+  // What open(2) checks on an existing file with default_permissions: read and/or write access
+  // (write for O_TRUNC too) by owner, group (primary or supplementary) or other bits; root may
+  // read and write anything. 0 or EACCES.
+  static int OpenPermission(fuse_req_t req, const Inode& in, int flags, uint32_t uid,
+                            uint32_t gid) {
+    const int acc = flags & O_ACCMODE;
+    unsigned want = 0;
+    if (acc == O_RDONLY || acc == O_RDWR) want |= 4;
+    if (acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC)) want |= 2;
+    if (uid == 0) return 0;
+    unsigned bits = in.mode & 07;
+    if (in.uid == uid) {
+      bits = (in.mode >> 6) & 07;
+    } else {
+      bool member = in.gid == gid;
+      if (!member) {
+        gid_t groups[256];
+        int n = fuse_req_getgroups(req, 256, groups);
+        for (int i = 0; i < n && i < 256 && !member; ++i) member = groups[i] == in.gid;
+      }
+      if (member) bits = (in.mode >> 3) & 07;
+    }
+    return (bits & want) == want ? 0 : EACCES;
   }
 
   void FinishCreate(fuse_req_t req, const Result<Inode>& r, fuse_file_info fi, uint64_t parent,
@@ -2731,6 +2791,8 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
     } else if (key == "op_timeout") {
       QFS_RETURN_IF_ERROR(number(&o->op_timeout));
       if (o->op_timeout < 0.1) return InvalidArgument("op_timeout must be at least 0.1 s");
+    } else if (key == "hedge_ms") {
+      QFS_RETURN_IF_ERROR(number(&o->hedge_ms));
     } else if (key == "max_dirty") {
       QFS_RETURN_IF_ERROR(bytes(&o->max_dirty));
     } else if (key == "cache_size") {

@@ -35,7 +35,9 @@ struct MountOptions {
   uint64_t max_dirty = 256ull << 20;   // bytes of write-back data per mount
   uint64_t cache_size = 256ull << 20;  // bytes of verified chunks cached for reads
   double op_timeout = 10.0;            // s an operation waits for a quorum before EIO
-  uint32_t read_ahead_kb = 4096;       // bdi read-ahead so reads arrive in large requests
+  // ms a chunk read waits on one replica before it asks the next one too (0: never).
+  double hedge_ms = 500;
+  uint32_t read_ahead_kb = 4096;  // bdi read-ahead so reads arrive in large requests
   // Store SELinux labels (security.selinux). Off, as on GlusterFS: the attribute is refused
   // with EOPNOTSUPP, so `ls -l` asks for it once per mount, not once per file.
   bool selinux = false;

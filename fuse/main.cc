@@ -38,6 +38,8 @@ void Usage(FILE* out) {
       "  cache_size=SIZE    verified chunks cached for reads (default 256M)\n"
       "  op_timeout=S       how long an operation waits for a quorum before EIO "
       "(default 10)\n"
+      "  hedge_ms=N         a chunk read asks the next replica too when the one it asked\n"
+      "                     has not answered in N ms (default 500; 0: never)\n"
       "  read_ahead_kb=N    kernel read-ahead of the mount (default 4096)\n"
       "  lock_lease=S       fcntl/flock locks of a mount that stopped renewing them free\n"
       "                     up after this, seconds (default 20; at least 1)\n"
@@ -147,6 +149,7 @@ int Run(int argc, char** argv) {
   copts.rpc.call_timeout = std::min(op_timeout, 5 * kj::SECONDS);
   copts.rpc.connect_timeout = std::min(op_timeout / 2, 1 * kj::SECONDS);
   copts.rpc.log = [](const std::string& m) { LogLine("quorumfs-mount", m); };
+  copts.chunks.hedge_after = static_cast<int64_t>(options.hedge_ms * 1e6) * kj::NANOSECONDS;
   // An operation that meets a transaction a crashed client left pending waits until anyone may
   // abort it (its deadline, plus the clock-skew bound): with a shorter wait it would fail
   // with EBUSY although the cluster is healthy, at the very moment the transaction expires.

@@ -44,6 +44,21 @@ std::string RandomBytes(std::mt19937_64& rng, size_t n) {
 
 Decision SetTo(std::string v) { return Decision::Write(std::move(v)); }
 
+// A server stopped (SIGSTOP) for the scope: its kernel still accepts connections and bytes, the
+// process answers nothing. Thawed however the test ends.
+class Frozen {
+ public:
+  explicit Frozen(pid_t pid) : pid_(pid), ok_(pid > 0 && ::kill(pid, SIGSTOP) == 0) {}
+  ~Frozen() {
+    if (ok_) ::kill(pid_, SIGCONT);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  pid_t pid_;
+  bool ok_;
+};
+
 TEST(ClusterIntegration, ChunksAndRecordsSurviveNodeFailures) {
   TestCluster cluster;
   ClusterClient client(cluster.config(), ShortDeadlines());
@@ -383,6 +398,53 @@ TEST(ClusterIntegration, NameCreatedAgainSkipsTheRefusedRoundZero) {
   EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists);
 }
 
+// A directory entry written in round 0 counts as chosen only with every replica's answer, so a
+// read of one used to wait the whole round timeout for a frozen replica before taking the full
+// protocol; the fsx run under failures saw renames and unlinks of ~3 s (two such reads, 1.5 s
+// each) with one server frozen. A read that has R answers now waits for the rest only
+// `fast_round_timeout` (100 ms).
+TEST(ClusterIntegration, AReadOfARoundZeroEntryDoesNotWaitARoundForAFrozenReplica) {
+  TestCluster cluster;
+  ClusterClientOptions o = ShortDeadlines();
+  o.rpc.call_timeout = 4 * kj::SECONDS;
+  o.proposer.round_timeout = 3 * kj::SECONDS;
+  o.proposer.op_timeout = 8 * kj::SECONDS;
+  ClusterClient a(cluster.config(), o);
+  // Two names, one per kind of read: the first read's full protocol rewrites its key.
+  const std::string key = DirEntryKey(1, "frozen-reader");
+  const std::string key2 = DirEntryKey(1, "frozen-batch-reader");
+  for (const auto& k : {key, key2}) {
+    auto created = CreateEntry(a, k);  // round 0, on every replica
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    ASSERT_EQ(created->version, 1u);
+  }
+  const pid_t pid = cluster.pid(2);
+  ASSERT_GT(pid, 0);
+  ClusterClient b(cluster.config(), o);
+  ASSERT_TRUE(b.Stats(cluster.node_id(2)).ok());  // connected before it froze
+  Frozen frozen(pid);
+  ASSERT_TRUE(frozen.ok());
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  auto start = std::chrono::steady_clock::now();
+  auto read = b.Read(key);
+  const double took = seconds_since(start);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->payload, "entry");
+  EXPECT_LT(took, 1.0) << "the read waited for the frozen replica";
+  // The batched read (a listing's entries) likewise.
+  start = std::chrono::steady_clock::now();
+  auto many = b.ReadMany({key2, DirEntryKey(1, "never-written")});
+  const double took_many = seconds_since(start);
+  ASSERT_EQ(many.size(), 2u);
+  ASSERT_TRUE(many[0].ok()) << many[0].status().ToString();
+  EXPECT_EQ(many[0]->payload, "entry");
+  EXPECT_LT(took_many, 1.0) << "the batched read waited for the frozen replica";
+  std::fprintf(stderr, "round-0 entry with a replica frozen: read %.2f s, batched read %.2f s\n",
+               took, took_many);
+}
+
 TEST(ClusterIntegration, StartupRefusals) {
   TestCluster cluster;
   // Unknown id.
@@ -654,6 +716,106 @@ TEST(ClusterIntegration, ACallOnAConnectionDroppedUnderItIsSentAgain) {
                                 << " s in: " << both.second.status().ToString();
   EXPECT_EQ(both.second->node_id, b);
   EXPECT_GT(second_done, 2.4) << "answered before b was thawed?";
+}
+
+// A chunk read does not wait alone on a replica that answers nothing: after `hedge_after` it
+// asks the next replica as well and takes the first verified copy. A listing (readdir, rmdir's
+// scan) that has R voting answers waits for the rest only briefly. Before, a read whose first
+// replica was frozen (or cut off by a silent network), and every listing, waited out the whole
+// call timeout; the fsx run under failures saw operations of 3-8 s with one server away.
+TEST(ClusterIntegration, AReadOrListingDoesNotWaitForAFrozenReplica) {
+  TestCluster cluster;
+  ClusterClientOptions o = ShortDeadlines();
+  o.rpc.call_timeout = 4 * kj::SECONDS;
+  o.proposer.op_timeout = 8 * kj::SECONDS;
+  o.chunks.hedge_after = 200 * kj::MILLISECONDS;
+  ClusterClient client(cluster.config(), o);
+  ASSERT_TRUE(
+      client.Change(InodeKey(9), [](const std::optional<std::string>&) { return SetTo("x"); })
+          .ok());
+  std::mt19937_64 rng(7);
+  const std::string data = RandomBytes(rng, 300000);
+  auto id = client.PutChunk(data);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  // Every replica holds it (the put returned after W of N).
+  const std::string hex = id->ToHex();
+  auto all_stored = [&]() {
+    for (int node = 0; node < 3; ++node) {
+      std::string path = cluster.data_dir(node) + "/chunks/" + hex.substr(0, 2) + "/" +
+                         hex.substr(2, 2) + "/" + hex;
+      if (::access(path.c_str(), F_OK) != 0) return false;
+    }
+    return true;
+  };
+  for (int t = 0; t < 500 && !all_stored(); ++t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(all_stored()) << "the third replica never arrived";
+  auto hedged = [](ClusterClient& c) {
+    return c.RunSync<uint64_t>([&]() { return kj::Promise<uint64_t>(c.chunks().hedged_gets()); });
+  };
+  auto got = client.GetChunk(*id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(hedged(client), 0u) << "a replica that answers at once is not hedged";
+
+  // Freeze the replica a read asks first (its kernel still accepts and acknowledges).
+  auto order = FullRanking(*cluster.config(), id->view());
+  const int first = order[0][0] - 'a';
+  const pid_t pid = cluster.pid(first);
+  ASSERT_GT(pid, 0);
+  Frozen frozen(pid);
+  ASSERT_TRUE(frozen.ok());
+  auto timed_get = [&](ClusterClient& c, double* took) {
+    auto start = std::chrono::steady_clock::now();
+    auto r = c.GetChunk(*id);
+    *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
+  };
+  double took = 0;
+  got = timed_get(client, &took);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, data);
+  EXPECT_GE(took, 0.15) << "asked the second replica before the first was late?";
+  EXPECT_LT(took, 1.5) << "waited on the frozen replica " << order[0];
+  EXPECT_EQ(hedged(client), 1u);
+
+  // A listing of the frozen server's replica set (every set holds it: N = 3).
+  auto timed_list = [&](RpcRecordLister& lister, double* took) {
+    lister.SetConfig(cluster.config());
+    auto start = std::chrono::steady_clock::now();
+    auto r = client.RunSync<Result<std::vector<std::string>>>(
+        [&]() { return lister.ListKeys(RecordPlacementKey(InodeKey(9)), "I/", "", 100); });
+    *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return r;
+  };
+  RpcRecordLister lister(client.rpc(), &client.timer(), 8 * kj::SECONDS);
+  double list_took = 0;
+  auto listed = timed_list(lister, &list_took);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(*listed, std::vector<std::string>{InodeKey(9)});
+  EXPECT_LT(list_took, 1.5) << "the listing waited on the frozen replica " << order[0];
+  // The control: a lister without a timer waits for every replica's answer or timeout.
+  RpcRecordLister waits_for_all(client.rpc());
+  double list_took_all = 0;
+  listed = timed_list(waits_for_all, &list_took_all);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(*listed, std::vector<std::string>{InodeKey(9)});
+  EXPECT_GT(list_took_all, 3.5);
+
+  // The control: without the hedge, the same read waits for the frozen replica's call timeout.
+  ClusterClientOptions sequential = o;
+  sequential.chunks.hedge_after = 0 * kj::SECONDS;
+  ClusterClient one_by_one(cluster.config(), sequential);
+  double took_sequential = 0;
+  got = timed_get(one_by_one, &took_sequential);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, data);
+  EXPECT_GT(took_sequential, 3.5);
+  EXPECT_EQ(hedged(one_by_one), 0u);
+  std::fprintf(stderr,
+               "with %s frozen: read %.2f s hedged, %.2f s one replica at a time; listing "
+               "%.2f s, %.2f s waiting for all\n",
+               order[0].c_str(), took, took_sequential, list_took, list_took_all);
 }
 
 TEST(ClusterIntegration, WrongEpochIsRefusedNamingBoth) {

@@ -146,6 +146,7 @@ class Fsx {
       if (took > slowest_) {
         slowest_ = took;
         slowest_op_ = log_.empty() ? "" : log_.back();
+        slowest_start_ = start;
       }
       if (!err.empty()) return Fail(err);
       err = CheckSize();
@@ -168,6 +169,7 @@ class Fsx {
   // The longest a single operation took, in seconds, and which one it was.
   double slowest() const { return slowest_; }
   const std::string& slowest_op() const { return slowest_op_; }
+  std::chrono::steady_clock::time_point slowest_start() const { return slowest_start_; }
 
  private:
   std::string Fail(const std::string& what) {
@@ -354,6 +356,7 @@ class Fsx {
   std::deque<std::string> log_;
   double slowest_ = 0;
   std::string slowest_op_;
+  std::chrono::steady_clock::time_point slowest_start_;
 };
 
 TEST_P(FsxTest, RandomOps) {
@@ -387,8 +390,9 @@ INSTANTIATE_TEST_SUITE_P(Seeds, FsxTest, ::testing::Values(1u, 2u, 3u, 4u, 5u));
 // finds the cluster clean.
 //
 // QUORUMFS_CHAOS_SEED (default 11) picks the fault schedule and the two fsx seeds;
-// QUORUMFS_CHAOS_SECONDS (default 40) how long faults go on. The interleaving of faults and
-// operations depends on timing, so a seed replays the schedule, not the run.
+// QUORUMFS_CHAOS_SECONDS (default 40) how long faults go on; QUORUMFS_CHAOS_MOUNT_OPTS (e.g.
+// "hedge_ms=0") adds -o options to both mounts. The interleaving of faults and operations
+// depends on timing, so a seed replays the schedule, not the run.
 class FsxUnderFailuresTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -397,7 +401,11 @@ class FsxUnderFailuresTest : public ::testing::Test {
     if (!NetLab::Available(&why)) GTEST_SKIP() << "fsx under failures skipped: " << why;
     lab_ = std::make_unique<NetLab>(3, 2);
     ASSERT_TRUE(lab_->ok());
-    StartLabCluster(*lab_, 3, 2, &cluster_, &mounts_);
+    std::vector<std::string> opts;
+    if (const char* extra = std::getenv("QUORUMFS_CHAOS_MOUNT_OPTS"); extra && *extra) {
+      opts.push_back(extra);
+    }
+    StartLabCluster(*lab_, 3, 2, &cluster_, &mounts_, opts);
     for (const auto& m : mounts_) ASSERT_TRUE(m->ok());
     char tmpl[] = "/tmp/quorumfs-chaos-local-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -470,6 +478,7 @@ class Tree {
       if (took > slowest_) {
         slowest_ = took;
         slowest_op_ = last_;
+        slowest_start_ = start;
       }
       if (!err.empty()) return "op " + std::to_string(op_) + " (" + last_ + "): " + err;
     }
@@ -478,6 +487,7 @@ class Tree {
   int ops_done() const { return op_; }
   double slowest() const { return slowest_; }
   const std::string& slowest_op() const { return slowest_op_; }
+  std::chrono::steady_clock::time_point slowest_start() const { return slowest_start_; }
 
   // Compares the tree under `root` (the same tree seen through another mount) with the model:
   // the same directories, the same file names, each file's bytes and link count.
@@ -696,6 +706,7 @@ class Tree {
   std::string last_;
   double slowest_ = 0;
   std::string slowest_op_;
+  std::chrono::steady_clock::time_point slowest_start_;
 };
 
 TEST_F(FsxUnderFailuresTest, NoOperationFailsAndNothingIsLostWithOneServerAway) {
@@ -828,17 +839,23 @@ TEST_F(FsxUnderFailuresTest, NoOperationFailsAndNothingIsLostWithOneServerAway) 
   if (HasFatalFailure()) return;
   std::string schedule;
   for (const auto& f : faults) schedule += "  " + f + "\n";
+  // When an operation started, on the fault schedule's clock.
+  auto since_start = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(t - start).count();
+  };
   for (int c = 0; c < 2; ++c) {
-    std::fprintf(stderr, "mount %d: %d fsx operations, the slowest %.2f s (%s)\n", c,
-                 fsx[c]->ops_done(), fsx[c]->slowest(), fsx[c]->slowest_op().c_str());
+    std::fprintf(stderr, "mount %d: %d fsx operations, the slowest %.2f s (at %.1f s: %s)\n", c,
+                 fsx[c]->ops_done(), fsx[c]->slowest(), since_start(fsx[c]->slowest_start()),
+                 fsx[c]->slowest_op().c_str());
     EXPECT_TRUE(result[c].empty())
         << "mount " << c << ", chaos seed " << seed << ": " << result[c] << "\nfaults:\n"
         << schedule;
     EXPECT_GT(fsx[c]->ops_done(), 100) << "mount " << c;
     // op_timeout (3 s) plus one call timeout and one connect timeout, with room for this machine.
     EXPECT_LT(fsx[c]->slowest(), 10) << "mount " << c << ": " << fsx[c]->slowest_op();
-    std::fprintf(stderr, "mount %d: %d namespace operations, the slowest %.2f s (%s)\n", c,
-                 tree[c]->ops_done(), tree[c]->slowest(), tree[c]->slowest_op().c_str());
+    std::fprintf(stderr, "mount %d: %d namespace operations, the slowest %.2f s (at %.1f s: %s)\n",
+                 c, tree[c]->ops_done(), tree[c]->slowest(), since_start(tree[c]->slowest_start()),
+                 tree[c]->slowest_op().c_str());
     EXPECT_TRUE(tree_result[c].empty())
         << "mount " << c << ", chaos seed " << seed << ": " << tree_result[c] << "\nfaults:\n"
         << schedule;

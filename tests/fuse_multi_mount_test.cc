@@ -288,6 +288,97 @@ TEST_F(MultiMountTest, ExclusiveCreateRace) {
   EXPECT_EQ(List(B("")), want);
 }
 
+// open(O_CREAT|O_TRUNC) on one mount while another mount renames a full file into that name.
+// When the rename lands between this kernel's lookup (no such name) and its CREATE, the
+// mount's create finds the name taken and opens the file that is there; the kernel takes that
+// for a file it created (FMODE_CREATED) and so does not truncate it. The mount must: in every
+// order the descriptor's file is empty right after the open (either ours, since replaced by
+// the rename, or the renamed one, truncated). Before, the race left the open file at 4 KiB.
+TEST_F(MultiMountTest, CreateRacingARenameIntoTheNameStillTruncates) {
+  const std::string full(4096, 'r');
+  int not_truncated = 0;
+  std::string first;
+  for (int i = 0; i < 60; ++i) {
+    const std::string src = "src-" + std::to_string(i), dst = "dst-" + std::to_string(i);
+    ASSERT_TRUE(WriteFile(A(src), full));
+    // The rename is a transaction of several rounds; the open starts 0-9 ms after it, so that
+    // some of them meet its commit between their lookup and their create.
+    const auto delay = std::chrono::microseconds((i % 30) * 300);
+    const auto go = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    std::thread renamer([&] {
+      std::this_thread::sleep_until(go);
+      EXPECT_EQ(::rename(A(src).c_str(), A(dst).c_str()), 0) << std::strerror(errno);
+    });
+    std::this_thread::sleep_until(go + delay);
+    int fd = ::open(B(dst).c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    struct stat st {};
+    int fstat_rc = fd >= 0 ? ::fstat(fd, &st) : -1;
+    int open_errno = errno;
+    if (fd >= 0) ::close(fd);
+    renamer.join();
+    ASSERT_GE(fd, 0) << dst << ": " << std::strerror(open_errno);
+    ASSERT_EQ(fstat_rc, 0);
+    if (st.st_size != 0) {
+      ++not_truncated;
+      if (first.empty()) {
+        first = dst + " (open " + std::to_string(delay.count()) + " us after the rename)";
+      }
+    }
+  }
+  EXPECT_EQ(not_truncated, 0) << "open(O_TRUNC) left the file it opened full, first " << first;
+}
+
+// The same race, for permission: the file renamed into the name is root's, mode 0600, and the
+// open comes from another user (through a third mount with allow_other). The kernel checks no
+// permission on a file it believes it created, so the mount must: the open either creates the
+// user's own file (before the rename) or fails with EACCES; it never opens root's file.
+TEST_F(MultiMountTest, CreateRacingARenameIntoTheNameChecksPermission) {
+  TestMountOptions mo;
+  mo.extra_opts = {"allow_other"};
+  TestMount c(cluster_->cluster_file(), cluster_->dir() + "/mnt-c", mo);
+  ASSERT_TRUE(c.ok());
+  // The other user must reach the mount point and create in the test's directory.
+  ASSERT_EQ(::chmod(cluster_->dir().c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ(::chmod(A("").c_str(), 0777), 0) << std::strerror(errno);
+  const uid_t nobody = 65534;
+  int opened_roots = 0, own = 0, refused = 0;
+  for (int i = 0; i < 60; ++i) {
+    const std::string src = "secret-" + std::to_string(i), dst = "p-" + std::to_string(i);
+    ASSERT_TRUE(WriteFile(A(src), "root's"));
+    ASSERT_EQ(::chmod(A(src).c_str(), 0600), 0);
+    const std::string path = c.path(name_ + "/" + dst);
+    const auto go = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+    const auto delay = std::chrono::microseconds((i % 30) * 300);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::setresgid(nobody, nobody, nobody) != 0 || ::setresuid(nobody, nobody, nobody) != 0) {
+        ::_exit(9);
+      }
+      std::this_thread::sleep_until(go + delay);
+      int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+      if (fd < 0) ::_exit(errno == EACCES ? 1 : 10 + errno);
+      struct stat st {};
+      int rc = ::fstat(fd, &st);
+      ::close(fd);
+      if (rc != 0) ::_exit(8);
+      ::_exit(st.st_uid == nobody ? 0 : 2);
+    }
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_until(go);
+    EXPECT_EQ(::rename(A(src).c_str(), A(dst).c_str()), 0) << std::strerror(errno);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << status;
+    int code = WEXITSTATUS(status);
+    ASSERT_TRUE(code <= 2) << dst << ": child exit " << code;
+    (code == 0 ? own : code == 1 ? refused : opened_roots) += 1;
+  }
+  std::fprintf(stderr, "created their own %d, refused %d, opened root's %d\n", own, refused,
+               opened_roots);
+  EXPECT_EQ(opened_roots, 0) << "another user opened root's 0600 file for writing";
+  EXPECT_GT(refused, 0);
+}
+
 TEST_F(MultiMountTest, ConcurrentRenamesIntoOneName) {
   for (int round = 0; round < 3; ++round) {
     std::string dir = "r" + std::to_string(round);

@@ -285,7 +285,8 @@ bool TestMount::Remount() {
 }
 
 void StartLabCluster(NetLab& lab, int servers, int clients, std::unique_ptr<TestCluster>* cluster,
-                     std::vector<std::unique_ptr<TestMount>>* mounts) {
+                     std::vector<std::unique_ptr<TestMount>>* mounts,
+                     std::vector<std::string> extra_opts) {
   TestClusterOptions co;
   for (int s = 0; s < servers; ++s) {
     co.netns.push_back(lab.server_ns(s));
@@ -295,6 +296,7 @@ void StartLabCluster(NetLab& lab, int servers, int clients, std::unique_ptr<Test
   for (int c = 0; c < clients; ++c) {
     TestMountOptions mo;
     mo.op_timeout = 3;
+    mo.extra_opts = extra_opts;
     mo.netns = lab.client_ns(c);
     mounts->push_back(std::make_unique<TestMount>(
         (*cluster)->cluster_file(), (*cluster)->dir() + "/m" + std::to_string(c), mo));

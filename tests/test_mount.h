@@ -82,10 +82,12 @@ class TestMount {
 };
 
 // Partition tests: a cluster of `servers` nodes, node i in `lab`'s server namespace i, and one
-// mount (op_timeout=3) per lab client, in that client's namespace, at <cluster dir>/m<c>. Stops
-// at the first mount that does not come up (ADD_FAILURE); check every mount's ok().
+// mount (op_timeout=3, and `extra_opts`) per lab client, in that client's namespace, at
+// <cluster dir>/m<c>. Stops at the first mount that does not come up (ADD_FAILURE); check every
+// mount's ok().
 void StartLabCluster(NetLab& lab, int servers, int clients, std::unique_ptr<TestCluster>* cluster,
-                     std::vector<std::unique_ptr<TestMount>>* mounts);
+                     std::vector<std::unique_ptr<TestMount>>* mounts,
+                     std::vector<std::string> extra_opts = {});
 
 }  // namespace testing
 }  // namespace quorumfs
