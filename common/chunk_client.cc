@@ -225,8 +225,11 @@ kj::Promise<ChunkClient::Fetched> ChunkClient::FirstOk(std::shared_ptr<GetState>
           .then([](Fetched r) { return Tagged(false, kj::mv(r)); })
           .exclusiveJoin(fb.addBranch().then([](Fetched r) { return Tagged(true, kj::mv(r)); }));
   return first.then(
-      [st, fa = kj::mv(fa), fb = kj::mv(fb)](Tagged came) mutable -> kj::Promise<Fetched> {
-        if (came.second->ok()) return kj::mv(came.second);
+      [this, st, fa = kj::mv(fa), fb = kj::mv(fb)](Tagged came) mutable -> kj::Promise<Fetched> {
+        if (came.second->ok()) {
+          if (came.first) slow_calls_.add(fa.addBranch().ignoreResult());
+          return kj::mv(came.second);
+        }
         // That one failed: the other decides, and if it fails too, every replica has failed.
         return (came.first ? fa : fb).addBranch().then([st](Fetched r) -> Fetched {
           if (r->ok()) return r;

@@ -37,7 +37,7 @@ struct ChunkClientOptions {
   kj::Duration hedge_after = 500 * kj::MILLISECONDS;
 };
 
-class ChunkClient {
+class ChunkClient : private kj::TaskSet::ErrorHandler {
  public:
   // `hasher` (may be null) runs SHA-256 of fetched chunks off the event loop; `timer` (may be
   // null: no retries) times the retries of `options`.
@@ -66,8 +66,11 @@ class ChunkClient {
   // One replica's verified copy, or its failure (recorded in `st`).
   kj::Promise<Fetched> GetOne(std::shared_ptr<GetState> st, size_t index);
   // The first of `a` and `b` to succeed, or the failure of every replica once both failed.
-  static kj::Promise<Fetched> FirstOk(std::shared_ptr<GetState> st, kj::Promise<Fetched> a,
-                                      kj::Promise<Fetched> b);
+  // When `b` wins, `a` (the replica that was slow) is left to finish in `slow_calls_`: a call
+  // that lives out its timeout is what lets the connection layer mark a silent node down.
+  kj::Promise<Fetched> FirstOk(std::shared_ptr<GetState> st, kj::Promise<Fetched> a,
+                               kj::Promise<Fetched> b);
+  void taskFailed(kj::Exception&&) override {}
   static Fetched Failure(const GetState& st);
 
   // Whether a failed call may be tried again before `deadline`.
@@ -79,6 +82,7 @@ class ChunkClient {
   ChunkClientOptions options_;
   std::shared_ptr<const ClusterConfig> config_;
   uint64_t hedged_gets_ = 0;
+  kj::TaskSet slow_calls_{*this};  // destroyed (cancelled) before the transport goes
 };
 
 }  // namespace quorumfs

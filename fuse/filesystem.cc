@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -2031,23 +2032,36 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // for O_TRUNC, so both happen here, as an open(2) of the existing file would do them.
   kj::Promise<void> OpenExisting(fuse_req_t req, Result<Inode> e, fuse_file_info fi,
                                  uint64_t parent, std::string name, uint32_t uid, uint32_t gid) {
-    if (!e.ok() || e->is_dir() || e->type != FileType::kRegular) {
-      FinishCreate(req, e, fi, parent, name);
+    if (!e.ok() || e->is_dir()) {
+      FinishCreate(req, e, fi, parent, name);  // the error, or EISDIR
       return kj::READY_NOW;
     }
+    // A symlink, FIFO or device took the name: the kernel accepts only a regular file in a
+    // CREATE reply, and following or opening those is the kernel's to do.
+    if (e->type != FileType::kRegular) return fuse_reply_err(req, EEXIST), kj::READY_NOW;
     if (int err = OpenPermission(req, *e, fi.flags, uid, gid)) {
       return fuse_reply_err(req, err), kj::READY_NOW;
     }
-    if (!(fi.flags & O_TRUNC) || e->size == 0) {
+    bool empty = e->size == 0;
+    if (FileState* fs = Find(e->ino)) empty = empty && fs->dirty.empty() && fs->Size() == 0;
+    if (!(fi.flags & O_TRUNC) || empty) {
       FinishCreate(req, e, fi, parent, name);
       return kj::READY_NOW;
     }
     const uint64_t ino = e->ino;
+    // As the kernel's own O_TRUNC: a caller other than root also loses setuid, and setgid of
+    // a group-executable file.
+    std::optional<uint32_t> mode;
+    if (uid != 0) {
+      uint32_t kill = S_ISUID | ((e->mode & S_IXGRP) ? S_ISGID : 0);
+      if (e->mode & kill) mode = e->mode & ~kill;
+    }
     return Flush(ino).then(
-        [this, req, fi, parent, name, ino](Status s) mutable -> kj::Promise<void> {
+        [this, req, fi, parent, name, ino, mode](Status s) mutable -> kj::Promise<void> {
           if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
           SetAttrRequest truncate;
           truncate.size = 0;
+          truncate.mode = mode;
           return Changing()
               .SetAttr(ino, truncate)
               .then([this, req, fi, parent, name, ino](Result<Inode>&& t) mutable {
@@ -2062,10 +2076,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // read and write anything. 0 or EACCES.
   static int OpenPermission(fuse_req_t req, const Inode& in, int flags, uint32_t uid,
                             uint32_t gid) {
-    const int acc = flags & O_ACCMODE;
+    const int acc = flags & O_ACCMODE;  // 3 (ioctl-only) needs both, as for the kernel
     unsigned want = 0;
-    if (acc == O_RDONLY || acc == O_RDWR) want |= 4;
-    if (acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC)) want |= 2;
+    if (acc != O_WRONLY) want |= 4;
+    if (acc != O_RDONLY || (flags & O_TRUNC)) want |= 2;
     if (uid == 0) return 0;
     unsigned bits = in.mode & 07;
     if (in.uid == uid) {
@@ -2759,7 +2773,7 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
     auto number = [&](double* out) -> Status {
       char* end = nullptr;
       double v = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || v < 0) {
+      if (value.empty() || *end != '\0' || !std::isfinite(v) || v < 0) {
         return InvalidArgument("option " + key + " needs a non-negative number, got '" + value +
                                "'");
       }
@@ -2779,7 +2793,7 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
         mult = 1024.0 * 1024 * 1024;
       else if (!suffix.empty())
         return InvalidArgument("option " + key + ": bad size '" + value + "'");
-      if (value.empty() || v < 0)
+      if (value.empty() || !std::isfinite(v) || v < 0)
         return InvalidArgument("option " + key + ": bad size '" + value + "'");
       *out = static_cast<uint64_t>(v * mult);
       return Status::Ok();

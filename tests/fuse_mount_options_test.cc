@@ -52,7 +52,7 @@ TEST(FuseMountOptions, HelpListsTheOptions) {
   std::string out;
   EXPECT_EQ(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --help", &out), 0);
   for (const char* opt : {"attr_timeout", "entry_timeout", "max_dirty", "cache_size", "op_timeout",
-                          "allow_other", "_netdev", "ro", "selinux"}) {
+                          "allow_other", "_netdev", "ro", "selinux", "hedge_ms"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt << " missing from --help:\n" << out;
   }
   out.clear();
@@ -62,6 +62,14 @@ TEST(FuseMountOptions, HelpListsTheOptions) {
   EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster x /tmp -o op_timeout=abc", &out),
             0);
   EXPECT_NE(out.find("op_timeout"), std::string::npos) << out;
+  // Numbers that are not finite are refused (strtod reads "nan" and "inf" whole).
+  for (const char* bad : {"hedge_ms=nan", "op_timeout=inf", "cache_size=inf", "hedge_ms=-1"}) {
+    out.clear();
+    EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster x /tmp -o " + bad, &out), 0)
+        << bad;
+    EXPECT_NE(out.find(std::string(bad).substr(0, std::string(bad).find('='))), std::string::npos)
+        << bad << ": " << out;
+  }
 }
 
 TEST(FuseMountOptions, MountHelperCalledLikeMount8WithFstabOptions) {

@@ -2,6 +2,7 @@
 // mounts, concurrent renames into one name, and concurrent writers of different byte ranges.
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -328,10 +329,13 @@ TEST_F(MultiMountTest, CreateRacingARenameIntoTheNameStillTruncates) {
   EXPECT_EQ(not_truncated, 0) << "open(O_TRUNC) left the file it opened full, first " << first;
 }
 
-// The same race, for permission: the file renamed into the name is root's, mode 0600, and the
-// open comes from another user (through a third mount with allow_other). The kernel checks no
-// permission on a file it believes it created, so the mount must: the open either creates the
-// user's own file (before the rename) or fails with EACCES; it never opens root's file.
+// The same race, for permission and for O_TRUNC's loss of setuid: the file renamed into the
+// name is root's, and the open comes from another user (uid and gid 65534, through a third
+// mount with allow_other). The kernel checks nothing on a file it believes it created, so the
+// mount must. A mode-0600 file: the open either creates the user's own file (before the rename)
+// or fails with EACCES, never opens root's. A 04775 file of group 65534 opened with O_TRUNC: the
+// user may open it, and then finds it empty and no longer setuid, as the kernel's own O_TRUNC
+// by a caller other than root leaves it.
 TEST_F(MultiMountTest, CreateRacingARenameIntoTheNameChecksPermission) {
   TestMountOptions mo;
   mo.extra_opts = {"allow_other"};
@@ -341,42 +345,64 @@ TEST_F(MultiMountTest, CreateRacingARenameIntoTheNameChecksPermission) {
   ASSERT_EQ(::chmod(cluster_->dir().c_str(), 0755), 0) << std::strerror(errno);
   ASSERT_EQ(::chmod(A("").c_str(), 0777), 0) << std::strerror(errno);
   const uid_t nobody = 65534;
-  int opened_roots = 0, own = 0, refused = 0;
-  for (int i = 0; i < 60; ++i) {
-    const std::string src = "secret-" + std::to_string(i), dst = "p-" + std::to_string(i);
-    ASSERT_TRUE(WriteFile(A(src), "root's"));
-    ASSERT_EQ(::chmod(A(src).c_str(), 0600), 0);
+  // One race: root's file (mode, group) renamed into a fresh name while the other user opens
+  // it with `flags`, 0-9 ms after. The child's exit code: 0 it created its own file, 1 EACCES,
+  // 2 it opened root's file, found empty and not setuid, 3 it opened root's file otherwise.
+  auto race = [&](int i, const std::string& prefix, mode_t mode, gid_t group, int flags) {
+    const std::string src = prefix + "-src-" + std::to_string(i);
+    const std::string dst = prefix + "-" + std::to_string(i);
+    EXPECT_TRUE(WriteFile(A(src), "root's"));
+    EXPECT_EQ(::chown(A(src).c_str(), 0, group), 0) << std::strerror(errno);
+    EXPECT_EQ(::chmod(A(src).c_str(), mode), 0) << std::strerror(errno);
     const std::string path = c.path(name_ + "/" + dst);
     const auto go = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
     const auto delay = std::chrono::microseconds((i % 30) * 300);
     pid_t pid = ::fork();
     if (pid == 0) {
-      if (::setresgid(nobody, nobody, nobody) != 0 || ::setresuid(nobody, nobody, nobody) != 0) {
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+          ::setresuid(nobody, nobody, nobody) != 0) {
         ::_exit(9);
       }
       std::this_thread::sleep_until(go + delay);
-      int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+      int fd = ::open(path.c_str(), flags, 0644);
       if (fd < 0) ::_exit(errno == EACCES ? 1 : 10 + errno);
       struct stat st {};
       int rc = ::fstat(fd, &st);
       ::close(fd);
       if (rc != 0) ::_exit(8);
-      ::_exit(st.st_uid == nobody ? 0 : 2);
+      if (st.st_uid == nobody) ::_exit(0);
+      ::_exit(st.st_size == 0 && !(st.st_mode & S_ISUID) ? 2 : 3);
     }
-    ASSERT_GT(pid, 0);
+    if (pid < 0) return -1;
     std::this_thread::sleep_until(go);
     EXPECT_EQ(::rename(A(src).c_str(), A(dst).c_str()), 0) << std::strerror(errno);
     int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status)) << status;
-    int code = WEXITSTATUS(status);
-    ASSERT_TRUE(code <= 2) << dst << ": child exit " << code;
-    (code == 0 ? own : code == 1 ? refused : opened_roots) += 1;
+    if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+  };
+  int counts[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 60; ++i) {
+    int code = race(i, "secret", 0600, 0, O_CREAT | O_WRONLY);
+    ASSERT_TRUE(code >= 0 && code <= 3) << "race " << i << ": child exit " << code;
+    counts[code]++;
   }
-  std::fprintf(stderr, "created their own %d, refused %d, opened root's %d\n", own, refused,
-               opened_roots);
-  EXPECT_EQ(opened_roots, 0) << "another user opened root's 0600 file for writing";
-  EXPECT_GT(refused, 0);
+  std::fprintf(stderr, "0600 file: created their own %d, refused %d, opened root's %d\n", counts[0],
+               counts[1], counts[2] + counts[3]);
+  EXPECT_EQ(counts[2] + counts[3], 0) << "another user opened root's 0600 file for writing";
+  EXPECT_GT(counts[1], 0);
+  int suid[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 60; ++i) {
+    int code = race(i, "suid", 04775, nobody, O_CREAT | O_WRONLY | O_TRUNC);
+    ASSERT_TRUE(code >= 0 && code <= 3) << "race " << i << ": child exit " << code;
+    suid[code]++;
+  }
+  std::fprintf(stderr,
+               "04775 file, O_TRUNC: created their own %d, refused %d, opened it truncated "
+               "and cleared %d, opened it otherwise %d\n",
+               suid[0], suid[1], suid[2], suid[3]);
+  EXPECT_EQ(suid[1], 0) << "a member of the file's group was refused";
+  EXPECT_EQ(suid[3], 0) << "O_TRUNC by another user left the file full or setuid";
+  EXPECT_GT(suid[2], 0);
 }
 
 TEST_F(MultiMountTest, ConcurrentRenamesIntoOneName) {
