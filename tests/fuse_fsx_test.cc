@@ -124,6 +124,27 @@ std::string Hex16(const std::string& s, size_t at) {
   return out;
 }
 
+// A workload's slowest operation: how long, which, and when it started.
+struct Slowest {
+  double took = 0;
+  std::string op;
+  std::chrono::steady_clock::time_point start;
+
+  // Times `step` (which returns its error, or ""); `describe` names the operation it ran.
+  template <typename Step, typename Describe>
+  std::string Time(Step step, Describe describe) {
+    auto begin = std::chrono::steady_clock::now();
+    std::string err = step();
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    if (t > took) {
+      took = t;
+      op = describe();
+      start = begin;
+    }
+    return err;
+  }
+};
+
 class Fsx {
  public:
   Fsx(uint32_t seed, std::string mount_path, std::string local_path) : seed_(seed), rng_(seed) {
@@ -140,14 +161,8 @@ class Fsx {
   std::string Run(int ops, const std::function<bool()>& stop = nullptr) {
     if (!m_.Open(true) || !l_.Open(true)) return Fail("cannot create the files");
     for (op_ = 0; op_ < ops && !(stop && stop()); ++op_) {
-      auto start = std::chrono::steady_clock::now();
-      std::string err = Step();
-      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (took > slowest_) {
-        slowest_ = took;
-        slowest_op_ = log_.empty() ? "" : log_.back();
-        slowest_start_ = start;
-      }
+      std::string err = slowest_.Time([this] { return Step(); },
+                                      [this] { return log_.empty() ? "" : log_.back(); });
       if (!err.empty()) return Fail(err);
       err = CheckSize();
       if (!err.empty()) return Fail(err);
@@ -167,9 +182,7 @@ class Fsx {
   }
   int ops_done() const { return op_; }
   // The longest a single operation took, in seconds, and which one it was.
-  double slowest() const { return slowest_; }
-  const std::string& slowest_op() const { return slowest_op_; }
-  std::chrono::steady_clock::time_point slowest_start() const { return slowest_start_; }
+  const Slowest& slowest() const { return slowest_; }
 
  private:
   std::string Fail(const std::string& what) {
@@ -354,9 +367,7 @@ class Fsx {
   Side m_, l_;
   int op_ = 0;
   std::deque<std::string> log_;
-  double slowest_ = 0;
-  std::string slowest_op_;
-  std::chrono::steady_clock::time_point slowest_start_;
+  Slowest slowest_;
 };
 
 TEST_P(FsxTest, RandomOps) {
@@ -472,22 +483,13 @@ class Tree {
   // Runs operations until `stop` returns true; "" or a description of the first failure.
   std::string Run(const std::function<bool()>& stop) {
     for (op_ = 0; !stop(); ++op_) {
-      auto start = std::chrono::steady_clock::now();
-      std::string err = Step();
-      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (took > slowest_) {
-        slowest_ = took;
-        slowest_op_ = last_;
-        slowest_start_ = start;
-      }
+      std::string err = slowest_.Time([this] { return Step(); }, [this] { return last_; });
       if (!err.empty()) return "op " + std::to_string(op_) + " (" + last_ + "): " + err;
     }
     return "";
   }
   int ops_done() const { return op_; }
-  double slowest() const { return slowest_; }
-  const std::string& slowest_op() const { return slowest_op_; }
-  std::chrono::steady_clock::time_point slowest_start() const { return slowest_start_; }
+  const Slowest& slowest() const { return slowest_; }
 
   // Compares the tree under `root` (the same tree seen through another mount) with the model:
   // the same directories, the same file names, each file's bytes and link count.
@@ -704,9 +706,7 @@ class Tree {
   uint64_t next_ino_ = 1;
   int op_ = 0;
   std::string last_;
-  double slowest_ = 0;
-  std::string slowest_op_;
-  std::chrono::steady_clock::time_point slowest_start_;
+  Slowest slowest_;
 };
 
 TEST_F(FsxUnderFailuresTest, NoOperationFailsAndNothingIsLostWithOneServerAway) {
@@ -839,28 +839,23 @@ TEST_F(FsxUnderFailuresTest, NoOperationFailsAndNothingIsLostWithOneServerAway) 
   if (HasFatalFailure()) return;
   std::string schedule;
   for (const auto& f : faults) schedule += "  " + f + "\n";
-  // When an operation started, on the fault schedule's clock.
-  auto since_start = [&](std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(t - start).count();
+  // Each workload's count and slowest operation (when it started, on the fault schedule's
+  // clock), its result, and the bounds: op_timeout (3 s) plus one call timeout and one connect
+  // timeout, with room for this machine.
+  auto report = [&](int c, const char* what, int ops, int min_ops, const Slowest& slowest,
+                    const std::string& result) {
+    std::fprintf(stderr, "mount %d: %d %s operations, the slowest %.2f s (at %.1f s: %s)\n", c, ops,
+                 what, slowest.took, std::chrono::duration<double>(slowest.start - start).count(),
+                 slowest.op.c_str());
+    EXPECT_TRUE(result.empty()) << "mount " << c << ", chaos seed " << seed << ": " << result
+                                << "\nfaults:\n"
+                                << schedule;
+    EXPECT_GT(ops, min_ops) << "mount " << c;
+    EXPECT_LT(slowest.took, 10) << "mount " << c << ": " << slowest.op;
   };
   for (int c = 0; c < 2; ++c) {
-    std::fprintf(stderr, "mount %d: %d fsx operations, the slowest %.2f s (at %.1f s: %s)\n", c,
-                 fsx[c]->ops_done(), fsx[c]->slowest(), since_start(fsx[c]->slowest_start()),
-                 fsx[c]->slowest_op().c_str());
-    EXPECT_TRUE(result[c].empty())
-        << "mount " << c << ", chaos seed " << seed << ": " << result[c] << "\nfaults:\n"
-        << schedule;
-    EXPECT_GT(fsx[c]->ops_done(), 100) << "mount " << c;
-    // op_timeout (3 s) plus one call timeout and one connect timeout, with room for this machine.
-    EXPECT_LT(fsx[c]->slowest(), 10) << "mount " << c << ": " << fsx[c]->slowest_op();
-    std::fprintf(stderr, "mount %d: %d namespace operations, the slowest %.2f s (at %.1f s: %s)\n",
-                 c, tree[c]->ops_done(), tree[c]->slowest(), since_start(tree[c]->slowest_start()),
-                 tree[c]->slowest_op().c_str());
-    EXPECT_TRUE(tree_result[c].empty())
-        << "mount " << c << ", chaos seed " << seed << ": " << tree_result[c] << "\nfaults:\n"
-        << schedule;
-    EXPECT_GT(tree[c]->ops_done(), 50) << "mount " << c;
-    EXPECT_LT(tree[c]->slowest(), 10) << "mount " << c << ": " << tree[c]->slowest_op();
+    report(c, "fsx", fsx[c]->ops_done(), 100, fsx[c]->slowest(), result[c]);
+    report(c, "namespace", tree[c]->ops_done(), 50, tree[c]->slowest(), tree_result[c]);
   }
   std::fprintf(stderr, "%zu faults (chaos seed %u, from %s):\n%s", faults.size(), seed,
                started_at.c_str(), schedule.c_str());
