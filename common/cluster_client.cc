@@ -2,7 +2,11 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <future>
+#include <optional>
+
+#include "common/quorum.h"
 
 namespace quorumfs {
 
@@ -87,6 +91,55 @@ Result<uint64_t> ClusterClient::AllocateInode() {
 
 Result<NodeStatsInfo> ClusterClient::Stats(const std::string& node) {
   return RunSync<Result<NodeStatsInfo>>([&]() { return rpc_->Stats(node); });
+}
+
+kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after) {
+  std::vector<std::string> ids;
+  for (const auto& n : config_->nodes) ids.push_back(n.id);
+  using Replies = std::vector<std::optional<Result<NodeStatsInfo>>>;
+  auto any = [](const Replies& r) {
+    return std::any_of(r.begin(), r.end(), [](const auto& x) { return x && x->ok(); });
+  };
+  const auto& ro = rpc_->options();
+  return Gather<NodeStatsInfo>(
+             timer(), ro.call_timeout + ro.connect_timeout, ids.size(),
+             [this, ids](size_t i) { return rpc_->Stats(ids[i]); },
+             [](const Replies&) { return false; }, any, hurry_after)
+      .then([this, ids](Gathered<NodeStatsInfo>&& g) -> Result<ClusterSpace> {
+        ClusterSpace space;
+        std::optional<Status> error;  // the first node's error, to report when none answered
+        for (size_t i = 0; i < ids.size(); ++i) {
+          const auto& r = g.replies[i];
+          const NodeStatsInfo* s = nullptr;
+          if (r && r->ok()) {
+            last_stats_[ids[i]] = **r;
+            s = &**r;
+            ++space.answered;
+          } else {
+            if (r && !error) error = r->status();
+            auto it = last_stats_.find(ids[i]);
+            if (it == last_stats_.end()) {
+              ++space.unknown;
+              continue;
+            }
+            s = &it->second;
+            ++space.remembered;
+          }
+          space.capacity += s->capacity;
+          space.free += s->capacity - std::min(s->used, s->capacity);
+          space.available += s->available;
+        }
+        if (space.answered == 0) {
+          return error ? *error
+                       : Status(StatusCode::kUnavailable,
+                                "no node answered its stats call within the call timeout");
+        }
+        const uint64_t replicas = static_cast<uint64_t>(std::max(config_->replicas, 1));
+        space.capacity /= replicas;
+        space.free /= replicas;
+        space.available /= replicas;
+        return space;
+      });
 }
 
 }  // namespace quorumfs

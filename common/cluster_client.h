@@ -8,6 +8,7 @@
 #include <kj/async-io.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +23,15 @@
 #include "common/worker_pool.h"
 
 namespace quorumfs {
+
+// The cluster's space as statfs reports it: bytes of file data, every node's bytes divided by
+// the replica count (each byte of a file is stored `replicas` times).
+struct ClusterSpace {
+  uint64_t capacity = 0, free = 0, available = 0;
+  int answered = 0;    // nodes whose answer this time is counted
+  int remembered = 0;  // nodes that did not answer in time, counted with their last answer
+  int unknown = 0;     // nodes that did not answer and never have: not counted
+};
 
 struct ClusterClientOptions {
   RpcClusterOptions rpc;
@@ -67,6 +77,13 @@ class ClusterClient {
   Result<uint64_t> AllocateInode();
   Result<NodeStatsInfo> Stats(const std::string& node);
 
+  // Loop thread. Asks every node for its stats. Once one has answered, waits for the rest at
+  // most `hurry_after` (or twice the time taken so far, if longer), so that df on a mount does
+  // not hang for a call timeout on a node that is frozen or cut off; a node that did not answer
+  // in time counts with the last stats it sent this client. kUnavailable when no node answered
+  // within the call timeout.
+  kj::Promise<Result<ClusterSpace>> Space(kj::Duration hurry_after = 100 * kj::MILLISECONDS);
+
  private:
   void LoopMain(std::function<void()> ready);
 
@@ -82,7 +99,8 @@ class ClusterClient {
   std::unique_ptr<InodeAllocator> allocator_;
   std::unique_ptr<RpcRecordLister> lister_;
   std::unique_ptr<Namespace> ns_;
-  kj::Own<kj::PromiseFulfiller<void>> stop_;  // loop thread only
+  kj::Own<kj::PromiseFulfiller<void>> stop_;         // loop thread only
+  std::map<std::string, NodeStatsInfo> last_stats_;  // loop thread only: Space()
 };
 
 }  // namespace quorumfs

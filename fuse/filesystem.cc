@@ -1919,35 +1919,21 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   }
 
   kj::Promise<void> StatFs(fuse_req_t req) {
-    const ClusterConfig& cfg = c_.config();
-    kj::Vector<kj::Promise<Result<NodeStatsInfo>>> all;
-    for (const auto& n : cfg.nodes) all.add(c_.rpc().Stats(n.id));
-    int replicas = cfg.replicas;
-    return kj::joinPromises(all.releaseAsArray())
-        .then([req, replicas](kj::Array<Result<NodeStatsInfo>>&& stats) {
-          uint64_t cap = 0, avail = 0, free_bytes = 0;
-          int answered = 0;
-          for (auto& s : stats) {
-            if (!s.ok()) continue;
-            ++answered;
-            cap += s->capacity;
-            avail += s->available;
-            free_bytes += s->capacity - s->used;
-          }
-          if (answered == 0) return fuse_reply_err(req, EIO), void();
-          struct statvfs st;
-          std::memset(&st, 0, sizeof(st));
-          st.f_bsize = 4096;
-          st.f_frsize = 4096;
-          st.f_blocks = cap / replicas / 4096;
-          st.f_bfree = free_bytes / replicas / 4096;
-          st.f_bavail = avail / replicas / 4096;
-          st.f_files = 1ull << 40;
-          st.f_ffree = 1ull << 40;
-          st.f_favail = 1ull << 40;
-          st.f_namemax = 255;
-          fuse_reply_statfs(req, &st);
-        });
+    return c_.Space().then([req](Result<ClusterSpace>&& space) {
+      if (!space.ok()) return fuse_reply_err(req, ErrnoOf(space.status())), void();
+      struct statvfs st;
+      std::memset(&st, 0, sizeof(st));
+      st.f_bsize = 4096;
+      st.f_frsize = 4096;
+      st.f_blocks = space->capacity / 4096;
+      st.f_bfree = space->free / 4096;
+      st.f_bavail = space->available / 4096;
+      st.f_files = 1ull << 40;
+      st.f_ffree = 1ull << 40;
+      st.f_favail = 1ull << 40;
+      st.f_namemax = 255;
+      fuse_reply_statfs(req, &st);
+    });
   }
 
   kj::Promise<void> Lseek(fuse_req_t req, uint64_t ino, off_t off, int whence) {

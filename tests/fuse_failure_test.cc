@@ -408,6 +408,40 @@ TEST_F(FailureTest, ReadOnlyCloseIsNotChargedForAnotherDescriptorsWrites) {
   EXPECT_EQ(errno, EIO);
 }
 
+// df on a mount with one server frozen (SIGSTOP: its kernel accepts the call, nothing answers)
+// answers at once, and still counts that server's space from its last answer: a monitoring
+// script's df neither hangs for a call timeout nor sees the file system shrink by a third.
+TEST_F(FailureTest, DfAnswersAtOnceWithAServerFrozen) {
+  TestCluster cluster;
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt");
+  ASSERT_TRUE(mount.ok());
+  struct statvfs before;
+  ASSERT_EQ(::statvfs(mount.dir().c_str(), &before), 0) << std::strerror(errno);
+  ASSERT_GT(before.f_blocks, 0u);
+  const pid_t pid = cluster.pid(1);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  struct Thaw {
+    pid_t pid;
+    ~Thaw() { ::kill(pid, SIGCONT); }
+  } thaw{pid};
+  for (int round = 0; round < 3; ++round) {
+    auto [e, took] = Bounded(
+        [&] {
+          struct statvfs st;
+          return ::statvfs(mount.dir().c_str(), &st) == 0 ? 0 : errno;
+        },
+        20);
+    EXPECT_EQ(ErrName(e), ErrName(0));
+    EXPECT_LT(took, 1.0) << "df waited on the frozen server (round " << round << ")";
+    std::fprintf(stderr, "df with a server frozen: %.3f s\n", took);
+  }
+  struct statvfs during;
+  ASSERT_EQ(::statvfs(mount.dir().c_str(), &during), 0) << std::strerror(errno);
+  // All three data dirs share one file system here, so its size is the same as before.
+  EXPECT_EQ(during.f_blocks, before.f_blocks) << "the frozen server's space was left out";
+}
+
 // Creates or truncates `path` and writes `data` to it whole; false on any error.
 bool WriteWhole(const std::string& path, const std::string& data) {
   int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
