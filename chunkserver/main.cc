@@ -124,6 +124,7 @@ int Run(int argc, char** argv) {
   int disk_threads = 4;
   bool buffered_chunks = false;
   uint64_t reserve = 256ull << 20;
+  int64_t inline_sync_us = RecordStoreOptions{}.inline_sync_below.count();
   app.add_option("--id", id, "this node's id in the cluster file")->required();
   app.add_option("--listen", listen,
                  "address to listen on, host:port (default: the node's address)");
@@ -140,6 +141,12 @@ int Run(int argc, char** argv) {
                  "unlinks and other metadata changes still work when data has filled it "
                  "(e.g. 256MiB, 1GiB, 0)")
       ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_option("--inline-sync-below", inline_sync_us,
+                 "microseconds: while the metadata store's last sync took less, the RPC thread "
+                 "syncs a batch of record writes itself instead of waking the sync thread (fewer "
+                 "thread wake-ups; 0: always the sync thread)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   // Before any thread starts (the disk and sync threads), so every thread has them blocked and
@@ -178,7 +185,9 @@ int Run(int argc, char** argv) {
                  static_cast<unsigned long long>(*free >> 20),
                  static_cast<unsigned long long>(reserve >> 20));
   }
-  auto records = RecordStore::Open(data + "/meta");
+  RecordStoreOptions record_options;
+  record_options.inline_sync_below = std::chrono::microseconds(inline_sync_us);
+  auto records = RecordStore::Open(data + "/meta", record_options);
   if (!records.ok()) Die(records.status().message());
   WorkerPool pool(disk_threads);
 

@@ -34,10 +34,12 @@ Result<leveldb::DB*> RecordStore::OpenDb(const std::string& dir) {
   return db;
 }
 
-Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir) {
+Result<std::unique_ptr<RecordStore>> RecordStore::Open(const std::string& dir,
+                                                       RecordStoreOptions options) {
   QFS_ASSIGN_OR_RETURN(leveldb::DB * db, OpenDb(dir));
   std::unique_ptr<RecordStore> store(new RecordStore());
   store->dir_ = dir;
+  store->options_ = options;
   store->db_.reset(db);
   std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
   for (it->Seek("R"); it->Valid() && it->key().starts_with("R"); it->Next()) {
@@ -60,6 +62,11 @@ RecordStore::~RecordStore() noexcept {
 uint64_t RecordStore::sync_count() const {
   std::lock_guard<std::mutex> lock(mu_);
   return syncs_;
+}
+
+uint64_t RecordStore::inline_sync_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return inline_syncs_;
 }
 
 Status RecordStore::ClosedStatus() const {
@@ -113,6 +120,7 @@ void RecordStore::Stage(kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done,
 
 void RecordStore::HandOff() {
   handoff_scheduled_ = false;
+  if (TryWriteInline()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& p : staged_) queue_.push_back(std::move(p));
@@ -166,12 +174,67 @@ bool RecordStore::LoadRecordDurableExists(const std::string& key) {
   return db_->Get(leveldb::ReadOptions(), RowKey(key), &raw).ok();
 }
 
+template <typename It>
+Status RecordStore::WriteBatches(It begin, It end) {
+  leveldb::WriteBatch wb;
+  for (It p = begin; p != end; ++p) {
+    for (const auto& [key, row] : p->write.rows) {
+      if (row) {
+        wb.Put(RowKey(key), row->Encode());
+      } else {
+        wb.Delete(RowKey(key));
+      }
+    }
+    for (const auto& [range, ballot] : p->write.floors)
+      wb.Put(FloorKey(range), EncodeBallot(ballot));
+  }
+  leveldb::WriteOptions wo;
+  wo.sync = true;
+  leveldb::Status s = db_->Write(wo, &wb);
+  return s.ok() ? Status::Ok() : FromLevelDb(s, "LevelDB write");
+}
+
+bool RecordStore::TryWriteInline() {
+  if (options_.inline_sync_below.count() <= 0 || staged_.empty()) return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Every earlier batch is durable when none is queued or being written, so these become
+    // durable after them, as on the sync thread. Only this thread queues batches: none can be
+    // queued while it writes.
+    if (busy_ || reopen_ || !queue_.empty() || last_sync_ >= options_.inline_sync_below) {
+      return false;
+    }
+    busy_ = true;
+  }
+  std::optional<Status> status;  // nullopt: LevelDB is closed (the sync thread reopens it)
+  auto start = std::chrono::steady_clock::now();
+  {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    if (db_) status = WriteBatches(staged_.begin(), staged_.end());
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
+    if (!status) return false;
+    ++syncs_;
+    ++inline_syncs_;
+    last_sync_ = took;
+    if (!status->ok()) reopen_ = *status;  // before any other write: the log may be torn
+  }
+  if (!status->ok()) cv_.notify_one();
+  for (auto& p : staged_) p.done->fulfill(Status(*status));
+  staged_.clear();
+  return true;
+}
+
 void RecordStore::SyncLoop() {
   for (;;) {
     std::deque<Pending> batch;
+    std::optional<Status> reopen;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      auto ready = [this] { return stop_ || !queue_.empty(); };
+      auto ready = [this] { return stop_ || !queue_.empty() || reopen_; };
       if (db_) {
         cv_.wait(lock, ready);
       } else if (!cv_.wait_for(lock, kReopenInterval, ready)) {
@@ -181,38 +244,37 @@ void RecordStore::SyncLoop() {
         Reopen(Status::Ok());
         continue;
       }
-      if (queue_.empty()) return;
-      batch.swap(queue_);
-    }
-    leveldb::WriteBatch wb;
-    for (const auto& p : batch) {
-      for (const auto& [key, row] : p.write.rows) {
-        if (row) {
-          wb.Put(RowKey(key), row->Encode());
-        } else {
-          wb.Delete(RowKey(key));
-        }
+      if (reopen_) {
+        reopen.swap(reopen_);
+      } else if (queue_.empty()) {
+        return;
+      } else {
+        batch.swap(queue_);
       }
-      for (const auto& [range, ballot] : p.write.floors)
-        wb.Put(FloorKey(range), EncodeBallot(ballot));
+      busy_ = true;
+    }
+    if (reopen) {
+      // An inline write failed: its log may end in a torn record.
+      Reopen(*reopen);
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+      continue;
     }
     if (!db_) Reopen(Status::Ok());
     Status status;
+    auto start = std::chrono::steady_clock::now();
     if (!db_) {
       std::shared_lock<std::shared_mutex> lock(db_mu_);
       status = ClosedStatus();
     } else {
-      leveldb::WriteOptions wo;
-      wo.sync = true;
-      leveldb::Status s = db_->Write(wo, &wb);
-      if (!s.ok()) {
-        status = FromLevelDb(s, "LevelDB write");
-        Reopen(status);
-      }
+      status = WriteBatches(batch.begin(), batch.end());
+      if (!status.ok()) Reopen(status);
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++syncs_;
+      busy_ = false;
+      last_sync_ = std::chrono::steady_clock::now() - start;
     }
     for (auto& p : batch) p.done->fulfill(Status(status));
   }

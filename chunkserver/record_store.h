@@ -3,15 +3,21 @@
 // Rows: "R" + key -> AcceptorState; "F" + range -> ballot floor (16 bytes).
 // The RPC loop thread decides every request against the latest state (durable rows plus the
 // writes still waiting for their sync, kept in an in-memory overlay) and hands the resulting
-// batch to Commit(). A dedicated sync thread merges every batch queued since its last sync
-// into one LevelDB write with sync=true, then resolves their promises, so concurrent requests
-// share one fsync and the loop never blocks on the disk. Batches reach the sync thread when the
-// loop has nothing else to run (kj::evalLast): requests that arrived together (a create's
-// inode and parent accepts, sent side by side) share a sync instead of the first waking the
-// sync thread alone. kj polls for I/O only when its queue is empty (no busy-poll interval is
-// set), and evalLast runs before that, so a batch waits at most for the rest of its turn.
-// Replies are sent only after Commit's promise resolves, and batches become durable in the
-// order they were committed, so a reply never depends on a state that could be lost in a crash.
+// batch to Commit(). Batches are handed on when the loop has nothing else to run
+// (kj::evalLast): requests that arrived together (a create's inode and parent accepts, sent
+// side by side) share a sync instead of the first one syncing alone. kj polls for I/O only when
+// its queue is empty (no busy-poll interval is set), and evalLast runs before that, so a batch
+// waits at most for the rest of its turn. A dedicated sync thread merges every batch queued
+// since its last sync into one LevelDB write with sync=true, then resolves their promises, so
+// concurrent requests share one fsync. When that thread is idle and syncs are fast (the last
+// took less than `inline_sync_below`), the loop thread writes and syncs the turn's batches
+// itself: two thread wake-ups fewer per batch, which on this 2-core VM is most of what a sync
+// round costs beyond the disk; requests that arrive meanwhile wait in their sockets and form
+// the next batch. A slow sync (a busy or rotating disk) sends the batches after it back to the
+// sync thread, so the loop blocks at most one sync before reads go on without waiting for the
+// disk. Replies are sent only after Commit's promise resolves, and batches become durable in
+// the order they were committed (a batch is written inline only when no earlier one is queued
+// or being written), so a reply never depends on a state that could be lost in a crash.
 // A write that fails (a full disk) fails its whole batch, and the sync thread then closes and
 // reopens LevelDB before the next one: LevelDB's log writer counts a record it could write only
 // part of as written, so the next record would follow the torn one mid-file and the log would
@@ -30,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -44,9 +51,16 @@ class DB;
 
 namespace quorumfs {
 
+struct RecordStoreOptions {
+  // The loop thread writes a batch itself, instead of waking the sync thread, while that thread
+  // is idle and the last sync took less than this; zero: always the sync thread.
+  std::chrono::microseconds inline_sync_below{1000};
+};
+
 class RecordStore : public AcceptorStorage {
  public:
-  static Result<std::unique_ptr<RecordStore>> Open(const std::string& dir);
+  static Result<std::unique_ptr<RecordStore>> Open(const std::string& dir,
+                                                   RecordStoreOptions options = {});
   ~RecordStore() noexcept override;  // waits for queued batches to be durable, then closes LevelDB
 
   // AcceptorStorage; loop thread only.
@@ -67,8 +81,10 @@ class RecordStore : public AcceptorStorage {
                                                                   size_t limit);
   uint64_t record_count() const { return record_count_; }
 
-  // Number of LevelDB syncs so far (for tests of group commit).
+  // Number of LevelDB syncs so far (for tests of group commit), and of those the loop thread
+  // did itself.
   uint64_t sync_count() const;
+  uint64_t inline_sync_count() const;
 
  private:
   static constexpr std::chrono::milliseconds kReopenInterval{200};
@@ -87,8 +103,16 @@ class RecordStore : public AcceptorStorage {
     AcceptorWrite write;
     kj::Own<kj::CrossThreadPromiseFulfiller<Status>> done;
   };
+  // Loop thread: writes staged_ itself if the sync thread is idle and syncs are fast; false if
+  // the batches must go to the sync thread.
+  bool TryWriteInline();
+  // One LevelDB write with sync=true of every batch in [begin, end); callers hold db_mu_ shared
+  // and db_ is open.
+  template <typename It>
+  Status WriteBatches(It begin, It end);
 
   std::string dir_;
+  RecordStoreOptions options_;
   // db_ is null while a reopen has failed. The sync thread is the only one that replaces it,
   // holding db_mu_ exclusively; the loop thread reads through it holding db_mu_ shared.
   mutable std::shared_mutex db_mu_;
@@ -111,8 +135,16 @@ class RecordStore : public AcceptorStorage {
   std::vector<Pending> staged_;
   bool handoff_scheduled_ = false;
   kj::Promise<void> handoff_ = nullptr;
-  bool stop_ = false;   // guarded by mu_
-  uint64_t syncs_ = 0;  // guarded by mu_
+  bool stop_ = false;          // guarded by mu_
+  uint64_t syncs_ = 0;         // guarded by mu_
+  uint64_t inline_syncs_ = 0;  // guarded by mu_
+  // Guarded by mu_: a batch is being written (by either thread) or LevelDB reopened; an inline
+  // write waits for none of these, it hands its batches to the queue instead.
+  bool busy_ = false;
+  std::chrono::steady_clock::duration last_sync_{};  // guarded by mu_: how long it took
+  // Guarded by mu_: an inline write failed; the sync thread reopens LevelDB before any other
+  // write (why: the failure).
+  std::optional<Status> reopen_;
   std::thread sync_thread_;
 };
 

@@ -1,6 +1,8 @@
 // ChunkserverService: the Cap'n Proto server of one node (schema/chunkserver.capnp).
 // All methods run on the RPC loop thread; disk work goes to the worker pool (chunks) or the
-// record store's sync thread (records), so the loop never blocks on a disk.
+// record store (records: its sync thread, or the loop itself for one sync at a time while
+// syncs are fast; see chunkserver/record_store.h), so the loop blocks on a disk for at most
+// one fast metadata sync.
 #pragma once
 
 #include <kj/async.h>

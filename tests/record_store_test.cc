@@ -19,8 +19,16 @@
 namespace quorumfs {
 namespace {
 
-class RecordStoreTest : public ::testing::Test {
+// Every test runs twice: batches synced by the sync thread alone, and by the loop thread
+// whenever the sync thread is idle (inline_sync_below so high that every sync qualifies).
+class RecordStoreTest : public ::testing::TestWithParam<int64_t> {
  protected:
+  RecordStoreOptions Options() const {
+    RecordStoreOptions o;
+    o.inline_sync_below = std::chrono::microseconds(GetParam());
+    return o;
+  }
+  bool Inline() const { return GetParam() > 0; }
   void SetUp() override {
     char tmpl[] = "/tmp/quorumfs-recordstore-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -47,9 +55,9 @@ AcceptorWrite Put(const std::string& key, Ballot b, std::string value) {
   return w;
 }
 
-TEST_F(RecordStoreTest, CommitIsDurableAcrossReopen) {
+TEST_P(RecordStoreTest, CommitIsDurableAcrossReopen) {
   {
-    auto store = RecordStore::Open(dir_ + "/meta");
+    auto store = RecordStore::Open(dir_ + "/meta", Options());
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     Status s = (*store)->Commit(Put(InodeKey(1), Ballot{3, 9}, "v")).wait(ws_);
     ASSERT_TRUE(s.ok());
@@ -57,7 +65,7 @@ TEST_F(RecordStoreTest, CommitIsDurableAcrossReopen) {
     floor.floors.emplace_back(FloorRangeOf(InodeKey(5000)), Ballot{7, 1});
     ASSERT_TRUE((*store)->Commit(floor).wait(ws_).ok());
   }
-  auto store = RecordStore::Open(dir_ + "/meta");
+  auto store = RecordStore::Open(dir_ + "/meta", Options());
   ASSERT_TRUE(store.ok());
   auto row = (*store)->LoadRecord(InodeKey(1));
   ASSERT_TRUE(row.ok());
@@ -68,8 +76,8 @@ TEST_F(RecordStoreTest, CommitIsDurableAcrossReopen) {
   EXPECT_EQ((*store)->record_count(), 1u);
 }
 
-TEST_F(RecordStoreTest, PendingWritesAreVisibleBeforeTheirSync) {
-  auto store = RecordStore::Open(dir_ + "/meta");
+TEST_P(RecordStoreTest, PendingWritesAreVisibleBeforeTheirSync) {
+  auto store = RecordStore::Open(dir_ + "/meta", Options());
   ASSERT_TRUE(store.ok());
   auto p = (*store)->Commit(Put(InodeKey(2), Ballot{1, 1}, "pending"));
   // Decided against the overlay, before the sync finished.
@@ -86,8 +94,8 @@ TEST_F(RecordStoreTest, PendingWritesAreVisibleBeforeTheirSync) {
   EXPECT_EQ((*store)->record_count(), 0u);
 }
 
-TEST_F(RecordStoreTest, ConcurrentCommitsShareSyncs) {
-  auto store = RecordStore::Open(dir_ + "/meta");
+TEST_P(RecordStoreTest, ConcurrentCommitsShareSyncs) {
+  auto store = RecordStore::Open(dir_ + "/meta", Options());
   ASSERT_TRUE(store.ok());
   uint64_t before = (*store)->sync_count();
   kj::Vector<kj::Promise<Status>> all;
@@ -97,6 +105,11 @@ TEST_F(RecordStoreTest, ConcurrentCommitsShareSyncs) {
   for (auto& p : all) ASSERT_TRUE(p.wait(ws_).ok());
   uint64_t syncs = (*store)->sync_count() - before;
   EXPECT_LT(syncs, 500u) << "no group commit";
+  if (Inline()) {
+    EXPECT_EQ((*store)->inline_sync_count(), (*store)->sync_count()) << "the sync thread was idle";
+  } else {
+    EXPECT_EQ((*store)->inline_sync_count(), 0u);
+  }
   EXPECT_EQ((*store)->record_count(), 500u);
   auto rows = (*store)->Scan("I/", "", 1000);
   ASSERT_TRUE(rows.ok());
@@ -109,8 +122,8 @@ TEST_F(RecordStoreTest, ConcurrentCommitsShareSyncs) {
 // Batches committed in one loop turn reach the sync thread together when the loop is about to
 // wait, however long the turn takes: one sync for all of them (a create's inode and parent
 // accepts arrive side by side). Before, the first woke the sync thread alone.
-TEST_F(RecordStoreTest, CommitsOfOneLoopTurnShareOneSync) {
-  auto store = RecordStore::Open(dir_ + "/meta");
+TEST_P(RecordStoreTest, CommitsOfOneLoopTurnShareOneSync) {
+  auto store = RecordStore::Open(dir_ + "/meta", Options());
   ASSERT_TRUE(store.ok());
   for (int round = 0; round < 3; ++round) {
     uint64_t before = (*store)->sync_count();
@@ -136,13 +149,13 @@ TEST_F(RecordStoreTest, CommitsOfOneLoopTurnShareOneSync) {
 // the torn one mid-file and the next open failed "Corruption: checksum mismatch": a chunkserver
 // whose disk once filled did not start again. Uses a small tmpfs in a private mount namespace
 // (needs root, which CI has).
-TEST_F(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
+TEST_P(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
   ASSERT_EQ(::geteuid(), 0u) << "this test mounts a tmpfs and needs root";
   ASSERT_EQ(testing::MountTmpfs(dir_, "4m"), "");
   mounted_ = true;
   std::map<uint64_t, std::string> acked;  // ino -> value of every acknowledged row
   {
-    auto store = RecordStore::Open(dir_ + "/meta");
+    auto store = RecordStore::Open(dir_ + "/meta", Options());
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     // Ballast that is freed later, as a user frees space: enough for the reopen, which writes
     // the log's rows (incompressible here) into a table before it deletes the log.
@@ -181,7 +194,7 @@ TEST_F(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
     }
     EXPECT_EQ((*store)->record_count(), acked.size());
   }
-  auto store = RecordStore::Open(dir_ + "/meta");
+  auto store = RecordStore::Open(dir_ + "/meta", Options());
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   for (const auto& [ino, value] : acked) {
     auto row = (*store)->LoadRecord(InodeKey(ino));
@@ -191,6 +204,37 @@ TEST_F(RecordStoreTest, AFullDiskFailsWritesAndTheStoreStillOpens) {
   }
   EXPECT_EQ((*store)->record_count(), acked.size());
 }
+
+// A slow sync sends the batches after it to the sync thread, so that the loop thread blocks on
+// the disk for at most one sync; the batches stay durable and in order either way.
+TEST_P(RecordStoreTest, ASlowSyncSendsTheNextBatchesToTheSyncThread) {
+  RecordStoreOptions o;
+  // Inline: every real sync is slower than 1 µs. SyncThread: 0, never inline.
+  o.inline_sync_below = std::chrono::microseconds(Inline() ? 1 : 0);
+  {
+    auto store = RecordStore::Open(dir_ + "/meta", o);
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE((*store)
+                      ->Commit(Put(InodeKey(1), Ballot{1, uint64_t(i)}, std::to_string(i)))
+                      .wait(ws_)
+                      .ok());
+    }
+    EXPECT_EQ((*store)->inline_sync_count(), Inline() ? 1u : 0u)
+        << "inline: only the first, before any sync was timed";
+    EXPECT_EQ((*store)->sync_count(), 20u);
+  }
+  auto store = RecordStore::Open(dir_ + "/meta", o);
+  ASSERT_TRUE(store.ok());
+  auto row = (*store)->LoadRecord(InodeKey(1));
+  ASSERT_TRUE(row.ok() && row->has_value());
+  EXPECT_EQ((*row)->value, "19") << "the last acknowledged write is the one that stays";
+}
+
+INSTANTIATE_TEST_SUITE_P(Syncs, RecordStoreTest, ::testing::Values(0, 1000000),
+                         [](const ::testing::TestParamInfo<int64_t>& info) {
+                           return info.param > 0 ? "Inline" : "SyncThread";
+                         });
 
 }  // namespace
 }  // namespace quorumfs
