@@ -273,10 +273,14 @@ void RecordStore::SyncLoop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++syncs_;
-      busy_ = false;
       last_sync_ = std::chrono::steady_clock::now() - start;
     }
     for (auto& p : batch) p.done->fulfill(Status(status));
+    // Only now may the loop write a batch itself: its promises then resolve after these (a
+    // loop's cross-thread fulfilments run in order), as ChunkserverService::ReadDurable's
+    // barrier expects.
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
   }
 }
 

@@ -106,8 +106,8 @@ class RecordStore : public AcceptorStorage {
   // Loop thread: writes staged_ itself if the sync thread is idle and syncs are fast; false if
   // the batches must go to the sync thread.
   bool TryWriteInline();
-  // One LevelDB write with sync=true of every batch in [begin, end); callers hold db_mu_ shared
-  // and db_ is open.
+  // One LevelDB write with sync=true of every batch in [begin, end); db_ is open, and the caller
+  // is the sync thread (the only one that replaces db_) or holds db_mu_ shared.
   template <typename It>
   Status WriteBatches(It begin, It end);
 
@@ -138,8 +138,10 @@ class RecordStore : public AcceptorStorage {
   bool stop_ = false;          // guarded by mu_
   uint64_t syncs_ = 0;         // guarded by mu_
   uint64_t inline_syncs_ = 0;  // guarded by mu_
-  // Guarded by mu_: a batch is being written (by either thread) or LevelDB reopened; an inline
-  // write waits for none of these, it hands its batches to the queue instead.
+  // Guarded by mu_: a batch is being written (by either thread, until its promises are
+  // fulfilled) or LevelDB reopened after a failed inline write; the loop then queues its
+  // batches instead of writing them itself. (The periodic reopen of a closed store does not set
+  // it: db_ is null then, which sends batches to the queue too.)
   bool busy_ = false;
   std::chrono::steady_clock::duration last_sync_{};  // guarded by mu_: how long it took
   // Guarded by mu_: an inline write failed; the sync thread reopens LevelDB before any other

@@ -1,8 +1,9 @@
 // ChunkserverService: the Cap'n Proto server of one node (schema/chunkserver.capnp).
 // All methods run on the RPC loop thread; disk work goes to the worker pool (chunks) or the
-// record store (records: its sync thread, or the loop itself for one sync at a time while
-// syncs are fast; see chunkserver/record_store.h), so the loop blocks on a disk for at most
-// one fast metadata sync.
+// record store (records: its sync thread, or the loop itself while syncs are fast; see
+// chunkserver/record_store.h). The loop blocks on the disk for a record read that LevelDB does
+// not have cached and for an inline sync; a sync that turns out slow sends the ones after it
+// to the sync thread.
 #pragma once
 
 #include <kj/async.h>

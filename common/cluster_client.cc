@@ -107,7 +107,7 @@ kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after)
              [](const Replies&) { return false; }, any, hurry_after)
       .then([this, ids](Gathered<NodeStatsInfo>&& g) -> Result<ClusterSpace> {
         ClusterSpace space;
-        std::optional<Status> error;  // the first node's error, to report when none answered
+        std::optional<Status> error;  // the first node's error, to say why none answered
         for (size_t i = 0; i < ids.size(); ++i) {
           const auto& r = g.replies[i];
           const NodeStatsInfo* s = nullptr;
@@ -130,9 +130,9 @@ kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after)
           space.available += s->available;
         }
         if (space.answered == 0) {
-          return error ? *error
-                       : Status(StatusCode::kUnavailable,
-                                "no node answered its stats call within the call timeout");
+          return Status(StatusCode::kUnavailable,
+                        "no node answered its stats call" +
+                            (error ? " (" + error->ToString() + ")" : " within the call timeout"));
         }
         const uint64_t replicas = static_cast<uint64_t>(std::max(config_->replicas, 1));
         space.capacity /= replicas;

@@ -80,8 +80,8 @@ class ClusterClient {
   // Loop thread. Asks every node for its stats. Once one has answered, waits for the rest at
   // most `hurry_after` (or twice the time taken so far, if longer), so that df on a mount does
   // not hang for a call timeout on a node that is frozen or cut off; a node that did not answer
-  // in time counts with the last stats it sent this client. kUnavailable when no node answered
-  // within the call timeout.
+  // in time (down, frozen or cut off) counts with the last stats it sent this client, one that
+  // never answered not at all. kUnavailable (EIO) when no node answers within the call timeout.
   kj::Promise<Result<ClusterSpace>> Space(kj::Duration hurry_after = 100 * kj::MILLISECONDS);
 
  private:

@@ -718,11 +718,6 @@ TEST(ClusterIntegration, ACallOnAConnectionDroppedUnderItIsSentAgain) {
   EXPECT_GT(second_done, 2.4) << "answered before b was thawed?";
 }
 
-// A chunk read does not wait alone on a replica that answers nothing: after `hedge_after` it
-// asks the next replica as well and takes the first verified copy. A listing (readdir, rmdir's
-// scan) that has R voting answers waits for the rest only briefly. Before, a read whose first
-// replica was frozen (or cut off by a silent network), and every listing, waited out the whole
-// call timeout; the fsx run under failures saw operations of 3-8 s with one server away.
 // df (statfs) adds up every node's space. A frozen node must not hold it for a call timeout,
 // and a node that does not answer counts with what it last reported instead of vanishing from
 // the total.
@@ -732,14 +727,16 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
   o.rpc.call_timeout = 4 * kj::SECONDS;
   ClusterClient client(cluster.config(), o);
   ClusterClient fresh(cluster.config(), o);  // asks nothing until a node is frozen
-  auto space = [](ClusterClient& c, double* took) {
+  auto space = [](ClusterClient& c, double* took, kj::Duration hurry = 100 * kj::MILLISECONDS) {
     auto start = std::chrono::steady_clock::now();
-    auto r = c.RunSync<Result<ClusterSpace>>([&]() { return c.Space(); });
+    auto r = c.RunSync<Result<ClusterSpace>>([&]() { return c.Space(hurry); });
     *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return r;
   };
   double took = 0;
-  auto all = space(client, &took);
+  // Waits for every node (the hurry is longer than the call timeout): a node that is merely
+  // slow on a loaded machine is not left out of the baseline.
+  auto all = space(client, &took, 10 * kj::SECONDS);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   EXPECT_EQ(all->answered, 3);
   EXPECT_EQ(all->remembered, 0);
@@ -750,29 +747,36 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
   {
     Frozen frozen(cluster.pid(1));
     ASSERT_TRUE(frozen.ok());
+    // (A live node slower than the hurry is remembered too, so only the sums are exact.)
     auto r = space(client, &took);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_LT(took, 1.0) << "waited on the frozen node";
-    EXPECT_EQ(r->answered, 2);
-    EXPECT_EQ(r->remembered, 1);
+    EXPECT_LT(took, 2.0) << "waited on the frozen node";
+    EXPECT_GE(r->remembered, 1);
+    EXPECT_EQ(r->answered + r->remembered, 3);
     EXPECT_EQ(r->unknown, 0);
     // Every node's data dir is on the same file system here: its size does not change.
     EXPECT_EQ(r->capacity, all->capacity) << "the frozen node's last answer is not counted";
     auto f = space(fresh, &took);
     ASSERT_TRUE(f.ok()) << f.status().ToString();
-    EXPECT_LT(took, 1.0) << "waited on the frozen node";
-    EXPECT_EQ(f->answered, 2);
+    EXPECT_LT(took, 2.0) << "waited on the frozen node";
     EXPECT_EQ(f->remembered, 0);
-    EXPECT_EQ(f->unknown, 1);
+    EXPECT_GE(f->unknown, 1);
+    EXPECT_EQ(f->answered + f->unknown, 3);
     EXPECT_LT(f->capacity, all->capacity) << "counted a node that never answered";
   }
   // With every node gone: an error (not a hang, not a zero-sized file system).
   for (int i = 0; i < 3; ++i) cluster.Kill(i);
   auto none = space(client, &took);
-  EXPECT_FALSE(none.ok());
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kUnavailable) << none.status().ToString();
   EXPECT_LT(took, 6.0);
 }
 
+// A chunk read does not wait alone on a replica that answers nothing: after `hedge_after` it
+// asks the next replica as well and takes the first verified copy. A listing (readdir, rmdir's
+// scan) that has R voting answers waits for the rest only briefly. Before, a read whose first
+// replica was frozen (or cut off by a silent network), and every listing, waited out the whole
+// call timeout; the fsx run under failures saw operations of 3-8 s with one server away.
 TEST(ClusterIntegration, AReadOrListingDoesNotWaitForAFrozenReplica) {
   TestCluster cluster;
   ClusterClientOptions o = ShortDeadlines();
