@@ -93,7 +93,8 @@ Result<NodeStatsInfo> ClusterClient::Stats(const std::string& node) {
   return RunSync<Result<NodeStatsInfo>>([&]() { return rpc_->Stats(node); });
 }
 
-kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after) {
+kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after,
+                                                       kj::Duration remember_for) {
   std::vector<std::string> ids;
   for (const auto& n : config_->nodes) ids.push_back(n.id);
   using Replies = std::vector<std::optional<Result<NodeStatsInfo>>>;
@@ -105,24 +106,25 @@ kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after)
              timer(), ro.call_timeout + ro.connect_timeout, ids.size(),
              [this, ids](size_t i) { return rpc_->Stats(ids[i]); },
              [](const Replies&) { return false; }, any, hurry_after)
-      .then([this, ids](Gathered<NodeStatsInfo>&& g) -> Result<ClusterSpace> {
+      .then([this, ids, remember_for](Gathered<NodeStatsInfo>&& g) -> Result<ClusterSpace> {
+        const kj::TimePoint now = timer().now();
         ClusterSpace space;
         std::optional<Status> error;  // the first node's error, to say why none answered
         for (size_t i = 0; i < ids.size(); ++i) {
           const auto& r = g.replies[i];
           const NodeStatsInfo* s = nullptr;
           if (r && r->ok()) {
-            last_stats_[ids[i]] = **r;
+            last_stats_[ids[i]] = LastStats{**r, now};
             s = &**r;
             ++space.answered;
           } else {
             if (r && !error) error = r->status();
             auto it = last_stats_.find(ids[i]);
-            if (it == last_stats_.end()) {
+            if (it == last_stats_.end() || now - it->second.at > remember_for) {
               ++space.unknown;
               continue;
             }
-            s = &it->second;
+            s = &it->second.stats;
             ++space.remembered;
           }
           space.capacity += s->capacity;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <kj/async-io.h>
+#include <kj/timer.h>
 
 #include <functional>
 #include <map>
@@ -30,7 +31,7 @@ struct ClusterSpace {
   uint64_t capacity = 0, free = 0, available = 0;
   int answered = 0;    // nodes whose answer this time is counted
   int remembered = 0;  // nodes that did not answer in time, counted with their last answer
-  int unknown = 0;     // nodes that did not answer and never have: not counted
+  int unknown = 0;     // nodes with no answer now nor within remember_for: not counted
 };
 
 struct ClusterClientOptions {
@@ -79,10 +80,12 @@ class ClusterClient {
 
   // Loop thread. Asks every node for its stats. Once one has answered, waits for the rest at
   // most `hurry_after` (or twice the time taken so far, if longer), so that df on a mount does
-  // not hang for a call timeout on a node that is frozen or cut off; a node that did not answer
-  // in time (down, frozen or cut off) counts with the last stats it sent this client, one that
-  // never answered not at all. kUnavailable (EIO) when no node answers within the call timeout.
-  kj::Promise<Result<ClusterSpace>> Space(kj::Duration hurry_after = 100 * kj::MILLISECONDS);
+  // not hang for a call timeout on a node that is frozen or cut off. A node that did not answer
+  // in time (down, frozen or cut off) counts with the last stats it sent this client within
+  // `remember_for`; one that has not answered for longer, or never, is not counted.
+  // kUnavailable (EIO) when no node answers within the call timeout.
+  kj::Promise<Result<ClusterSpace>> Space(kj::Duration hurry_after = 100 * kj::MILLISECONDS,
+                                          kj::Duration remember_for = 5 * kj::MINUTES);
 
  private:
   void LoopMain(std::function<void()> ready);
@@ -99,8 +102,13 @@ class ClusterClient {
   std::unique_ptr<InodeAllocator> allocator_;
   std::unique_ptr<RpcRecordLister> lister_;
   std::unique_ptr<Namespace> ns_;
-  kj::Own<kj::PromiseFulfiller<void>> stop_;         // loop thread only
-  std::map<std::string, NodeStatsInfo> last_stats_;  // loop thread only: Space()
+  kj::Own<kj::PromiseFulfiller<void>> stop_;  // loop thread only
+  // Space(), loop thread only: each node's last stats, and when they came.
+  struct LastStats {
+    NodeStatsInfo stats;
+    kj::TimePoint at = kj::origin<kj::TimePoint>();
+  };
+  std::map<std::string, LastStats> last_stats_;
 };
 
 }  // namespace quorumfs

@@ -727,9 +727,10 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
   o.rpc.call_timeout = 4 * kj::SECONDS;
   ClusterClient client(cluster.config(), o);
   ClusterClient fresh(cluster.config(), o);  // asks nothing until a node is frozen
-  auto space = [](ClusterClient& c, double* took, kj::Duration hurry = 100 * kj::MILLISECONDS) {
+  auto space = [](ClusterClient& c, double* took, kj::Duration hurry = 100 * kj::MILLISECONDS,
+                  kj::Duration remember_for = 5 * kj::MINUTES) {
     auto start = std::chrono::steady_clock::now();
-    auto r = c.RunSync<Result<ClusterSpace>>([&]() { return c.Space(hurry); });
+    auto r = c.RunSync<Result<ClusterSpace>>([&]() { return c.Space(hurry, remember_for); });
     *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return r;
   };
@@ -756,6 +757,12 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
     EXPECT_EQ(r->unknown, 0);
     // Every node's data dir is on the same file system here: its size does not change.
     EXPECT_EQ(r->capacity, all->capacity) << "the frozen node's last answer is not counted";
+    // A last answer older than remember_for is not counted: a node gone that long is gone.
+    auto stale = space(client, &took, 100 * kj::MILLISECONDS, 1 * kj::NANOSECONDS);
+    ASSERT_TRUE(stale.ok()) << stale.status().ToString();
+    EXPECT_EQ(stale->remembered, 0);
+    EXPECT_GE(stale->unknown, 1);
+    EXPECT_LT(stale->capacity, all->capacity) << "counted a node silent for longer than allowed";
     auto f = space(fresh, &took);
     ASSERT_TRUE(f.ok()) << f.status().ToString();
     EXPECT_LT(took, 2.0) << "waited on the frozen node";
