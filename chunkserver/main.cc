@@ -97,18 +97,16 @@ std::string LoadOrCreateIncarnation(const std::string& dir) {
 // that nothing ever closes, holding a descriptor and its Cap'n Proto state for as long as this
 // server runs (an idle connection sends nothing, so it never times out). After `idle` seconds
 // without a byte the kernel probes, 3 times `idle / 3` seconds apart (at least 1 s), and then
-// drops it; TCP_USER_TIMEOUT gives up as soon on a reply the client never acknowledges.
+// drops it. No TCP_USER_TIMEOUT: it would override this timing and also drop a live client that
+// stops reading for that long; a reply never acknowledged ends at the retransmission limit.
 void KeepAlive(kj::AsyncIoStream& stream, int idle) {
   if (idle <= 0) return;
   int one = 1, interval = std::max(1, idle / 3), count = 3;
-  unsigned user_timeout_ms = static_cast<unsigned>(idle + interval * count) * 1000u;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
                  stream.setsockopt(SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
                  stream.setsockopt(IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
                  stream.setsockopt(IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
                  stream.setsockopt(IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
-                 stream.setsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
-                                   sizeof(user_timeout_ms));
                })) {
     static bool said = false;  // once: every connection would say the same
     if (!said) {
@@ -186,7 +184,7 @@ int Run(int argc, char** argv) {
   app.add_option("--keepalive", keepalive,
                  "seconds: a client connection silent this long is probed (TCP keepalive, 3 "
                  "probes a third of this apart) and dropped if its host is gone; 0: off")
-      ->check(CLI::Range(0, 86400))
+      ->check(CLI::Range(0, 32767))  // the kernel's limit for TCP_KEEPIDLE
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   // Before any thread starts (the disk and sync threads), so every thread has them blocked and
@@ -262,7 +260,8 @@ int Run(int argc, char** argv) {
   WriteFileDurably(data + "/PORT", std::to_string(listener->getPort()) + "\n");
 
   {
-    Server server(bootstrap, keepalive);
+    // (A unix-socket listener has no TCP to keep alive.)
+    Server server(bootstrap, listen.rfind("unix:", 0) == 0 ? 0 : keepalive);
     auto serving = server.Listen(*listener);
     auto signal =
         io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));

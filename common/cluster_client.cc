@@ -114,13 +114,16 @@ kj::Promise<Result<ClusterSpace>> ClusterClient::Space(kj::Duration hurry_after,
           const auto& r = g.replies[i];
           const NodeStatsInfo* s = nullptr;
           if (r && r->ok()) {
-            last_stats_[ids[i]] = LastStats{**r, now};
+            last_stats_[ids[i]] = LastStats{**r, std::nullopt};
             s = &**r;
             ++space.answered;
           } else {
             if (r && !error) error = r->status();
             auto it = last_stats_.find(ids[i]);
-            if (it == last_stats_.end() || now - it->second.at > remember_for) {
+            if (it != last_stats_.end() && !it->second.silent_since) {
+              it->second.silent_since = now;
+            }
+            if (it == last_stats_.end() || now - *it->second.silent_since > remember_for) {
               ++space.unknown;
               continue;
             }

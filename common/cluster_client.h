@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -81,8 +82,9 @@ class ClusterClient {
   // Loop thread. Asks every node for its stats. Once one has answered, waits for the rest at
   // most `hurry_after` (or twice the time taken so far, if longer), so that df on a mount does
   // not hang for a call timeout on a node that is frozen or cut off. A node that did not answer
-  // in time (down, frozen or cut off) counts with the last stats it sent this client within
-  // `remember_for`; one that has not answered for longer, or never, is not counted.
+  // in time (down, frozen or cut off) counts with the last stats it sent this client until it
+  // has missed every Space() for `remember_for` (counted from the first it missed); one silent
+  // for longer, or never heard from, is not counted.
   // kUnavailable (EIO) when no node answers within the call timeout.
   kj::Promise<Result<ClusterSpace>> Space(kj::Duration hurry_after = 100 * kj::MILLISECONDS,
                                           kj::Duration remember_for = 5 * kj::MINUTES);
@@ -103,10 +105,11 @@ class ClusterClient {
   std::unique_ptr<RpcRecordLister> lister_;
   std::unique_ptr<Namespace> ns_;
   kj::Own<kj::PromiseFulfiller<void>> stop_;  // loop thread only
-  // Space(), loop thread only: each node's last stats, and when they came.
+  // Space(), loop thread only: each node's last stats, and since when it has not answered
+  // (the first Space() it missed; unset while it answers).
   struct LastStats {
     NodeStatsInfo stats;
-    kj::TimePoint at = kj::origin<kj::TimePoint>();
+    std::optional<kj::TimePoint> silent_since;
   };
   std::map<std::string, LastStats> last_stats_;
 };

@@ -746,10 +746,15 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
   EXPECT_LE(all->free, all->capacity);
   EXPECT_LE(all->available, all->free);
   {
+    // remember_for counts from the first Space() a node missed, not from its last answer: a
+    // df every few minutes must not drop a node that froze just before it. (Here the last
+    // answer is older than remember_for when the node freezes.)
+    const kj::Duration remember_for = 300 * kj::MILLISECONDS;
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
     Frozen frozen(cluster.pid(1));
     ASSERT_TRUE(frozen.ok());
     // (A live node slower than the hurry is remembered too, so only the sums are exact.)
-    auto r = space(client, &took);
+    auto r = space(client, &took, 100 * kj::MILLISECONDS, remember_for);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_LT(took, 2.0) << "waited on the frozen node";
     EXPECT_GE(r->remembered, 1);
@@ -757,8 +762,10 @@ TEST(ClusterIntegration, SpaceDoesNotWaitForAFrozenNode) {
     EXPECT_EQ(r->unknown, 0);
     // Every node's data dir is on the same file system here: its size does not change.
     EXPECT_EQ(r->capacity, all->capacity) << "the frozen node's last answer is not counted";
-    // A last answer older than remember_for is not counted: a node gone that long is gone.
-    auto stale = space(client, &took, 100 * kj::MILLISECONDS, 1 * kj::NANOSECONDS);
+    // A node that has missed every Space() for longer than remember_for (here since the call
+    // above) is not counted: a node gone that long is gone.
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    auto stale = space(client, &took, 100 * kj::MILLISECONDS, remember_for);
     ASSERT_TRUE(stale.ok()) << stale.status().ToString();
     EXPECT_EQ(stale->remembered, 0);
     EXPECT_GE(stale->unknown, 1);
