@@ -23,6 +23,7 @@
 namespace quorumfs {
 namespace {
 
+using testing::Frozen;
 using testing::TestCluster;
 using testing::TestClusterOptions;
 
@@ -43,21 +44,6 @@ std::string RandomBytes(std::mt19937_64& rng, size_t n) {
 }
 
 Decision SetTo(std::string v) { return Decision::Write(std::move(v)); }
-
-// A server stopped (SIGSTOP) for the scope: its kernel still accepts connections and bytes, the
-// process answers nothing. Thawed however the test ends.
-class Frozen {
- public:
-  explicit Frozen(pid_t pid) : pid_(pid), ok_(pid > 0 && ::kill(pid, SIGSTOP) == 0) {}
-  ~Frozen() {
-    if (ok_) ::kill(pid_, SIGCONT);
-  }
-  bool ok() const { return ok_; }
-
- private:
-  pid_t pid_;
-  bool ok_;
-};
 
 TEST(ClusterIntegration, ChunksAndRecordsSurviveNodeFailures) {
   TestCluster cluster;

@@ -422,13 +422,8 @@ TEST_F(FailureTest, DfAnswersAtOnceWithAServerFrozen) {
     ASSERT_EQ(::statvfs(mount.dir().c_str(), &before), 0) << std::strerror(errno);
   }
   ASSERT_GT(before.f_blocks, 0u);
-  const pid_t pid = cluster.pid(1);
-  ASSERT_GT(pid, 0);
-  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
-  struct Thaw {
-    pid_t pid;
-    ~Thaw() { ::kill(pid, SIGCONT); }
-  } thaw{pid};
+  Frozen frozen(cluster.pid(1));
+  ASSERT_TRUE(frozen.ok());
   for (int round = 0; round < 3; ++round) {
     auto [e, took] = Bounded(
         [&] {

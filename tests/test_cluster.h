@@ -3,6 +3,7 @@
 // the directory, so a failing test cleans up too.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -86,6 +87,21 @@ int PickFreePort();
 std::string MountTmpfs(const std::string& dir, const std::string& size);
 // Writes zeros to a new file `path` until its file system is full (ENOSPC).
 void FillWithBallast(const std::string& path);
+
+// A server stopped (SIGSTOP) for the scope: its kernel still accepts connections and bytes, the
+// process answers nothing. Thawed however the test ends.
+class Frozen {
+ public:
+  explicit Frozen(pid_t pid) : pid_(pid), ok_(pid > 0 && ::kill(pid, SIGSTOP) == 0) {}
+  ~Frozen() {
+    if (ok_) ::kill(pid_, SIGCONT);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  pid_t pid_;
+  bool ok_;
+};
 
 }  // namespace testing
 }  // namespace quorumfs
