@@ -5,6 +5,8 @@
 # each peer that can be installed, prints the table with the ratio quorumfs / best peer per
 # row and the disk budget, and tears everything down. Needs root.
 #   RUNS=3 PEERS="ext4 gluster moosefs" bench/compare.sh
+# QFS_ALSO_OPTS="negative_timeout=1" also runs quorumfs a second time, on a fresh cluster
+# mounted with -o QFS_ALSO_OPTS (column "quorumfs-o"; the ratio column stays the default's).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -63,6 +65,19 @@ run() {  # run LABEL DIR [env]
   env "${@:3}" "$ROOT/bench/run.sh" "$dir" "$label" | tee "$RESULTS/$label.md" >&2
 }
 run quorumfs "$QFS/mnt" QFS_MOUNT_PID=$MOUNT_PID
+if [ -n "${QFS_ALSO_OPTS:-}" ]; then
+  fusermount3 -u "$QFS/mnt" || umount -l "$QFS/mnt"
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2> /dev/null || true
+  PIDS=()
+  rm -rf "$QFS"
+  mkdir -p "$QFS"
+  printf '#!/bin/sh\nexec %s "$@" -o %s\n' "$BUILD/quorumfs-mount" "$QFS_ALSO_OPTS" > "$PEERS_DIR/mount-also"
+  chmod +x "$PEERS_DIR/mount-also"
+  start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$PEERS_DIR/mount-also" || true
+  echo "quorumfs-o: -o $QFS_ALSO_OPTS" >> "$RESULTS/budget.txt"
+  run quorumfs-o "$QFS/mnt" QFS_MOUNT_PID=$MOUNT_PID
+fi
 for peer in $PEERS; do
   case $peer in
     ext4) mkdir -p "$PEERS_DIR/localdir"; run local-ext4 "$PEERS_DIR/localdir" ;;
@@ -95,7 +110,7 @@ for f in sorted(os.listdir(d)):
             continue
         tables.setdefault(cells[0], {})['unit'] = cells[1]
         tables[cells[0]][label] = cells[2]
-labels = [l for l in ['quorumfs', 'local-ext4', 'gluster-r3', 'moosefs-g3'] if any(l in r for r in tables.values())]
+labels = [l for l in ['quorumfs', 'quorumfs-o', 'local-ext4', 'gluster-r3', 'moosefs-g3'] if any(l in r for r in tables.values())]
 def med(s):
     m = re.match(r'([0-9.]+)', s or '')
     return float(m.group(1)) if m else None

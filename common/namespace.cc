@@ -1770,21 +1770,26 @@ class Namespace::Impl {
     });
   }
 
+  // Offsets are (name hash >> 1) + 3: positive as an off_t, and 0..2 stay free for the
+  // caller's start, "." and "..". Entries after `offset` have hash >= (offset - 2) << 1: sets
+  // `after` to the key to list from (empty: the start); false if no entry can follow.
+  static bool EntriesAfter(const std::string& prefix, uint64_t offset, std::string* after) {
+    if (offset < 3) return true;
+    uint64_t next = offset - 3 + 1;
+    if (next >= (uint64_t{1} << 63)) return false;
+    *after = prefix + EncodeU64(next << 1);
+    return true;
+  }
+
   Result<DirListing> DoReadDir(kj::WaitScope& ws, uint64_t dir, uint64_t offset, uint32_t limit) {
     QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
     if (!d.is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
     DirListing out;
-    // Offsets are (name hash >> 1) + 3: positive as an off_t, and 0..2 stay free for the
-    // caller's start, "." and "..". Entries after `offset` have hash >= (offset - 2) << 1.
     std::string prefix = DirEntryPrefix(dir);
     std::string after;
-    if (offset >= 3) {
-      uint64_t next = offset - 3 + 1;
-      if (next >= (uint64_t{1} << 63)) {
-        out.end = true;
-        return out;
-      }
-      after = prefix + EncodeU64(next << 1);
+    if (!EntriesAfter(prefix, offset, &after)) {
+      out.end = true;
+      return out;
     }
     while (out.entries.size() < limit) {
       auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, limit).wait(ws);
@@ -1818,6 +1823,28 @@ class Namespace::Impl {
       }
       after = keys->back();
     }
+    return out;
+  }
+
+  Result<DirListing> DoReadDirNames(kj::WaitScope& ws, uint64_t dir, uint64_t offset,
+                                    uint32_t limit) {
+    DirListing out;
+    std::string prefix = DirEntryPrefix(dir);
+    std::string after;
+    if (!EntriesAfter(prefix, offset, &after)) {
+      out.end = true;
+      return out;
+    }
+    auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, limit).wait(ws);
+    if (!keys.ok()) return keys.status();
+    for (const auto& key : *keys) {
+      if (key.size() < prefix.size() + 9) continue;
+      DirListing::Entry entry;
+      entry.name = key.substr(prefix.size() + 9);
+      entry.offset = (DecodeU64(std::string_view(key).substr(prefix.size(), 8)) >> 1) + 3;
+      out.entries.push_back(std::move(entry));
+    }
+    out.end = keys->size() < limit;
     return out;
   }
 
@@ -2300,6 +2327,10 @@ kj::Promise<std::vector<Result<Inode>>> Namespace::GetAttrMany(std::vector<uint6
 }
 kj::Promise<Result<DirListing>> Namespace::ReadDir(uint64_t dir, uint64_t offset, uint32_t limit) {
   return QFS_FIBER(Result<DirListing>, { return impl->DoReadDir(ws, dir, offset, limit); });
+}
+kj::Promise<Result<DirListing>> Namespace::ReadDirNames(uint64_t dir, uint64_t offset,
+                                                        uint32_t limit) {
+  return QFS_FIBER(Result<DirListing>, { return impl->DoReadDirNames(ws, dir, offset, limit); });
 }
 kj::Promise<Result<std::string>> Namespace::GetXattr(uint64_t ino, std::string name) {
   return QFS_FIBER(Result<std::string>, { return impl->DoGetXattr(ws, ino, name); });

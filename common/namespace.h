@@ -219,6 +219,12 @@ class Namespace {
   // whose hashes differ only in the last bit would share an offset (odds 2^-63 per pair).
   // "." and ".." are the caller's business.
   kj::Promise<Result<DirListing>> ReadDir(uint64_t dir, uint64_t offset, uint32_t limit);
+  // The names `dir` may hold, paged as ReadDir (ino and type left empty): the keys of its entry
+  // records on the replicas, with no quorum read of any record. A superset of its entries:
+  // every name a completed change made is there (R + W > N), and so are names being created or
+  // removed and removed names whose records GC has not yet deleted. One scan round per page; a
+  // directory that does not exist has no names.
+  kj::Promise<Result<DirListing>> ReadDirNames(uint64_t dir, uint64_t offset, uint32_t limit);
   // GetAttr of many inodes at once (readdirplus): one result per inode, in order; the reads
   // are batched, one message per node.
   kj::Promise<std::vector<Result<Inode>>> GetAttrMany(std::vector<uint64_t> inos);

@@ -1415,7 +1415,12 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return ns()
         .Lookup(parent, name, /*parent_is_dir=*/true)
         .then([this, req, parent, name](Result<Inode>&& r) {
-          if (r.ok()) NoteFirstChunk(*r);
+          if (r.ok()) {
+            NoteFirstChunk(*r);
+            SawNames(parent, {name});
+          } else if (r.status().code() == StatusCode::kNotFound) {
+            NoteMiss(parent);
+          }
           ReplyEntry(req, r, parent, name);
         });
   }
@@ -1432,6 +1437,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             return kj::READY_NOW;
           }
           auto listing = std::make_shared<DirListing>(std::move(l).value());
+          SawListing(dir, *listing);
           std::vector<uint64_t> inos;
           for (const auto& e : listing->entries) inos.push_back(e.ino);
           kj::Promise<std::vector<Result<Inode>>> attrs =
@@ -1661,6 +1667,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // After a lock is granted: what other mounts published before it becomes what this mount
   // reads (its own unpublished writes are published first, so they are not lost).
   kj::Promise<void> RevalidateLocked(uint64_t ino) {
+    // Names first, whatever the reads below find: a miss after the lock asks the cluster.
+    ForgetNames();
     FileState* fs = Find(ino);
     kj::Promise<Status> flushed =
         fs && !fs->dirty.empty() ? Flush(ino) : kj::Promise<Status>(Status::Ok());
@@ -1858,6 +1866,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           .then([this, req, size, off, plus, d](Result<DirListing>&& l) -> kj::Promise<void> {
             if (!l.ok()) return fuse_reply_err(req, ErrnoOf(l.status())), kj::READY_NOW;
             auto listing = std::make_shared<DirListing>(std::move(l).value());
+            SawListing(d->ino, *listing);
             std::vector<uint64_t> inos;
             if (plus) {
               for (const auto& e : listing->entries) inos.push_back(e.ino);
@@ -1995,8 +2004,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cr.mode = mode & 07777;
     cr.uid = uid;
     cr.gid = gid;
-    return ns()
+    return Adding(parent, name)
         .Create(parent, name, cr)
+        .attach(AddedWhenDone(parent, name))
         .then([this, req, parent, name, fi, uid,
                gid](Result<Inode>&& r) mutable -> kj::Promise<void> {
           if (!r.ok() && r.status().code() == StatusCode::kAlreadyExists && !(fi.flags & O_EXCL)) {
@@ -2147,6 +2157,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     cache_.clear();
     lru_.clear();
     cache_bytes_ = 0;
+    ForgetNames();
   }
 
   Handle* FindHandle(uint64_t fh) {
@@ -2244,6 +2255,227 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return true;
   }
   std::unordered_map<uint64_t, LookupRun> lookup_runs_;
+
+  // ---- misses from a listing of names ----------------------------------------------------
+  //
+  // With -o negative_timeout=S (off by default: DESIGN.md has a name another mount just
+  // created found at once). A program that makes many files in one directory (untar, a
+  // build's outputs, cp -r) has the kernel look each new name up first, and each miss costs a
+  // quorum read (~0.45 ms here, a fifth of a create). After kLookupRun misses in one directory
+  // within S, the mount lists the names the directory may hold (ReadDirNames: the keys of its
+  // entry records on the replicas, a superset of its entries, with no quorum read) and answers
+  // a lookup of a name not among them "no such file" on the FUSE thread while the listing is
+  // younger than S, counted from when it began. A name this mount adds (create, mknod, mkdir,
+  // symlink, link, rename) joins the directory's listing, the one being built, and those
+  // begun while the change is in flight, before the change is sent: this mount never misses
+  // its own names. Names it finds (a lookup, readdir, a lookup read-ahead listing) join too,
+  // so a name it has shown does not vanish again. Another mount's new name can take up to S
+  // to show here. A lock granted drops every name listing (RevalidateLocked), as does SIGUSR1.
+  // A listing answering past half its life is made again in the background. A directory with
+  // more than kListingMax names (tombstones included) is not listed again for S.
+  static constexpr size_t kNamesMaxBytes = 16 << 20;  // all name listings together, roughly
+  std::chrono::steady_clock::duration NegativeTimeout() const {
+    return std::chrono::microseconds(static_cast<int64_t>(o_.negative_timeout * 1e6));
+  }
+  struct NameSet {
+    std::chrono::steady_clock::time_point started;
+    std::unordered_set<std::string> names;
+    size_t bytes = 0;
+    bool refreshing = false;  // a new listing of the directory is being built
+    // Adds `name`; false if the set grew past its bounds (the caller drops it).
+    bool Insert(const std::string& name) {
+      if (names.insert(name).second) bytes += name.size() + 48;
+      return names.size() <= kListingMax && bytes <= kNamesMaxBytes;
+    }
+  };
+  std::mutex names_mu_;
+  std::unordered_map<uint64_t, NameSet> name_sets_;  // complete listings, under names_mu_
+  // Loop thread only: listings being built, their generation (ForgetNames drops them), runs
+  // of misses, directories too large to list (until when), and the names this mount is adding
+  // (a multiset: two creates of one name).
+  std::unordered_map<uint64_t, std::shared_ptr<NameSet>> names_loading_;
+  uint64_t names_generation_ = 0;
+  std::unordered_map<uint64_t, LookupRun> miss_runs_;
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> too_large_;
+  std::unordered_map<uint64_t, std::unordered_multiset<std::string>> adding_;
+
+  // Loop thread: `names` of `dir` exist, or are about to (this mount adds them): they join its
+  // listings. A listing that grows past its bounds is dropped, and the directory is not
+  // listed again for S.
+  void SawNames(uint64_t dir, const std::vector<std::string>& names) {
+    if (o_.negative_timeout <= 0 || names.empty()) return;
+    bool too_large = false;
+    auto it = names_loading_.find(dir);
+    if (it != names_loading_.end()) {
+      for (const auto& n : names) too_large = !it->second->Insert(n) || too_large;
+    }
+    {
+      std::lock_guard<std::mutex> lock(names_mu_);
+      auto set = name_sets_.find(dir);
+      if (set != name_sets_.end()) {
+        for (const auto& n : names) too_large = !set->second.Insert(n) || too_large;
+      }
+      if (too_large) name_sets_.erase(dir);
+    }
+    if (too_large) TooLarge(dir);
+  }
+  void SawListing(uint64_t dir, const DirListing& listing) {
+    if (o_.negative_timeout <= 0) return;
+    std::vector<std::string> names;
+    for (const auto& e : listing.entries) names.push_back(e.name);
+    SawNames(dir, names);
+  }
+  void TooLarge(uint64_t dir) {
+    names_loading_.erase(dir);
+    if (too_large_.size() > 4096) too_large_.clear();
+    too_large_[dir] = std::chrono::steady_clock::now() + NegativeTimeout();
+  }
+
+  // Loop thread: `name` is about to be added to `dir` by this mount. Returns the namespace
+  // (through Changing() when `changing`).
+  Namespace& Adding(uint64_t dir, const std::string& name, bool changing = false) {
+    if (o_.negative_timeout > 0) {
+      adding_[dir].insert(name);
+      SawNames(dir, {name});
+    }
+    return changing ? Changing() : ns();
+  }
+  // Ends an Adding when destroyed (with the change's promise, done or failed).
+  struct AddedGuard {
+    Impl* impl;
+    uint64_t dir;
+    std::string name;
+    ~AddedGuard() {
+      auto it = impl->adding_.find(dir);
+      if (it == impl->adding_.end()) return;
+      auto one = it->second.find(name);
+      if (one != it->second.end()) it->second.erase(one);
+      if (it->second.empty()) impl->adding_.erase(it);
+    }
+  };
+  kj::Own<AddedGuard> AddedWhenDone(uint64_t dir, const std::string& name) {
+    if (o_.negative_timeout <= 0) return kj::Own<AddedGuard>();
+    return kj::heap<AddedGuard>(AddedGuard{this, dir, name});
+  }
+
+  // Loop thread: a lookup in `dir` found nothing.
+  void NoteMiss(uint64_t dir) {
+    if (o_.negative_timeout <= 0 || names_loading_.count(dir)) return;
+    auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard<std::mutex> lock(names_mu_);
+      auto it = name_sets_.find(dir);
+      if (it != name_sets_.end()) {
+        if (now - it->second.started < NegativeTimeout()) return;  // the name is in it
+        name_sets_.erase(it);
+      }
+    }
+    if (miss_runs_.size() > 4096) miss_runs_.clear();
+    LookupRun& run = miss_runs_[dir];
+    if (run.count == 0 || now - run.first > NegativeTimeout()) {
+      run.first = now;
+      run.count = 0;
+    }
+    if (++run.count < kLookupRun) return;
+    miss_runs_.erase(dir);
+    StartNames(dir);
+  }
+
+  // Loop thread: begins a listing of `dir`'s names, with the names this mount is adding.
+  void StartNames(uint64_t dir) {
+    if (names_loading_.count(dir)) return;
+    auto now = std::chrono::steady_clock::now();
+    auto large = too_large_.find(dir);
+    if (large != too_large_.end()) {
+      if (now < large->second) return;
+      too_large_.erase(large);
+    }
+    auto set = std::make_shared<NameSet>();
+    set->started = now;
+    auto adding = adding_.find(dir);
+    if (adding != adding_.end()) {
+      for (const auto& n : adding->second) set->Insert(n);
+    }
+    names_loading_[dir] = set;
+    uint64_t generation = names_generation_;
+    Add(ListNames(dir, 0, generation, set).catch_([this, dir, generation](kj::Exception&& e) {
+      if (generation == names_generation_) names_loading_.erase(dir);
+      taskFailed(kj::mv(e));
+    }));
+  }
+
+  kj::Promise<void> ListNames(uint64_t dir, uint64_t offset, uint64_t generation,
+                              std::shared_ptr<NameSet> set) {
+    return ns()
+        .ReadDirNames(dir, offset, 4096)
+        .then([this, dir, generation, set](Result<DirListing>&& l) -> kj::Promise<void> {
+          // Dropped by ForgetNames, or by SawNames for growing too large.
+          if (generation != names_generation_) return kj::READY_NOW;
+          auto building = names_loading_.find(dir);
+          if (building == names_loading_.end() || building->second != set) return kj::READY_NOW;
+          bool fits = true;
+          if (l.ok()) {
+            for (const auto& e : l->entries) fits = set->Insert(e.name) && fits;
+          }
+          if (!l.ok() || !fits) {
+            if (fits) {
+              names_loading_.erase(dir);  // failed: tried again after more misses
+            } else {
+              TooLarge(dir);
+            }
+            std::lock_guard<std::mutex> lock(names_mu_);
+            auto it = name_sets_.find(dir);
+            if (it != name_sets_.end()) it->second.refreshing = false;
+            return kj::READY_NOW;
+          }
+          if (!l->end && !l->entries.empty()) {
+            return ListNames(dir, l->entries.back().offset, generation, set);
+          }
+          names_loading_.erase(dir);
+          std::lock_guard<std::mutex> lock(names_mu_);
+          size_t total = set->bytes;
+          for (const auto& [d, n] : name_sets_) total += d == dir ? 0 : n.bytes;
+          if (name_sets_.size() >= 64 || total > kNamesMaxBytes) name_sets_.clear();
+          name_sets_[dir] = std::move(*set);
+          return kj::READY_NOW;
+        });
+  }
+
+  // Loop thread: drops every name listing, those being built too.
+  void ForgetNames() {
+    ++names_generation_;
+    names_loading_.clear();
+    miss_runs_.clear();
+    std::lock_guard<std::mutex> lock(names_mu_);
+    name_sets_.clear();
+  }
+
+  // FUSE thread: answers a lookup of a name that a fresh listing of `parent` lacks.
+  bool TryMissFromNames(fuse_req_t req, uint64_t parent, const std::string& name) {
+    if (o_.negative_timeout <= 0 || name.empty() || name.size() > 255 || name == "." ||
+        name == "..") {
+      return false;
+    }
+    bool refresh = false;
+    {
+      std::lock_guard<std::mutex> lock(names_mu_);
+      auto it = name_sets_.find(parent);
+      if (it == name_sets_.end()) return false;
+      auto age = std::chrono::steady_clock::now() - it->second.started;
+      if (age >= NegativeTimeout() || it->second.names.count(name)) return false;
+      if (age * 2 >= NegativeTimeout() && !it->second.refreshing) {
+        it->second.refreshing = refresh = true;
+      }
+    }
+    fuse_reply_err(req, ENOENT);
+    if (refresh) {
+      outer_->Submit([this, parent]() {
+        StartNames(parent);
+        return kj::Promise<void>(kj::READY_NOW);
+      });
+    }
+    return true;
+  }
   std::mutex kernel_names_mu_;
   std::unordered_map<uint64_t,
                      std::unordered_map<std::string, std::chrono::steady_clock::time_point>>
@@ -2388,6 +2620,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       QFS_IMPL(req);
       std::string n(name);
       if (impl->TryLookupFromListing(req, parent, n)) return;
+      if (impl->TryMissFromNames(req, parent, n)) return;
       Fs(req)->Submit([=]() { return impl->Lookup(req, parent, n); });
     };
     o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
@@ -2423,9 +2656,10 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (target) cr.symlink_target = target;
       std::string n(name);
       Fs(req)->Submit([=]() {
-        return impl->Changing().Create(parent, n, cr).then([=](Result<Inode>&& r) {
-          impl->ReplyEntry(req, r, parent, n);
-        });
+        return impl->Adding(parent, n, /*changing=*/true)
+            .Create(parent, n, cr)
+            .then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r, parent, n); })
+            .attach(impl->AddedWhenDone(parent, n));
       });
     };
     static auto s_make = make;
@@ -2467,18 +2701,24 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       if (flags & RENAME_EXCHANGE) f |= kRenameExchange;
       std::string n(name), nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->Changing().Rename(parent, n, newparent, nn, f).then([=](Status s) {
-          impl->ReplyStatus(req, s);
-        });
+        // An exchange puts an inode at both names.
+        bool both = f & kRenameExchange;
+        if (both) impl->Adding(parent, n);
+        return impl->Adding(newparent, nn, /*changing=*/true)
+            .Rename(parent, n, newparent, nn, f)
+            .then([=](Status s) { impl->ReplyStatus(req, s); })
+            .attach(impl->AddedWhenDone(newparent, nn),
+                    both ? impl->AddedWhenDone(parent, n) : kj::Own<void>());
       });
     };
     o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
       QFS_IMPL(req);
       std::string nn(newname);
       Fs(req)->Submit([=]() {
-        return impl->Changing().Link(ino, newparent, nn).then([=](Result<Inode>&& r) {
-          impl->ReplyEntry(req, r, newparent, nn);
-        });
+        return impl->Adding(newparent, nn, /*changing=*/true)
+            .Link(ino, newparent, nn)
+            .then([=](Result<Inode>&& r) { impl->ReplyEntry(req, r, newparent, nn); })
+            .attach(impl->AddedWhenDone(newparent, nn));
       });
     };
     o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -2788,6 +3028,9 @@ Status ParseMountOptions(const std::string& opts, MountOptions* o, std::string* 
       QFS_RETURN_IF_ERROR(number(&o->attr_timeout));
     } else if (key == "entry_timeout") {
       QFS_RETURN_IF_ERROR(number(&o->entry_timeout));
+    } else if (key == "negative_timeout") {
+      QFS_RETURN_IF_ERROR(number(&o->negative_timeout));
+      if (o->negative_timeout > 3600) return InvalidArgument("negative_timeout is at most 3600 s");
     } else if (key == "op_timeout") {
       QFS_RETURN_IF_ERROR(number(&o->op_timeout));
       if (o->op_timeout < 0.1) return InvalidArgument("op_timeout must be at least 0.1 s");

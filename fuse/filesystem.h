@@ -32,6 +32,10 @@ struct MountOptions {
   bool allow_other = false;
   double attr_timeout = 1.0;   // s, kernel attribute cache
   double entry_timeout = 1.0;  // s, kernel positive entry cache; missing names are not cached
+  // s a lookup of a missing name may be answered from a listing of its directory's names that
+  // old (after many misses there), so another mount's new name may take that long to show;
+  // 0 (the default): every miss asks the cluster. As GlusterFS's negative-timeout.
+  double negative_timeout = 0;
   uint64_t max_dirty = 256ull << 20;   // bytes of write-back data per mount
   uint64_t cache_size = 256ull << 20;  // bytes of verified chunks cached for reads
   double op_timeout = 10.0;            // s an operation waits for a quorum before EIO

@@ -51,8 +51,9 @@ int Shell(const std::string& cmd, std::string* out) {
 TEST(FuseMountOptions, HelpListsTheOptions) {
   std::string out;
   EXPECT_EQ(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --help", &out), 0);
-  for (const char* opt : {"attr_timeout", "entry_timeout", "max_dirty", "cache_size", "op_timeout",
-                          "allow_other", "_netdev", "ro", "selinux", "hedge_ms"}) {
+  for (const char* opt :
+       {"attr_timeout", "entry_timeout", "max_dirty", "cache_size", "op_timeout", "allow_other",
+        "_netdev", "ro", "selinux", "hedge_ms", "negative_timeout"}) {
     EXPECT_NE(out.find(opt), std::string::npos) << opt << " missing from --help:\n" << out;
   }
   out.clear();
@@ -63,7 +64,8 @@ TEST(FuseMountOptions, HelpListsTheOptions) {
             0);
   EXPECT_NE(out.find("op_timeout"), std::string::npos) << out;
   // Numbers that are not finite are refused (strtod reads "nan" and "inf" whole).
-  for (const char* bad : {"hedge_ms=nan", "op_timeout=inf", "cache_size=inf", "hedge_ms=-1"}) {
+  for (const char* bad : {"hedge_ms=nan", "op_timeout=inf", "cache_size=inf", "hedge_ms=-1",
+                          "negative_timeout=3601"}) {
     out.clear();
     EXPECT_NE(Shell(std::string(QUORUMFS_MOUNT_BIN) + " --cluster x /tmp -o " + bad, &out), 0)
         << bad;

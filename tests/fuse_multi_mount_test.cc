@@ -15,6 +15,8 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <future>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -652,6 +654,131 @@ TEST_F(MultiMountTest, LookupReadAheadSeesChangesInTime) {
       << "mode " << mode_seen << " unlink " << unlink_seen << " size " << size_seen;
   EXPECT_LT(secs, 3.0) << "another mount's changes took longer than the two timeouts";
   EXPECT_EQ(ReadFile(B("f14")), "longer now");
+}
+
+// Misses from a listing of names (-o negative_timeout=3: a mount that sees many misses in one
+// directory lists the names it may hold and answers a lookup of any other "no such file" on
+// its FUSE thread, for 3 s from when the listing began): such answers need no server; every
+// name the mount adds itself shows at once, also after the kernel dropped its entries; a name
+// it found by readdir stays found; another mount's new name shows once the listing is made
+// again (past half its life), and at once after a lock is taken. Without the option (mount B),
+// a name another mount created is found at once however many misses came before.
+TEST_F(MultiMountTest, MissesFromANameListingSeeChangesInTime) {
+  TestMountOptions with_names;
+  with_names.extra_opts = {"negative_timeout=3"};
+  TestMount c(cluster_->cluster_file(), cluster_->dir() + "/mnt-c", with_names);
+  ASSERT_TRUE(c.ok());
+  auto C = [&](const std::string& rel) { return c.path(name_ + "/" + rel); };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(WriteFile(A("f" + std::to_string(i)), "x"));
+  struct stat st;
+  int fresh = 0;
+  auto miss_on = [&](const std::function<std::string(const std::string&)>& at, int n) {
+    for (int i = 0; i < n; ++i) {  // lookups of names never used before
+      std::string p = at("missing" + std::to_string(fresh++));
+      EXPECT_NE(::stat(p.c_str(), &st), 0) << p;
+      EXPECT_EQ(errno, ENOENT) << p;
+    }
+  };
+  // True if C answers a miss while every server is frozen. (An unanswered lookup finishes
+  // once the servers go on.)
+  auto answered_frozen = [&] {
+    std::string p = C("missing" + std::to_string(fresh++));
+    std::promise<int> result;
+    std::future<int> got = result.get_future();
+    std::thread lookup;
+    bool answered = false;
+    {
+      std::vector<std::unique_ptr<quorumfs::testing::Frozen>> frozen;
+      for (int i = 0; i < 3; ++i) {
+        frozen.push_back(std::make_unique<quorumfs::testing::Frozen>(cluster_->pid(i)));
+      }
+      lookup = std::thread([&result, p] {
+        struct stat s;
+        result.set_value(::stat(p.c_str(), &s) == 0 ? 0 : errno);
+      });
+      if (got.wait_for(std::chrono::milliseconds(300)) == std::future_status::ready) {
+        answered = got.get() == ENOENT;
+      }
+    }
+    lookup.join();
+    return answered;
+  };
+  // A new listing of the directory on C, checked to answer. SIGUSR1 drops C's listings first.
+  // Tried a few times: on a slow machine the listing may take longer than the pause, and the
+  // kernel may have to look the directory itself up again while the servers are frozen.
+  auto fresh_listing = [&] {
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      ::kill(c.pid(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      miss_on(C, 10);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (answered_frozen()) return true;
+    }
+    return false;
+  };
+
+  // The default: B misses as much, then finds A's new name at once.
+  miss_on([&](const std::string& rel) { return B(rel); }, 10);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(WriteFile(A("at_once"), "w"));
+  EXPECT_EQ(::stat(B("at_once").c_str(), &st), 0) << std::strerror(errno);
+
+  // C's own new names, each looked up after the kernel dropped its entries: the listing
+  // answers for every name but these. A name A made after the listing began, found by
+  // readdir, stays found.
+  ASSERT_TRUE(fresh_listing()) << "no miss was answered from a listing of names";
+  ASSERT_TRUE(WriteFile(A("listed"), "v"));
+  bool listed = false;
+  DIR* dir = ::opendir(C("").c_str());
+  ASSERT_NE(dir, nullptr) << std::strerror(errno);
+  while (struct dirent* e = ::readdir(dir)) listed = listed || std::string(e->d_name) == "listed";
+  ::closedir(dir);
+  EXPECT_TRUE(listed);
+  int fd = ::open(C("created").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::close(fd), 0);
+  ASSERT_EQ(::mkdir(C("dir").c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ(::symlink("f0", C("symlink").c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::link(C("f0").c_str(), C("hardlink").c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::rename(C("f1").c_str(), C("renamed").c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::mknod(C("fifo").c_str(), S_IFIFO | 0644, 0), 0) << std::strerror(errno);
+  int drop = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
+  ASSERT_GE(drop, 0) << std::strerror(errno);
+  EXPECT_EQ(::write(drop, "2", 1), 1) << std::strerror(errno);
+  ::close(drop);
+  for (const char* name : {"created", "dir", "symlink", "hardlink", "renamed", "fifo", "listed"}) {
+    EXPECT_EQ(::lstat(C(name).c_str(), &st), 0) << name << ": " << std::strerror(errno);
+  }
+  EXPECT_NE(::lstat(C("f1").c_str(), &st), 0);
+
+  // A lock taken on C drops its listings: a name A made just before shows at once (a
+  // program that coordinates through locks, such as sqlite looking for a hot journal).
+  ASSERT_TRUE(fresh_listing());
+  ASSERT_TRUE(WriteFile(A("journal"), "z"));
+  int lk = ::open(C("f0").c_str(), O_RDWR);
+  ASSERT_GE(lk, 0) << std::strerror(errno);
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(lk, F_SETLKW, &fl), 0) << std::strerror(errno);
+  EXPECT_EQ(::stat(C("journal").c_str(), &st), 0) << std::strerror(errno);
+  fl.l_type = F_UNLCK;
+  EXPECT_EQ(::fcntl(lk, F_SETLK, &fl), 0);
+  ::close(lk);
+
+  // A's new name shows on C once C, missing on in the directory, lists it again past half
+  // the listing's life (1.5 s): well before the listing itself runs out (3 s).
+  ASSERT_TRUE(fresh_listing());
+  ASSERT_TRUE(WriteFile(A("from_a"), "y"));
+  auto start = std::chrono::steady_clock::now();
+  while (::stat(C("from_a").c_str(), &st) != 0 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(6)) {
+    miss_on(C, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(::stat(C("from_a").c_str(), &st), 0);
+  EXPECT_LT(secs, 2.0) << "another mount's new name waited for the listing to run out";
 }
 
 // B learns of files from listings (readdirplus and lookup read-ahead) while A rewrites some of

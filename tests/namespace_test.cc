@@ -145,6 +145,9 @@ class Fs {
   Result<DirListing> ReadDir(uint64_t dir, uint64_t offset, uint32_t limit) {
     return c_.RunSync<Result<DirListing>>([&] { return c_.ns().ReadDir(dir, offset, limit); });
   }
+  Result<DirListing> ReadDirNames(uint64_t dir, uint64_t offset, uint32_t limit) {
+    return c_.RunSync<Result<DirListing>>([&] { return c_.ns().ReadDirNames(dir, offset, limit); });
+  }
   // Every entry, in pages of `page`.
   Result<std::vector<DirListing::Entry>> ReadAll(uint64_t dir, uint32_t page = 100) {
     std::vector<DirListing::Entry> all;
@@ -1349,6 +1352,47 @@ TEST_F(NamespaceTest, ReadDirPagesOfFifty) {
   EXPECT_CODE(fs_->ReadDir(999'999'999, 0, 50), kNotFound);
   ASSERT_OK_AND_ASSIGN(Inode empty, fs_->Mkdir(top_, "empty"));
   ASSERT_OK_AND_ASSIGN(DirListing none, fs_->ReadDir(empty.ino, 0, 50));
+  EXPECT_TRUE(none.entries.empty());
+  EXPECT_TRUE(none.end);
+}
+
+// ReadDirNames: every live name, in pages, with the offsets ReadDir gives; removed names may
+// still be there (their records are tombstones until GC); a missing directory has none.
+TEST_F(NamespaceTest, ReadDirNamesCoversEveryEntry) {
+  ASSERT_OK_AND_ASSIGN(Inode d, fs_->Mkdir(top_, "names"));
+  std::set<std::string> live;
+  for (int i = 0; i < 120; ++i) {
+    std::string name = "n" + std::to_string(i);
+    ASSERT_OK(fs_->File(d.ino, name));
+    live.insert(name);
+  }
+  for (int i = 0; i < 120; i += 7) {
+    std::string name = "n" + std::to_string(i);
+    ASSERT_OK(fs_->Unlink(d.ino, name));
+    live.erase(name);
+  }
+  ASSERT_OK(fs_->Rename(d.ino, "n1", d.ino, "moved"));
+  live.erase("n1");
+  live.insert("moved");
+  std::map<std::string, uint64_t> names;
+  uint64_t offset = 0;
+  for (int pages = 0;; ++pages) {
+    ASSERT_LT(pages, 40) << "the listing does not end";
+    ASSERT_OK_AND_ASSIGN(DirListing page, fs_->ReadDirNames(d.ino, offset, 16));
+    ASSERT_LE(page.entries.size(), 16u);
+    for (const auto& e : page.entries) {
+      EXPECT_GT(e.offset, offset) << e.name;
+      EXPECT_EQ(e.offset, (NameHash64(e.name) >> 1) + 3) << e.name;
+      EXPECT_TRUE(names.emplace(e.name, e.offset).second) << "twice: " << e.name;
+      EXPECT_TRUE(e.name == "moved" || e.name[0] == 'n') << e.name;
+    }
+    if (page.end || page.entries.empty()) break;
+    offset = page.entries.back().offset;
+  }
+  for (const auto& name : live) EXPECT_TRUE(names.count(name)) << "missing " << name;
+  ASSERT_OK_AND_ASSIGN(auto entries, fs_->ReadAll(d.ino));
+  for (const auto& e : entries) EXPECT_EQ(names[e.name], e.offset) << e.name;
+  ASSERT_OK_AND_ASSIGN(DirListing none, fs_->ReadDirNames(999'999'999, 0, 16));
   EXPECT_TRUE(none.entries.empty());
   EXPECT_TRUE(none.end);
 }
