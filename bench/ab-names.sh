@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 source bench/local-cluster.sh
 ROUNDS=${1:-3}
 WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
-trap 'rm -rf "$WORK"' EXIT
+D=
+PIDS=()
+# The round's mount and servers first: rm must not walk a live mount.
+trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
 printf '#!/bin/sh\nexec %s "$@" -o negative_timeout=1\n' "$PWD/build/quorumfs-mount" > "$WORK/mount-on"
 chmod +x "$WORK/mount-on"
 for r in $(seq "$ROUNDS"); do
@@ -41,9 +44,8 @@ print("create %.0f/s small_write %.0f/s unlink %.0f/s" % (c, w, 2000 / (time.per
 PY
 )
     echo "$v: $c"
-    fusermount3 -u "$D/mnt"
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
+    stop_local_cluster "$D"
     rm -rf "$D"
+    D=
   done
 done

@@ -66,8 +66,10 @@ run() {  # run LABEL DIR [env]
 }
 run quorumfs "$QFS/mnt" QFS_MOUNT_PID=$MOUNT_PID
 if [ -n "${QFS_ALSO_OPTS:-}" ]; then
-  fusermount3 -u "$QFS/mnt" || umount -l "$QFS/mnt"
+  if mountpoint -q "$QFS/mnt"; then fusermount3 -u "$QFS/mnt" || umount -l "$QFS/mnt"; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2> /dev/null || true
   PIDS=()
   rm -rf "$QFS"
@@ -76,7 +78,11 @@ if [ -n "${QFS_ALSO_OPTS:-}" ]; then
   chmod +x "$PEERS_DIR/mount-also"
   start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$PEERS_DIR/mount-also" || true
   echo "quorumfs-o: -o $QFS_ALSO_OPTS" >> "$RESULTS/budget.txt"
-  run quorumfs-o "$QFS/mnt" QFS_MOUNT_PID=$MOUNT_PID
+  if mountpoint -q "$QFS/mnt"; then
+    run quorumfs-o "$QFS/mnt" QFS_MOUNT_PID=$MOUNT_PID
+  else
+    echo "quorumfs with -o $QFS_ALSO_OPTS did not mount: column left out" >&2
+  fi
 fi
 for peer in $PEERS; do
   case $peer in

@@ -28,3 +28,16 @@ CONF
   echo "quorumfs mount at $dir/mnt did not come up: $(tail -3 "$dir/mount.log")" >&2
   return 1
 }
+
+# stop_local_cluster DIR: unmounts DIR/mnt if it is mounted, then stops every process in the
+# caller's PIDS (SIGTERM, SIGKILL 0.5 s later) and waits for them.
+stop_local_cluster() {
+  local dir=$1 p
+  if [ -n "$dir" ] && mountpoint -q "$dir/mnt"; then
+    fusermount3 -u "$dir/mnt" || umount -l "$dir/mnt"
+  fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+}

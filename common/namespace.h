@@ -220,7 +220,7 @@ class Namespace {
   // "." and ".." are the caller's business.
   kj::Promise<Result<DirListing>> ReadDir(uint64_t dir, uint64_t offset, uint32_t limit);
   // The names `dir` may hold, paged as ReadDir (ino and type left empty): the keys of its entry
-  // records on the replicas, with no quorum read of any record. A superset of its entries:
+  // records on R or more replicas, with no quorum read of any record. A superset of its entries:
   // every name a completed change made is there (R + W > N), and so are names being created or
   // removed and removed names whose records GC has not yet deleted. One scan round per page; a
   // directory that does not exist has no names.

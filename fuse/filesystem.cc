@@ -2208,7 +2208,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // entries, as readdirplus would) and answers lookups of the names it found from that listing
   // while it is younger than entry_timeout, counted from when the listing began: the staleness
   // the kernel's entry cache already accepts. Any change this mount makes drops every listing;
-  // a name the listing lacks takes the normal path (nothing negative is cached).
+  // a name the listing lacks takes the normal path (misses: see negative_timeout below).
   static constexpr int kLookupRun = 8;
   static constexpr size_t kListingMax = 16384;
   static constexpr size_t kListingsMaxBytes = 64 << 20;  // all listings together, roughly
@@ -2272,7 +2272,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // so a name it has shown does not vanish again. Another mount's new name can take up to S
   // to show here. A lock granted drops every name listing (RevalidateLocked), as does SIGUSR1.
   // A listing answering past half its life is made again in the background. A directory with
-  // more than kListingMax names (tombstones included) is not listed again for S.
+  // more than kListingMax names (tombstones included) is not listed again for S. All
+  // listings together stay within 64 directories and about kNamesMaxBytes (checked at every
+  // name added; those being built are bounded one by one).
   static constexpr size_t kNamesMaxBytes = 16 << 20;  // all name listings together, roughly
   std::chrono::steady_clock::duration NegativeTimeout() const {
     return std::chrono::microseconds(static_cast<int64_t>(o_.negative_timeout * 1e6));
@@ -2313,9 +2315,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       std::lock_guard<std::mutex> lock(names_mu_);
       auto set = name_sets_.find(dir);
       if (set != name_sets_.end()) {
+        size_t before = set->second.bytes;
         for (const auto& n : names) too_large = !set->second.Insert(n) || too_large;
+        if (!too_large && set->second.bytes != before) {
+          size_t total = 0;  // all listings together (at most 64)
+          for (const auto& [d, other] : name_sets_) total += other.bytes;
+          if (total > kNamesMaxBytes) name_sets_.clear();
+        }
       }
-      if (too_large) name_sets_.erase(dir);
     }
     if (too_large) TooLarge(dir);
   }
@@ -2325,8 +2332,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     for (const auto& e : listing.entries) names.push_back(e.name);
     SawNames(dir, names);
   }
+  // Drops `dir`'s listings (the one answering and the one being built) for S.
   void TooLarge(uint64_t dir) {
     names_loading_.erase(dir);
+    {
+      std::lock_guard<std::mutex> lock(names_mu_);
+      name_sets_.erase(dir);
+    }
     if (too_large_.size() > 4096) too_large_.clear();
     too_large_[dir] = std::chrono::steady_clock::now() + NegativeTimeout();
   }
@@ -2383,7 +2395,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // Loop thread: begins a listing of `dir`'s names, with the names this mount is adding.
   void StartNames(uint64_t dir) {
-    if (names_loading_.count(dir)) return;
+    if (names_loading_.count(dir) || names_loading_.size() >= 64) return;
     auto now = std::chrono::steady_clock::now();
     auto large = too_large_.find(dir);
     if (large != too_large_.end()) {
@@ -2418,11 +2430,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             for (const auto& e : l->entries) fits = set->Insert(e.name) && fits;
           }
           if (!l.ok() || !fits) {
-            if (fits) {
-              names_loading_.erase(dir);  // failed: tried again after more misses
-            } else {
-              TooLarge(dir);
-            }
+            if (!fits) return TooLarge(dir), kj::READY_NOW;
+            names_loading_.erase(dir);  // failed: tried again after more misses
             std::lock_guard<std::mutex> lock(names_mu_);
             auto it = name_sets_.find(dir);
             if (it != name_sets_.end()) it->second.refreshing = false;

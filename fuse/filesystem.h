@@ -31,7 +31,7 @@ struct MountOptions {
   bool read_only = false;
   bool allow_other = false;
   double attr_timeout = 1.0;   // s, kernel attribute cache
-  double entry_timeout = 1.0;  // s, kernel positive entry cache; missing names are not cached
+  double entry_timeout = 1.0;  // s, kernel positive entry cache (missing names: negative_timeout)
   // s a lookup of a missing name may be answered from a listing of its directory's names that
   // old (after many misses there), so another mount's new name may take that long to show;
   // 0 (the default): every miss asks the cluster. As GlusterFS's negative-timeout.

@@ -33,10 +33,11 @@ void Usage(FILE* out) {
       "options (-o):\n"
       "  attr_timeout=S     kernel attribute cache, seconds (default 1)\n"
       "  entry_timeout=S    kernel name cache, seconds (default 1); missing names are "
-      "never cached\n"
+      "not cached\n"
       "  negative_timeout=S a miss in a directory with many misses may be answered from a\n"
-      "                     listing of its names up to S old (default 0: never), so\n"
-      "                     another mount's new name may take S to show; faster creates\n"
+      "                     listing of its names up to S old (default 0: never; at most\n"
+      "                     3600), so another mount's new name may take S to show;\n"
+      "                     faster creates\n"
       "  max_dirty=SIZE     write-back memory before writers wait (default 256M)\n"
       "  cache_size=SIZE    verified chunks cached for reads (default 256M)\n"
       "  op_timeout=S       how long an operation waits for a quorum before EIO "
@@ -53,7 +54,7 @@ void Usage(FILE* out) {
       "  -f                 stay in the foreground;  -d  debug (implies -f)\n");
 }
 
-// The mount whose chunk cache SIGUSR1 empties (null while none).
+// The mount whose chunk cache (and name listings) SIGUSR1 empties (null while none).
 std::atomic<QuorumFs*> g_fs{nullptr};
 
 // Raises the mount's read-ahead so sequential reads arrive as large requests.
@@ -138,8 +139,9 @@ int Run(int argc, char** argv) {
   }
   // Before any thread exists: daemonizing forks, and only the calling thread survives a fork.
   fuse_daemonize(options.foreground ? 1 : 0);
-  // SIGUSR1 empties the chunk cache (benchmarks measure cold reads with it). Blocked here,
-  // before any thread starts, so only the thread below receives it.
+  // SIGUSR1 empties the chunk cache and drops the name listings (benchmarks measure cold
+  // reads with it). Blocked here, before any thread starts, so only the thread below
+  // receives it.
   sigset_t usr1;
   sigemptyset(&usr1);
   sigaddset(&usr1, SIGUSR1);
