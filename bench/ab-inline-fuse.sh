@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 source bench/local-cluster.sh
 ROUNDS=${1:-3}
 WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
-trap 'rm -rf "$WORK"' EXIT
+D=
+PIDS=()
+# The round's mount and servers first: rm must not walk a live mount.
+trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
 printf '#!/bin/sh\nexec %s "$@" --inline-sync-below 0\n' "$PWD/build/quorumfs-chunkserver" > "$WORK/cs-off"
 chmod +x "$WORK/cs-off"
 dd if=/dev/urandom of="$WORK/src" bs=1M count=1024 2>/dev/null
@@ -36,9 +39,8 @@ print("create %.0f/s unlink %.0f/s" % (c, 2000 / (time.perf_counter() - t)))
 PY
 )
     echo "$v: seq_write $w; $c"
-    fusermount3 -u "$D/mnt"
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
+    stop_local_cluster "$D"
     rm -rf "$D"
+    D=
   done
 done
