@@ -9,13 +9,8 @@ set -u
 cd "$(dirname "$0")/.."
 source bench/local-cluster.sh
 ROUNDS=${1:-3}
-WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
-D=
-PIDS=()
-# The round's mount and servers first: rm must not walk a live mount.
-trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
-printf '#!/bin/sh\nexec %s "$@" --inline-sync-below 0\n' "$PWD/build/quorumfs-chunkserver" > "$WORK/cs-off"
-chmod +x "$WORK/cs-off"
+ab_workdir
+write_wrapper "$WORK/cs-off" "$PWD/build/quorumfs-chunkserver" --inline-sync-below 0
 dd if=/dev/urandom of="$WORK/src" bs=1M count=1024 2>/dev/null
 for r in $(seq "$ROUNDS"); do
   for v in off on; do

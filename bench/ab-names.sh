@@ -9,13 +9,8 @@ set -u
 cd "$(dirname "$0")/.."
 source bench/local-cluster.sh
 ROUNDS=${1:-3}
-WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
-D=
-PIDS=()
-# The round's mount and servers first: rm must not walk a live mount.
-trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
-printf '#!/bin/sh\nexec %s "$@" -o negative_timeout=1\n' "$PWD/build/quorumfs-mount" > "$WORK/mount-on"
-chmod +x "$WORK/mount-on"
+ab_workdir
+write_wrapper "$WORK/mount-on" "$PWD/build/quorumfs-mount" -o negative_timeout=1
 for r in $(seq "$ROUNDS"); do
   for v in off on; do
     if [ $v = on ]; then m=$WORK/mount-on; else m=$PWD/build/quorumfs-mount; fi

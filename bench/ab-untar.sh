@@ -2,19 +2,15 @@
 # A/B of the mount's -o negative_timeout on a program that makes many files: per round and
 # variant a fresh 3-node cluster on loopback with one mount, then `tar -x` of a tarball of
 # /usr/include into it, timed, and a `diff -r` of the result against /usr/include (a check of
-# names, contents and symlink targets, not timed). "off" mounts with the defaults, "on" with -o negative_timeout=1.
+# names, contents and symlink targets, not timed). "off" mounts with the defaults, "on" with
+# -o negative_timeout=1.
 # Usage: bench/ab-untar.sh [ROUNDS] (from a built tree: build/quorumfs-*; needs root).
 set -u
 cd "$(dirname "$0")/.."
 source bench/local-cluster.sh
 ROUNDS=${1:-3}
-WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
-D=
-PIDS=()
-# The round's mount and servers first: rm must not walk a live mount.
-trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
-printf '#!/bin/sh\nexec %s "$@" -o negative_timeout=1\n' "$PWD/build/quorumfs-mount" > "$WORK/mount-on"
-chmod +x "$WORK/mount-on"
+ab_workdir
+write_wrapper "$WORK/mount-on" "$PWD/build/quorumfs-mount" -o negative_timeout=1
 tar -C /usr -cf "$WORK/include.tar" include
 echo "tarball: $(tar -tf "$WORK/include.tar" | wc -l) entries, $(du -m "$WORK/include.tar" | cut -f1) MiB"
 for r in $(seq "$ROUNDS"); do

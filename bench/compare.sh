@@ -74,8 +74,7 @@ if [ -n "${QFS_ALSO_OPTS:-}" ]; then
   PIDS=()
   rm -rf "$QFS"
   mkdir -p "$QFS"
-  printf '#!/bin/sh\nexec %s "$@" -o %s\n' "$BUILD/quorumfs-mount" "$QFS_ALSO_OPTS" > "$PEERS_DIR/mount-also"
-  chmod +x "$PEERS_DIR/mount-also"
+  write_wrapper "$PEERS_DIR/mount-also" "$BUILD/quorumfs-mount" -o "$QFS_ALSO_OPTS"
   start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$PEERS_DIR/mount-also" || true
   echo "quorumfs-o: -o $QFS_ALSO_OPTS" >> "$RESULTS/budget.txt"
   if mountpoint -q "$QFS/mnt"; then

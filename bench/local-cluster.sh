@@ -41,3 +41,24 @@ stop_local_cluster() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
 }
+
+# ab_workdir: for the A/B scripts, a work dir in $WORK (under $ABDIR, default /var/tmp), empty
+# D and PIDS for the rounds, and an EXIT trap that stops the round's cluster before removing
+# the work dir (rm must not walk a live mount).
+ab_workdir() {
+  WORK=$(mktemp -d "${ABDIR:-/var/tmp}/qfs-ab.XXXX")
+  D=
+  PIDS=()
+  trap 'stop_local_cluster "$D"; rm -rf "$WORK"' EXIT
+}
+
+# write_wrapper FILE PROGRAM ARGS...: an executable FILE that runs PROGRAM with its own
+# arguments followed by ARGS (a server or mount with extra flags, for start_local_cluster).
+write_wrapper() {
+  local file=$1 program=$2
+  shift 2
+  printf '#!/bin/sh\nexec %q "$@"' "$program" > "$file"
+  printf ' %q' "$@" >> "$file"
+  printf '\n' >> "$file"
+  chmod +x "$file"
+}

@@ -1417,7 +1417,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         .then([this, req, parent, name](Result<Inode>&& r) {
           if (r.ok()) {
             NoteFirstChunk(*r);
-            SawNames(parent, {name});
+            SawName(parent, name);
           } else if (r.status().code() == StatusCode::kNotFound) {
             NoteMiss(parent);
           }
@@ -2326,6 +2326,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
     if (too_large) TooLarge(dir);
   }
+  void SawName(uint64_t dir, const std::string& name) {
+    if (o_.negative_timeout > 0) SawNames(dir, {name});
+  }
   void SawListing(uint64_t dir, const DirListing& listing) {
     if (o_.negative_timeout <= 0) return;
     std::vector<std::string> names;
@@ -2348,7 +2351,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   Namespace& Adding(uint64_t dir, const std::string& name, bool changing = false) {
     if (o_.negative_timeout > 0) {
       adding_[dir].insert(name);
-      SawNames(dir, {name});
+      SawName(dir, name);
     }
     return changing ? Changing() : ns();
   }
