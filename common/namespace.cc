@@ -988,42 +988,45 @@ class Namespace::Impl {
           const Inode* cur = rec.inode();
           if (!cur) return NotFound("no inode " + std::to_string(ino));
           MetaRecord out = rec;
-          Inode& in = *out.inode();
-          bool changed = false;
-          if (req.mode) {
-            in.mode = *req.mode & 07777;
-            changed = true;
-          }
-          if ((req.uid && *req.uid != in.uid) || (req.gid && *req.gid != in.gid)) {
-            // As ext4 (Linux since 2.2.13, root included): chown clears setuid, and setgid when the
-            // group-execute bit is set, on anything but a directory.
-            if (!in.is_dir() && !req.mode) {
-              in.mode &= ~static_cast<uint32_t>(S_ISUID);
-              if (in.mode & S_IXGRP) in.mode &= ~static_cast<uint32_t>(S_ISGID);
-            }
-          }
-          if (req.uid) in.uid = *req.uid, changed = true;
-          if (req.gid) in.gid = *req.gid, changed = true;
-          if (req.size) {
-            if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
-            if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
-            if (*req.size > MaxFileSize(in.chunk_size)) return TooLarge();
-            TruncateLayout(in, *req.size);
-            in.size = *req.size;
-            in.mtime_ns = now;
-            changed = true;
-          }
-          if (req.atime_ns)
-            in.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns,
-            changed = true;
-          if (req.mtime_ns)
-            in.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns,
-            changed = true;
-          if (changed) in.ctime_ns = req.ctime_ns ? *req.ctime_ns : now;
+          QFS_RETURN_IF_ERROR(ApplyAttrs(*out.inode(), req, now));
           return std::optional<MetaRecord>(std::move(out));
         });
     if (!r.ok()) return r.status();
     return *r->inode();
+  }
+
+  // A setattr's changes to `in`, as ext4 makes them (setattr, and a publish that carries one).
+  static Status ApplyAttrs(Inode& in, const SetAttrRequest& req, int64_t now) {
+    bool changed = false;
+    if (req.mode) {
+      in.mode = *req.mode & 07777;
+      changed = true;
+    }
+    if ((req.uid && *req.uid != in.uid) || (req.gid && *req.gid != in.gid)) {
+      // As ext4 (Linux since 2.2.13, root included): chown clears setuid, and setgid when the
+      // group-execute bit is set, on anything but a directory.
+      if (!in.is_dir() && !req.mode) {
+        in.mode &= ~static_cast<uint32_t>(S_ISUID);
+        if (in.mode & S_IXGRP) in.mode &= ~static_cast<uint32_t>(S_ISGID);
+      }
+    }
+    if (req.uid) in.uid = *req.uid, changed = true;
+    if (req.gid) in.gid = *req.gid, changed = true;
+    if (req.size) {
+      if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
+      if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
+      if (*req.size > MaxFileSize(in.chunk_size)) return TooLarge();
+      TruncateLayout(in, *req.size);
+      in.size = *req.size;
+      in.mtime_ns = now;
+      changed = true;
+    }
+    if (req.atime_ns)
+      in.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns, changed = true;
+    if (req.mtime_ns)
+      in.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns, changed = true;
+    if (changed) in.ctime_ns = req.ctime_ns ? *req.ctime_ns : now;
+    return Status::Ok();
   }
 
   static Status TooLarge() {
@@ -1963,6 +1966,10 @@ class Namespace::Impl {
           in.size = std::max(in.size, u.written_end);
           if (u.truncated_to && u.written_end < *u.truncated_to) in.size = *u.truncated_to;
           if (u.touch_mtime) in.mtime_ns = in.ctime_ns = now;
+          if (u.attrs) {
+            if (u.attrs->size) return InvalidArgument("a size carried by a layout publish");
+            QFS_RETURN_IF_ERROR(ApplyAttrs(in, *u.attrs, now));
+          }
           return std::optional<MetaRecord>(std::move(out));
         });
     if (!r.ok()) return r.status();

@@ -176,6 +176,10 @@ struct LayoutUpdate {
   uint64_t written_end = 0;              // one past the highest byte this writer wrote
   std::optional<uint64_t> truncated_to;  // the writer truncated the file to this size
   bool touch_mtime = true;
+  // A setattr applied in the same record change, after the layout (so its times win over the
+  // write time): a program that writes, then sets the times of the open file (tar, cp -p) pays
+  // one change for both. No size (InvalidArgument).
+  std::optional<SetAttrRequest> attrs;
 };
 
 // Returned by PublishLayout when some slots changed underneath the writer: the caller rebuilds

@@ -760,14 +760,22 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         });
   }
 
-  // Uploads every dirty slot and publishes the layout (close, fsync, release). Concurrent
-  // flushes of one file queue behind each other.
-  kj::Promise<Status> Flush(uint64_t ino) {
-    return AfterStaged([this, ino]() { return FlushApplied(ino); });
+  // A setattr that a flush publishes in the same record change as the layout (LayoutUpdate::
+  // attrs); `applied` holds the inode that change left, if a publish carried it.
+  struct AttrCarry {
+    SetAttrRequest request;
+    std::optional<Inode> applied;
+  };
+
+  // Uploads every dirty slot and publishes the layout (close, fsync, release), with `carry`'s
+  // attributes if there is something to publish. Concurrent flushes of one file queue behind
+  // each other.
+  kj::Promise<Status> Flush(uint64_t ino, std::shared_ptr<AttrCarry> carry = nullptr) {
+    return AfterStaged([this, ino, carry]() { return FlushApplied(ino, carry); });
   }
 
   // Flush, once every staged write is applied.
-  kj::Promise<Status> FlushApplied(uint64_t ino) {
+  kj::Promise<Status> FlushApplied(uint64_t ino, std::shared_ptr<AttrCarry> carry) {
     auto failed = staged_errors_.find(ino);
     if (failed != staged_errors_.end()) {
       Status s = failed->second;
@@ -782,10 +790,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (fs->flushing) {
       auto paf = kj::newPromiseAndFulfiller<void>();
       fs->flush_waiters.push_back(kj::mv(paf.fulfiller));
-      return paf.promise.then([this, ino]() { return Flush(ino); });
+      return paf.promise.then([this, ino, carry]() { return Flush(ino, carry); });
     }
     fs->flushing = true;
-    return DoFlush(ino, 0).then([this, ino](Status s) {
+    return DoFlush(ino, 0, carry).then([this, ino](Status s) {
       if (FileState* f = Find(ino)) {
         f->flushing = false;
         f->publish_failed = !s.ok();
@@ -809,13 +817,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     uint64_t written_end = 0;
     std::optional<uint64_t> truncated_to;
     std::map<uint64_t, PageRef> bases;
+    std::shared_ptr<AttrCarry> carry;  // published with the layout, if set
   };
   struct BuiltPage {
     LayoutUpdate::PageChange change;
     PageSlots slots;  // the new page's slots (null if it is all holes)
   };
 
-  kj::Promise<Status> DoFlush(uint64_t ino, int attempt) {
+  kj::Promise<Status> DoFlush(uint64_t ino, int attempt, std::shared_ptr<AttrCarry> carry) {
     FileState* fs = Find(ino);
     if (!fs) return Status::Ok();
     kj::Vector<kj::Promise<void>> uploads;
@@ -827,6 +836,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     auto snap = std::make_shared<FlushSnap>();
     snap->written_end = fs->written_end;
     snap->truncated_to = fs->truncated_to;
+    snap->carry = carry;
     auto want = std::make_shared<std::map<uint64_t, uint64_t>>();
     for (auto& [idx, ds] : fs->dirty) {
       (*want)[idx] = ds.gen;
@@ -880,7 +890,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 if (*rebuilt > 0) {
                   if (attempt > 200)
                     return Status(StatusCode::kConflict, "layout page keeps changing");
-                  return DoFlush(ino, attempt + 1);
+                  return DoFlush(ino, attempt + 1, snap->carry);
                 }
                 return BuildAndPublish(ino, attempt, snap);
               });
@@ -901,7 +911,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           for (const auto& [idx, sn] : snap->slots) same &= fs->dirty.count(idx) > 0;
           if (!same) {
             if (attempt > 200) return Status(StatusCode::kConflict, "file keeps changing");
-            return DoFlush(ino, attempt + 1);
+            return DoFlush(ino, attempt + 1, snap->carry);
           }
           return Publish(ino, attempt, snap, std::move(built).value());
         });
@@ -1002,67 +1012,69 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       u.written_end = std::max<uint64_t>(u.written_end, idx * cs + sn.uploaded.length);
     }
     u.truncated_to = snap->truncated_to;
+    if (snap->carry) u.attrs = snap->carry->request;
     auto conflict = std::make_shared<LayoutConflict>();
     auto pages = std::make_shared<std::vector<BuiltPage>>(std::move(built));
     return Changing()
         .PublishLayout(ino, u, conflict)
-        .then(
-            [this, ino, attempt, conflict, snap, pages](Result<Inode>&& r) -> kj::Promise<Status> {
-              FileState* fs = Find(ino);
-              if (!fs) return Status::Ok();
-              if (r.ok()) {
-                // The kernel's pages hold what this mount wrote; pages of chunks another mount
-                // changed meanwhile are dropped by the kernel once it sees the new mtime
-                // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
-                NotePageVersion(*r);
-                fs->inode = *r;
-                fs->page_bases.clear();
-                for (const auto& b : *pages) {
-                  if (b.slots) RememberPage(b.change.updated, b.slots);
-                }
-                for (const auto& [idx, sn] : snap->slots) {
-                  auto it = fs->dirty.find(idx);
-                  if (it == fs->dirty.end()) continue;
-                  if (it->second.gen == sn.gen) {
-                    dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
-                    fs->dirty.erase(it);
-                    ForgetStageable(ino, idx);
-                  } else {
-                    it->second.base = sn.uploaded;
-                  }
-                }
-                fs->truncated_to.reset();
-                if (fs->dirty.empty()) {
-                  fs->written_end = 0;
-                  fs->local_mtime_ns = 0;  // the published record's times are newer
-                  MarkQuiet(ino);
-                }
-                return Status::Ok();
+        .then([this, ino, attempt, conflict, snap,
+               pages](Result<Inode>&& r) -> kj::Promise<Status> {
+          FileState* fs = Find(ino);
+          if (!fs) return Status::Ok();
+          if (r.ok()) {
+            // The kernel's pages hold what this mount wrote; pages of chunks another mount
+            // changed meanwhile are dropped by the kernel once it sees the new mtime
+            // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
+            NotePageVersion(*r);
+            fs->inode = *r;
+            if (snap->carry) snap->carry->applied = *r;
+            fs->page_bases.clear();
+            for (const auto& b : *pages) {
+              if (b.slots) RememberPage(b.change.updated, b.slots);
+            }
+            for (const auto& [idx, sn] : snap->slots) {
+              auto it = fs->dirty.find(idx);
+              if (it == fs->dirty.end()) continue;
+              if (it->second.gen == sn.gen) {
+                dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, it->second.data.size());
+                fs->dirty.erase(it);
+                ForgetStageable(ino, idx);
+              } else {
+                it->second.base = sn.uploaded;
               }
-              // A page conflicts with any change of another slot in it, so a busy page may take
-              // more tries than a slot; each try means another writer's publish went through.
-              const int tries = conflict->current.empty() ? 200 : 20;
-              if (r.status().code() != StatusCode::kConflict || attempt > tries) return r.status();
-              // Another mount changed some of these slots: rebuild them from the current bytes
-              // plus our own dirty ranges, then publish again.
-              kj::Vector<kj::Promise<Status>> rebuilds;
-              for (const auto& [idx, current] : conflict->current) {
-                rebuilds.add(Rebase(ino, idx, current));
-              }
-              // Or some of these pages: build them from the current ones from now on, and rebuild
-              // this mount's slots there whose published bytes changed.
-              for (const auto& [k, ref] : conflict->pages) {
-                fs->page_bases[k] = ref;
-                rebuilds.add(RebasePage(ino, ref, std::make_shared<size_t>(0)));
-              }
-              return kj::joinPromises(rebuilds.releaseAsArray())
-                  .then([this, ino, attempt](kj::Array<Status>&& results) -> kj::Promise<Status> {
-                    for (auto& s : results) {
-                      if (!s.ok()) return s;
-                    }
-                    return DoFlush(ino, attempt + 1);
-                  });
-            });
+            }
+            fs->truncated_to.reset();
+            if (fs->dirty.empty()) {
+              fs->written_end = 0;
+              fs->local_mtime_ns = 0;  // the published record's times are newer
+              MarkQuiet(ino);
+            }
+            return Status::Ok();
+          }
+          // A page conflicts with any change of another slot in it, so a busy page may take
+          // more tries than a slot; each try means another writer's publish went through.
+          const int tries = conflict->current.empty() ? 200 : 20;
+          if (r.status().code() != StatusCode::kConflict || attempt > tries) return r.status();
+          // Another mount changed some of these slots: rebuild them from the current bytes
+          // plus our own dirty ranges, then publish again.
+          kj::Vector<kj::Promise<Status>> rebuilds;
+          for (const auto& [idx, current] : conflict->current) {
+            rebuilds.add(Rebase(ino, idx, current));
+          }
+          // Or some of these pages: build them from the current ones from now on, and rebuild
+          // this mount's slots there whose published bytes changed.
+          for (const auto& [k, ref] : conflict->pages) {
+            fs->page_bases[k] = ref;
+            rebuilds.add(RebasePage(ino, ref, std::make_shared<size_t>(0)));
+          }
+          return kj::joinPromises(rebuilds.releaseAsArray())
+              .then([this, ino, attempt, snap](kj::Array<Status>&& results) -> kj::Promise<Status> {
+                for (auto& s : results) {
+                  if (!s.ok()) return s;
+                }
+                return DoFlush(ino, attempt + 1, snap->carry);
+              });
+        });
   }
 
   // Rebuilds each dirty slot of page ref.index whose base is not that page's slot (as this
@@ -1836,13 +1848,25 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     }
     // A size change publishes this mount's pending writes first, so the truncation applies to
     // the file as this mount wrote it; so does setting the times (cp -p, tar: write, then
-    // futimens, then close), or the later publish would stamp the write time over them.
+    // futimens, then close), or the later publish would stamp the write time over them. The
+    // times (and whatever else this setattr sets) then go in the publish's own record change,
+    // one sync round instead of two; with nothing to publish, they are a change of their own.
     bool explicit_times = (r.mtime_ns && *r.mtime_ns != SetAttrRequest::kNow) ||
                           (r.atime_ns && *r.atime_ns != SetAttrRequest::kNow);
+    std::shared_ptr<AttrCarry> carry;
+    if (explicit_times && !r.size) {
+      carry = std::make_shared<AttrCarry>();
+      carry->request = r;
+    }
     kj::Promise<Status> before =
-        r.size || explicit_times ? Flush(ino) : kj::Promise<Status>(Status::Ok());
-    return before.then([this, req, ino, r](Status s) -> kj::Promise<void> {
+        r.size || explicit_times ? Flush(ino, carry) : kj::Promise<Status>(Status::Ok());
+    return before.then([this, req, ino, r, carry](Status s) -> kj::Promise<void> {
       if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
+      if (carry && carry->applied) {
+        NoteSetAttr(ino, *carry->applied);
+        ReplyAttr(req, Result<Inode>(*carry->applied));
+        return kj::READY_NOW;
+      }
       return Changing().SetAttr(ino, r).then([this, req, ino](Result<Inode>&& res) {
         if (res.ok()) NoteSetAttr(ino, *res);
         ReplyAttr(req, res);

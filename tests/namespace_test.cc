@@ -1517,6 +1517,49 @@ TEST_F(NamespaceTest, PublishLayoutMergesConcurrentWriters) {
   EXPECT_CODE(fs_->Publish(999'999'999, us, ct), kNotFound);
 }
 
+// A publish that carries a setattr (tar, cp -p: write, then set the times of the open file)
+// applies it in the same change, after the layout: the given times win over the write time,
+// ctime is the change's, and chown's setuid rule holds. A size cannot ride along, and a refused
+// publish applies neither.
+TEST_F(NamespaceTest, PublishLayoutCarriesASetAttr) {
+  ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "f"));
+  SetAttrRequest suid;
+  suid.mode = 04755;
+  ASSERT_OK(fs_->SetAttr(f.ino, suid));
+  LayoutUpdate u;
+  u.slots = {{0, Slot{}, MakeSlot("x", 100)}};
+  u.written_end = 100;
+  u.attrs.emplace();
+  u.attrs->atime_ns = 1'000'000'123;
+  u.attrs->mtime_ns = 2'000'000'456;
+  u.attrs->uid = 7;
+  auto c = std::make_shared<LayoutConflict>();
+  ASSERT_OK_AND_ASSIGN(Inode after, fs_->Publish(f.ino, u, c));
+  EXPECT_EQ(after.size, 100u);
+  EXPECT_EQ(after.slots, (std::vector<Slot>{MakeSlot("x", 100)}));
+  EXPECT_EQ(after.atime_ns, 1'000'000'123);
+  EXPECT_EQ(after.mtime_ns, 2'000'000'456);
+  EXPECT_GT(after.ctime_ns, f.ctime_ns);
+  EXPECT_EQ(after.uid, 7u);
+  EXPECT_EQ(after.mode & 07777, 0755u);  // chown cleared setuid
+  Inode seen = Attr(f.ino);
+  EXPECT_EQ(seen.mtime_ns, 2'000'000'456);
+  EXPECT_EQ(seen.uid, 7u);
+
+  // Refused whole: a size, or slots that changed underneath (nothing of either applied).
+  LayoutUpdate sized = u;
+  sized.slots = {{0, MakeSlot("x", 100), MakeSlot("y", 10)}};
+  sized.attrs->size = 5;
+  EXPECT_CODE(fs_->Publish(f.ino, sized, c), kInvalidArgument);
+  LayoutUpdate stale = u;
+  stale.attrs->mtime_ns = 3'000'000'000;
+  EXPECT_CODE(fs_->Publish(f.ino, stale, c), kConflict);
+  seen = Attr(f.ino);
+  EXPECT_EQ(seen.slots, (std::vector<Slot>{MakeSlot("x", 100)}));
+  EXPECT_EQ(seen.mtime_ns, 2'000'000'456);
+  EXPECT_EQ(seen.size, 100u);
+}
+
 // Layout pages (slots beyond the inline ones): a publish swaps a page only from the page it was
 // built on, as that page's `live` stood; a truncation drops pages past the new size and clips
 // the one it ends in; sizes past the largest file the chunk size allows are refused (EFBIG).
