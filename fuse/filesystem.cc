@@ -1019,6 +1019,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         .PublishLayout(ino, u, conflict)
         .then([this, ino, attempt, conflict, snap,
                pages](Result<Inode>&& r) -> kj::Promise<Status> {
+          if (r.ok() && snap->carry) snap->carry->applied = *r;
           FileState* fs = Find(ino);
           if (!fs) return Status::Ok();
           if (r.ok()) {
@@ -1027,7 +1028,6 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             // (FUSE_CAP_AUTO_INVAL_DATA, on by default).
             NotePageVersion(*r);
             fs->inode = *r;
-            if (snap->carry) snap->carry->applied = *r;
             fs->page_bases.clear();
             for (const auto& b : *pages) {
               if (b.slots) RememberPage(b.change.updated, b.slots);
@@ -1862,8 +1862,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         r.size || explicit_times ? Flush(ino, carry) : kj::Promise<Status>(Status::Ok());
     return before.then([this, req, ino, r, carry](Status s) -> kj::Promise<void> {
       if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
-      if (carry && carry->applied) {
-        NoteSetAttr(ino, *carry->applied);
+      if (carry && carry->applied) {  // the publish noted it as the file's state
         ReplyAttr(req, Result<Inode>(*carry->applied));
         return kj::READY_NOW;
       }

@@ -1,8 +1,9 @@
 // fsx-style randomized test of the mount's data path: random writes (crossing 1 MiB chunk
-// boundaries), appends, truncates, reads, mmap reads, fallocate, fsync, page-cache drops and
-// close/reopen, on a file in the mount and on a reference file in a local directory. After every
-// operation the returned bytes and the file size must agree; a difference fails with the seed and
-// the last 30 operations.
+// boundaries), appends, truncates, reads, mmap reads, fallocate, fsync, page-cache drops,
+// futimens (its times must show at once) and close/reopen, on a file in the mount and on a
+// reference file in a local directory. After every operation the returned bytes and the file size
+// must agree; a difference fails with the seed and the last 30 operations. (A seed replays the
+// operations of the mix it ran with: futimens, added 2026-12-07, changed every seed's sequence.)
 //
 // Reproduce one run: QUORUMFS_FSX_SEED=<seed> QUORUMFS_FSX_OPS=<n> fuse_fsx_test
 //
@@ -348,7 +349,7 @@ class Fsx {
       int ea = errno;
       int b = ::fallocate(l_.fd, mode, static_cast<off_t>(off), static_cast<off_t>(len));
       if (a != b) return "fallocate returned " + Rc(a, ea, b);
-    } else {  // a hole: seek past the end and write a little
+    } else if (r < 98) {  // a hole: seek past the end and write a little
       uint64_t off = size + Rand(2 * kMiB);
       if (off > kMaxOffset) return "";
       std::string data = Data(1 + Rand(100));
@@ -358,6 +359,25 @@ class Fsx {
       int ea = errno;
       ssize_t b = ::pwrite(l_.fd, data.data(), data.size(), static_cast<off_t>(off));
       if (a != b) return "pwrite returned " + Rc(a, ea, b);
+    } else {  // set the times through the descriptor (tar, cp -p), writes perhaps pending
+      struct timespec ts[2] = {
+          {static_cast<time_t>(1000 + Rand(1000)), 0},
+          {static_cast<time_t>(1000000 + Rand(1000000)), static_cast<long>(Rand(1000000000))}};
+      d << "futimens atime " << ts[0].tv_sec << ", mtime " << ts[1].tv_sec << "." << ts[1].tv_nsec;
+      Log(d.str());
+      int a = ::futimens(m_.fd, ts);
+      int ea = errno;
+      int b = ::futimens(l_.fd, ts);
+      if (a != b) return "futimens returned " + Rc(a, ea, b);
+      if (a != 0) return "";
+      // The times hold with the data: the size is checked after every step, the bytes by reads.
+      struct stat st;
+      if (::fstat(m_.fd, &st) != 0) return std::string("fstat: ") + std::strerror(errno);
+      if (st.st_mtim.tv_sec != ts[1].tv_sec || st.st_mtim.tv_nsec != ts[1].tv_nsec ||
+          st.st_atim.tv_sec != ts[0].tv_sec) {
+        return "futimens: the mount shows mtime " + std::to_string(st.st_mtim.tv_sec) + "." +
+               std::to_string(st.st_mtim.tv_nsec) + ", atime " + std::to_string(st.st_atim.tv_sec);
+      }
     }
     return "";
   }

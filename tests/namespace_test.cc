@@ -1525,7 +1525,7 @@ TEST_F(NamespaceTest, PublishLayoutCarriesASetAttr) {
   ASSERT_OK_AND_ASSIGN(Inode f, fs_->File(top_, "f"));
   SetAttrRequest suid;
   suid.mode = 04755;
-  ASSERT_OK(fs_->SetAttr(f.ino, suid));
+  ASSERT_OK_AND_ASSIGN(f, fs_->SetAttr(f.ino, suid));
   LayoutUpdate u;
   u.slots = {{0, Slot{}, MakeSlot("x", 100)}};
   u.written_end = 100;
@@ -1546,18 +1546,29 @@ TEST_F(NamespaceTest, PublishLayoutCarriesASetAttr) {
   EXPECT_EQ(seen.mtime_ns, 2'000'000'456);
   EXPECT_EQ(seen.uid, 7u);
 
+  // An omitted time stays; kNow is the change's time, as is ctime.
+  LayoutUpdate later;
+  later.slots = {{0, MakeSlot("x", 100), MakeSlot("z", 200)}};
+  later.written_end = 200;
+  later.attrs.emplace();
+  later.attrs->mtime_ns = SetAttrRequest::kNow;
+  ASSERT_OK_AND_ASSIGN(Inode now_set, fs_->Publish(f.ino, later, c));
+  EXPECT_EQ(now_set.atime_ns, 1'000'000'123);
+  EXPECT_EQ(now_set.mtime_ns, now_set.ctime_ns);
+  EXPECT_GT(now_set.mtime_ns, after.ctime_ns);
+
   // Refused whole: a size, or slots that changed underneath (nothing of either applied).
   LayoutUpdate sized = u;
-  sized.slots = {{0, MakeSlot("x", 100), MakeSlot("y", 10)}};
+  sized.slots = {{0, MakeSlot("z", 200), MakeSlot("y", 10)}};
   sized.attrs->size = 5;
   EXPECT_CODE(fs_->Publish(f.ino, sized, c), kInvalidArgument);
   LayoutUpdate stale = u;
   stale.attrs->mtime_ns = 3'000'000'000;
   EXPECT_CODE(fs_->Publish(f.ino, stale, c), kConflict);
   seen = Attr(f.ino);
-  EXPECT_EQ(seen.slots, (std::vector<Slot>{MakeSlot("x", 100)}));
-  EXPECT_EQ(seen.mtime_ns, 2'000'000'456);
-  EXPECT_EQ(seen.size, 100u);
+  EXPECT_EQ(seen.slots, (std::vector<Slot>{MakeSlot("z", 200)}));
+  EXPECT_EQ(seen.mtime_ns, now_set.mtime_ns);
+  EXPECT_EQ(seen.size, 200u);
 }
 
 // Layout pages (slots beyond the inline ones): a publish swaps a page only from the page it was
