@@ -213,9 +213,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         std::chrono::microseconds(static_cast<int64_t>(std::max(o_.attr_timeout, 10.0) * 1e6));
   }
 
-  // Without -o selinux, SELinux labels are not stored (MountOptions::selinux). Any thread.
-  bool SelinuxRefused(const std::string& name) const {
-    return !o_.selinux && name == "security.selinux";
+  // Extended attributes this mount neither stores nor shows, refused with EOPNOTSUPP (any
+  // thread): SELinux labels without -o selinux (MountOptions::selinux), and POSIX ACLs, which
+  // quorumfs does not support. An ACL stored as a plain attribute would apply nothing, and cp -p,
+  // cp -a and rsync -A set the mode through one and skip their chmod when the set succeeds,
+  // leaving every copy with the mode it was created with.
+  bool XattrRefused(const std::string& name) const {
+    return (!o_.selinux && name == "security.selinux") || name == "system.posix_acl_access" ||
+           name == "system.posix_acl_default";
   }
 
   // The cached xattrs of `ino` (any thread), or nullopt if none are cached.
@@ -1046,7 +1051,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             fs->truncated_to.reset();
             if (fs->dirty.empty()) {
               fs->written_end = 0;
-              fs->local_mtime_ns = 0;  // the published record's times are newer
+              fs->local_mtime_ns = 0;  // the published record's times stand (newer, or set)
               MarkQuiet(ino);
             }
             return Status::Ok();
@@ -2890,7 +2895,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
                     size_t size, int flags) {
       QFS_IMPL(req);
       std::string n(name), v(value, size);
-      if (impl->SelinuxRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
+      if (impl->XattrRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
       uint32_t f = 0;
       if (flags & XATTR_CREATE) f |= kXattrCreate;
       if (flags & XATTR_REPLACE) f |= kXattrReplace;
@@ -2916,8 +2921,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       // POSIX ACLs are not supported: say so at once (ls asks for them on every file). `ls -l`
       // also asks every file for security.selinux: answered here, on the FUSE thread, from
       // the xattr cache when it holds the file.
-      if (n == "system.posix_acl_access" || n == "system.posix_acl_default" ||
-          impl->SelinuxRefused(n)) {
+      if (impl->XattrRefused(n)) {
         fuse_reply_err(req, EOPNOTSUPP);
         return;
       }
@@ -2948,7 +2952,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
           if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
           std::string all;
           for (const auto& n : *r) {
-            if (!impl->SelinuxRefused(n)) all += n + '\0';
+            if (!impl->XattrRefused(n)) all += n + '\0';
           }
           if (size == 0) return fuse_reply_xattr(req, all.size()), void();
           if (all.size() > size) return fuse_reply_err(req, ERANGE), void();
@@ -2959,7 +2963,7 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
       QFS_IMPL(req);
       std::string n(name);
-      if (impl->SelinuxRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
+      if (impl->XattrRefused(n)) return fuse_reply_err(req, EOPNOTSUPP), void();
       Fs(req)->Submit([=]() {
         return impl->Changing().RemoveXattr(ino, n).then([=](Status s) {
           if (s.ok()) impl->UpdateCachedXattr(ino, n, nullptr);

@@ -50,6 +50,8 @@ void Usage(FILE* out) {
       "  selinux            store SELinux labels (security.selinux); without it the\n"
       "                     attribute is refused with EOPNOTSUPP, as on GlusterFS\n"
       "  ro, allow_other    as for any FUSE file system; default_permissions is always on\n"
+      "                     (POSIX ACLs are not supported: their attributes are refused\n"
+      "                     with EOPNOTSUPP)\n"
       "  _netdev, nofail, defaults, auto, noauto   accepted for /etc/fstab\n"
       "  -f                 stay in the foreground;  -d  debug (implies -f)\n");
 }

@@ -132,6 +132,35 @@ TEST_F(ProgramsTest, TarInAndOut) {
   EXPECT_NE(::stat(in.c_str(), &st), 0);
 }
 
+// cp -a in and out: contents, and every entry's type, mode, owner, link target and times to
+// the nanosecond. cp sets a copy's mode through a POSIX ACL when that succeeds, and the mount
+// once stored such ACLs as plain attributes: every copy kept the mode it was created with.
+TEST_F(ProgramsTest, CopyKeepsModesOwnersAndTimes) {
+  if (!Have("cp") || !Have("diff")) GTEST_SKIP() << "cp or diff is not installed";
+  std::string src = local_ + "/src", out = local_ + "/out", in = mount_->path("copied");
+  MakeTree(src);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_EQ(Sh("cd '" + src +
+               "' && chown 1234:5678 dir0/file2.txt && chmod 4755 dir0/file3.txt && "
+               "chmod 640 dir1/file0.c && chmod 700 dir3 && touch -h -d '2001-02-03 04:05:06.7' "
+               "link dir0/file4.c")
+                .first,
+            0);
+  auto r = Sh("cp -a '" + src + "' '" + in + "'");
+  ASSERT_EQ(r.first, 0) << "cp -a into the mount:\n" << r.second;
+  r = Sh("diff -r --no-dereference '" + src + "' '" + in + "'");
+  EXPECT_EQ(r.first, 0) << "the tree in the mount differs:\n" << r.second;
+  r = Sh("cp -a '" + in + "' '" + out + "'");
+  ASSERT_EQ(r.first, 0) << "cp -a out of the mount:\n" << r.second;
+  std::string list = "find . -printf '%p %y %m %U %G %l %T@\\n' | sort";
+  for (const std::string& copy : {in, out}) {
+    r = Sh("cd '" + src + "' && (" + list + ") > '" + local_ + "/src.list' && cd '" + copy +
+           "' && (" + list + ") > '" + local_ + "/copy.list' && diff '" + local_ + "/src.list' '" +
+           local_ + "/copy.list'");
+    EXPECT_EQ(r.first, 0) << copy << ": modes, owners, link targets or times differ:\n" << r.second;
+  }
+}
+
 TEST_F(ProgramsTest, GitInitAddCommit) {
   if (!Have("git")) GTEST_SKIP() << "git is not installed";
   std::string repo = mount_->path("repo");
