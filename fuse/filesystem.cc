@@ -215,9 +215,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // Extended attributes this mount neither stores nor shows, refused with EOPNOTSUPP (any
   // thread): SELinux labels without -o selinux (MountOptions::selinux), and POSIX ACLs, which
-  // quorumfs does not support. An ACL stored as a plain attribute would apply nothing, and cp -p,
-  // cp -a and rsync -A set the mode through one and skip their chmod when the set succeeds,
-  // leaving every copy with the mode it was created with.
+  // quorumfs does not support. An ACL stored as a plain attribute would apply nothing, and cp -p
+  // and cp -a set the mode through one and skip their chmod when the set succeeds, leaving every
+  // copy with the mode it was created with.
   bool XattrRefused(const std::string& name) const {
     return (!o_.selinux && name == "security.selinux") || name == "system.posix_acl_access" ||
            name == "system.posix_acl_default";

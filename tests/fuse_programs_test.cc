@@ -93,6 +93,16 @@ class ProgramsTest : public ::testing::Test {
     if (!local_.empty()) Sh("rm -rf '" + local_ + "'");
   }
 
+  // Runs the shell command `copy`, which must succeed, then expects the tree `to` to hold what
+  // `from` does: names, contents, and symlinks as links (diff -r --no-dereference).
+  static void CopyAndCompare(const std::string& copy, const std::string& from,
+                             const std::string& to) {
+    auto r = Sh(copy);
+    ASSERT_EQ(r.first, 0) << copy << ":\n" << r.second;
+    r = Sh("diff -r --no-dereference '" + from + "' '" + to + "'");
+    EXPECT_EQ(r.first, 0) << "the tree " << to << " differs:\n" << r.second;
+  }
+
   static TestCluster* cluster_;
   static TestMount* mount_;
   std::string local_;
@@ -108,19 +118,16 @@ TEST_F(ProgramsTest, TarInAndOut) {
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_EQ(::mkdir(in.c_str(), 0755), 0);
   ASSERT_EQ(::mkdir(out.c_str(), 0755), 0);
-  auto r = Sh("tar -C '" + src + "' -cf - . | tar -C '" + in + "' -xf -");
-  ASSERT_EQ(r.first, 0) << "tar into the mount:\n" << r.second;
-  r = Sh("diff -r --no-dereference '" + src + "' '" + in + "'");
-  EXPECT_EQ(r.first, 0) << "the tree in the mount differs:\n" << r.second;
-  r = Sh("tar -C '" + in + "' -cf - . | tar -C '" + out + "' -xf -");
-  ASSERT_EQ(r.first, 0) << "tar out of the mount:\n" << r.second;
-  r = Sh("diff -r --no-dereference '" + src + "' '" + out + "'");
-  EXPECT_EQ(r.first, 0) << "the tree tarred out differs:\n" << r.second;
+  CopyAndCompare("tar -C '" + src + "' -cf - . | tar -C '" + in + "' -xf -", src, in);
+  ASSERT_FALSE(HasFatalFailure());
+  CopyAndCompare("tar -C '" + in + "' -cf - . | tar -C '" + out + "' -xf -", src, out);
+  ASSERT_FALSE(HasFatalFailure());
   // Metadata tar restores: types, modes, symlink targets, mtimes (whole seconds: the tar
   // format has no more), file sizes.
   std::string list =
       "find . -printf '%p %y %m %l %Ts\\n' | sort && find . -type f -printf '%p %s\\n' | sort";
-  r = Sh("cd '" + src + "' && (" + list + ") > ../src.list && cd '" + in + "' && (" + list +
+  auto r =
+      Sh("cd '" + src + "' && (" + list + ") > ../src.list && cd '" + in + "' && (" + list +
          ") > '" + local_ + "/in.list' && diff '" + local_ + "/src.list' '" + local_ + "/in.list'");
   EXPECT_EQ(r.first, 0) << "modes, sizes, link targets or mtimes differ:\n" << r.second;
   r = Sh("stat -c %h '" + in + "/hardlink'");
@@ -146,17 +153,15 @@ TEST_F(ProgramsTest, CopyKeepsModesOwnersAndTimes) {
                "link dir0/file4.c")
                 .first,
             0);
-  auto r = Sh("cp -a '" + src + "' '" + in + "'");
-  ASSERT_EQ(r.first, 0) << "cp -a into the mount:\n" << r.second;
-  r = Sh("diff -r --no-dereference '" + src + "' '" + in + "'");
-  EXPECT_EQ(r.first, 0) << "the tree in the mount differs:\n" << r.second;
-  r = Sh("cp -a '" + in + "' '" + out + "'");
-  ASSERT_EQ(r.first, 0) << "cp -a out of the mount:\n" << r.second;
+  CopyAndCompare("cp -a '" + src + "' '" + in + "'", src, in);
+  ASSERT_FALSE(HasFatalFailure());
+  CopyAndCompare("cp -a '" + in + "' '" + out + "'", src, out);
+  ASSERT_FALSE(HasFatalFailure());
   std::string list = "find . -printf '%p %y %m %U %G %l %T@\\n' | sort";
   for (const std::string& copy : {in, out}) {
-    r = Sh("cd '" + src + "' && (" + list + ") > '" + local_ + "/src.list' && cd '" + copy +
-           "' && (" + list + ") > '" + local_ + "/copy.list' && diff '" + local_ + "/src.list' '" +
-           local_ + "/copy.list'");
+    auto r = Sh("cd '" + src + "' && (" + list + ") > '" + local_ + "/src.list' && cd '" + copy +
+                "' && (" + list + ") > '" + local_ + "/copy.list' && diff '" + local_ +
+                "/src.list' '" + local_ + "/copy.list'");
     EXPECT_EQ(r.first, 0) << copy << ": modes, owners, link targets or times differ:\n" << r.second;
   }
 }
