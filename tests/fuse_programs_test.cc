@@ -164,6 +164,11 @@ TEST_F(ProgramsTest, CopyKeepsModesOwnersAndTimes) {
                 "/src.list' '" + local_ + "/copy.list'");
     EXPECT_EQ(r.first, 0) << copy << ": modes, owners, link targets or times differ:\n" << r.second;
   }
+  // sed -i writes a new file and gives it the old one's mode the same way (it once came out
+  // 0600), and its owner.
+  auto r = Sh("cd '" + in + "' && chmod 754 dir0/file1.txt && chown 12:34 dir0/file1.txt && " +
+              "sed -i 's/a/A/g' dir0/file1.txt && stat -c '%a %u:%g' dir0/file1.txt");
+  EXPECT_EQ(r.second, "754 12:34\n");
 }
 
 TEST_F(ProgramsTest, GitInitAddCommit) {
