@@ -103,6 +103,15 @@ class ProgramsTest : public ::testing::Test {
     EXPECT_EQ(r.first, 0) << "the tree " << to << " differs:\n" << r.second;
   }
 
+  // Runs the shell command `listing` (one line per entry) in `from` and in `to` and diffs the
+  // two: exit 0 when they match, else the differences.
+  std::pair<int, std::string> CompareListings(const std::string& listing, const std::string& from,
+                                              const std::string& to) {
+    const std::string a = local_ + "/from.list", b = local_ + "/to.list";
+    return Sh("cd '" + from + "' && (" + listing + ") > '" + a + "' && cd '" + to + "' && (" +
+              listing + ") > '" + b + "' && diff '" + a + "' '" + b + "'");
+  }
+
   static TestCluster* cluster_;
   static TestMount* mount_;
   std::string local_;
@@ -126,9 +135,7 @@ TEST_F(ProgramsTest, TarInAndOut) {
   // format has no more), file sizes.
   std::string list =
       "find . -printf '%p %y %m %l %Ts\\n' | sort && find . -type f -printf '%p %s\\n' | sort";
-  auto r =
-      Sh("cd '" + src + "' && (" + list + ") > ../src.list && cd '" + in + "' && (" + list +
-         ") > '" + local_ + "/in.list' && diff '" + local_ + "/src.list' '" + local_ + "/in.list'");
+  auto r = CompareListings(list, src, in);
   EXPECT_EQ(r.first, 0) << "modes, sizes, link targets or mtimes differ:\n" << r.second;
   r = Sh("stat -c %h '" + in + "/hardlink'");
   EXPECT_EQ(r.second, "2\n");
@@ -159,9 +166,7 @@ TEST_F(ProgramsTest, CopyKeepsModesOwnersAndTimes) {
   ASSERT_FALSE(HasFatalFailure());
   std::string list = "find . -printf '%p %y %m %U %G %l %T@\\n' | sort";
   for (const std::string& copy : {in, out}) {
-    auto r = Sh("cd '" + src + "' && (" + list + ") > '" + local_ + "/src.list' && cd '" + copy +
-                "' && (" + list + ") > '" + local_ + "/copy.list' && diff '" + local_ +
-                "/src.list' '" + local_ + "/copy.list'");
+    auto r = CompareListings(list, src, copy);
     EXPECT_EQ(r.first, 0) << copy << ": modes, owners, link targets or times differ:\n" << r.second;
   }
   // sed -i writes a new file and gives it the old one's mode the same way (it once came out
