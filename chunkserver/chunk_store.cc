@@ -82,6 +82,29 @@ std::vector<std::string> SortedHexEntries(const std::string& dir, size_t len) {
   return out;
 }
 
+// The same for a listing someone relies on: a directory that cannot be read is an error, not
+// an empty listing (a listing that left chunks out would show them missing). A subdirectory
+// that vanished meanwhile (its last chunk deleted) is empty.
+Status ListHexEntries(const std::string& dir, size_t len, bool may_vanish,
+                      std::vector<std::string>* out) {
+  out->clear();
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT && may_vanish) return Status::Ok();
+    return ErrnoStatus("opendir " + dir, errno);
+  }
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (IsHexName(e->d_name, len)) out->emplace_back(e->d_name);
+    errno = 0;
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) return ErrnoStatus("readdir " + dir, err);
+  std::sort(out->begin(), out->end());
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& data_dir, bool direct_io) {
@@ -529,16 +552,21 @@ Result<std::vector<StoredChunk>> ChunkStore::List(const ChunkId* after, size_t l
   std::vector<StoredChunk> out;
   std::string after_hex = after ? after->ToHex() : "";
   std::string root = dir_ + "/chunks";
-  for (const auto& a : SortedHexEntries(root, 2)) {
+  std::vector<std::string> as, bs, names;
+  QFS_RETURN_IF_ERROR(ListHexEntries(root, 2, false, &as));
+  for (const auto& a : as) {
     if (!after_hex.empty() && a < after_hex.substr(0, 2)) continue;
-    for (const auto& b : SortedHexEntries(root + "/" + a, 2)) {
+    QFS_RETURN_IF_ERROR(ListHexEntries(root + "/" + a, 2, true, &bs));
+    for (const auto& b : bs) {
       if (!after_hex.empty() && a + b < after_hex.substr(0, 4)) continue;
-      for (const auto& name : SortedHexEntries(root + "/" + a + "/" + b, 64)) {
+      QFS_RETURN_IF_ERROR(ListHexEntries(root + "/" + a + "/" + b, 64, true, &names));
+      for (const auto& name : names) {
         if (!after_hex.empty() && name <= after_hex) continue;
         auto id = ChunkId::FromHex(name);
         if (!id.ok()) continue;
         auto st = Stat(*id);
-        if (!st.ok()) continue;  // deleted meanwhile
+        if (!st.ok() && st.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+        if (!st.ok()) return st.status();
         out.push_back(std::move(st).value());
         if (out.size() >= limit) return out;
       }

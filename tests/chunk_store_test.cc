@@ -152,6 +152,26 @@ TEST_F(ChunkStoreTest, ListPagesInIdOrder) {
     after = page->back().id;
   }
   EXPECT_EQ(listed, ids);
+  // A directory that cannot be read fails the listing: an empty or partial listing would show
+  // fsck the chunks as missing (and a rebalance as moved). Before, it listed nothing.
+  std::string chunks = dir_ + "/chunks", aside = dir_ + "/chunks-aside";
+  ASSERT_EQ(::rename(chunks.c_str(), aside.c_str()), 0);
+  auto gone = (*store)->List(nullptr, 100);
+  EXPECT_FALSE(gone.ok());
+  if (!gone.ok()) {
+    EXPECT_NE(gone.status().message().find("chunks"), std::string::npos);
+  }
+  ASSERT_EQ(::rename(aside.c_str(), chunks.c_str()), 0);
+  std::string prefix = chunks + "/" + ids.back().ToHex().substr(0, 2);
+  ASSERT_EQ(::rename(prefix.c_str(), aside.c_str()), 0);
+  { std::ofstream(prefix) << "not a directory"; }
+  auto unreadable = (*store)->List(nullptr, 100);
+  EXPECT_FALSE(unreadable.ok());
+  ASSERT_EQ(::unlink(prefix.c_str()), 0);
+  ASSERT_EQ(::rename(aside.c_str(), prefix.c_str()), 0);
+  auto again = (*store)->List(nullptr, 100);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->size(), ids.size());
 }
 
 TEST_F(ChunkStoreTest, DeleteOnlyIfOlderThanCutoff) {

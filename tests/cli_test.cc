@@ -166,6 +166,7 @@ TEST(QuorumCli, RefusesImpossibleParameters) {
            {"--n", "3", "--w", "4", "--r", "2", "--p", "0.9"},
            {"--n", "3", "--w", "2", "--r", "0", "--p", "0.9"},
            {"--n", "3", "--w", "2", "--r", "2", "--p", "1.5"},
+           {"--n", "3", "--w", "2", "--r", "2", "--p", "nan"},
            {"--n", "3", "--w", "2", "--r", "2", "--p", "0.9", "--nodes", "2"},
        }) {
     CliResult r = Quorum(args);
@@ -185,6 +186,13 @@ TEST(Cli, UsageErrorsExit16) {
            {"fsck", "--cluster", "/nonexistent", "--grace", "-1"},
            {"fsck", "--cluster", "/nonexistent", "--timeout", "0"},
            {"status", "--cluster", "/nonexistent", "--timeout", "-2"},
+           // nan passes CLI11's own range checks, and a huge grace overflowed nanoseconds.
+           {"fsck", "--cluster", "/nonexistent", "--grace", "nan", "--no-writers"},
+           {"fsck", "--cluster", "/nonexistent", "--grace", "1e300"},
+           {"fsck", "--cluster", "/nonexistent", "--grace", "inf"},
+           {"fsck", "--cluster", "/nonexistent", "--timeout", "nan"},
+           {"fsck", "--cluster", "/nonexistent", "--timeout", "1e300"},
+           {"status", "--cluster", "/nonexistent", "--timeout", "nan"},
        }) {
     CliResult r = testing::RunCli(args, TmpDir());
     std::string cmd;

@@ -223,6 +223,13 @@ TEST_F(FsckTest, HealthyClusterIsClean) {
   // A subtree only.
   CliResult sub = Fsck({"--path", "/d/e"});
   EXPECT_EQ(sub.code, 0) << sub.All();
+  // A subtree that is a file, or not there: an operational error that says so (a file was
+  // reported as an unreadable directory, exit 4, "run with --repair").
+  CliResult file = Fsck({"--path", "/d/small"});
+  EXPECT_EQ(file.code, 8) << file.All();
+  EXPECT_NE(file.out.find("small is not a directory"), std::string::npos) << file.out;
+  CliResult missing = Fsck({"--path", "/d/nope"});
+  EXPECT_EQ(missing.code, 8) << missing.All();
   // No membership change under way: nothing to rebalance, no next cluster file.
   CliResult rebalance = Fsck({"--rebalance"});
   EXPECT_EQ(rebalance.code, 0) << rebalance.All();
@@ -305,6 +312,7 @@ TEST_F(FsckTest, SloppyChunksAreMovedHome) {
   CliResult while_down = Fsck({"--repair"});
   EXPECT_EQ(while_down.code, 4) << while_down.All();
   EXPECT_NE(while_down.out.find("node_down"), std::string::npos);
+  EXPECT_NE(while_down.out.find("start the nodes that are down"), std::string::npos);
   for (const auto& id : sloppy) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
   cluster_->Start(1);
   ExpectRepairCycle({}, {"chunk_under_replicated", "chunk_away_from_home", sloppy[0].ToHex(),
@@ -511,6 +519,24 @@ TEST_F(FsckTest, GcDeletesOnlyOldUnreferencedChunks) {
   EXPECT_FALSE(Holders(*fresh_id).empty());
   for (const auto& id : referenced) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
   ExpectFilesIntact();
+
+  // A delete that fails (here: an old "chunk" on b that is a directory, so unlink(2) fails with
+  // EISDIR) ends the run with exit 8 naming it; the rest is still collected. Before, failures
+  // were ignored and the run exited 0.
+  ChunkId stuck = ChunkId::Of(std::string("not deletable"));
+  std::string hex = stuck.ToHex();
+  std::string prefix =
+      cluster_->data_dir(1) + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2);
+  ASSERT_EQ(std::system(("mkdir -p '" + prefix + "/" + hex + "' && touch -d '2 days ago' '" +
+                         prefix + "/" + hex + "'")
+                            .c_str()),
+            0);
+  CliResult failed = Fsck({"--gc", "--grace", "60", "--no-writers"});
+  EXPECT_EQ(failed.code, 8) << failed.All();
+  EXPECT_NE(failed.out.find("deleting chunk " + hex + " on b"), std::string::npos) << failed.out;
+  EXPECT_NE(failed.out.find("1 deletes failed"), std::string::npos) << failed.out;
+  ASSERT_EQ(std::system(("rmdir '" + prefix + "/" + hex + "'").c_str()), 0);
+  for (const auto& id : referenced) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
 
   // GC runs only when every node answers.
   cluster_->Kill(0);
@@ -774,6 +800,17 @@ TEST_F(FsckTest, RebalanceAfterRemovingANodeWhileReadsContinue) {
   ExpectFilesIntact(&joint_fs);
   CliResult pending = Fsck({});
   EXPECT_EQ(pending.code, 4) << pending.All();
+  // d cannot list its chunks: the rebalance must not finish (no next file), since the chunks
+  // it could not see may live only on d. Before, it moved nothing, wrote the next file and
+  // said "rebalance done" beside the operational error.
+  std::string chunks = cluster_->data_dir(3) + "/chunks", aside = chunks + "-aside";
+  ASSERT_EQ(::rename(chunks.c_str(), aside.c_str()), 0);
+  CliResult blind = Fsck({"--rebalance"});
+  ASSERT_EQ(::rename(aside.c_str(), chunks.c_str()), 0);
+  EXPECT_EQ(blind.code, 8) << blind.All();
+  EXPECT_NE(blind.out.find("listing chunks on d"), std::string::npos) << blind.out;
+  EXPECT_EQ(blind.out.find("rebalance done"), std::string::npos) << blind.out;
+  EXPECT_FALSE(testing::FileExists(cluster_->cluster_file() + ".next"));
   std::string next_path = RebalanceWhileReading(joint_fs);
   ASSERT_FALSE(next_path.empty());
   auto next = ClusterConfig::Load(next_path);

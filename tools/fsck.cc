@@ -1,10 +1,13 @@
 #include "tools/fsck.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -415,6 +418,9 @@ class Fsck {
       if (comp.empty() || comp == ".") continue;
       auto r = Sync<Result<Inode>>([&]() { return client_->ns().Lookup(ino, comp); });
       if (!r.ok()) return r.status().WithContext(path);
+      if (!r->is_dir()) {
+        return Status(StatusCode::kNotDirectory, path + ": " + comp + " is not a directory");
+      }
       ino = r->ino;
     }
     return ino;
@@ -762,11 +768,19 @@ class Fsck {
       for (const auto& n : holders) {
         if (std::find(homes.begin(), homes.end(), n) == homes.end()) away.push_back(n);
       }
+      std::set<std::string> still_corrupt;  // the server could not quarantine its copy
       for (const auto& n : corrupt) {
         Issue i{"chunk_corrupt", id.ToHex(), paths, "replica on " + n + " does not match its hash"};
         if (o_.repair) {
-          (void)Sync<Result<bool>>([&]() { return client_->rpc().ReportCorrupt(n, id); });
-          i.fixed = true;  // replaced below with verified bytes (if home) or dropped (if away)
+          // The server hashes its copy again and moves it aside if it is bad; the copy is then
+          // replaced below with verified bytes (if home) or dropped (if away). A put onto a bad
+          // copy that is still in place would only refresh it.
+          auto r = Sync<Result<bool>>([&]() { return client_->rpc().ReportCorrupt(n, id); });
+          i.fixed = r.ok();
+          if (!r.ok()) {
+            still_corrupt.insert(n);
+            i.detail += "; could not have it moved aside: " + r.status().ToString();
+          }
         }
         Report(i);
       }
@@ -782,6 +796,10 @@ class Fsck {
           bool ok = bytes.ok();
           for (const auto& m : missing) {
             if (!ok) break;
+            if (still_corrupt.count(m)) {
+              ok = false;
+              break;
+            }
             Status s = Sync<Status>([&]() { return client_->rpc().PutChunk(m, id, *bytes, ""); });
             ok = s.ok();
           }
@@ -843,7 +861,9 @@ class Fsck {
       for (const auto& [node, c] : copies) {
         auto r = Sync<Result<bool>>(
             [&]() { return client_->rpc().DeleteChunk(node, id, mark_start_ns_, grace_ns); });
-        if (r.ok() && *r) {
+        if (!r.ok()) {
+          GcFailed("deleting chunk " + id.ToHex() + " on " + node, r.status());
+        } else if (*r) {
           ++gc_chunks_;
           gc_bytes_ += c.size;
         }
@@ -934,9 +954,19 @@ class Fsck {
       Ballot promised = it->second.by_node.find(m)->second.promised;
       auto r = Sync<Result<bool>>(
           [&]() { return client_->rpc().DeleteRecord(m, key, ballot, promised, fence); });
+      if (!r.ok()) GcFailed("deleting record " + DescribeKey(key) + " on " + m, r.status());
       ok &= r.ok() && *r;
     }
     return ok;
+  }
+
+  // A delete that failed (not one refused because the row or chunk changed): the run did not
+  // do what it set out to, so it ends with exit 8 and says where; the next run catches up.
+  void GcFailed(const std::string& what, const Status& why) {
+    ++gc_failures_;
+    if (operational_.empty()) {
+      operational_ = "--gc: " + what + ": " + why.ToString();
+    }
   }
 
   // ---- rejoin and rebalance ----------------------------------------------------------------
@@ -944,8 +974,11 @@ class Fsck {
   void FinishRejoins() {
     for (const auto& node : rejoining_) {
       Issue i{"node_rejoining", node, "", "node lost its data and is refilled before it votes"};
-      bool clean = true;
+      // Only after a run that saw everything: a node whose records or chunks could not be
+      // listed may hold copies the rejoining node was never given.
+      bool clean = operational_.empty() && !unknown_references_;
       for (const auto& is : issues_) clean &= is.fixed || is.kind == "node_rejoining";
+      if (!clean) i.detail += "; not finished: the run left errors (see above)";
       if (clean) {
         Status s = Sync<Status>([&]() { return client_->rpc().FinishRejoin(node); });
         i.fixed = s.ok();
@@ -962,7 +995,9 @@ class Fsck {
       issues_.back().fixed = true;
       return;
     }
-    bool clean = true;
+    // Only after a run that listed every record and chunk and moved all of them: a chunk a
+    // failed listing hid may live only on a leaving node.
+    bool clean = operational_.empty() && !unknown_references_;
     for (const auto& is : issues_) clean &= is.fixed;
     if (!clean) return;
     ClusterConfig next = *config_;
@@ -970,8 +1005,45 @@ class Fsck {
     next.previous.clear();
     next.leaving.clear();
     std::string path = o_.cluster_file + ".next";
-    std::ofstream(path) << next.Format();
+    Status written = WriteFileDurably(path, next.Format());
+    if (!written.ok()) {
+      operational_ = "rebalance moved everything, but writing " + path +
+                     " failed: " + written.ToString() + "; run it again";
+      return;
+    }
     next_config_path_ = path;
+  }
+
+  // Writes `text` to a temporary file beside `path`, syncs it and renames it over `path`, so
+  // `path` is either absent, the old file or the whole new one.
+  static Status WriteFileDurably(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return Status(StatusCode::kIoError, tmp + ": " + std::strerror(errno));
+    size_t done = 0;
+    while (done < text.size()) {
+      ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return Status(StatusCode::kIoError, tmp + ": " + std::strerror(e));
+      }
+      done += static_cast<size_t>(n);
+    }
+    int synced = ::fsync(fd), e = errno;
+    if (::close(fd) != 0 && synced == 0) synced = -1, e = errno;
+    if (synced != 0) {
+      ::unlink(tmp.c_str());
+      return Status(StatusCode::kIoError, tmp + ": " + std::strerror(e));
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+      int e = errno;
+      ::unlink(tmp.c_str());
+      return Status(StatusCode::kIoError, path + ": " + std::strerror(e));
+    }
+    return Status::Ok();
   }
 
   // ---- output ------------------------------------------------------------------------------
@@ -1018,6 +1090,7 @@ class Fsck {
       j.Key("gc_tombstones_deleted").Number(static_cast<double>(gc_tombstones_));
       j.Key("gc_dead_inodes_deleted").Number(static_cast<double>(gc_dead_inodes_));
       j.Key("gc_lock_tables_deleted").Number(static_cast<double>(gc_lock_tables_));
+      j.Key("gc_delete_failures").Number(static_cast<double>(gc_failures_));
       j.EndObject();
       if (!next_config_path_.empty()) j.Key("next_cluster_file").String(next_config_path_);
       j.EndObject();
@@ -1049,6 +1122,9 @@ class Fsck {
           static_cast<unsigned long long>(gc_records_),
           static_cast<unsigned long long>(gc_tombstones_),
           static_cast<unsigned long long>(gc_dead_inodes_));
+      if (gc_failures_ > 0) {
+        std::printf("; %llu deletes failed", static_cast<unsigned long long>(gc_failures_));
+      }
     }
     std::printf("\n");
     if (!next_config_path_.empty()) {
@@ -1056,10 +1132,14 @@ class Fsck {
           "rebalance done: install %s (epoch %llu, no `previous`) on every node and client\n",
           next_config_path_.c_str(), static_cast<unsigned long long>(config_->epoch + 1));
     }
+    // --repair cannot bring a node back: say so first when one is down.
+    const char* left = down_.empty() ? "errors left uncorrected (run with --repair)"
+                                     : "errors left uncorrected (start the nodes that are "
+                                       "down, then run with --repair)";
     std::printf("exit %d: %s\n", code,
                 code == 0   ? "clean"
                 : code == 1 ? "errors found and all corrected"
-                : code == 4 ? "errors left uncorrected (run with --repair)"
+                : code == 4 ? left
                             : "operational error");
     return code;
   }
@@ -1084,7 +1164,7 @@ class Fsck {
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
   uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0,
-           gc_lock_tables_ = 0;
+           gc_lock_tables_ = 0, gc_failures_ = 0;
   std::string next_config_path_;
 };
 

@@ -6,7 +6,9 @@
 // status 0 when every replica set has its quorums, 2 when some lack one, 8 on a bad cluster
 // file; quorum 0, or 8 for impossible parameters; 16 for a usage error.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/memory.h"
 #include "tools/fsck.h"
@@ -34,7 +36,7 @@ void PrintFigures(const char* label, const QuorumFigures& f, int m) {
 }
 
 int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trials, bool json) {
-  if (n < 1 || w < 1 || r < 1 || w > n || r > n || p < 0 || p > 1 || m < n) {
+  if (n < 1 || w < 1 || r < 1 || w > n || r > n || !(p >= 0 && p <= 1) || m < n) {
     std::fprintf(stderr, "quorumfs quorum: need 1 <= W,R <= N, 0 <= P <= 1 and --nodes >= N\n");
     return 8;
   }
@@ -85,6 +87,28 @@ int RunQuorum(int n, int w, int r, double p, int m, bool simulate, int64_t trial
 }  // namespace
 }  // namespace quorumfs
 
+namespace {
+
+// A number of seconds between lo and hi. CLI11's own range checks let nan
+// through (every comparison with it is false), and a huge value overflows the conversion to
+// nanoseconds.
+CLI::Validator FiniteBetween(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        char* end = nullptr;
+        double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo ||
+            v > hi) {
+          return "must be a number from " + CLI::detail::to_string(lo) + " to " +
+                 CLI::detail::to_string(hi) + ", not " + text;
+        }
+        return std::string();
+      },
+      "NUMBER");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   quorumfs::KeepLargeBuffersInHeap();
   CLI::App app{"quorumfs: administer a quorumfs cluster"};
@@ -97,7 +121,7 @@ int main(int argc, char** argv) {
   status->add_option("--cluster", cluster, "cluster file")->capture_default_str();
   status->add_flag("--json", json, "machine-readable output");
   status->add_option("--timeout", status_timeout, "seconds to wait for each node")
-      ->check(CLI::PositiveNumber);
+      ->check(FiniteBetween(0.001, 1e6));
 
   auto* quorum = app.add_subcommand("quorum", "availability of N/W/R quorums (closed form)");
   int n = 3, w = 2, r = 2, m = 0;
@@ -125,11 +149,11 @@ int main(int argc, char** argv) {
   fsck->add_option("--path", fo.path, "check only this subtree");
   fsck->add_option("--jobs", fo.jobs, "parallel requests")->check(CLI::Range(1, 4096));
   fsck->add_option("--grace", fo.grace_s, "GC grace period, seconds (default 86400)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(FiniteBetween(0, 1e9));
   fsck->add_flag("--no-writers", fo.no_writers,
                  "confirm that no mount is writing (needed for --grace under 1200 s)");
   fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum")
-      ->check(CLI::PositiveNumber);
+      ->check(FiniteBetween(0.001, 1e6));
   fsck->add_flag("--json", json, "machine-readable output");
 
   try {
