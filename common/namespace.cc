@@ -88,6 +88,21 @@ class Namespace::Impl {
   uint64_t NewId() { return rng_() | 1; }
   int64_t Now() { return clock_.NowNs(); }
 
+  // A create changes its parent's count in its first round and writes the entry in its second;
+  // a last-link unlink writes the tombstone first and lowers the count second. fsck recounts a
+  // directory only when it has been quiet for longer than the birth grace (its ctime and every
+  // tombstone in it older than that, plus twice the skew bound), so an operation whose second
+  // round comes later than the birth grace after its first (by its own clock, less the skew
+  // bound) may meet a recount that already left it out: it then gives up that second round's
+  // count change (a create removes its entry, an unlink skips the count drop), which leaves a
+  // count high, never low.
+  bool LateSecondRound(int64_t first_round_ns) {
+    return Now() > first_round_ns + o_.birth_grace_ns - o_.clock_skew_ns;
+  }
+  int64_t RecountQuietNs() const {
+    return o_.recount_quiet_ns > 0 ? o_.recount_quiet_ns : o_.birth_grace_ns + 2 * o_.clock_skew_ns;
+  }
+
   // Every record value the namespace writes goes through here: a record that is (or becomes) a
   // tombstone keeps the time it first became one, which `fsck --gc` measures its grace from.
   static std::string Encode(MetaRecord rec, int64_t now) {
@@ -1203,26 +1218,37 @@ class Namespace::Impl {
       return entry_r.status();
     }
     NoteEntry(DirEntryKey(parent, name), ino);
-    // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
-    if (Now() > inode.birth_deadline_ns - o_.clock_skew_ns) {
-      auto now_inode = ReadInode(ws, ino);
-      if (now_inode.ok() &&
-          !(now_inode->parents.size() == 1 && now_inode->parents[0] == BackPointer{parent, name})) {
-        (void)Change(ws, DirEntryKey(parent, name),
-                     [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-                       if (!rec.entry() || rec.entry()->ino != ino)
-                         return std::optional<MetaRecord>();
-                       return std::optional<MetaRecord>(MetaRecord{});
-                     });
-        UndoParentAdd(ws, parent, is_dir, now);
-        return Conflict("inode adopted by fsck during a slow create");
+    // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create), or recounted
+    // the parent without this entry (LateSecondRound). Either way the entry goes again and the
+    // create fails; the parent's count is left as it is (high by one, or right if a recount
+    // left this entry out), and the inode dies unless fsck adopted it.
+    if (LateSecondRound(now)) {
+      auto removed = std::make_shared<bool>(false);
+      auto gone =
+          Change(ws, DirEntryKey(parent, name),
+                 [ino, removed](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                   *removed = false;
+                   if (!rec.entry() || rec.entry()->ino != ino) return std::optional<MetaRecord>();
+                   *removed = true;
+                   return std::optional<MetaRecord>(MetaRecord{});
+                 });
+      if (!gone.ok()) return gone.status();
+      if (*removed) {
+        auto now_inode = ReadInode(ws, ino);
+        bool adopted = now_inode.ok() && !(now_inode->parents.size() == 1 &&
+                                           now_inode->parents[0] == BackPointer{parent, name});
+        if (now_inode.ok() && !adopted) MarkDying(ws, ino);
       }
+      return Conflict("create took longer than the birth grace; not created");
     }
     return inode;
   }
 
+  // Undoes a create's first-round count change (`now`: the create's), unless too late for
+  // that (LateSecondRound: a recount may have left it out already; the count stays high).
   void UndoParentAdd(kj::WaitScope& ws, uint64_t parent, bool is_dir, int64_t now) {
-    (void)ChangeCombined(ws, InodeKey(parent), DirChange([is_dir, now](Inode& d) -> Status {
+    (void)ChangeCombined(ws, InodeKey(parent), DirChange([this, is_dir, now](Inode& d) -> Status {
+                           if (LateSecondRound(now)) return Status::Ok();
                            if (d.entry_count > 0) d.entry_count -= 1;
                            if (is_dir && d.nlink > 2) d.nlink -= 1;
                            d.ctime_ns = now;
@@ -1339,6 +1365,14 @@ class Namespace::Impl {
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
+      // The last-link path's count drop, a round after the tombstone: given up if that round
+      // comes too late (LateSecondRound; the count stays high).
+      auto late_parent_fn = DirChange([this, now](Inode& d) -> Status {
+        if (LateSecondRound(now)) return Status::Ok();
+        if (d.entry_count > 0) d.entry_count -= 1;
+        d.mtime_ns = d.ctime_ns = now;
+        return Status::Ok();
+      });
       auto entry_fn = [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (!rec.entry() || !(*rec.entry() == entry)) return Conflict("entry changed");
         return std::optional<MetaRecord>(MetaRecord{});
@@ -1372,7 +1406,7 @@ class Namespace::Impl {
           fibers_.startFiber([this, key = InodeKey(entry.ino), inode_fn](kj::WaitScope& ws) {
             (void)ChangeCombined(ws, key, inode_fn);
           });
-      (void)ChangeCombined(ws, InodeKey(parent), parent_fn);
+      (void)ChangeCombined(ws, InodeKey(parent), late_parent_fn);
       inode_change.wait(ws);
       return Status::Ok();
     });
@@ -2068,6 +2102,21 @@ class Namespace::Impl {
       QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dir, &settled).status());
       QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
       if (!d.is_dir()) return false;
+      // Only a directory quiet for longer than any create or unlink may take between its two
+      // rounds (LateSecondRound) is recounted: its ctime (set by every count change) and, below,
+      // every tombstone in it older than that, and its record unchanged through the scan.
+      // Otherwise a create whose count rose before the scan and whose entry lands after it, or
+      // an unlink whose tombstone the scan saw and whose count drop lands after the write, would
+      // leave the count one low: an rmdir could then remove the directory with that entry in it.
+      const bool careful = !o_.unsafe_recount_ignores_changes;
+      const int64_t quiet_before = Now() - RecountQuietNs();
+      auto busy = [&](const std::string& why) {
+        return Status(StatusCode::kBusy, "not recounted: " + why + " in the last " +
+                                             std::to_string(RecountQuietNs() / 1'000'000) +
+                                             " ms (a create or unlink may be half done); run "
+                                             "again later");
+      };
+      if (careful && d.ctime_ns > quiet_before) return busy("the directory changed");
       // The marks still pending: the count holds their raises (+1) already, and their
       // settling lowers it once decided (committed -1, aborted +1), from the entries as the
       // scan sees them while the renames are pending. So the count written is the entries plus
@@ -2083,9 +2132,26 @@ class Namespace::Impl {
         if (!keys.ok()) return keys.status();
         for (const auto& key : *keys) {
           QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, key));
+          if (careful && !o_.unsafe_recount_skips_settling && e.absent() && e.removed_ns == 0) {
+            // Listed, yet no value on a read quorum: a crashed create's entry may sit accepted
+            // on a replica the read did not hear, and a later prepare could still adopt it,
+            // after the count left it out. Settle the key: a change that keeps what a prepare
+            // finds (making it chosen) or writes the absence at its higher ballot.
+            bool wrote = false;
+            QFS_ASSIGN_OR_RETURN(
+                e, Change(ws, key,
+                          [&wrote](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                            wrote = rec.absent();
+                            if (!wrote) return std::optional<MetaRecord>();
+                            return std::optional<MetaRecord>(MetaRecord{});
+                          }));
+            if (wrote && e.absent()) e.removed_ns = 0;  // written here, not a recent unlink's
+          }
           if (const DirEntry* en = e.entry()) {
             ++entries;
             if (en->type == FileType::kDirectory) ++subdirs;
+          } else if (careful && e.absent() && e.removed_ns > quiet_before) {
+            return busy("a name was removed");
           }
         }
         if (keys->size() < 256) break;
@@ -2097,25 +2163,29 @@ class Namespace::Impl {
         if (fate != TxnState::kPending) marks_moved = true;
       }
       bool changed = false;
-      auto r = Change(ws, InodeKey(dir),
-                      [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-                        changed = false;
-                        if (marks_moved || !rec.inode()) return std::optional<MetaRecord>();
-                        MetaRecord out = rec;
-                        Inode& in = *out.inode();
-                        if (in.rename_marks != pending) {
-                          marks_moved = true;
-                          return std::optional<MetaRecord>();
-                        }
-                        uint32_t want_links =
-                            in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
-                        if (in.entry_count == entries + raises && in.nlink == want_links)
-                          return std::optional<MetaRecord>();
-                        in.entry_count = entries + raises;
-                        in.nlink = want_links;
-                        changed = true;
-                        return std::optional<MetaRecord>(std::move(out));
-                      });
+      auto r = Change(
+          ws, InodeKey(dir), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+            changed = false;
+            if (marks_moved || !rec.inode()) return std::optional<MetaRecord>();
+            MetaRecord out = rec;
+            Inode& in = *out.inode();
+            if (in.rename_marks != pending) {
+              marks_moved = true;
+              return std::optional<MetaRecord>();
+            }
+            if (careful && (in.ctime_ns != d.ctime_ns || in.entry_count != d.entry_count ||
+                            in.nlink != d.nlink || in.state != d.state)) {
+              return busy("the directory changed during the count");
+            }
+            uint32_t want_links =
+                in.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
+            if (in.entry_count == entries + raises && in.nlink == want_links)
+              return std::optional<MetaRecord>();
+            in.entry_count = entries + raises;
+            in.nlink = want_links;
+            changed = true;
+            return std::optional<MetaRecord>(std::move(out));
+          });
       if (!r.ok()) return r.status();
       if (!marks_moved) return changed || settled > 0;
       if (attempt >= 20) {
@@ -2415,8 +2485,10 @@ kj::Promise<Result<bool>> Namespace::RemoveEntry(uint64_t parent, std::string na
                           });
     if (!r.ok()) return r.status();
     if (removed) {
+      // Busy: the tombstone just written keeps the directory from a recount for the quiet
+      // period; fsck's walk finds its count high and recounts it after that.
       auto fixed = impl->DoFixDirectoryCounts(ws, parent);
-      if (!fixed.ok()) return fixed.status();
+      if (!fixed.ok() && fixed.status().code() != StatusCode::kBusy) return fixed.status();
     }
     return removed;
   });

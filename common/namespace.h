@@ -70,10 +70,14 @@ class RecordLister {
 };
 
 struct NamespaceOptions {
-  uint64_t client_id = 0;                         // 0: random
-  int64_t txn_timeout_ns = 10'000'000'000;        // pending past this may be aborted by anyone
-  int64_t birth_grace_ns = 60'000'000'000;        // an unnamed inode is adoptable after this
-  int64_t clock_skew_ns = 1'000'000'000;          // bound on clock differences between clients
+  uint64_t client_id = 0;                   // 0: random
+  int64_t txn_timeout_ns = 10'000'000'000;  // pending past this may be aborted by anyone
+  int64_t birth_grace_ns = 60'000'000'000;  // an unnamed inode is adoptable after this
+  int64_t clock_skew_ns = 1'000'000'000;    // bound on clock differences between clients
+  // How long a directory must have been quiet before fsck recounts it. 0: the birth grace plus
+  // twice the skew bound, which is what the rule needs when creators use this birth grace
+  // (LateSecondRound). Tests that recount right after their own operations set less.
+  int64_t recount_quiet_ns = 0;
   int64_t lease_ns = 60'000'000'000;              // unlinked-open lease
   int64_t lock_lease_ns = 20'000'000'000;         // file locks: held this long unless renewed
   kj::Duration busy_wait = 2 * kj::MILLISECONDS;  // first wait on a pending intent
@@ -105,6 +109,12 @@ struct NamespaceOptions {
   // A rename mark for a name a directory gains raises its count when settled after the
   // commit, not when added: the count is low meanwhile.
   bool unsafe_rename_raise_on_settle = false;
+  // fsck's recount of a directory writes the count its scan found even if the directory
+  // changed lately or during the scan (a create or unlink between its two rounds).
+  bool unsafe_recount_ignores_changes = false;
+  // ... and counts a listed key no read quorum holds a value of as absent without settling it
+  // (a crashed create's entry accepted on one replica can be adopted later).
+  bool unsafe_recount_skips_settling = false;
 
   // Clients an inode's `applied` list remembers (0: kAppliedClients). The simulator makes it
   // small so that a client's entry is dropped while its change's outcome is unknown.

@@ -49,6 +49,8 @@ ClusterClientOptions Options() {
   o.proposer.op_timeout = 5 * kj::SECONDS;
   o.ns.txn_timeout_ns = 2'000'000'000;
   o.ns.busy_timeout = 20 * kj::SECONDS;
+  // The tests recount directories right after their own operations, with none in flight.
+  o.ns.recount_quiet_ns = 150'000'000;
   return o;
 }
 
@@ -186,8 +188,13 @@ class Fs {
   Result<int> ResolveTransactions() {
     return c_.RunSync<Result<int>>([&] { return c_.ns().ResolveTransactions(); });
   }
+  // Waits out the recount's quiet period (Options: 150 ms) after the test's last change.
   Result<bool> FixDirectoryCounts(uint64_t dir) {
-    return c_.RunSync<Result<bool>>([&] { return c_.ns().FixDirectoryCounts(dir); });
+    for (int attempt = 0;; ++attempt) {
+      auto r = c_.RunSync<Result<bool>>([&] { return c_.ns().FixDirectoryCounts(dir); });
+      if (r.ok() || r.status().code() != StatusCode::kBusy || attempt >= 30) return r;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   Result<bool> FixInode(uint64_t ino) {
     return c_.RunSync<Result<bool>>([&] { return c_.ns().FixInode(ino); });

@@ -107,6 +107,9 @@ class Fsck {
     // A check changes nothing: its walk reads a transaction pending past its deadline as
     // pending instead of aborting it (only --repair finishes or aborts transactions).
     copts.ns.observe_only = !o.repair;
+    if (o.recount_quiet_s > 0) {
+      copts.ns.recount_quiet_ns = static_cast<int64_t>(o.recount_quiet_s * 1e9);
+    }
     // --deep hashes every replica: on every core.
     copts.hash_threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
     client_ = std::make_unique<ClusterClient>(config, copts);
@@ -119,6 +122,7 @@ class Fsck {
     CheckRecordReplicas();
     CheckTransactions();
     WalkNamespace();
+    RecountDeferred();
     FillPaths();
     CheckOrphans();
     ScanChunks();
@@ -485,7 +489,8 @@ class Fsck {
         }
         if (!inodes[k].ok() || inodes[k]->state == InodeState::kDying) {
           Issue i{"dangling_entry", child, child,
-                  "entry names inode " + std::to_string(e.ino) + " which does not exist"};
+                  "entry names inode " + std::to_string(e.ino) +
+                      (inodes[k].ok() ? ", which was removed" : ", which does not exist")};
           if (o_.repair) {
             auto r =
                 Sync<Result<bool>>([&]() { return client_->ns().RemoveEntry(dir, e.name, e.ino); });
@@ -525,11 +530,22 @@ class Fsck {
                     (d->rename_marks.empty() ? std::string()
                                              : ", " + std::to_string(d->rename_marks.size()) +
                                                    " rename(s) not yet settled")};
+        bool right_after_all = false;
         if (o_.repair) {
           auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
           i.fixed = r.ok();
+          if (!r.ok() && r.status().code() == StatusCode::kBusy) {
+            // Changed lately: counted again once it has been quiet long enough (below).
+            if (deferred_.empty()) first_deferred_ = std::chrono::steady_clock::now();
+            deferred_.emplace_back(dir, issues_.size());
+          } else if (!r.ok()) {
+            i.detail += "; " + r.status().message();
+          }
+          // Counted again under the recount's rules and found right: the walk saw the
+          // directory mid-change (its listing and its record read at different moments).
+          right_after_all = r.ok() && !*r;
         }
-        Report(i);
+        if (!right_after_all) Report(i);
       }
     }
     walked_whole_ = root_path == "/";
@@ -544,6 +560,35 @@ class Fsck {
         i.fixed = r.ok();
       }
       Report(i);
+    }
+  }
+
+  // Directories whose recount was refused because they changed lately (a create or unlink
+  // might be between its two rounds): once the quiet period has passed since the first such
+  // refusal (after a crash, about a minute), each is counted again, once. One still changing
+  // (mounts at work in it) stays reported, with the reason.
+  void RecountDeferred() {
+    if (deferred_.empty()) return;
+    const NamespaceOptions& no = client_->ns().options();
+    int64_t quiet_ns =
+        no.recount_quiet_ns > 0 ? no.recount_quiet_ns : no.birth_grace_ns + 2 * no.clock_skew_ns;
+    auto until = first_deferred_ + std::chrono::nanoseconds(quiet_ns) + std::chrono::seconds(1);
+    auto now = std::chrono::steady_clock::now();
+    if (until > now) {
+      auto wait_s = std::chrono::duration_cast<std::chrono::seconds>(until - now).count() + 1;
+      if (!o_.json) {
+        std::fprintf(stderr,
+                     "fsck: %zu director%s changed lately (a create or unlink may be half done); "
+                     "waiting %lld s to recount %s\n",
+                     deferred_.size(), deferred_.size() == 1 ? "y" : "ies",
+                     static_cast<long long>(wait_s), deferred_.size() == 1 ? "it" : "them");
+      }
+      std::this_thread::sleep_until(until);
+    }
+    for (const auto& [dir, index] : deferred_) {
+      auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
+      issues_[index].fixed = r.ok();
+      if (!r.ok()) issues_[index].detail += "; " + r.status().message();
     }
   }
 
@@ -1163,6 +1208,8 @@ class Fsck {
   std::map<ChunkId, std::set<std::string>> deep_corrupt_;  // --deep: replicas that fail the hash
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
+  std::vector<std::pair<uint64_t, size_t>> deferred_;  // (directory, its issue) to recount
+  std::chrono::steady_clock::time_point first_deferred_;
   uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0,
            gc_lock_tables_ = 0, gc_failures_ = 0;
   std::string next_config_path_;

@@ -24,6 +24,10 @@ struct FsckOptions {
   // (common/gc_rules.h): mounts refresh only chunks older than half of that.
   bool no_writers = false;
   double timeout_s = 10;
+  // How long a directory must have been unchanged before --repair rewrites its counts; 0: the
+  // birth grace plus twice the skew bound (62 s), which no create or unlink outlasts between
+  // its two rounds without giving up its second.
+  double recount_quiet_s = 0;
 };
 
 int RunFsck(const FsckOptions& options);

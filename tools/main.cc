@@ -152,6 +152,11 @@ int main(int argc, char** argv) {
       ->check(FiniteBetween(0, 1e9));
   fsck->add_flag("--no-writers", fo.no_writers,
                  "confirm that no mount is writing (needed for --grace under 1200 s)");
+  fsck->add_option("--recount-quiet", fo.recount_quiet_s,
+                   "seconds a directory must be unchanged before --repair rewrites its counts "
+                   "(default 62: the birth grace and twice the clock-skew bound; less only if "
+                   "no create or unlink can take that long)")
+      ->check(FiniteBetween(0.001, 1e6));
   fsck->add_option("--timeout", fo.timeout_s, "seconds an operation waits for a quorum")
       ->check(FiniteBetween(0.001, 1e6));
   fsck->add_flag("--json", json, "machine-readable output");

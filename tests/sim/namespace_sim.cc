@@ -73,6 +73,8 @@ void NamespaceSimStats::Add(const NamespaceSimStats& o) {
   high_counts += o.high_counts;
   refused_for_high_count += o.refused_for_high_count;
   fixes += o.fixes;
+  live_recounts += o.live_recounts;
+  live_recounts_written += o.live_recounts_written;
   batches_found_applied += o.batches_found_applied;
   batches_lost_track += o.batches_lost_track;
   messages += o.messages;
@@ -95,7 +97,8 @@ std::string NamespaceSimStats::ToString() const {
       << ", private dirs retired " << retired_areas << ", unknown outcomes injected "
       << unknown_injected << ", repair runs " << repair_runs << ", counts high before fsck "
       << high_counts << " (ENOTEMPTY for an empty directory " << refused_for_high_count
-      << "), fsck fixes " << fixes << ", retried count changes found applied "
+      << "), fsck fixes " << fixes << ", recounts during the workload " << live_recounts
+      << " (written " << live_recounts_written << "), retried count changes found applied "
       << batches_found_applied << " (could not tell " << batches_lost_track << "), messages "
       << messages << " (dropped " << dropped << ", duplicated " << duplicated << "), node crashes "
       << node_crashes << ", simulated " << sim_time_us / 1000 << " ms";
@@ -969,6 +972,17 @@ void NamespaceSim::RepairLoop(kj::WaitScope& ws) {
     if (!r.ok() && !Ambiguous(r.status().code())) {
       Error("repair: ResolveTransactions: " + r.status().ToString());
     }
+    if (!shared_dirs_.empty() && Chance(options_.concurrent_recount_rate)) {
+      const uint64_t dir = Pick(shared_dirs_);
+      auto c = repair_->ns->FixDirectoryCounts(dir).wait(ws);
+      ++result_.stats.live_recounts;
+      Trace("repair: FixDirectoryCounts of " + DirName(dir) + " -> " +
+            (c.ok() ? (*c ? "written" : "unchanged") : c.status().ToString()));
+      if (c.ok() && *c) ++result_.stats.live_recounts_written;
+      if (!c.ok() && !Ambiguous(c.status().code()) && c.status().code() != StatusCode::kNotFound) {
+        Error("repair: FixDirectoryCounts of " + DirName(dir) + ": " + c.status().ToString());
+      }
+    }
   }
 }
 
@@ -1737,6 +1751,10 @@ void NamespaceSim::Recover(kj::WaitScope& ws) {
       ++result_.stats.fixes;
     }
   }
+  // A recount needs its directory quiet for the birth grace plus twice the skew bound (the
+  // adoptions and resolutions above changed some), as fsck does.
+  Sleep(ws, (options_.ns.birth_grace_ns + 2 * options_.ns.clock_skew_ns) * kj::NANOSECONDS +
+                50 * kj::MILLISECONDS);
   for (uint64_t ino : all_inodes()) {
     auto in = ns.GetAttr(ino).wait(ws);
     if (!in.ok() || !in->is_dir()) continue;

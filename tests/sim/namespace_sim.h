@@ -100,6 +100,9 @@ struct NamespaceSimOptions {
   // no node crash, no round timeout): counts must be exact even before recovery, and every
   // O_EXCL race must have a winner.
   bool expect_exact_counts = false;
+  // The repair loop also recounts a random shared directory now and then, while the clients
+  // create and unlink in it (fsck --repair on a live cluster).
+  double concurrent_recount_rate = 0.5;
   int64_t max_sim_time_ms = 600'000;  // a run that takes longer is reported as stuck
   bool trace = false;                 // print operations (and every message) to stderr
 };
@@ -119,8 +122,9 @@ struct NamespaceSimStats {
   int64_t high_counts = 0;             // counts found high (never low) before recovery
   int64_t refused_for_high_count = 0;  // ENOTEMPTY for an empty directory whose count is high
   int64_t fixes = 0;                   // records changed by FixInode / FixDirectoryCounts
-  int64_t batches_found_applied = 0;   // retried count changes found applied (not reapplied)
-  int64_t batches_lost_track = 0;      // ... that could not tell (UnknownOutcome)
+  int64_t live_recounts = 0, live_recounts_written = 0;  // recounts during the workload
+  int64_t batches_found_applied = 0;  // retried count changes found applied (not reapplied)
+  int64_t batches_lost_track = 0;     // ... that could not tell (UnknownOutcome)
   int64_t messages = 0, dropped = 0, duplicated = 0, node_crashes = 0;
   int64_t sim_time_us = 0;
 
