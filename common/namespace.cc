@@ -1177,7 +1177,10 @@ class Namespace::Impl {
             if (is_dir && d.nlink >= kMaxLinks) return Status(StatusCode::kTooManyLinks, "EMLINK");
             d.entry_count += 1;
             if (is_dir) d.nlink += 1;
-            d.mtime_ns = d.ctime_ns = now;
+            // Never back in time: a change evaluated long after its `now` (a retried batch)
+            // must still show the directory as changed lately (fsck's recount reads ctime).
+            d.mtime_ns = std::max(d.mtime_ns, now);
+            d.ctime_ns = std::max(d.ctime_ns, now);
             return Status::Ok();
           }));
     }
@@ -1199,13 +1202,27 @@ class Namespace::Impl {
     // Round 2: the entry, absent -> present (the O_EXCL point). Not retried after an unknown
     // outcome: by then another client may have renamed or unlinked the entry this change made,
     // and writing it again would give the inode a second name (a directory two parents).
+    // Never written later than the birth grace after round 1 (LateSecondRound): fsck may have
+    // recounted the parent without it by then. The count keeps this create's +1 (high by one,
+    // or right if a recount left the entry out) and the inode dies.
+    auto too_late = [this, now]() {
+      return Status(StatusCode::kConflict,
+                    "create's second round came " + std::to_string((Now() - now) / 1'000'000'000) +
+                        " s after its first, past the birth grace; started again");
+    };
+    if (LateSecondRound(now)) {
+      MarkDying(ws, ino);
+      return too_late();
+    }
     auto entry_r = Change(
         ws, DirEntryKey(parent, name),
-        [ino, &req](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+        [this, ino, &req, now,
+         &too_late](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
           if (const DirEntry* e = rec.entry()) {
             if (e->ino == ino) return std::optional<MetaRecord>();  // ours, from a retried change
             return Status(StatusCode::kAlreadyExists, "entry exists");
           }
+          if (LateSecondRound(now)) return too_late();
           return std::optional<MetaRecord>(WithBody(DirEntry{ino, req.type}));
         },
         /*retry_unknown=*/false, WithBody(DirEntry{ino, req.type}));
@@ -1218,28 +1235,20 @@ class Namespace::Impl {
       return entry_r.status();
     }
     NoteEntry(DirEntryKey(parent, name), ino);
-    // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create), or recounted
-    // the parent without this entry (LateSecondRound). Either way the entry goes again and the
-    // create fails; the parent's count is left as it is (high by one, or right if a recount
-    // left this entry out), and the inode dies unless fsck adopted it.
+    // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
     if (LateSecondRound(now)) {
-      auto removed = std::make_shared<bool>(false);
-      auto gone =
-          Change(ws, DirEntryKey(parent, name),
-                 [ino, removed](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-                   *removed = false;
-                   if (!rec.entry() || rec.entry()->ino != ino) return std::optional<MetaRecord>();
-                   *removed = true;
-                   return std::optional<MetaRecord>(MetaRecord{});
-                 });
-      if (!gone.ok()) return gone.status();
-      if (*removed) {
-        auto now_inode = ReadInode(ws, ino);
-        bool adopted = now_inode.ok() && !(now_inode->parents.size() == 1 &&
-                                           now_inode->parents[0] == BackPointer{parent, name});
-        if (now_inode.ok() && !adopted) MarkDying(ws, ino);
+      auto now_inode = ReadInode(ws, ino);
+      if (now_inode.ok() &&
+          !(now_inode->parents.size() == 1 && now_inode->parents[0] == BackPointer{parent, name})) {
+        (void)Change(ws, DirEntryKey(parent, name),
+                     [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                       if (!rec.entry() || rec.entry()->ino != ino)
+                         return std::optional<MetaRecord>();
+                       return std::optional<MetaRecord>(MetaRecord{});
+                     });
+        UndoParentAdd(ws, parent, is_dir, now);
+        return Conflict("inode adopted by fsck during a slow create");
       }
-      return Conflict("create took longer than the birth grace; not created");
     }
     return inode;
   }
@@ -1251,7 +1260,7 @@ class Namespace::Impl {
                            if (LateSecondRound(now)) return Status::Ok();
                            if (d.entry_count > 0) d.entry_count -= 1;
                            if (is_dir && d.nlink > 2) d.nlink -= 1;
-                           d.ctime_ns = now;
+                           d.ctime_ns = std::max(d.ctime_ns, now);
                            return Status::Ok();
                          }));
   }
@@ -1370,7 +1379,8 @@ class Namespace::Impl {
       auto late_parent_fn = DirChange([this, now](Inode& d) -> Status {
         if (LateSecondRound(now)) return Status::Ok();
         if (d.entry_count > 0) d.entry_count -= 1;
-        d.mtime_ns = d.ctime_ns = now;
+        d.mtime_ns = std::max(d.mtime_ns, now);
+        d.ctime_ns = std::max(d.ctime_ns, now);
         return Status::Ok();
       });
       auto entry_fn = [entry](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
@@ -2128,24 +2138,30 @@ class Namespace::Impl {
       uint64_t entries = 0, subdirs = 0;
       std::string prefix = DirEntryPrefix(dir), after;
       for (;;) {
-        auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
+        // Settling (below) needs every key any replica holds, chosen or not: every replica of
+        // the directory's set must answer the listing.
+        const bool settle = careful && !o_.unsafe_recount_skips_settling;
+        auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256, settle).wait(ws);
         if (!keys.ok()) return keys.status();
         for (const auto& key : *keys) {
-          QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, key));
-          if (careful && !o_.unsafe_recount_skips_settling && e.absent() && e.removed_ns == 0) {
-            // Listed, yet no value on a read quorum: a crashed create's entry may sit accepted
-            // on a replica the read did not hear, and a later prepare could still adopt it,
-            // after the count left it out. Settle the key: a change that keeps what a prepare
-            // finds (making it chosen) or writes the absence at its higher ballot.
-            bool wrote = false;
+          MetaRecord e;
+          if (settle) {
+            // A crashed (or stalled) create's entry may sit accepted on one replica, unchosen,
+            // where a read quorum does not see it; a later prepare that hears that replica
+            // would adopt it after this count left it out. So every key is settled: an identity
+            // write at a fresh ballot on a write quorum, which no older accepted value can win
+            // against, of whatever its prepare finds (an entry, a tombstone, or nothing).
+            bool from_nothing = false;
             QFS_ASSIGN_OR_RETURN(
-                e, Change(ws, key,
-                          [&wrote](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-                            wrote = rec.absent();
-                            if (!wrote) return std::optional<MetaRecord>();
-                            return std::optional<MetaRecord>(MetaRecord{});
-                          }));
-            if (wrote && e.absent()) e.removed_ns = 0;  // written here, not a recent unlink's
+                e,
+                Change(ws, key,
+                       [&from_nothing](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                         from_nothing = rec.absent() && rec.removed_ns == 0;
+                         return std::optional<MetaRecord>(rec);
+                       }));
+            if (from_nothing && e.absent()) e.removed_ns = 0;  // stamped here: no unlink's
+          } else {
+            QFS_ASSIGN_OR_RETURN(e, ReadVisible(ws, key));
           }
           if (const DirEntry* en = e.entry()) {
             ++entries;
@@ -2223,6 +2239,12 @@ class Namespace::Impl {
           if (!rec.inode()) return std::optional<MetaRecord>();
           MetaRecord out = rec;
           Inode& cur = *out.inode();
+          // `named` was found from the back-pointers read above: a link or unlink since then
+          // (its back-pointer added or dropped) would be overwritten by it.
+          if (cur.parents != in.parents || cur.state != in.state) {
+            return Status(StatusCode::kBusy,
+                          "its links changed while fsck checked them; run fsck again");
+          }
           if (cur.is_dir()) {
             if (named.empty() && cur.state == InodeState::kLive &&
                 now > cur.birth_deadline_ns + o_.clock_skew_ns) {
@@ -2484,12 +2506,8 @@ kj::Promise<Result<bool>> Namespace::RemoveEntry(uint64_t parent, std::string na
                             return std::optional<MetaRecord>(MetaRecord{});
                           });
     if (!r.ok()) return r.status();
-    if (removed) {
-      // Busy: the tombstone just written keeps the directory from a recount for the quiet
-      // period; fsck's walk finds its count high and recounts it after that.
-      auto fixed = impl->DoFixDirectoryCounts(ws, parent);
-      if (!fixed.ok() && fixed.status().code() != StatusCode::kBusy) return fixed.status();
-    }
+    // The parent's count is now one high; fsck's walk finds that and recounts the directory
+    // once it has been quiet long enough (the tombstone just written counts as a change).
     return removed;
   });
 }

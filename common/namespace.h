@@ -63,10 +63,13 @@ class RecordLister {
   // Keys starting with `prefix` greater than `after`, in order, at most `limit`, stored on any
   // replica that has them. `placement_key` names the replica set to ask (empty: every node).
   // Must see every key chosen before the call began (ask at least R replicas of each set).
+  // `every_replica`: every replica of the set must answer (NoQuorum otherwise), so that a key
+  // only some replica holds, accepted there and not (yet) chosen, is listed too.
   virtual kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
                                                                  const std::string& prefix,
                                                                  const std::string& after,
-                                                                 uint32_t limit) = 0;
+                                                                 uint32_t limit,
+                                                                 bool every_replica = false) = 0;
 };
 
 struct NamespaceOptions {
@@ -280,14 +283,19 @@ class Namespace {
   kj::Promise<Result<int>> ResolveTransactions();
   // Settles the directory's rename marks whose transactions are decided (aborting those
   // pending past their deadline), then recounts its entries and subdirectories and rewrites
-  // entry_count and nlink if wrong; returns whether it changed anything.
+  // entry_count and nlink if wrong; returns whether it changed anything. Only a directory
+  // quiet for recount_quiet_ns (its ctime and tombstones older, its record unchanged through
+  // the scan; Busy otherwise), with every replica of its set answering the listing (NoQuorum
+  // otherwise); every entry key is settled by an identity write (README, "fsck recounts only
+  // a quiet directory").
   kj::Promise<Result<bool>> FixDirectoryCounts(uint64_t dir);
   // Brings an inode's nlink and back-pointers in line with the entries that name it, finishes
   // an interrupted unlink (nlink 0 -> dying), and adopts an inode no entry names once past its
   // birth deadline (into /lost+found). Returns whether it changed anything.
   kj::Promise<Result<bool>> FixInode(uint64_t ino);
-  // Removes entry (parent, name) if it still names `ino` (a dangling entry whose inode is gone)
-  // and recounts the directory. Returns whether it removed anything.
+  // Removes entry (parent, name) if it still names `ino` (a dangling entry whose inode is gone);
+  // the directory's count, one high now, is left to FixDirectoryCounts once the directory is
+  // quiet. Returns whether it removed anything.
   kj::Promise<Result<bool>> RemoveEntry(uint64_t parent, std::string name, uint64_t ino);
 
   uint64_t client_id() const { return options_.client_id; }

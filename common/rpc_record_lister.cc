@@ -10,18 +10,16 @@ namespace quorumfs {
 
 kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListKeys(
     const std::string& placement_key, const std::string& prefix, const std::string& after,
-    uint32_t limit) {
-  if (timer_ == nullptr) return ListOnce(placement_key, prefix, after, limit);
-  return ListUntil(placement_key, prefix, after, limit, timer_->now() + retry_for_);
+    uint32_t limit, bool every_replica) {
+  if (timer_ == nullptr) return ListOnce(placement_key, prefix, after, limit, every_replica);
+  return ListUntil(placement_key, prefix, after, limit, every_replica, timer_->now() + retry_for_);
 }
 
-kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListUntil(std::string placement_key,
-                                                                         std::string prefix,
-                                                                         std::string after,
-                                                                         uint32_t limit,
-                                                                         kj::TimePoint deadline) {
-  return ListOnce(placement_key, prefix, after, limit)
-      .then([this, placement_key, prefix, after, limit,
+kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListUntil(
+    std::string placement_key, std::string prefix, std::string after, uint32_t limit,
+    bool every_replica, kj::TimePoint deadline) {
+  return ListOnce(placement_key, prefix, after, limit, every_replica)
+      .then([this, placement_key, prefix, after, limit, every_replica,
              deadline](Result<std::vector<std::string>>&& r)
                 -> kj::Promise<Result<std::vector<std::string>>> {
         if (r.ok() || r.status().code() != StatusCode::kNoQuorum ||
@@ -29,15 +27,15 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListUntil(std::st
           return kj::mv(r);
         }
         return timer_->afterDelay(retry_delay_)
-            .then([this, placement_key, prefix, after, limit, deadline]() {
-              return ListUntil(placement_key, prefix, after, limit, deadline);
+            .then([this, placement_key, prefix, after, limit, every_replica, deadline]() {
+              return ListUntil(placement_key, prefix, after, limit, every_replica, deadline);
             });
       });
 }
 
 kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
     const std::string& placement_key, const std::string& prefix, const std::string& after,
-    uint32_t limit) {
+    uint32_t limit, bool every_replica) {
   QuorumSpec spec;
   int need;
   if (placement_key.empty()) {
@@ -54,7 +52,7 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
     need = static_cast<int>(spec.targets.size()) - (config_->replicas - config_->read_quorum);
   } else {
     spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
-    need = config_->read_quorum;
+    need = every_replica ? config_->replicas : config_->read_quorum;
   }
   auto decide = [spec, need, limit](const std::vector<std::optional<Result<ScanPage>>>& results)
       -> Result<std::vector<std::string>> {

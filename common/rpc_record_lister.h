@@ -30,16 +30,18 @@ class RpcRecordLister : public RecordLister {
 
   kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
                                                          const std::string& prefix,
-                                                         const std::string& after,
-                                                         uint32_t limit) override;
+                                                         const std::string& after, uint32_t limit,
+                                                         bool every_replica = false) override;
 
  private:
   kj::Promise<Result<std::vector<std::string>>> ListOnce(const std::string& placement_key,
                                                          const std::string& prefix,
-                                                         const std::string& after, uint32_t limit);
+                                                         const std::string& after, uint32_t limit,
+                                                         bool every_replica);
   kj::Promise<Result<std::vector<std::string>>> ListUntil(std::string placement_key,
                                                           std::string prefix, std::string after,
-                                                          uint32_t limit, kj::TimePoint deadline);
+                                                          uint32_t limit, bool every_replica,
+                                                          kj::TimePoint deadline);
 
   RpcCluster& rpc_;
   kj::Timer* timer_;

@@ -6,6 +6,7 @@
 
 #include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
+#include "tools/json.h"
 #include "tools/quorum_math.h"
 
 namespace quorumfs {
@@ -202,6 +203,19 @@ TEST(Cli, UsageErrorsExit16) {
   CliResult help = testing::RunCli({"fsck", "--help"}, TmpDir());
   EXPECT_EQ(help.code, 0) << help.All();
   EXPECT_NE(help.All().find("--rebalance"), std::string::npos);
+}
+
+// File names are bytes: fsck --json must stay valid JSON for a name that is not UTF-8 (every
+// byte that starts no valid sequence becomes U+FFFD; valid multibyte characters pass through).
+TEST(JsonWriterTest, NamesThatAreNotUtf8StayValidJson) {
+  JsonWriter j;
+  j.BeginArray();
+  j.String(std::string("a\xff") + "b\xc3\xa9" + "\xed\xa0\x80" + "\xc3" + "\"\n\x01" +
+           "\xf0\x9f\x98\x80" + "\xc0\xaf");
+  j.EndArray();
+  EXPECT_EQ(j.str(),
+            "[\"a\\ufffdb\xc3\xa9\\ufffd\\ufffd\\ufffd\\ufffd\\\"\\n\\u0001\xf0\x9f\x98\x80"
+            "\\ufffd\\ufffd\"]");
 }
 
 // ---- quorumfs status -----------------------------------------------------------------------

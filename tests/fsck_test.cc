@@ -825,6 +825,17 @@ TEST_F(FsckTest, RebalanceAfterRemovingANodeWhileReadsContinue) {
       testing::RunCli({"status", "--cluster", cluster_->cluster_file()}, cluster_->dir());
   EXPECT_EQ(status.code, 0) << status.All();
   EXPECT_NE(status.out.find("leaving"), std::string::npos) << status.out;
+  // With a and d down, the new membership (a, b, c) keeps its quorums, but the old one's set
+  // {a, b, d} has only b: every quorum is joint during the change, so the keys placed there
+  // cannot be changed. Before, status looked at the new membership alone: DEGRADED, exit 0.
+  cluster_->Kill(0);
+  cluster_->Kill(3);
+  CliResult joint_down = testing::RunCli(
+      {"status", "--cluster", cluster_->cluster_file(), "--timeout", "1"}, cluster_->dir());
+  EXPECT_EQ(joint_down.code, 2) << joint_down.All();
+  EXPECT_NE(joint_down.out.find("(previous membership)"), std::string::npos) << joint_down.out;
+  ASSERT_NO_FATAL_FAILURE(cluster_->Start(0));
+  ASSERT_NO_FATAL_FAILURE(cluster_->Start(3));
 
   ClusterClient joint(cluster_->config(), testing::ShortDeadlines());
   TestFs joint_fs(joint);

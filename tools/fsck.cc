@@ -38,6 +38,7 @@ struct Issue {
   std::string detail;
   bool fixed = false;
   std::vector<std::string> keys = {};  // record keys whose paths are filled in after the walk
+  bool withdrawn = false;              // found right when checked again: not reported
 };
 
 class Progress {
@@ -558,6 +559,8 @@ class Fsck {
       if (o_.repair) {
         auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
         i.fixed = r.ok();
+        if (!r.ok()) i.detail += ": " + r.status().ToString();
+        if (r.ok() && !*r) continue;  // right when checked again: a link or unlink since the walk
       }
       Report(i);
     }
@@ -589,7 +592,12 @@ class Fsck {
       auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
       issues_[index].fixed = r.ok();
       if (!r.ok()) issues_[index].detail += "; " + r.status().message();
+      // Right when counted: the walk had seen it mid-change.
+      issues_[index].withdrawn = r.ok() && !*r;
     }
+    issues_.erase(
+        std::remove_if(issues_.begin(), issues_.end(), [](const Issue& i) { return i.withdrawn; }),
+        issues_.end());
   }
 
   void CheckOrphans() {
@@ -606,7 +614,9 @@ class Fsck {
         if (in->lease_until_ns >= now) continue;  // still held open by a mount
         Issue i{"lease_expired", DescribeKey(key), "", "unlinked file whose mount's lease lapsed"};
         if (o_.repair) {
-          i.fixed = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); }).ok();
+          auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
+          i.fixed = r.ok();
+          if (!r.ok()) i.detail += ": " + r.status().ToString();
         }
         Report(i);
         continue;
@@ -625,6 +635,9 @@ class Fsck {
       if (o_.repair) {
         auto r = Sync<Result<bool>>([&]() { return client_->ns().FixInode(ino); });
         i.fixed = r.ok();
+        // Nothing to do when checked again: named meanwhile (a rename the walk crossed, or a
+        // create that finished), so it was never an orphan.
+        if (r.ok() && !*r) continue;
         if (!r.ok()) {
           i.detail += ": " + r.status().ToString();
         } else if (in->is_dir()) {

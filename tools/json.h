@@ -73,9 +73,29 @@ class JsonWriter {
     }
     Comma();
   }
+  // Length of the valid UTF-8 sequence starting at s[i] (a byte >= 0x80), or 0 if there is
+  // none there (a stray continuation byte, a truncated or overlong sequence, a surrogate, a
+  // code point past U+10FFFF).
+  static size_t Utf8Length(const std::string& s, size_t i) {
+    auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    unsigned char c = b(i);
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (len == 0 || c > 0xF4 || i + len > s.size()) return 0;
+    for (size_t k = 1; k < len; ++k) {
+      if ((b(i + k) & 0xC0) != 0x80) return 0;
+    }
+    if (c == 0xE0 && b(i + 1) < 0xA0) return 0;   // overlong
+    if (c == 0xED && b(i + 1) >= 0xA0) return 0;  // surrogate
+    if (c == 0xF0 && b(i + 1) < 0x90) return 0;   // overlong
+    if (c == 0xF4 && b(i + 1) >= 0x90) return 0;  // past U+10FFFF
+    return len;
+  }
+  // A JSON string. File names are bytes, not necessarily UTF-8: a byte that does not start a
+  // valid UTF-8 sequence becomes U+FFFD, so the document stays valid JSON.
   void Quote(const std::string& s) {
     out_ += '"';
-    for (unsigned char c : s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(s[i]);
       switch (c) {
         case '"':
           out_ += "\\\"";
@@ -97,8 +117,13 @@ class JsonWriter {
             char buf[8];
             std::snprintf(buf, sizeof(buf), "\\u%04x", c);
             out_ += buf;
-          } else {
+          } else if (c < 0x80) {
             out_ += static_cast<char>(c);
+          } else if (size_t len = Utf8Length(s, i)) {
+            out_.append(s, i, len);
+            i += len - 1;
+          } else {
+            out_ += "\\ufffd";
           }
       }
     }

@@ -80,34 +80,55 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
   for (const auto& r : rows) {
     usable.push_back(r.stats.ok() && r.stats->voting && r.stats->epoch == config->epoch);
   }
+  auto usable_id = [&](const std::string& id) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].node->id == id) return static_cast<bool>(usable[i]);
+    }
+    return false;  // named in `previous` only: not reachable under this file
+  };
   int m = static_cast<int>(config->nodes.size());
   int n = config->replicas;
   int need = std::max(config->write_quorum, config->read_quorum);
+  // Every N-subset of the membership is some key's replica set. During a membership change
+  // (`previous`) every quorum is joint: a key needs its old replica set's quorums too, so the
+  // old membership's sets count as well.
+  std::vector<std::vector<std::string>> memberships = {config->NodeIds()};
+  if (config->InTransition()) memberships.push_back(config->previous);
   int64_t sets = 0, sets_ok = 0;
   std::vector<std::string> broken;
-  ForEachSubset(m, n, [&](const std::vector<int>& s) {
-    int up = 0;
-    for (int i : s) up += usable[i];
-    ++sets;
-    if (up >= need) {
-      ++sets_ok;
-    } else if (broken.size() < 5) {
-      std::string name;
-      for (int i : s) name += (name.empty() ? "" : ",") + rows[i].node->id;
-      broken.push_back("{" + name + "}");
-    }
-  });
-  int up_count = static_cast<int>(std::count(usable.begin(), usable.begin() + m, true));
+  int worst_down = 0;  // unusable nodes in the membership with the most
+  for (size_t k = 0; k < memberships.size(); ++k) {
+    const auto& members = memberships[k];
+    int size = static_cast<int>(members.size());
+    if (size < n) continue;
+    int down = 0;
+    for (const auto& id : members) down += !usable_id(id);
+    worst_down = std::max(worst_down, down);
+    ForEachSubset(size, n, [&](const std::vector<int>& set) {
+      int up = 0;
+      for (int i : set) up += usable_id(members[i]);
+      ++sets;
+      if (up >= need) {
+        ++sets_ok;
+      } else if (broken.size() < 5) {
+        std::string name;
+        for (int i : set) name += (name.empty() ? "" : ",") + members[i];
+        broken.push_back("{" + name + "}" + (k == 0 ? "" : " (previous membership)"));
+      }
+    });
+  }
   bool healthy = sets_ok == sets;
   std::string verdict;
-  if (healthy && up_count == m) {
+  if (healthy && worst_down == 0) {
     verdict = "HEALTHY: all " + std::to_string(m) + " nodes up; every replica set has its quorums";
   } else if (healthy) {
     // The worst replica set holds min(down, N) of the unusable nodes.
-    int more = n - need - std::min(m - up_count, n);
-    verdict = "DEGRADED: " + std::to_string(m - up_count) + " of " + std::to_string(m) +
-              " nodes unusable; every replica set still has its quorums (the worst one " +
-              "tolerates " + std::to_string(more) + " more failure" + (more == 1 ? "" : "s") + ")";
+    int more = n - need - std::min(worst_down, n);
+    int all = static_cast<int>(rows.size());
+    int all_down = static_cast<int>(std::count(usable.begin(), usable.end(), false));
+    verdict = "DEGRADED: " + std::to_string(all_down) + " of " + std::to_string(all) +
+              " nodes unusable; every replica set still has its quorums (the worst one tolerates " +
+              std::to_string(more) + " more failure" + (more == 1 ? "" : "s") + ")";
   } else {
     verdict = "UNAVAILABLE: " + std::to_string(sets - sets_ok) + " of " + std::to_string(sets) +
               " replica sets lack a quorum (e.g. ";

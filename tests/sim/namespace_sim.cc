@@ -194,8 +194,8 @@ class SimRecordLister final : public RecordLister {
 
   kj::Promise<Result<std::vector<std::string>>> ListKeys(const std::string& placement_key,
                                                          const std::string& prefix,
-                                                         const std::string& after,
-                                                         uint32_t limit) override {
+                                                         const std::string& after, uint32_t limit,
+                                                         bool every_replica = false) override {
     auto spec = std::make_shared<QuorumSpec>();
     int need;
     if (placement_key.empty()) {
@@ -206,7 +206,7 @@ class SimRecordLister final : public RecordLister {
       need = static_cast<int>(spec->targets.size()) - (config_->replicas - config_->read_quorum);
     } else {
       *spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
-      need = config_->read_quorum;
+      need = every_replica ? config_->replicas : config_->read_quorum;
     }
     auto yes = [](const ScanReply&) { return true; };
     auto send = [this, spec, prefix, after, limit](size_t i) {
