@@ -1237,9 +1237,21 @@ class Namespace::Impl {
     NoteEntry(DirEntryKey(parent, name), ino);
     // Too slow: fsck may have adopted the inode meanwhile (DESIGN.md, create).
     if (LateSecondRound(now)) {
+      // Adopted: fsck replaced the back-pointers with its /lost+found name "#<ino>" (DoAdopt),
+      // or none yet, so (parent, name) is no longer among them. A link or rename by another client
+      // since changes them too, but keeps or moves this name, and must not be undone here.
       auto now_inode = ReadInode(ws, ino);
-      if (now_inode.ok() &&
-          !(now_inode->parents.size() == 1 && now_inode->parents[0] == BackPointer{parent, name})) {
+      const BackPointer mine{parent, name};
+      const std::string adopted_name = "#" + std::to_string(ino);
+      auto adopted = [&](const Inode& in) {
+        bool still_mine = std::find(in.parents.begin(), in.parents.end(), mine) != in.parents.end();
+        bool in_lost_found =
+            std::any_of(in.parents.begin(), in.parents.end(),
+                        [&](const BackPointer& b) { return b.name == adopted_name; });
+        // Empty: fsck has dropped this name and is about to link the inode into /lost+found.
+        return !still_mine && (in.parents.empty() || in_lost_found);
+      };
+      if (now_inode.ok() && adopted(*now_inode)) {
         (void)Change(ws, DirEntryKey(parent, name),
                      [ino](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
                        if (!rec.entry() || rec.entry()->ino != ino)
@@ -2151,15 +2163,15 @@ class Namespace::Impl {
             // would adopt it after this count left it out. So every key is settled: an identity
             // write at a fresh ballot on a write quorum, which no older accepted value can win
             // against, of whatever its prepare finds (an entry, a tombstone, or nothing).
-            bool from_nothing = false;
+            // A key with no value anywhere becomes an absence stamped as removed long ago (1 ns
+            // after the epoch): no unlink made it, so it must not read as a recent removal to
+            // this or a later recount, and `fsck --gc` may delete it.
             QFS_ASSIGN_OR_RETURN(
-                e,
-                Change(ws, key,
-                       [&from_nothing](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-                         from_nothing = rec.absent() && rec.removed_ns == 0;
-                         return std::optional<MetaRecord>(rec);
-                       }));
-            if (from_nothing && e.absent()) e.removed_ns = 0;  // stamped here: no unlink's
+                e, Change(ws, key, [](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+                  MetaRecord out = rec;
+                  if (out.absent() && out.removed_ns == 0) out.removed_ns = 1;
+                  return std::optional<MetaRecord>(std::move(out));
+                }));
           } else {
             QFS_ASSIGN_OR_RETURN(e, ReadVisible(ws, key));
           }

@@ -54,7 +54,10 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
     spec = QuorumSpec::FromGroups(ReplicaGroupsFor(*config_, placement_key));
     need = every_replica ? config_->replicas : config_->read_quorum;
   }
-  auto decide = [spec, need, limit](const std::vector<std::optional<Result<ScanPage>>>& results)
+  // every_replica asks that every replica answer, voting or not: a rejoining node holds no old
+  // values, so its (possibly partial) answer completes the listing too.
+  auto decide = [spec, need, limit,
+                 every_replica](const std::vector<std::optional<Result<ScanPage>>>& results)
       -> Result<std::vector<std::string>> {
     std::vector<Vote> votes;
     std::set<std::string> keys;
@@ -64,7 +67,7 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
         continue;
       }
       // A rejoining node's rows may be missing: its keys are merged, its answer not counted.
-      votes.push_back((*r)->voting ? Vote::kYes : Vote::kAbstain);
+      votes.push_back((*r)->voting || every_replica ? Vote::kYes : Vote::kAbstain);
       for (const auto& rec : (*r)->records) keys.insert(rec.key);
     }
     if (!spec.Satisfied(votes, need)) {
@@ -100,13 +103,14 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
   // rest are waited for only briefly: a replica that answers nothing (frozen, cut off) would
   // otherwise hold every listing for a whole call timeout. R answers already see every key a
   // write quorum chose (R + W > N); the others only add keys still being written.
-  auto hurry = [spec, need](const std::vector<std::optional<Result<ScanPage>>>& results) {
+  auto hurry = [spec, need,
+                every_replica](const std::vector<std::optional<Result<ScanPage>>>& results) {
     std::vector<Vote> votes;
     for (const auto& r : results) {
-      votes.push_back(!r             ? Vote::kPending
-                      : !r->ok()     ? Vote::kNo
-                      : (*r)->voting ? Vote::kYes
-                                     : Vote::kAbstain);
+      votes.push_back(!r                              ? Vote::kPending
+                      : !r->ok()                      ? Vote::kNo
+                      : (*r)->voting || every_replica ? Vote::kYes
+                                                      : Vote::kAbstain);
     }
     return spec.Satisfied(votes, need);
   };

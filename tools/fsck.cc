@@ -537,7 +537,7 @@ class Fsck {
           i.fixed = r.ok();
           if (!r.ok() && r.status().code() == StatusCode::kBusy) {
             // Changed lately: counted again once it has been quiet long enough (below).
-            if (deferred_.empty()) first_deferred_ = std::chrono::steady_clock::now();
+            last_deferred_ = std::chrono::steady_clock::now();
             deferred_.emplace_back(dir, issues_.size());
           } else if (!r.ok()) {
             i.detail += "; " + r.status().message();
@@ -567,7 +567,7 @@ class Fsck {
   }
 
   // Directories whose recount was refused because they changed lately (a create or unlink
-  // might be between its two rounds): once the quiet period has passed since the first such
+  // might be between its two rounds): once the quiet period has passed since the last such
   // refusal (after a crash, about a minute), each is counted again, once. One still changing
   // (mounts at work in it) stays reported, with the reason.
   void RecountDeferred() {
@@ -575,7 +575,7 @@ class Fsck {
     const NamespaceOptions& no = client_->ns().options();
     int64_t quiet_ns =
         no.recount_quiet_ns > 0 ? no.recount_quiet_ns : no.birth_grace_ns + 2 * no.clock_skew_ns;
-    auto until = first_deferred_ + std::chrono::nanoseconds(quiet_ns) + std::chrono::seconds(1);
+    auto until = last_deferred_ + std::chrono::nanoseconds(quiet_ns) + std::chrono::seconds(1);
     auto now = std::chrono::steady_clock::now();
     if (until > now) {
       auto wait_s = std::chrono::duration_cast<std::chrono::seconds>(until - now).count() + 1;
@@ -1222,7 +1222,7 @@ class Fsck {
   std::vector<Issue> issues_;
   std::vector<size_t> txn_issue_indices_;
   std::vector<std::pair<uint64_t, size_t>> deferred_;  // (directory, its issue) to recount
-  std::chrono::steady_clock::time_point first_deferred_;
+  std::chrono::steady_clock::time_point last_deferred_;
   uint64_t gc_chunks_ = 0, gc_bytes_ = 0, gc_records_ = 0, gc_tombstones_ = 0, gc_dead_inodes_ = 0,
            gc_lock_tables_ = 0, gc_failures_ = 0;
   std::string next_config_path_;
