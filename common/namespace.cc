@@ -99,9 +99,7 @@ class Namespace::Impl {
   bool LateSecondRound(int64_t first_round_ns) {
     return Now() > first_round_ns + o_.birth_grace_ns - o_.clock_skew_ns;
   }
-  int64_t RecountQuietNs() const {
-    return o_.recount_quiet_ns > 0 ? o_.recount_quiet_ns : o_.birth_grace_ns + 2 * o_.clock_skew_ns;
-  }
+  int64_t RecountQuietNs() const { return o_.RecountQuietNs(); }
 
   // Every record value the namespace writes goes through here: a record that is (or becomes) a
   // tombstone keeps the time it first became one, which `fsck --gc` measures its grace from.

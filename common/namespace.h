@@ -81,6 +81,9 @@ struct NamespaceOptions {
   // twice the skew bound, which is what the rule needs when creators use this birth grace
   // (LateSecondRound). Tests that recount right after their own operations set less.
   int64_t recount_quiet_ns = 0;
+  int64_t RecountQuietNs() const {
+    return recount_quiet_ns > 0 ? recount_quiet_ns : birth_grace_ns + 2 * clock_skew_ns;
+  }
   int64_t lease_ns = 60'000'000'000;              // unlinked-open lease
   int64_t lock_lease_ns = 20'000'000'000;         // file locks: held this long unless renewed
   kj::Duration busy_wait = 2 * kj::MILLISECONDS;  // first wait on a pending intent

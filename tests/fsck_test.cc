@@ -110,6 +110,17 @@ class FsckTest : public ::testing::Test {
     ExpectFilesIntact();
   }
 
+  // Rewrites inode `ino`'s record with `f` applied, as damage a crash or a bug could leave.
+  void EditInode(uint64_t ino, const std::function<void(Inode&)>& f) {
+    auto r = client_->Change(InodeKey(ino), [&](const std::optional<std::string>& cur) {
+      auto rec = MetaRecord::Decode(*cur);
+      if (!rec.ok() || !rec->inode()) return Decision::Abort(Internal("not an inode"));
+      f(*rec->inode());
+      return Decision::Write(rec->Encode());
+    });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+
   // The chunk of slot `slot` of the file at `path`.
   ChunkId ChunkOf(const std::string& path, size_t slot) {
     auto ino = fs_->Resolve(path);
@@ -467,23 +478,14 @@ TEST_F(FsckTest, UnsettledRenameMarksAreReportedAndKeepTheirTransaction) {
 TEST_F(FsckTest, WrongLinkCountsAreRecounted) {
   StartCluster();
   WriteFiles();
-  auto edit = [&](uint64_t ino, std::function<void(Inode&)> f) {
-    auto r = client_->Change(InodeKey(ino), [&](const std::optional<std::string>& cur) {
-      auto rec = MetaRecord::Decode(*cur);
-      if (!rec.ok() || !rec->inode()) return Decision::Abort(Internal("not an inode"));
-      f(*rec->inode());
-      return Decision::Write(rec->Encode());
-    });
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-  };
   auto d = fs_->Resolve("/d");
   auto big = fs_->Resolve("/d/e/big");
   ASSERT_TRUE(d.ok() && big.ok());
-  edit(*d, [](Inode& in) {
+  EditInode(*d, [](Inode& in) {
     in.entry_count += 5;
     in.nlink += 3;
   });
-  edit(*big, [](Inode& in) { in.nlink = 3; });
+  EditInode(*big, [](Inode& in) { in.nlink = 3; });
   // /d changed moments ago (WriteFiles): a create or unlink in it may be between its two
   // rounds, so --repair waits until it has been quiet for --recount-quiet (default 62 s) and
   // says so, then recounts it (README, "fsck recounts only a quiet directory").
@@ -509,14 +511,10 @@ TEST_F(FsckTest, DanglingEntryIsRemovedAndItsDirectoryRecounted) {
   auto d = fs_->Resolve("/d");
   auto small = fs_->Resolve("/d/small");
   ASSERT_TRUE(d.ok() && small.ok());
-  auto r = client_->Change(InodeKey(*small), [&](const std::optional<std::string>& cur) {
-    auto rec = MetaRecord::Decode(*cur);
-    if (!rec.ok() || !rec->inode()) return Decision::Abort(Internal("not an inode"));
-    rec->inode()->state = InodeState::kDying;
-    rec->inode()->nlink = 0;
-    return Decision::Write(rec->Encode());
+  EditInode(*small, [](Inode& in) {
+    in.state = InodeState::kDying;
+    in.nlink = 0;
   });
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
   files_.erase("/d/small");
   ExpectRepairCycle({"--recount-quiet", "1"}, {"dangling_entry", "/d/small"});
   EXPECT_FALSE(fs_->Resolve("/d/small").ok());

@@ -572,9 +572,7 @@ class Fsck {
   // (mounts at work in it) stays reported, with the reason.
   void RecountDeferred() {
     if (deferred_.empty()) return;
-    const NamespaceOptions& no = client_->ns().options();
-    int64_t quiet_ns =
-        no.recount_quiet_ns > 0 ? no.recount_quiet_ns : no.birth_grace_ns + 2 * no.clock_skew_ns;
+    const int64_t quiet_ns = client_->ns().options().RecountQuietNs();
     auto until = last_deferred_ + std::chrono::nanoseconds(quiet_ns) + std::chrono::seconds(1);
     auto now = std::chrono::steady_clock::now();
     if (until > now) {
