@@ -28,6 +28,17 @@ Status ErrnoStatus(const std::string& what, int err) {
   return Status(code, what + ": " + std::strerror(err));
 }
 
+// A failed read of a chunk's bytes. EIO is the disk saying the replica cannot be read: as bad
+// as wrong bytes (kCorruption), so that a reader reports it and the replica is quarantined
+// and replaced, where any other error (no descriptors, ...) says nothing about the replica.
+Status ReadFailure(const std::string& path, int err) {
+  if (err == EIO) {
+    return Status(StatusCode::kCorruption,
+                  "read " + path + ": " + std::strerror(err) + " (the replica is unreadable)");
+  }
+  return ErrnoStatus("read " + path, err);
+}
+
 Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
     return ErrnoStatus("mkdir " + path, errno);
@@ -227,7 +238,13 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     ::unlink(tmp.c_str());
     return s;
   }
-  QFS_RETURN_IF_ERROR(FsyncPath(d2, O_RDONLY | O_DIRECTORY));
+  Status synced = FsyncPath(d2, O_RDONLY | O_DIRECTORY);
+  if (!synced.ok()) {
+    // The name may not be durable: it must not stay for a retried put to find and refresh
+    // (which syncs the file, not its name) and acknowledge.
+    ::unlink(path.c_str());
+    return synced;
+  }
   ++count_;
   bytes_ += size;
   return Status::Ok();
@@ -425,6 +442,10 @@ Result<std::shared_ptr<ChunkBuffer>> ChunkStore::Read(const ChunkId& id) {
     ::close(fd);
     return ErrnoStatus("stat " + path, err);
   }
+  if (int err = fail_reads_.load()) {
+    ::close(fd);
+    return ReadFailure(path, err);
+  }
   auto out = ChunkBuffer::Take(static_cast<size_t>(st.st_size));
   size_t done = 0;
   if (out->size() > 0 && direct_io_.load() && !WhollyCached(fd, out->size()) && FirstTouch(id)) {
@@ -453,7 +474,7 @@ Result<std::shared_ptr<ChunkBuffer>> ChunkStore::Read(const ChunkId& id) {
     if (n <= 0) {
       int err = n < 0 ? errno : EIO;
       ::close(fd);
-      return ErrnoStatus("read " + path, err);
+      return ReadFailure(path, err);
     }
     done += static_cast<size_t>(n);
   }
@@ -513,8 +534,8 @@ Status ChunkStore::ReadDirect(int fd, ChunkBuffer* out, const std::string& path,
       *unsupported = true;
       return Status(StatusCode::kIoError, "O_DIRECT refused");
     }
-    if (n < 0) return ErrnoStatus("read " + path, errno);
-    if (n == 0) return ErrnoStatus("read " + path, EIO);  // shorter than it was at fstat
+    if (n < 0) return ReadFailure(path, errno);
+    if (n == 0) return ReadFailure(path, EIO);  // shorter than it was at fstat
     *done += static_cast<size_t>(n);
     if (*done > size) {
       return Status(StatusCode::kIoError, "read " + path + ": longer than it was at fstat");
@@ -595,15 +616,36 @@ Result<bool> ChunkStore::DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns) {
 }
 
 Result<bool> ChunkStore::VerifyOrQuarantine(const ChunkId& id) {
-  QFS_ASSIGN_OR_RETURN(std::string bytes, Get(id));
-  if (ChunkId::Of(bytes) == id) return false;
-  std::lock_guard<std::mutex> lock(LockOf(id));
   std::string path = PathOf(id);
+  struct stat before;
+  if (::stat(path.c_str(), &before) != 0) {
+    if (errno == ENOENT) return NotFound("chunk " + id.ToHex() + " not stored here");
+    return ErrnoStatus("stat " + path, errno);
+  }
+  // Read and hashed without the id's lock (a failing disk may take seconds, and the lock is
+  // shared with other ids' puts and deletes); checked again under it before the move.
+  auto read = Read(id);
+  if (!read.ok() && read.status().code() != StatusCode::kCorruption) return read.status();
+  if (read.ok() && ChunkId::Of((*read)->data(), (*read)->size()) == id) return false;
+  std::lock_guard<std::mutex> lock(LockOf(id));
+  // Still the file found bad: a GC delete and a fresh put of the id since leave a new file,
+  // which this check says nothing about.
+  struct stat now;
+  if (::stat(path.c_str(), &now) != 0 || now.st_ino != before.st_ino ||
+      now.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+      now.st_mtim.tv_nsec != before.st_mtim.tv_nsec) {
+    return false;
+  }
+  // Wrong bytes, or bytes the disk cannot read: out of chunks/, durably (a crash must not
+  // bring the replica back to be served and counted).
   std::string q = dir_ + "/quarantine/" + id.ToHex() + "." + std::to_string(std::time(nullptr));
   if (::rename(path.c_str(), q.c_str()) != 0) return ErrnoStatus("quarantine " + path, errno);
   ::unlink(HintPathOf(id).c_str());
   --count_;
-  bytes_ -= bytes.size();
+  bytes_ -= static_cast<uint64_t>(now.st_size);
+  std::string hex = id.ToHex();
+  QFS_RETURN_IF_ERROR(FsyncPath(dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2),
+                                O_RDONLY | O_DIRECTORY));
   return true;
 }
 

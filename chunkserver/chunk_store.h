@@ -74,7 +74,8 @@ class ChunkStore {
   // Stores without hashing: REQUIRES the caller verified the hash.
   Status PutVerified(const ChunkId& id, const void* data, size_t size, const std::string& hint);
 
-  // The stored bytes, unverified. NotFound if absent.
+  // The stored bytes, unverified. NotFound if absent; kCorruption if the disk cannot read them
+  // (EIO).
   Result<std::string> Get(const ChunkId& id);
   // The same into a pooled buffer that is not zero-filled first (the serving path: a get need
   // not clear 1-16 MiB, or fault in fresh pages, before overwriting it). While chunks are
@@ -94,8 +95,8 @@ class ChunkStore {
   // Deletes the chunk if its last put is older than `cutoff_ns`. Returns whether it did.
   Result<bool> DeleteIfOlder(const ChunkId& id, int64_t cutoff_ns);
 
-  // Re-reads and re-hashes; if the bytes are bad moves the file to quarantine/ and returns
-  // true. NotFound if absent.
+  // Re-reads and re-hashes; if the bytes are bad, or the disk cannot read them (EIO), moves
+  // the file to quarantine/ and returns true. NotFound if absent.
   Result<bool> VerifyOrQuarantine(const ChunkId& id);
 
   uint64_t chunk_count() const { return count_.load(); }
@@ -117,6 +118,9 @@ class ChunkStore {
   // Reads served with O_DIRECT so far (for tests).
   uint64_t direct_reads() const { return direct_reads_.load(); }
   std::string PathOf(const ChunkId& id) const;
+  // Tests: every read of a chunk's bytes fails with `err` (0: reads work), as a disk with a bad
+  // sector does.
+  void FailReadsForTesting(int err) { fail_reads_.store(err); }
 
  private:
   explicit ChunkStore(std::string data_dir) : dir_(std::move(data_dir)) {}
@@ -155,6 +159,7 @@ class ChunkStore {
   std::atomic<uint64_t> reserve_{0};
   std::atomic<uint64_t> putting_bytes_{0};  // new chunks being written (for the reserve check)
   std::atomic<bool> cachestat_works_{true};
+  std::atomic<int> fail_reads_{0};
   std::atomic<uint64_t> direct_reads_{0};
   // Chunks read once with O_DIRECT: a fingerprint of the id (never 0) per slot, the slot chosen
   // by other bytes of the id. A collision forgets a chunk, whose next read is then direct

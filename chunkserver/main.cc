@@ -17,8 +17,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -60,6 +62,17 @@ bool WriteFileDurably(const std::string& path, const std::string& content) {
             ::fsync(fd) == 0;
   ::close(fd);
   return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// Makes the names in directory `dir` durable (a name created there before the fsync).
+void SyncDirOrDie(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    Die("cannot sync directory " + dir + ": " + std::strerror(err));
+  }
+  ::close(fd);
 }
 
 // Takes an exclusive lock on <dir>/LOCK for the life of the process.
@@ -199,7 +212,13 @@ int Run(int argc, char** argv) {
   if (!self) Die("node id '" + id + "' is not in " + cluster_path);
   if (listen.empty()) listen = self->address;
 
-  if (::mkdir(data.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(data.c_str(), 0755) == 0) {
+    // The data dir's own name, durable before this node promises anything from it.
+    auto path = std::filesystem::path(data).lexically_normal();
+    if (!path.has_filename()) path = path.parent_path();  // "dir/" names "dir"
+    std::string parent = path.parent_path().string();
+    SyncDirOrDie(parent.empty() ? "." : parent);
+  } else if (errno != EEXIST) {
     Die("cannot create data dir " + data + ": " + std::strerror(errno));
   }
   LockDataDir(data);
@@ -227,7 +246,12 @@ int Run(int argc, char** argv) {
   record_options.inline_sync_below = std::chrono::microseconds(inline_sync_us);
   auto records = RecordStore::Open(data + "/meta", record_options);
   if (!records.ok()) Die(records.status().message());
-  WorkerPool pool(disk_threads);
+  // LevelDB syncs its files and meta/ itself, not meta/'s name here: without this a fresh node
+  // could promise, crash, and come back with an empty meta/ that has forgotten its promises.
+  SyncDirOrDie(data);
+  // Destroyed (its queued work run) explicitly below, while the service its work refers to
+  // still exists.
+  auto pool = std::make_unique<WorkerPool>(disk_threads);
 
   kj::Own<kj::ConnectionReceiver> listener;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
@@ -251,7 +275,7 @@ int Run(int argc, char** argv) {
   ServiceState state;
   auto shared_config = std::make_shared<const ClusterConfig>(std::move(config).value());
   capnp::Capability::Client bootstrap =
-      kj::heap<ChunkserverService>(options, shared_config, **chunks, **records, pool, state);
+      kj::heap<ChunkserverService>(options, shared_config, **chunks, **records, *pool, state);
   std::fprintf(stderr, "quorumfs-chunkserver: node %s listening on %s (port %u), data %s%s\n",
                id.c_str(), listen.c_str(), listener->getPort(), data.c_str(),
                voting ? "" : ", rejoining (not voting)");
@@ -273,6 +297,8 @@ int Run(int argc, char** argv) {
       io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
     }
   }
+  // Work still queued after the drain (a slow disk) runs now, before the service goes.
+  pool.reset();
   records->reset();  // waits for queued syncs, closes LevelDB
   std::fprintf(stderr, "quorumfs-chunkserver: node %s stopped\n", id.c_str());
   return 0;

@@ -316,8 +316,11 @@ void RecordStore::Reopen(const Status& why) {
 }
 
 Result<std::vector<std::pair<std::string, AcceptorState>>> RecordStore::Scan(
-    const std::string& prefix, const std::string& after, size_t limit) {
+    const std::string& prefix, const std::string& after, size_t limit, RecordScanOptions options,
+    bool* cut) {
   std::vector<std::pair<std::string, AcceptorState>> out;
+  if (cut) *cut = false;
+  size_t bytes = 0;
   std::shared_lock<std::shared_mutex> lock(db_mu_);
   if (!db_) return ClosedStatus();
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
@@ -330,6 +333,14 @@ Result<std::vector<std::pair<std::string, AcceptorState>>> RecordStore::Scan(
     if (!after.empty() && key <= after) continue;
     auto state = AcceptorState::Decode(std::string_view(it->value().data(), it->value().size()));
     if (!state.ok()) return state.status().WithContext("row " + DescribeKey(key));
+    if (options.keys_only && state->value) state->value->clear();
+    // A row's ballots and list overhead: well under 64 bytes in a reply.
+    size_t row_bytes = 64 + key.size() + (state->value ? state->value->size() : 0);
+    if (!out.empty() && bytes + row_bytes > options.max_bytes) {
+      if (cut) *cut = true;
+      break;
+    }
+    bytes += row_bytes;
     out.emplace_back(std::move(key), std::move(state).value());
   }
   if (!it->status().ok()) return IoError("LevelDB scan: " + it->status().ToString());

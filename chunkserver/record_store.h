@@ -57,6 +57,12 @@ struct RecordStoreOptions {
   std::chrono::microseconds inline_sync_below{1000};
 };
 
+// RecordStore::Scan's bounds (see there).
+struct RecordScanOptions {
+  size_t max_bytes = SIZE_MAX;
+  bool keys_only = false;
+};
+
 class RecordStore : public AcceptorStorage {
  public:
   static Result<std::unique_ptr<RecordStore>> Open(const std::string& dir,
@@ -75,10 +81,15 @@ class RecordStore : public AcceptorStorage {
   // Resolves once every batch committed before this call is durable (loop thread only).
   kj::Promise<Status> Barrier();
 
-  // Durable rows with key starting with prefix and > after, in order, at most limit.
+  // Durable rows with key starting with prefix and > after, in order, at most limit, and
+  // after the first row no more than `max_bytes` of keys and values (`*cut` true when that
+  // bound ended the scan). `keys_only`: each value present is returned empty (its bytes are
+  // neither copied nor counted).
   Result<std::vector<std::pair<std::string, AcceptorState>>> Scan(const std::string& prefix,
                                                                   const std::string& after,
-                                                                  size_t limit);
+                                                                  size_t limit,
+                                                                  RecordScanOptions options = {},
+                                                                  bool* cut = nullptr);
   uint64_t record_count() const { return record_count_; }
 
   // Number of LevelDB syncs so far (for tests of group commit), and of those the loop thread

@@ -1,5 +1,6 @@
 #include "chunkserver/service.h"
 
+#include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -17,7 +18,8 @@ namespace {
 constexpr uint32_t kMaxPage = 4096;
 constexpr size_t kMaxIdsPerCall = 65536;
 constexpr size_t kMaxRecordValue = 1024 * 1024;
-constexpr size_t kMaxBatchReplyBytes = 8 * 1024 * 1024;  // readAcceptedBatch answers a prefix
+constexpr size_t kMaxBatchReplyBytes = 8 * 1024 * 1024;  // readAcceptedBatch, scanRecords pages
+constexpr int64_t kMaxMarkAheadNs = 60LL * 1000000000;   // deleteChunk's mark start
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -140,6 +142,8 @@ kj::Promise<void> ChunkserverService::putChunk(PutChunkContext context) {
   // thread writes it with O_DIRECT as it is.
   auto bytes = ChunkBuffer::Take(data.size());
   std::memcpy(bytes->data(), data.begin(), data.size());
+  // The request's copy is no longer needed: at most one copy of each chunk in flight.
+  context.releaseParams();
   return Track(pool_
                    .Run<Status>([this, cid, bytes, hint]() {
                      return chunks_.Put(cid, bytes->data(), bytes->size(), hint);
@@ -265,12 +269,22 @@ kj::Promise<void> ChunkserverService::deleteChunk(DeleteChunkContext context) {
   auto id = ReadChunkId(params.getId());
   if (admit.ok() && !id.ok()) admit = id.status();
   if (admit.ok() && params.getGraceNs() < 0) admit = InvalidArgument("negative grace");
+  // The cutoff is the caller's mark start minus the grace. A mark start from a clock running
+  // ahead (or a garbled one) moves the cutoff forward and would delete chunks put within the
+  // grace, whose layouts may not be published yet: refused, with this node's view of the gap.
+  const int64_t mark_start = params.getMarkStart();
+  if (admit.ok() && mark_start <= 0) admit = InvalidArgument("mark start is not a time");
+  if (admit.ok() && mark_start > NowNs() + kMaxMarkAheadNs) {
+    admit = InvalidArgument("mark start is " + std::to_string((mark_start - NowNs()) / 1000000000) +
+                            " s ahead of node " + options_.node_id +
+                            "'s clock (at most 60 s allowed): check the clocks");
+  }
   if (!admit.ok()) {
     SetError(context.getResults().initError(), admit);
     return kj::READY_NOW;
   }
   ChunkId cid = *id;
-  int64_t cutoff = ChunkSweepCutoff(params.getMarkStart(), params.getGraceNs());
+  int64_t cutoff = ChunkSweepCutoff(mark_start, params.getGraceNs());
   return Track(
       pool_.Run<Result<bool>>([this, cid, cutoff]() { return chunks_.DeleteIfOlder(cid, cutoff); })
           .then([context](Result<bool> r) mutable {
@@ -471,7 +485,14 @@ kj::Promise<void> ChunkserverService::scanRecords(ScanRecordsContext context) {
     SetError(results.initError(), admit);
     return kj::READY_NOW;
   }
-  auto rows = records_.Scan(ToString(params.getPrefix()), ToString(params.getAfter()), limit);
+  // A page's values stop at about 8 MiB (inode records reach ~40 KiB, any record 1 MiB: 4096
+  // of them would not fit a message, and would be built in memory first).
+  RecordScanOptions scan;
+  scan.max_bytes = kMaxBatchReplyBytes;
+  scan.keys_only = params.getKeysOnly();
+  bool cut = false;
+  auto rows =
+      records_.Scan(ToString(params.getPrefix()), ToString(params.getAfter()), limit, scan, &cut);
   if (!rows.ok()) {
     SetError(results.initError(), rows.status());
     return kj::READY_NOW;
@@ -485,9 +506,9 @@ kj::Promise<void> ChunkserverService::scanRecords(ScanRecordsContext context) {
     WriteBallot(b.initPromised(), state.promised);
     WriteBallot(b.initAccepted(), state.accepted);
     b.setHasValue(state.value.has_value());
-    if (state.value) b.setValue(AsData(*state.value));
+    if (state.value && !scan.keys_only) b.setValue(AsData(*state.value));
   }
-  if (rows->size() == limit) results.setNext(AsData(rows->back().first));
+  if (rows->size() == limit || cut) results.setNext(AsData(rows->back().first));
   return kj::READY_NOW;
 }
 
@@ -545,7 +566,15 @@ kj::Promise<void> ChunkserverService::finishRejoin(FinishRejoinContext context) 
     if (::unlink(marker.c_str()) != 0 && errno != ENOENT) {
       admit = IoError("remove " + marker + ": " + std::strerror(errno));
     } else {
-      options_.voting = true;
+      // Durable before this node votes and says so (a retry after a failed sync syncs again).
+      int fd = ::open(options_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0 || ::fsync(fd) != 0) {
+        admit = IoError("sync " + options_.data_dir +
+                        " after removing REJOINING: " + std::strerror(errno));
+      } else {
+        options_.voting = true;
+      }
+      if (fd >= 0) ::close(fd);
     }
   }
   SetError(context.getResults().initError(), admit);

@@ -12,6 +12,12 @@ struct Loaded {
   Ballot Promised() const { return row ? row->promised : floor; }
 };
 
+Status CheckBallot(const Ballot& b, const char* what) {
+  if (b.InRange()) return Status::Ok();
+  return InvalidArgument(std::string(what) + " ballot " + b.ToString() +
+                         " has a counter of 2^62 or more");
+}
+
 Result<Loaded> Load(AcceptorStorage& storage, const std::string& key) {
   Loaded l;
   QFS_ASSIGN_OR_RETURN(l.row, storage.LoadRecord(key));
@@ -33,6 +39,7 @@ bool& AcceptorCore::UnsafeNoNextPromiseForTesting() {
 
 Result<AcceptorResult<PrepareReply>> AcceptorCore::Prepare(AcceptorStorage& storage,
                                                            const std::string& key, Ballot ballot) {
+  QFS_RETURN_IF_ERROR(CheckBallot(ballot, "prepare"));
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<PrepareReply> r;
   if (!(ballot > l.Promised())) {
@@ -54,6 +61,9 @@ Result<AcceptorResult<PrepareReply>> AcceptorCore::Prepare(AcceptorStorage& stor
 Result<AcceptorResult<AcceptReply>> AcceptorCore::Accept(AcceptorStorage& storage,
                                                          const std::string& key, Ballot ballot,
                                                          std::string value) {
+  // Its successor is promised with it: that one must be in range too.
+  QFS_RETURN_IF_ERROR(CheckBallot(ballot, "accept"));
+  QFS_RETURN_IF_ERROR(CheckBallot(ballot.Next(), "accept's next"));
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<AcceptReply> r;
   // A duplicate of the accept this row holds (a message delivered twice): already done. The
@@ -108,6 +118,9 @@ Result<AcceptorResult<DeleteRecordReply>> AcceptorCore::DeleteRecord(AcceptorSto
                                                                      Ballot accepted_ballot,
                                                                      Ballot promised_ballot,
                                                                      Ballot fence) {
+  QFS_RETURN_IF_ERROR(CheckBallot(accepted_ballot, "accepted"));
+  QFS_RETURN_IF_ERROR(CheckBallot(promised_ballot, "promised"));
+  QFS_RETURN_IF_ERROR(CheckBallot(fence, "fence"));
   QFS_ASSIGN_OR_RETURN(Loaded l, Load(storage, key));
   AcceptorResult<DeleteRecordReply> r;
   if (!l.row || l.row->accepted != accepted_ballot || l.row->promised != promised_ballot) {

@@ -14,6 +14,14 @@ struct Ballot {
   uint64_t counter = 0;
   uint64_t proposer = 0;
 
+  // Acceptors refuse a ballot whose counter is this or more (an accept: whose successor's, the
+  // promise it makes), so that every stored ballot is in range and Next() (and a proposer's
+  // next ballot) can never wrap around to counter 0, the skip-prepare ballot: a garbled or
+  // hostile accept at counter 2^64-1 would otherwise leave a row promised at (0, p), which any
+  // delayed accept could overwrite. Honest counters grow by one per round; they never get near.
+  static constexpr uint64_t kMaxCounter = uint64_t{1} << 62;
+  bool InRange() const { return counter < kMaxCounter; }
+
   bool IsNone() const { return counter == 0 && proposer == 0; }
   bool operator==(const Ballot& o) const { return counter == o.counter && proposer == o.proposer; }
   bool operator!=(const Ballot& o) const { return !(*this == o); }

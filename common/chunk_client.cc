@@ -160,6 +160,11 @@ kj::Promise<ChunkClient::Fetched> ChunkClient::GetOne(std::shared_ptr<GetState> 
   return transport_.GetChunk(node, st->id)
       .then([this, st, node, failed](Result<std::string>&& r) -> kj::Promise<Fetched> {
         if (!r.ok()) {
+          // The server's disk could not read its replica: quarantined, so that fsck finds the
+          // chunk one copy short and copies it back.
+          if (r.status().code() == StatusCode::kCorruption) {
+            transport_.ReportCorrupt(node, st->id).detach([](kj::Exception&&) {});
+          }
           if (r.status().code() != StatusCode::kNotFound) st->any_unavailable = true;
           if (r.status().code() == StatusCode::kUnavailable ||
               r.status().code() == StatusCode::kTimedOut) {

@@ -375,7 +375,11 @@ QuorumSpec Proposer::SpecFor(const std::string& key) const {
 
 Ballot Proposer::NextBallot() { return Ballot{++max_counter_, options_.proposer_id}; }
 
-void Proposer::Observe(const Ballot& b) { max_counter_ = std::max(max_counter_, b.counter); }
+void Proposer::Observe(const Ballot& b) {
+  // A counter out of acceptors' range comes only from a garbled reply: ignored, so that the
+  // next ballot stays one every acceptor takes.
+  if (b.InRange()) max_counter_ = std::max(max_counter_, b.counter);
+}
 
 kj::Duration Proposer::Backoff(int attempt) {
   int64_t lo = options_.backoff_min / kj::NANOSECONDS;

@@ -527,32 +527,35 @@ kj::Promise<Result<bool>> RpcCluster::DeleteChunk(const std::string& node, const
 
 kj::Promise<Result<ScanPage>> RpcCluster::ScanRecords(const std::string& node,
                                                       const std::string& prefix,
-                                                      const std::string& after, uint32_t limit) {
+                                                      const std::string& after, uint32_t limit,
+                                                      bool keys_only) {
   uint64_t epoch = config_->epoch;
-  return Call<ScanPage>(node, [prefix, after, limit, epoch](rpc::Chunkserver::Client& c) {
-    auto req = c.scanRecordsRequest();
-    req.setEpoch(epoch);
-    req.setPrefix(AsData(prefix));
-    req.setAfter(AsData(after));
-    req.setLimit(limit);
-    return req.send().then(
-        [](capnp::Response<rpc::Chunkserver::ScanRecordsResults>&& r) -> Result<ScanPage> {
-          Status s = StatusFromRpc(r.getError());
-          if (!s.ok()) return s;
-          ScanPage page;
-          for (auto rec : r.getRecords()) {
-            ScannedRecord out;
-            out.key = ToString(rec.getKey());
-            out.promised = FromRpc(rec.getPromised());
-            out.accepted = FromRpc(rec.getAccepted());
-            if (rec.getHasValue()) out.value = ToString(rec.getValue());
-            page.records.push_back(std::move(out));
-          }
-          page.more = r.getNext().size() > 0;
-          page.voting = r.getVoting();
-          return page;
-        });
-  });
+  return Call<ScanPage>(
+      node, [prefix, after, limit, keys_only, epoch](rpc::Chunkserver::Client& c) {
+        auto req = c.scanRecordsRequest();
+        req.setEpoch(epoch);
+        req.setPrefix(AsData(prefix));
+        req.setAfter(AsData(after));
+        req.setLimit(limit);
+        req.setKeysOnly(keys_only);
+        return req.send().then(
+            [](capnp::Response<rpc::Chunkserver::ScanRecordsResults>&& r) -> Result<ScanPage> {
+              Status s = StatusFromRpc(r.getError());
+              if (!s.ok()) return s;
+              ScanPage page;
+              for (auto rec : r.getRecords()) {
+                ScannedRecord out;
+                out.key = ToString(rec.getKey());
+                out.promised = FromRpc(rec.getPromised());
+                out.accepted = FromRpc(rec.getAccepted());
+                if (rec.getHasValue()) out.value = ToString(rec.getValue());
+                page.records.push_back(std::move(out));
+              }
+              page.more = r.getNext().size() > 0;
+              page.voting = r.getVoting();
+              return page;
+            });
+      });
 }
 
 kj::Promise<Result<bool>> RpcCluster::DeleteRecord(const std::string& node, const std::string& key,

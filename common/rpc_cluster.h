@@ -98,9 +98,10 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
       const std::string& node, const std::optional<ChunkId>& after, uint32_t limit);
   kj::Promise<Result<bool>> DeleteChunk(const std::string& node, const ChunkId& id,
                                         int64_t mark_start_ns, int64_t grace_ns);
-  // scanRecords: see schema/chunkserver.capnp.
+  // scanRecords: see schema/chunkserver.capnp. `keys_only`: records come without their values.
   kj::Promise<Result<ScanPage>> ScanRecords(const std::string& node, const std::string& prefix,
-                                            const std::string& after, uint32_t limit);
+                                            const std::string& after, uint32_t limit,
+                                            bool keys_only = false);
   // deleteRecord: see schema/chunkserver.capnp (accepted and promised ballots as scanned).
   kj::Promise<Result<bool>> DeleteRecord(const std::string& node, const std::string& key,
                                          Ballot ballot, Ballot promised, Ballot fence);

@@ -87,7 +87,9 @@ kj::Promise<Result<std::vector<std::string>>> RpcRecordLister::ListOnce(
   };
   auto targets = std::make_shared<std::vector<std::string>>(spec.targets);
   auto send = [this, targets, prefix, after, limit](size_t i) {
-    return rpc_.ScanRecords((*targets)[i], prefix, after, limit);
+    // Keys only: a page of 4096 keys always fits (values would not: inode records), so every
+    // page but the last holds `limit` keys, which callers take as "more may follow".
+    return rpc_.ScanRecords((*targets)[i], prefix, after, limit, /*keys_only=*/true);
   };
   if (timer_ == nullptr) {
     kj::Vector<kj::Promise<Result<ScanPage>>> pages;

@@ -34,7 +34,10 @@ struct Error {
 
 struct Ballot {
   counter @0 :UInt64;   # 0 with proposer 0 is "no ballot"; 0 with a proposer id is the
-                        # one skip-prepare write of a fresh inode (DESIGN.md, "Metadata")
+                        # one skip-prepare write of a fresh inode (DESIGN.md, "Metadata").
+                        # At most 2^62 - 1 in a request (an accept's at most 2^62 - 2:
+                        # it promises the next one), invalidArgument otherwise, so that
+                        # no promise can wrap around to 0.
   proposer @1 :UInt64;  # random 64-bit id drawn at every proposer process start
 }
 
@@ -76,7 +79,8 @@ interface Chunkserver {
   # Limits: data 1 byte .. 16 MiB (tooLarge / invalidArgument). Disk full: noSpace.
   putChunk @0 (epoch :UInt64, id :Data, data :Data, hint :Text) -> (error :Error);
 
-  # Returns the stored bytes without hashing them (the client verifies). notFound if absent.
+  # Returns the stored bytes without hashing them (the client verifies). notFound if absent;
+  # corruption if the disk cannot read them (EIO): the client then reports the replica.
   getChunk @1 (epoch :UInt64, id :Data) -> (error :Error, data :Data);
 
   # Which of `ids` are stored here: `present[i]` answers `ids[i]`. At most 65536 ids.
@@ -88,12 +92,15 @@ interface Chunkserver {
       -> (error :Error, chunks :List(ChunkInfo), next :Data);
 
   # GC sweep: deletes the chunk only if its last put is older than markStart - grace (both ns).
-  # `deleted` false (with ok) when it was younger, or absent.
+  # `deleted` false (with ok) when it was younger, or absent. invalidArgument for a negative
+  # grace, a markStart <= 0, or a markStart more than 60 s ahead of this server's clock (a GC
+  # client whose clock runs ahead would otherwise delete chunks put within the grace).
   deleteChunk @4 (epoch :UInt64, id :Data, markStart :Int64, graceNs :Int64)
       -> (error :Error, deleted :Bool);
 
-  # A client saw bytes that do not match `id`. The server re-reads and re-hashes its replica;
-  # if it is bad it is moved to quarantine/ and `quarantined` is true.
+  # A client saw bytes that do not match `id` (or a `corruption` error: the disk could not
+  # read them). The server re-reads and re-hashes its replica; if it is bad or unreadable it
+  # is moved to quarantine/ and `quarantined` is true.
   reportCorrupt @5 (epoch :UInt64, id :Data) -> (error :Error, quarantined :Bool);
 
   # CASPaxos phase 1. `promised` true: the ballot is promised (durably, before this reply)
@@ -116,10 +123,13 @@ interface Chunkserver {
       -> (error :Error, state :RecordState, voting :Bool);
 
   # Records whose key starts with `prefix` and is > `after`, in key order, at most `limit`
-  # (1..4096). `next` is the last key returned, empty when complete. `voting` is false on a
-  # server started with --rejoin and not yet refilled: its rows may be missing, so a listing
-  # must not count it towards a quorum.
-  scanRecords @9 (epoch :UInt64, prefix :Data, after :Data, limit :UInt32)
+  # (1..4096), and after the first record at most about 8 MiB of keys and values. `next` is
+  # the last key returned, empty when complete (a page cut by size has fewer than `limit`
+  # records and a `next`). `keysOnly`: no value bytes are sent (`hasValue` still tells), so a
+  # page is never cut by size (4096 keys of at most 512 bytes). `voting` is false on a server
+  # started with --rejoin and not yet refilled: its rows may be missing, so a listing must not
+  # count it towards a quorum.
+  scanRecords @9 (epoch :UInt64, prefix :Data, after :Data, limit :UInt32, keysOnly :Bool)
       -> (error :Error, records :List(RecordState), next :Data, voting :Bool);
 
   # Removes a record (GC of tombstones, dead inodes, finished transactions): deletes the row

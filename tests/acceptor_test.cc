@@ -181,6 +181,37 @@ TEST_F(AcceptorTest, AcceptIsIdempotent) {
   EXPECT_EQ(storage_.rows[key_].value, std::optional<std::string>("v"));
 }
 
+// A garbled or hostile ballot near 2^64 would make the row's next promise wrap to counter 0
+// (below every ballot), so a delayed accept at a low ballot could replace a chosen value.
+// Acceptors refuse counters of 2^62 and more, in every request, and keep nothing of them.
+TEST_F(AcceptorTest, BallotsNearTheCounterLimitAreRefused) {
+  ASSERT_TRUE(Accept(key_, B(5, 1), "chosen").accepted);
+  const AcceptorState before = storage_.rows[key_];
+  for (uint64_t counter : {UINT64_MAX, Ballot::kMaxCounter}) {
+    auto accept = AcceptorCore::Accept(storage_, key_, B(counter, 2), "hostile");
+    EXPECT_EQ(accept.status().code(), StatusCode::kInvalidArgument) << counter;
+    auto prepare = AcceptorCore::Prepare(storage_, key_, B(counter, 2));
+    EXPECT_EQ(prepare.status().code(), StatusCode::kInvalidArgument) << counter;
+    auto del = AcceptorCore::DeleteRecord(storage_, key_, B(5, 1), before.promised, B(counter, 2));
+    EXPECT_EQ(del.status().code(), StatusCode::kInvalidArgument) << counter;
+  }
+  EXPECT_EQ(storage_.rows[key_].promised, before.promised);
+  EXPECT_EQ(storage_.rows[key_].accepted, before.accepted);
+  EXPECT_EQ(storage_.rows[key_].value, before.value);
+  // The row still refuses a delayed accept below its promise, and the largest counter in range
+  // still works.
+  EXPECT_FALSE(Accept(key_, B(4, 3), "delayed").accepted);
+  // An accept promises its ballot's successor, which must be in range too.
+  EXPECT_EQ(
+      AcceptorCore::Accept(storage_, key_, B(Ballot::kMaxCounter - 1, 2), "x").status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Accept(key_, B(Ballot::kMaxCounter - 2, 2), "top").accepted);
+  EXPECT_EQ(storage_.rows[key_].promised, B(Ballot::kMaxCounter - 1, 2));
+  // Every ballot stored stays in range, so a later delete can name the row's own ballots.
+  AcceptorWrite write;
+  EXPECT_TRUE(Delete(key_, B(Ballot::kMaxCounter - 2, 2), &write).deleted);
+}
+
 TEST_F(AcceptorTest, ReadAcceptedChangesNothing) {
   auto absent = Read(key_);
   EXPECT_TRUE(absent.promised_ballot.IsNone());

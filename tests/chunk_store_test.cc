@@ -213,6 +213,43 @@ TEST_F(ChunkStoreTest, CorruptReplicaIsQuarantined) {
   EXPECT_FALSE((*store)->Has(id));
 }
 
+// A replica the disk cannot read (EIO) is as bad as one with wrong bytes: the read says
+// corruption (so the reader reports it) and a verify quarantines it. Any other read failure
+// says nothing about the replica and quarantines nothing.
+TEST_F(ChunkStoreTest, UnreadableReplicaIsQuarantinedOtherFailuresAreNot) {
+  auto store = ChunkStore::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  std::string data = "bytes on a bad sector";
+  ChunkId id = ChunkId::Of(data);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  ASSERT_EQ((*store)->chunk_count(), 1u);
+
+  (*store)->FailReadsForTesting(EMFILE);
+  EXPECT_EQ((*store)->Read(id).status().code(), StatusCode::kIoError);
+  auto other = (*store)->VerifyOrQuarantine(id);
+  EXPECT_FALSE(other.ok());
+  EXPECT_TRUE((*store)->Has(id));
+  EXPECT_EQ((*store)->chunk_count(), 1u);
+
+  (*store)->FailReadsForTesting(EIO);
+  auto read = (*store)->Read(id);
+  EXPECT_EQ(read.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(read.status().message().find("unreadable"), std::string::npos);
+  auto bad = (*store)->VerifyOrQuarantine(id);
+  ASSERT_TRUE(bad.ok()) << bad.status().ToString();
+  EXPECT_TRUE(*bad);
+  EXPECT_FALSE((*store)->Has(id));
+  EXPECT_EQ((*store)->chunk_count(), 0u);
+  EXPECT_EQ((*store)->chunk_bytes(), 0u);
+
+  // A good copy put again is stored afresh, not refreshed in place.
+  (*store)->FailReadsForTesting(0);
+  ASSERT_TRUE((*store)->Put(id, data.data(), data.size(), "").ok());
+  auto back = (*store)->Get(id);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, data);
+}
+
 // Chunks are written with O_DIRECT from an aligned buffer padded to 4 KiB, then truncated to
 // their size: every size must come back byte for byte, with the right file size, whichever
 // way the store writes (--buffered-chunks writes through the page cache).

@@ -769,8 +769,9 @@ class Fsck {
           all.add(client_->rpc()
                       .GetChunk(work[k].second, id)
                       .then([this, id](Result<std::string>&& r) -> kj::Promise<bool> {
-                        if (!r.ok())
-                          return false;  // unreadable now: the home check below retries it
+                        // A replica the disk cannot read is as bad as wrong bytes; any
+                        // other failure (down, busy) is retried by the home check below.
+                        if (!r.ok()) return r.status().code() == StatusCode::kCorruption;
                         auto bytes = std::make_shared<std::string>(std::move(r).value());
                         return client_->hashers().Run<bool>(
                             [bytes, id]() { return ChunkId::Of(*bytes) != id; });
