@@ -1025,7 +1025,7 @@ class Namespace::Impl {
     }
     if (req.uid) in.uid = *req.uid, changed = true;
     if (req.gid) in.gid = *req.gid, changed = true;
-    if (req.size) {
+    if (req.size && !(req.size_grow_only && in.size >= *req.size)) {
       if (in.is_dir()) return Status(StatusCode::kIsDirectory, "truncate of a directory");
       if (in.type != FileType::kRegular) return InvalidArgument("truncate of a special file");
       if (*req.size > MaxFileSize(in.chunk_size)) return TooLarge();

@@ -149,6 +149,9 @@ struct SetAttrRequest {
   std::optional<uint32_t> mode;  // permission bits
   std::optional<uint32_t> uid, gid;
   std::optional<uint64_t> size;
+  // `size` only extends: a file already that long (another mount may have just appended) is
+  // left as it is (fallocate), decided in the same record change.
+  bool size_grow_only = false;
   // Times: nullopt leaves it, kNow sets the current time.
   static constexpr int64_t kNow = INT64_MIN;
   std::optional<int64_t> atime_ns, mtime_ns;

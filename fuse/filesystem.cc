@@ -71,9 +71,16 @@ int ErrnoOf(const Status& s) {
 struct DirtySlot {
   Slot base;         // the published slot this buffer started from
   std::string data;  // the slot's bytes as this mount sees them (may be short)
-  std::vector<std::pair<uint32_t, uint32_t>> ranges;  // bytes this mount wrote: [begin, end)
-  uint64_t gen = 0;                                   // bumped by every write
-  uint64_t uploaded_gen = 0;                          // gen whose bytes `uploaded` holds (0: none)
+  // Bytes this mount wrote and has not yet published, [begin, end), each with the generation
+  // of its write: what a rebase lays over another mount's newer bytes. A publish drops the
+  // ranges it carried (laid again later, they would undo other mounts' writes since).
+  struct Range {
+    uint32_t begin, end;
+    uint64_t gen;
+  };
+  std::vector<Range> ranges;
+  uint64_t gen = 0;           // bumped by every write (and rebase)
+  uint64_t uploaded_gen = 0;  // gen whose bytes `uploaded` holds (0: none)
   Slot uploaded;
   int64_t uploaded_at_ns = 0;  // wall clock when the put of `uploaded` was sent
   kj::Maybe<kj::ForkedPromise<void>> upload;
@@ -510,8 +517,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (ds.data.size() < in_slot + n) ds.data.resize(in_slot + n, '\0');
     std::memcpy(&ds.data[in_slot], src, n);
     dirty_bytes_ += ds.data.size() - before;
-    ds.ranges.emplace_back(in_slot, static_cast<uint32_t>(in_slot + n));
     ++ds.gen;
+    ds.ranges.push_back(DirtySlot::Range{in_slot, static_cast<uint32_t>(in_slot + n), ds.gen});
     f.written_end = std::max<uint64_t>(f.written_end, idx * cs + in_slot + n);
     f.local_mtime_ns = SystemWallClock().NowNs();
     {
@@ -696,16 +703,21 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return WriteFrom(ino, off, buf, 0);
   }
 
-  // `backpressure`: once written, flush the file if the mount holds more than max_dirty. Off
-  // for the staged writes applied in order (ApplyInOrder): Flush waits for that very chain.
+  // `backpressure`: first flush the file if the mount holds more than max_dirty; if that
+  // fails the write fails, and none of its bytes are kept (a write that said it failed must
+  // not land later). Off for the staged writes applied in order (ApplyInOrder): Flush waits
+  // for that very chain.
   kj::Promise<Status> WriteFrom(uint64_t ino, uint64_t off, std::shared_ptr<std::string> buf,
                                 size_t done, bool backpressure = true) {
     FileState* fs = Find(ino);
     if (!fs) return Status(StatusCode::kNotFound, "file not open");
-    if (done >= buf->size()) {
-      if (backpressure && dirty_bytes_ > o_.max_dirty) return Flush(ino);
-      return Status::Ok();
+    if (done == 0 && backpressure && dirty_bytes_ > o_.max_dirty) {
+      return Flush(ino).then([this, ino, off, buf](Status s) -> kj::Promise<Status> {
+        if (!s.ok()) return s;
+        return WriteFrom(ino, off, buf, 0, /*backpressure=*/false);
+      });
     }
+    if (done >= buf->size()) return Status::Ok();
     const uint64_t cs = fs->chunk_size();
     if (off + buf->size() > MaxFileSize(static_cast<uint32_t>(cs))) {
       return Status(StatusCode::kTooLarge, "write beyond the largest file this chunk size allows");
@@ -894,7 +906,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 }
                 if (*rebuilt > 0) {
                   if (attempt > 200)
-                    return Status(StatusCode::kConflict, "layout page keeps changing");
+                    return Status(StatusCode::kIoError, "a layout page kept changing");
                   return DoFlush(ino, attempt + 1, snap->carry);
                 }
                 return BuildAndPublish(ino, attempt, snap);
@@ -915,7 +927,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           bool same = fs->truncated_to == snap->truncated_to;
           for (const auto& [idx, sn] : snap->slots) same &= fs->dirty.count(idx) > 0;
           if (!same) {
-            if (attempt > 200) return Status(StatusCode::kConflict, "file keeps changing");
+            if (attempt > 200) return Status(StatusCode::kIoError, "the file kept changing");
             return DoFlush(ino, attempt + 1, snap->carry);
           }
           return Publish(ino, attempt, snap, std::move(built).value());
@@ -1045,21 +1057,43 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
                 fs->dirty.erase(it);
                 ForgetStageable(ino, idx);
               } else {
-                it->second.base = sn.uploaded;
+                // Written again during the flush: what stays to publish is the writes after
+                // the generation published.
+                DirtySlot& ds = it->second;
+                ds.base = sn.uploaded;
+                ds.ranges.erase(
+                    std::remove_if(ds.ranges.begin(), ds.ranges.end(),
+                                   [&](const DirtySlot::Range& w) { return w.gen <= sn.gen; }),
+                    ds.ranges.end());
               }
             }
             fs->truncated_to.reset();
+            // The file's end as this mount's unpublished writes make it (the record has the
+            // rest): an end already published must not come back if another mount truncates.
+            fs->written_end = 0;
+            for (const auto& [idx, ds] : fs->dirty) {
+              for (const auto& w : ds.ranges) {
+                fs->written_end =
+                    std::max<uint64_t>(fs->written_end, idx * fs->chunk_size() + w.end);
+              }
+            }
             if (fs->dirty.empty()) {
-              fs->written_end = 0;
               fs->local_mtime_ns = 0;  // the published record's times stand (newer, or set)
               MarkQuiet(ino);
             }
             return Status::Ok();
           }
-          // A page conflicts with any change of another slot in it, so a busy page may take
-          // more tries than a slot; each try means another writer's publish went through.
-          const int tries = conflict->current.empty() ? 200 : 20;
-          if (r.status().code() != StatusCode::kConflict || attempt > tries) return r.status();
+          // Each conflict means another writer's publish went through: the file makes
+          // progress, so many tries are allowed, spread out by a random pause once a few
+          // have failed (two writers of one busy chunk otherwise keep colliding). Out of
+          // tries, fsync and close say EIO (not EAGAIN, which they never mean).
+          constexpr int kTries = 200;
+          if (r.status().code() != StatusCode::kConflict) return r.status();
+          if (attempt > kTries) {
+            return Status(StatusCode::kIoError, "the file's layout changed under " +
+                                                    std::to_string(kTries) +
+                                                    " publishes in a row: " + r.status().message());
+          }
           // Another mount changed some of these slots: rebuild them from the current bytes
           // plus our own dirty ranges, then publish again.
           kj::Vector<kj::Promise<Status>> rebuilds;
@@ -1072,7 +1106,17 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             fs->page_bases[k] = ref;
             rebuilds.add(RebasePage(ino, ref, std::make_shared<size_t>(0)));
           }
-          return kj::joinPromises(rebuilds.releaseAsArray())
+          kj::Promise<void> pause = kj::READY_NOW;
+          if (attempt >= 3) {
+            thread_local std::minstd_rand rng(std::random_device{}());
+            int64_t most = std::min<int64_t>(50, int64_t{1} << std::min(attempt, 6));
+            pause = c_.timer().afterDelay(std::uniform_int_distribution<int64_t>(1, most)(rng) *
+                                          kj::MILLISECONDS);
+          }
+          return pause
+              .then([rebuilds = kj::mv(rebuilds)]() mutable {
+                return kj::joinPromises(rebuilds.releaseAsArray());
+              })
               .then([this, ino, attempt, snap](kj::Array<Status>&& results) -> kj::Promise<Status> {
                 for (auto& s : results) {
                   if (!s.ok()) return s;
@@ -1125,9 +1169,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       if (it == fs->dirty.end()) return Status::Ok();
       DirtySlot& ds = it->second;
       std::string merged = **r;
-      for (const auto& [b, e] : ds.ranges) {
-        if (merged.size() < e) merged.resize(e, '\0');
-        std::memcpy(&merged[b], ds.data.data() + b, e - b);
+      for (const auto& w : ds.ranges) {
+        if (merged.size() < w.end) merged.resize(w.end, '\0');
+        std::memcpy(&merged[w.begin], ds.data.data() + w.begin, w.end - w.begin);
       }
       dirty_bytes_ += merged.size();
       dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, ds.data.size());
@@ -1639,11 +1683,17 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // to 250 ms, until it is granted or the caller is interrupted (EINTR).
   kj::Promise<void> SetLk(fuse_req_t req, uint64_t ino, LockRequest r, bool sleep) {
     if (r.type == LockType::kUnlock) {
-      return Flush(ino).then([this, req, ino, r](Status flushed) {
+      return Flush(ino).then([this, req, ino, r](Status flushed) -> kj::Promise<void> {
+        if (!flushed.ok()) {
+          // The lock stays while what was written under it cannot be published: gone, it
+          // would let another holder write the same bytes, which these, published later (at
+          // an unlock or close that succeeds), would undo. The caller hears why.
+          ReplyStatus(req, flushed);
+          return kj::READY_NOW;
+        }
         return LockChange(ino, [this, ino, r]() { return ns().SetLock(ino, r); })
-            .then([this, req, flushed](Result<bool>&& res) {
-              // The lock goes even if the data could not be published; the caller hears why.
-              ReplyStatus(req, !flushed.ok() ? flushed : res.ok() ? Status::Ok() : res.status());
+            .then([this, req](Result<bool>&& res) {
+              ReplyStatus(req, res.ok() ? Status::Ok() : res.status());
             });
       });
     }
@@ -2197,7 +2247,18 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     kj::Vector<kj::Promise<Status>> all;
     std::vector<uint64_t> inos;
     for (auto& [ino, fs] : files_) inos.push_back(ino);
-    for (uint64_t ino : inos) all.add(Flush(ino));
+    for (uint64_t ino : inos) {
+      // Nobody is left to tell but the log: each file whose writes are lost, and why.
+      all.add(Flush(ino).then([ino](Status s) {
+        if (!s.ok()) {
+          std::fprintf(stderr,
+                       "quorumfs-mount: inode %llu: writes not yet published are lost at "
+                       "unmount: %s\n",
+                       static_cast<unsigned long long>(ino), s.ToString().c_str());
+        }
+        return s;
+      }));
+    }
     Add(kj::joinPromises(all.releaseAsArray()).then([done](kj::Array<Status>&&) { done(); }));
   }
 
@@ -2993,20 +3054,20 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
       bool keep = mode & FALLOC_FL_KEEP_SIZE;
       Fs(req)->Submit([=]() -> kj::Promise<void> {
         FileState* fs = impl->Find(ino);
-        if (keep || (fs && fs->Size() >= end)) return fuse_reply_err(req, 0), kj::READY_NOW;
+        // Within what this mount has written and not yet published: nothing to extend.
+        if (keep || (fs && fs->written_end >= end)) return fuse_reply_err(req, 0), kj::READY_NOW;
         return impl->Flush(ino).then([=](Status s) -> kj::Promise<void> {
           if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
-          return impl->ns().GetAttr(ino).then([=](Result<Inode>&& in) -> kj::Promise<void> {
-            if (!in.ok()) return fuse_reply_err(req, ErrnoOf(in.status())), kj::READY_NOW;
-            if (in->size >= end) return fuse_reply_err(req, 0), kj::READY_NOW;
-            SetAttrRequest r;
-            r.size = end;
-            return impl->Changing().SetAttr(ino, r).then([=](Result<Inode>&& res) {
-              if (res.ok()) {
-                if (FileState* f = impl->Find(ino); f && f->dirty.empty()) f->inode = *res;
-              }
-              fuse_reply_err(req, res.ok() ? 0 : ErrnoOf(res.status()));
-            });
+          // Extended in the record change itself: a size read first could be stale by then
+          // (another mount appending), and setting it would cut the file.
+          SetAttrRequest r;
+          r.size = end;
+          r.size_grow_only = true;
+          return impl->Changing().SetAttr(ino, r).then([=](Result<Inode>&& res) {
+            if (res.ok()) {
+              if (FileState* f = impl->Find(ino); f && f->dirty.empty()) f->inode = *res;
+            }
+            fuse_reply_err(req, res.ok() ? 0 : ErrnoOf(res.status()));
           });
         });
       });

@@ -404,6 +404,36 @@ TEST_F(FileLocksTest, AKilledMountsLocksLapseAfterItsLeaseAndAnUnmountedOnesAtOn
   d->Stop();
 }
 
+// An unlock whose data cannot be published (no write quorum) fails and keeps the lock: gone,
+// it would let another mount write under the lock, and these bytes, published at a later
+// close, would undo that write. Once the cluster is back, the close publishes them and the
+// lock goes; the next holder reads them.
+TEST_F(FileLocksTest, AnUnlockThatCannotPublishKeepsTheLock) {
+  TestMountOptions o;
+  o.op_timeout = 2;
+  o.extra_opts = {"lock_lease=30"};
+  auto c = std::make_unique<TestMount>(cluster_->cluster_file(), cluster_->dir() + "/mnt-c", o);
+  ASSERT_TRUE(c->ok());
+  int fc = OpenRw(c->path(name_ + "/f"));
+  ASSERT_GE(fc, 0) << std::strerror(errno);
+  ASSERT_EQ(Lock(fc, F_SETLK, F_WRLCK, 0, 0), 0);
+  ASSERT_EQ(::pwrite(fc, "under the lock", 14, 0), 14);
+  {
+    Frozen f1(cluster_->pid(1)), f2(cluster_->pid(2));
+    ASSERT_TRUE(f1.ok() && f2.ok());
+    EXPECT_NE(Lock(fc, F_SETLK, F_UNLCK, 0, 0), 0);
+  }
+  int fb = OpenRw(B("f"));
+  ASSERT_GE(fb, 0) << std::strerror(errno);
+  EXPECT_EQ(Lock(fb, F_SETLK, F_WRLCK, 0, 0), EAGAIN);
+  EXPECT_EQ(::close(fc), 0) << std::strerror(errno);
+  ASSERT_EQ(Lock(fb, F_SETLKW, F_WRLCK, 0, 0), 0);
+  EXPECT_EQ(ReadAll(fb), "under the lock");
+  ASSERT_EQ(Lock(fb, F_SETLK, F_UNLCK, 0, 0), 0);
+  ::close(fb);
+  c->Stop();
+}
+
 TEST_F(FileLocksTest, SqliteOnTwoMountsLosesNoUpdate) {
   if (Sh("command -v sqlite3 >/dev/null").first != 0) {
     GTEST_SKIP() << "the sqlite3 command is not installed (scripts/packages.sh installs it)";

@@ -463,6 +463,55 @@ TEST_F(MultiMountTest, ConcurrentWritersOfDifferentRanges) {
   }
 }
 
+// A flush that publishes a slot while the slot is written again leaves it dirty with the later
+// write. Once another mount has overwritten the published bytes, the next publish (a conflict,
+// rebuilt on the other mount's bytes) must lay only the later write over them: the published
+// bytes laid again would undo the other mount's write, which came after them. (The flush here
+// is an unlock's: a close's would be followed by its RELEASE, which publishes everything.)
+TEST_F(MultiMountTest, PublishedBytesAreNotLaidAgainOverALaterWrite) {
+  const std::string old_bytes(100, 'A'), later(100, 'a'), other(100, 'B');
+  int w = ::open(A("f").c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(w, 0) << std::strerror(errno);
+  struct flock fl;
+  std::memset(&fl, 0, sizeof(fl));
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(w, F_SETLK, &fl), 0) << std::strerror(errno);
+  ASSERT_EQ(::pwrite(w, old_bytes.data(), 100, 0), 100);
+  std::future<int> unlocked;
+  {
+    // Two of three servers frozen: the unlock (a flush of the file first) waits for its chunk
+    // put while the file is written again.
+    Frozen f1(cluster_->pid(1)), f2(cluster_->pid(2));
+    ASSERT_TRUE(f1.ok() && f2.ok());
+    unlocked = std::async(std::launch::async, [w] {
+      struct flock un;
+      std::memset(&un, 0, sizeof(un));
+      un.l_type = F_UNLCK;
+      un.l_whence = SEEK_SET;
+      return ::fcntl(w, F_SETLK, &un) == 0 ? 0 : errno;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    ASSERT_EQ(::pwrite(w, later.data(), 100, 500), 100);
+    // A small write into a slot the mount holds is answered on the FUSE thread and applied by
+    // the loop before its next request: this one (answered without the cluster), so that the
+    // write lands while the flush waits.
+    EXPECT_EQ(::lseek(w, 0, SEEK_DATA), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(unlocked.get(), 0);
+  // Mount b sees what that flush published, and overwrites it.
+  EXPECT_EQ(ReadFile(B("f")), old_bytes);
+  int b = ::open(B("f").c_str(), O_RDWR);
+  ASSERT_GE(b, 0) << std::strerror(errno);
+  ASSERT_EQ(::pwrite(b, other.data(), 100, 0), 100);
+  ASSERT_EQ(::close(b), 0) << std::strerror(errno);
+  ASSERT_EQ(::close(w), 0) << std::strerror(errno);
+  std::string want = other + std::string(400, '\0') + later;
+  EXPECT_EQ(ReadFile(B("f")), want);
+  EXPECT_EQ(ReadFile(A("f")), want);
+}
+
 // Lookup read-ahead (a mount that sees many lookups in one directory lists it and answers
 // from the listing for entry_timeout): this mount's own changes show at once, another mount's
 // within entry_timeout plus attr_timeout (1 s each by default), as with the kernel's caches.

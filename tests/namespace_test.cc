@@ -593,6 +593,17 @@ TEST_F(NamespaceTest, SetAttr) {
   EXPECT_EQ(t2.size, 10 * kMiB);
   ASSERT_EQ(t2.slots.size(), 2u);
   EXPECT_EQ(t2.slots[1].length, kMiB / 2);  // the cut-off bytes stay cut off
+  // Grow-only (fallocate): a size below the file's leaves it and its layout as they are.
+  SetAttrRequest grow;
+  grow.size = kMiB;
+  grow.size_grow_only = true;
+  ASSERT_OK_AND_ASSIGN(Inode g1, fs_->SetAttr(f.ino, grow));
+  EXPECT_EQ(g1.size, 10 * kMiB);
+  ASSERT_EQ(g1.slots.size(), 2u);
+  EXPECT_EQ(g1.slots[1].length, kMiB / 2);
+  grow.size = 11 * kMiB;
+  ASSERT_OK_AND_ASSIGN(Inode g2, fs_->SetAttr(f.ino, grow));
+  EXPECT_EQ(g2.size, 11 * kMiB);
   trunc.size = kMiB;
   ASSERT_OK_AND_ASSIGN(Inode t3, fs_->SetAttr(f.ino, trunc));
   ASSERT_EQ(t3.slots.size(), 1u);
