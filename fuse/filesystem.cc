@@ -1422,6 +1422,10 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       // No lock outlives this mount's last descriptor of the file: whatever is left (an OFD
       // lock, whose owner no FLUSH or RELEASE names) goes with it.
       if ((!fs || fs->open_count == 0) && HoldsLocks(ino)) {
+        deferred_releases_.erase(
+            std::remove_if(deferred_releases_.begin(), deferred_releases_.end(),
+                           [ino](const auto& d) { return d.first == ino; }),
+            deferred_releases_.end());
         lease = lease.then([this, ino]() { return ReleaseOwnerLocks(ino, std::nullopt); });
       }
       return lease.then([this, req, ino, s]() {
@@ -1704,7 +1708,23 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     LockOwnerRef who{r.owner, r.kind};
     auto call = [this, ino, r, who]() -> kj::Promise<Result<bool>> {
       // A release of this owner's earlier locks that failed goes first: retried after this
-      // lock, it would remove it.
+      // lock, it would remove it. So does one a close deferred until the file's writes are
+      // published: they are published first (or this lock fails with why).
+      if (Deferred(ino, who)) {
+        return Flush(ino).then([this, ino, r, who](Status s) -> kj::Promise<Result<bool>> {
+          if (!s.ok()) return Result<bool>(s);
+          Undefer(ino, who);
+          return ns()
+              .ReleaseLocks(ino, lease_holder_, who)
+              .then([this, ino, r, who](Result<bool>&& released) -> kj::Promise<Result<bool>> {
+                if (!released.ok()) {
+                  unreleased_.push_back({ino, who});
+                  return Result<bool>(released.status());
+                }
+                return ns().SetLock(ino, r);
+              });
+        });
+      }
       auto pending = std::find(unreleased_.begin(), unreleased_.end(), std::make_pair(ino, who));
       if (pending == unreleased_.end()) return ns().SetLock(ino, r);
       unreleased_.erase(pending);
@@ -1840,6 +1860,51 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         });
   }
 
+  // A close's release of one owner's locks (its POSIX locks at close, a flock at the last close
+  // of its open file description), after what this mount wrote to the file is published. If
+  // that cannot be published the locks stay (the close reports why) until it is: the lock
+  // loop tries again, the owner's next lock of the file goes through it first, and the
+  // mount's last descriptor of the file drops the writes and every lock. Released at once,
+  // they would let another mount lock and write, and these writes, published later by one of
+  // this mount's other descriptors, would undo that.
+  kj::Promise<Status> ReleaseAfterPublish(uint64_t ino, LockOwnerRef who) {
+    return Flush(ino).then([this, ino, who](Status s) -> kj::Promise<Status> {
+      FileState* fs = Find(ino);
+      if (!s.ok() && fs && fs->open_count > 0) {
+        if (!Deferred(ino, who)) deferred_releases_.push_back({ino, who});
+        return s;
+      }
+      Undefer(ino, who);
+      return ReleaseOwnerLocks(ino, who).then([s]() { return s; });
+    });
+  }
+  bool Deferred(uint64_t ino, LockOwnerRef who) const {
+    return std::find(deferred_releases_.begin(), deferred_releases_.end(),
+                     std::make_pair(ino, who)) != deferred_releases_.end();
+  }
+  void Undefer(uint64_t ino, LockOwnerRef who) {
+    deferred_releases_.erase(
+        std::remove(deferred_releases_.begin(), deferred_releases_.end(), std::make_pair(ino, who)),
+        deferred_releases_.end());
+  }
+  // The lock loop's try of a deferred release: once the file's writes are published, the
+  // release, checked and made inside the file's lock changes, so that it never releases a lock
+  // the owner took meanwhile (TryLock makes the deferred release itself, first).
+  kj::Promise<void> RetryDeferredRelease(uint64_t ino, LockOwnerRef who) {
+    return Flush(ino).then([this, ino, who](Status s) -> kj::Promise<void> {
+      if (!s.ok()) return kj::READY_NOW;  // stays deferred
+      return LockChange(ino,
+                        [this, ino, who]() -> kj::Promise<Result<bool>> {
+                          if (!Deferred(ino, who)) return Result<bool>(false);
+                          Undefer(ino, who);
+                          return ns().ReleaseLocks(ino, lease_holder_, who);
+                        })
+          .then([this, ino, who](Result<bool>&& r) {
+            if (!r.ok()) unreleased_.push_back({ino, who});
+          });
+    });
+  }
+
   // Every lock_lease/3, whatever the last round still waits for: retries failed releases and
   // renews this mount's locks, each file on its own (a file whose change is still in flight
   // is skipped), so one file without a quorum does not hold up the others' renewals. A file
@@ -1853,6 +1918,8 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       auto retry_all = std::move(unreleased_all_);
       unreleased_all_.clear();
       for (uint64_t ino : retry_all) Add(ReleaseOwnerLocks(ino, std::nullopt));
+      auto deferred = deferred_releases_;
+      for (const auto& [ino, who] : deferred) Add(RetryDeferredRelease(ino, who));
       for (uint64_t ino : LockedInos()) {
         if (lock_tails_.count(ino)) continue;  // a change in flight
         Add(LockChange(ino, [this, ino]() {
@@ -1860,7 +1927,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             }).then([](Result<bool>&&) {}));
       }
       if (LockedInos().empty() && unreleased_.empty() && unreleased_all_.empty() && retry.empty() &&
-          retry_all.empty()) {
+          retry_all.empty() && deferred.empty() && deferred_releases_.empty()) {
         lock_loop_running_ = false;
         return kj::READY_NOW;
       }
@@ -2278,6 +2345,9 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // each file's lock changes (LockChange).
   std::vector<std::pair<uint64_t, LockOwnerRef>> unreleased_;
   std::set<uint64_t> unreleased_all_;
+  // Loop thread only: owners whose locks a close would have dropped while the file's writes
+  // could not be published (ReleaseAfterPublish).
+  std::vector<std::pair<uint64_t, LockOwnerRef>> deferred_releases_;
   struct LockTail {
     uint64_t seq = 0;
     kj::ForkedPromise<void> done;
@@ -2864,9 +2934,8 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
           // mount wrote to it is published (through any descriptor: the next holder reads it).
           std::optional<LockOwnerRef> who = LockOwnerRef{fi->lock_owner, LockKind::kPosix};
           Fs(req)->Submit([=]() {
-            return impl->Flush(ino).then([=](Status s) {
-              return impl->ReleaseOwnerLocks(ino, who).then([=]() { impl->ReplyStatus(req, s); });
-            });
+            return impl->ReleaseAfterPublish(ino, *who).then(
+                [=](Status s) { impl->ReplyStatus(req, s); });
           });
           return;
         }
@@ -2892,9 +2961,8 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
         // The last close of an open file description drops its flock, after its data.
         std::optional<LockOwnerRef> who = LockOwnerRef{fi->lock_owner, LockKind::kFlock};
         Fs(req)->Submit([=]() {
-          return impl->Flush(ino)
-              .then([=](Status) { return impl->ReleaseOwnerLocks(ino, who); })
-              .then([=]() { return impl->Release(req, fh); });
+          return impl->ReleaseAfterPublish(ino, *who).then(
+              [=](Status) { return impl->Release(req, fh); });
         });
         return;
       }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -432,6 +433,66 @@ TEST_F(FileLocksTest, AnUnlockThatCannotPublishKeepsTheLock) {
   ASSERT_EQ(Lock(fb, F_SETLK, F_UNLCK, 0, 0), 0);
   ::close(fb);
   c->Stop();
+}
+
+// The same for a close that drops a process's locks while another descriptor of the file stays
+// open on the mount: the locks stay until the writes are published (the lock loop retries,
+// every lock_lease / 3), not released at once with the writes left to a later flush. The
+// servers' disks are full for chunks (less free than --reserve) but not for metadata, so the
+// publish fails at once while lock changes still go through.
+TEST_F(FileLocksTest, ACloseThatCannotPublishKeepsTheLocksUntilItDoes) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test mounts tmpfs file systems and needs root";
+  TestClusterOptions co;
+  co.start = false;
+  co.server_args = {"--reserve", "8MiB"};
+  TestCluster cluster(co);
+  struct Unmount {
+    std::vector<std::string> dirs;
+    ~Unmount() {
+      for (const auto& d : dirs) ::umount2(d.c_str(), MNT_DETACH);
+    }
+  } unmount;
+  for (int i = 0; i < 3; ++i) {
+    std::string d = cluster.data_dir(i);
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
+    ASSERT_EQ(MountTmpfs(d, "40m"), "");
+    unmount.dirs.push_back(d);
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+  TestMountOptions o;
+  o.op_timeout = 3;
+  o.extra_opts = {"lock_lease=6"};
+  TestMount c(cluster.cluster_file(), cluster.dir() + "/mnt-c", o);
+  TestMount b(cluster.cluster_file(), cluster.dir() + "/mnt-b", o);
+  ASSERT_TRUE(c.ok() && b.ok());
+  int keep = OpenRw(c.path("f"));
+  int fc = OpenRw(c.path("f"));
+  ASSERT_GE(keep, 0) << std::strerror(errno);
+  ASSERT_GE(fc, 0) << std::strerror(errno);
+  ASSERT_EQ(Lock(fc, F_SETLK, F_WRLCK, 0, 0), 0);
+  ASSERT_EQ(::pwrite(fc, "under the lock", 14, 0), 14);
+  // 4 MiB left on each disk: below the 8 MiB reserve, so every chunk put is refused.
+  std::string ballast(36 << 20, 'b');
+  for (int i = 0; i < 3; ++i) {
+    int fd = ::open((cluster.data_dir(i) + "/ballast").c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::write(fd, ballast.data(), ballast.size()), static_cast<ssize_t>(ballast.size()));
+    ::close(fd);
+  }
+  EXPECT_NE(::close(fc), 0);
+  int fb = OpenRw(b.path("f"));
+  ASSERT_GE(fb, 0) << std::strerror(errno);
+  EXPECT_EQ(Lock(fb, F_SETLK, F_WRLCK, 0, 0), EAGAIN);
+  // The same process's next lock of the file publishes and releases first: it cannot either.
+  EXPECT_EQ(Lock(keep, F_SETLK, F_RDLCK, 0, 0), ENOSPC);
+  for (int i = 0; i < 3; ++i) ::unlink((cluster.data_dir(i) + "/ballast").c_str());
+  auto waiting = Clock::now();
+  ASSERT_EQ(Lock(fb, F_SETLKW, F_WRLCK, 0, 0), 0);
+  EXPECT_LT(SecondsSince(waiting), 10.0);
+  EXPECT_EQ(ReadAll(fb), "under the lock");
+  ASSERT_EQ(Lock(fb, F_SETLK, F_UNLCK, 0, 0), 0);
+  ::close(fb);
+  EXPECT_EQ(::close(keep), 0) << std::strerror(errno);
 }
 
 TEST_F(FileLocksTest, SqliteOnTwoMountsLosesNoUpdate) {
