@@ -1704,6 +1704,20 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     return TryLock(req, ino, r, sleep, 0);
   }
 
+  // Releases the owner's earlier locks of the file, then takes `r` (a release that fails is
+  // retried later, and the lock fails with why).
+  kj::Promise<Result<bool>> ReleaseThenLock(uint64_t ino, LockRequest r, LockOwnerRef who) {
+    return ns()
+        .ReleaseLocks(ino, lease_holder_, who)
+        .then([this, ino, r, who](Result<bool>&& released) -> kj::Promise<Result<bool>> {
+          if (!released.ok()) {
+            unreleased_.push_back({ino, who});
+            return Result<bool>(released.status());
+          }
+          return ns().SetLock(ino, r);
+        });
+  }
+
   kj::Promise<void> TryLock(fuse_req_t req, uint64_t ino, LockRequest r, bool sleep, int attempt) {
     LockOwnerRef who{r.owner, r.kind};
     auto call = [this, ino, r, who]() -> kj::Promise<Result<bool>> {
@@ -1714,29 +1728,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         return Flush(ino).then([this, ino, r, who](Status s) -> kj::Promise<Result<bool>> {
           if (!s.ok()) return Result<bool>(s);
           Undefer(ino, who);
-          return ns()
-              .ReleaseLocks(ino, lease_holder_, who)
-              .then([this, ino, r, who](Result<bool>&& released) -> kj::Promise<Result<bool>> {
-                if (!released.ok()) {
-                  unreleased_.push_back({ino, who});
-                  return Result<bool>(released.status());
-                }
-                return ns().SetLock(ino, r);
-              });
+          return ReleaseThenLock(ino, r, who);
         });
       }
       auto pending = std::find(unreleased_.begin(), unreleased_.end(), std::make_pair(ino, who));
       if (pending == unreleased_.end()) return ns().SetLock(ino, r);
       unreleased_.erase(pending);
-      return ns()
-          .ReleaseLocks(ino, lease_holder_, who)
-          .then([this, ino, r, who](Result<bool>&& released) -> kj::Promise<Result<bool>> {
-            if (!released.ok()) {
-              unreleased_.push_back({ino, who});
-              return Result<bool>(released.status());
-            }
-            return ns().SetLock(ino, r);
-          });
+      return ReleaseThenLock(ino, r, who);
     };
     return LockChange(ino, call).then([=](Result<bool>&& res) -> kj::Promise<void> {
       if (res.ok()) return RevalidateLocked(ino).then([req]() { fuse_reply_err(req, 0); });

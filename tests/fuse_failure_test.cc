@@ -647,19 +647,8 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   co.start = false;
   co.server_args = {"--reserve", "8MiB"};
   TestCluster cluster(co);
-  struct Unmount {
-    std::vector<std::string> dirs;
-    ~Unmount() {
-      for (const auto& d : dirs) ::umount2(d.c_str(), MNT_DETACH);
-    }
-  } unmount;
-  for (int i = 0; i < 3; ++i) {
-    std::string d = cluster.data_dir(i);
-    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
-    ASSERT_EQ(MountTmpfs(d, "40m"), "");
-    unmount.dirs.push_back(d);
-  }
-  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+  TmpfsDisks disks;
+  ASSERT_NO_FATAL_FAILURE(StartOnTmpfs(cluster, "40m", &disks));
   TestMountOptions mo;
   mo.op_timeout = 3;
   TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", mo);
@@ -710,7 +699,7 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   ASSERT_EQ(ErrName(after_err), ErrName(0)) << "after " << after_took << " s";
 
   // Something else fills the rest of every disk: metadata changes fail, and do not hang.
-  for (const auto& d : unmount.dirs) ASSERT_NO_FATAL_FAILURE(FillWithBallast(d + "/ballast"));
+  for (const auto& d : disks.dirs) ASSERT_NO_FATAL_FAILURE(FillWithBallast(d + "/ballast"));
   auto create = [](const std::string& path, int flags) {
     int f = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC | flags, 0644);
     if (f < 0) return errno;
@@ -727,7 +716,7 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   EXPECT_TRUE(failed_create == ENOSPC || failed_create == EIO) << ErrName(failed_create);
 
   // Space comes back: so do metadata changes, without a restart.
-  for (const auto& d : unmount.dirs) ASSERT_EQ(::unlink((d + "/ballast").c_str()), 0);
+  for (const auto& d : disks.dirs) ASSERT_EQ(::unlink((d + "/ballast").c_str()), 0);
   int e = -1;
   auto until = Clock::now() + std::chrono::seconds(10);
   while (e != 0 && Clock::now() < until) {

@@ -7,7 +7,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -446,19 +445,8 @@ TEST_F(FileLocksTest, ACloseThatCannotPublishKeepsTheLocksUntilItDoes) {
   co.start = false;
   co.server_args = {"--reserve", "8MiB"};
   TestCluster cluster(co);
-  struct Unmount {
-    std::vector<std::string> dirs;
-    ~Unmount() {
-      for (const auto& d : dirs) ::umount2(d.c_str(), MNT_DETACH);
-    }
-  } unmount;
-  for (int i = 0; i < 3; ++i) {
-    std::string d = cluster.data_dir(i);
-    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
-    ASSERT_EQ(MountTmpfs(d, "40m"), "");
-    unmount.dirs.push_back(d);
-  }
-  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+  TmpfsDisks disks;
+  ASSERT_NO_FATAL_FAILURE(StartOnTmpfs(cluster, "40m", &disks));
   TestMountOptions o;
   o.op_timeout = 3;
   o.extra_opts = {"lock_lease=6"};

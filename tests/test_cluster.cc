@@ -272,6 +272,20 @@ std::string MountTmpfs(const std::string& dir, const std::string& size) {
   return "";
 }
 
+TmpfsDisks::~TmpfsDisks() {
+  for (const auto& d : dirs) ::umount2(d.c_str(), MNT_DETACH);
+}
+
+void StartOnTmpfs(TestCluster& cluster, const std::string& size, TmpfsDisks* disks) {
+  for (int i = 0; i < cluster.nodes(); ++i) {
+    std::string d = cluster.data_dir(i);
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
+    ASSERT_EQ(MountTmpfs(d, size), "");
+    disks->dirs.push_back(d);
+  }
+  for (int i = 0; i < cluster.nodes(); ++i) ASSERT_NO_FATAL_FAILURE(cluster.Start(i));
+}
+
 void FillWithBallast(const std::string& path) {
   int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);

@@ -87,6 +87,14 @@ int PickFreePort();
 std::string MountTmpfs(const std::string& dir, const std::string& size);
 // Writes zeros to a new file `path` until its file system is full (ENOSPC).
 void FillWithBallast(const std::string& path);
+// The tmpfs data dirs of a full-disk test's cluster, unmounted (lazily) when this goes.
+struct TmpfsDisks {
+  std::vector<std::string> dirs;
+  ~TmpfsDisks();
+};
+// Makes each data dir of `cluster` (made with start = false) a tmpfs of `size`, recorded in
+// *disks, and starts every node.
+void StartOnTmpfs(TestCluster& cluster, const std::string& size, TmpfsDisks* disks);
 
 // A server stopped (SIGSTOP) for the scope: its kernel still accepts connections and bytes, the
 // process answers nothing. Thawed however the test ends.
