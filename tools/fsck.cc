@@ -105,6 +105,11 @@ class Fsck {
     copts.rpc.connect_timeout = std::min(t, 2 * kj::SECONDS);
     copts.proposer.op_timeout = t;
     copts.ns.busy_timeout = t;
+    // Every change fsck makes takes the full protocol, at a ballot above every promise its
+    // prepares heard. A one-round change goes one ballot past the last, and a replica whose
+    // promise is far above (raised by a writer's retries there while the others' disks were
+    // full) refused each repair of a record there in turn, so it stayed behind.
+    copts.proposer.one_round_changes = false;
     // A check changes nothing: its walk reads a transaction pending past its deadline as
     // pending instead of aborting it (only --repair finishes or aborts transactions).
     copts.ns.observe_only = !o.repair;
@@ -264,10 +269,21 @@ class Fsck {
 
   // Rewrites a record through CASPaxos so every replica of its set holds it.
   bool RepairRecord(const std::string& key) {
+    // An inode or entry that a quorum lacks while some replica holds it (a create that failed
+    // or crashed midway, on disks that refused the others' writes) was never chosen. Keeping
+    // "nothing" writes nothing, and that replica's copy would stay, reported forever (or be
+    // adopted by whichever later read hears it). An explicit absence at this fresh ballot
+    // settles every replica, as the recount settles a directory's keys; stamped as removed
+    // long ago, so that nothing reads it as a recent unlink.
+    const bool ns_key = key[0] == 'I' || key[0] == 'D';
     for (int attempt = 0; attempt < 3; ++attempt) {
       auto r = Sync<Result<RecordValue>>([&]() {
-        return client_->proposer().Change(key, [](const std::optional<std::string>& cur) {
-          return cur ? Decision::Write(*cur) : Decision::Keep();
+        return client_->proposer().Change(key, [ns_key](const std::optional<std::string>& cur) {
+          if (cur) return Decision::Write(*cur);
+          if (!ns_key) return Decision::Keep();
+          MetaRecord absent;
+          absent.removed_ns = 1;
+          return Decision::Write(absent.Encode());
         });
       });
       if (!r.ok()) continue;
