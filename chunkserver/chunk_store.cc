@@ -156,10 +156,14 @@ Status ChunkStore::Scan() {
   return Status::Ok();
 }
 
-std::string ChunkStore::PathOf(const ChunkId& id) const {
+std::string ChunkStore::DirOf(const ChunkId& id) const {
   std::string hex = id.ToHex();
-  return dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex;
+  return dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2);
 }
+
+std::string ChunkStore::PathOf(const ChunkId& id) const { return DirOf(id) + "/" + id.ToHex(); }
+
+Status SyncDirectory(const std::string& dir) { return FsyncPath(dir, O_RDONLY | O_DIRECTORY); }
 
 std::string ChunkStore::HintPathOf(const ChunkId& id) const {
   return dir_ + "/hints/" + id.ToHex();
@@ -217,7 +221,7 @@ Status ChunkStore::PutVerified(const ChunkId& id, const void* data, size_t size,
     }
   }
   std::string hex = id.ToHex();
-  std::string d2 = dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2);
+  std::string d2 = DirOf(id);
   QFS_RETURN_IF_ERROR(EnsurePrefixDir(hex));
   std::string tmp = dir_ + "/tmp/" + hex + "." + std::to_string(::getpid()) + "." +
                     std::to_string(tmp_seq_.fetch_add(1));
@@ -643,9 +647,7 @@ Result<bool> ChunkStore::VerifyOrQuarantine(const ChunkId& id) {
   ::unlink(HintPathOf(id).c_str());
   --count_;
   bytes_ -= static_cast<uint64_t>(now.st_size);
-  std::string hex = id.ToHex();
-  QFS_RETURN_IF_ERROR(FsyncPath(dir_ + "/chunks/" + hex.substr(0, 2) + "/" + hex.substr(2, 2),
-                                O_RDONLY | O_DIRECTORY));
+  QFS_RETURN_IF_ERROR(SyncDirectory(DirOf(id)));
   return true;
 }
 

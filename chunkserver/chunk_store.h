@@ -57,6 +57,9 @@ struct StoredChunk {
   std::string hint;  // home node id for a sloppy replica; empty if this node is home
 };
 
+// fsyncs directory `dir`, making the names created in it durable.
+Status SyncDirectory(const std::string& dir);
+
 class ChunkStore {
  public:
   static constexpr uint64_t kMaxChunkBytes = 16 * 1024 * 1024;
@@ -127,6 +130,8 @@ class ChunkStore {
   Status Scan();
   Status WriteHint(const ChunkId& id, const std::string& hint);
   std::string HintPathOf(const ChunkId& id) const;
+  // The directory holding id's chunk file: <dir>/chunks/<hex 0-1>/<hex 2-3>.
+  std::string DirOf(const ChunkId& id) const;
   // Creates chunks/<hex 0-1>/<hex 2-3> if missing and makes its name durable, once per
   // directory in this process's life.
   Status EnsurePrefixDir(const std::string& hex);

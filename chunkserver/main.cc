@@ -66,13 +66,8 @@ bool WriteFileDurably(const std::string& path, const std::string& content) {
 
 // Makes the names in directory `dir` durable (a name created there before the fsync).
 void SyncDirOrDie(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    Die("cannot sync directory " + dir + ": " + std::strerror(err));
-  }
-  ::close(fd);
+  Status s = SyncDirectory(dir);
+  if (!s.ok()) Die("cannot sync directory " + dir + ": " + s.message());
 }
 
 // Takes an exclusive lock on <dir>/LOCK for the life of the process.

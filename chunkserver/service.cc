@@ -1,6 +1,5 @@
 #include "chunkserver/service.h"
 
-#include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -567,14 +566,12 @@ kj::Promise<void> ChunkserverService::finishRejoin(FinishRejoinContext context) 
       admit = IoError("remove " + marker + ": " + std::strerror(errno));
     } else {
       // Durable before this node votes and says so (a retry after a failed sync syncs again).
-      int fd = ::open(options_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (fd < 0 || ::fsync(fd) != 0) {
-        admit = IoError("sync " + options_.data_dir +
-                        " after removing REJOINING: " + std::strerror(errno));
-      } else {
+      Status synced = SyncDirectory(options_.data_dir);
+      if (synced.ok()) {
         options_.voting = true;
+      } else {
+        admit = IoError("after removing REJOINING: " + synced.message());
       }
-      if (fd >= 0) ::close(fd);
     }
   }
   SetError(context.getResults().initError(), admit);
