@@ -1298,10 +1298,12 @@ class Namespace::Impl {
   // The file-side change of removing entry (parent, name): nlink - 1, back-pointer gone; at 0
   // dying, or unlinked-open under the caller's lease.
   // Not idempotent: run it through ChangeCombined or a transaction's intent.
+  // `left_open`, if given, is set to whether the change left the file unlinked-open.
   RecordFn DropLink(uint64_t parent, const std::string& name, int64_t now, bool held_open,
-                    uint64_t holder, bool whole_dir) {
+                    uint64_t holder, bool whole_dir, std::shared_ptr<bool> left_open = nullptr) {
     int64_t lease_until = now + o_.lease_ns;
     return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      if (left_open) *left_open = false;
       const Inode* cur = rec.inode();
       if (!cur) return std::optional<MetaRecord>();
       MetaRecord out = rec;
@@ -1318,6 +1320,7 @@ class Namespace::Impl {
           in.state = InodeState::kUnlinkedOpen;
           in.lease_until_ns = lease_until;
           in.lease_holder = holder;
+          if (left_open) *left_open = true;
         } else {
           in.state = InodeState::kDying;
         }
@@ -1420,6 +1423,9 @@ class Namespace::Impl {
       // (and skip the counts). Unknown stays unknown (EIO); fsck lowers the counts.
       auto tomb = Change(ws, DirEntryKey(parent, name), entry_fn, /*retry_unknown=*/false);
       if (!tomb.ok()) return tomb.status();
+      if (o_.test_crash_unlink_after_tombstone) {
+        return Status(StatusCode::kUnavailable, "test crash after the unlink's tombstone");
+      }
       // The parent's count and the inode's link count at once; a failure leaves a count high,
       // which fsck repairs, never low.
       auto inode_change =
@@ -1587,7 +1593,7 @@ class Namespace::Impl {
   }
 
   Status DoRename(kj::WaitScope& ws, uint64_t p1, const std::string& n1, uint64_t p2,
-                  const std::string& n2, uint32_t flags) {
+                  const std::string& n2, uint32_t flags, Namespace::OpenFiles* open_here) {
     QFS_RETURN_IF_ERROR(ValidateName(n1));
     QFS_RETURN_IF_ERROR(ValidateName(n2));
     if ((flags & kRenameNoReplace) && (flags & kRenameExchange)) return InvalidArgument("flags");
@@ -1768,12 +1774,16 @@ class Namespace::Impl {
       fns[InodeKey(src.ino)] = move_inode(p1, n1, p2, n2);
       // A directory replaced by the rename gets rmdir's dying mark.
       auto dst_marked = std::make_shared<bool>(false);
+      auto dst_left_open = std::make_shared<bool>(false);
       if (dst && exchange) {
         fns[InodeKey(dst->ino)] = move_inode(p2, n2, p1, n1);
       } else if (dst_dir) {
         fns[InodeKey(dst->ino)] = DyingMark(now, p2, n2, dst_marked);
       } else if (dst) {
-        fns[InodeKey(dst->ino)] = DropLink(p2, n2, now, false, 0, false);
+        // A file this mount holds open lives on through its descriptors (unlinked-open).
+        bool held = open_here && open_here->is_open && open_here->is_open(dst->ino);
+        fns[InodeKey(dst->ino)] =
+            DropLink(p2, n2, now, held, held ? open_here->lease_holder : 0, false, dst_left_open);
       }
       for (const auto& key : ctx.txn.participants) {
         Status st = Attach(ws, ctx, key, fns[key]);
@@ -1822,6 +1832,7 @@ class Namespace::Impl {
       if (committed.ok()) {
         entry_hints_.erase(DirEntryKey(p1, n1));
         NoteEntry(DirEntryKey(p2, n2), src.ino);
+        if (*dst_left_open && open_here) open_here->left_open.push_back(dst->ino);
       }
       return committed;
     });
@@ -2226,12 +2237,24 @@ class Namespace::Impl {
     if (ino == kRootIno) return false;
     // The entries that really name it, among its back-pointers.
     std::vector<BackPointer> named;
+    // Whether a name it had was removed or reused since it was born: an unlink (or a rename
+    // over it) that stopped after the entry's change and before the inode's. Not adopted,
+    // then, but finished: a deleted file must not come back in lost+found. A name never
+    // written, or changed only before the inode's birth, is a create that never named it.
+    bool name_gone = false;
     for (const auto& bp : in.parents) {
       // A back-pointer can be doubled: a link under the name whose unlink did not finish
       // (its back-pointer stayed) adds it again. One entry is one link.
       if (std::find(named.begin(), named.end(), bp) != named.end()) continue;
       QFS_ASSIGN_OR_RETURN(MetaRecord e, ReadVisible(ws, DirEntryKey(bp.parent, bp.name)));
-      if (e.entry() && e.entry()->ino == ino) named.push_back(bp);
+      if (e.entry() && e.entry()->ino == ino) {
+        named.push_back(bp);
+      } else if (e.absent()) {
+        if (e.removed_ns > 1 && e.removed_ns + o_.clock_skew_ns >= in.btime_ns) name_gone = true;
+      } else if (e.entry() && !name_gone) {
+        auto other = ReadInode(ws, e.entry()->ino);
+        if (other.ok() && other->btime_ns + o_.clock_skew_ns >= in.btime_ns) name_gone = true;
+      }
     }
     bool changed = false;
     int64_t now = Now();
@@ -2242,7 +2265,7 @@ class Namespace::Impl {
       return false;
     }
     bool adopt = named.empty() && in.state == InodeState::kLive &&
-                 now > in.birth_deadline_ns + o_.clock_skew_ns && !in.is_dir();
+                 now > in.birth_deadline_ns + o_.clock_skew_ns && !in.is_dir() && !name_gone;
     auto r =
         Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
           changed = false;
@@ -2427,9 +2450,11 @@ kj::Promise<Result<Inode>> Namespace::Link(uint64_t ino, uint64_t new_parent,
   return QFS_FIBER(Result<Inode>, { return impl->DoLink(ws, ino, new_parent, new_name); });
 }
 kj::Promise<Status> Namespace::Rename(uint64_t parent, std::string name, uint64_t new_parent,
-                                      std::string new_name, uint32_t flags) {
-  return QFS_FIBER(Status,
-                   { return impl->DoRename(ws, parent, name, new_parent, new_name, flags); });
+                                      std::string new_name, uint32_t flags,
+                                      std::shared_ptr<OpenFiles> open_here) {
+  return QFS_FIBER(Status, {
+    return impl->DoRename(ws, parent, name, new_parent, new_name, flags, open_here.get());
+  });
 }
 kj::Promise<std::vector<Result<Inode>>> Namespace::GetAttrMany(std::vector<uint64_t> inos) {
   return QFS_FIBER(std::vector<Result<Inode>>, { return impl->ReadInodes(ws, inos); });

@@ -128,9 +128,10 @@ struct NamespaceOptions {
 
   // Fault injection for tests (a client that dies midway): the operation stops right after
   // the named step and returns Unavailable, leaving what a crash would leave.
-  bool test_crash_create_after_inode = false;  // inode written, no entry, no parent change
-  bool test_crash_txn_after_intents = false;   // intents attached, X still pending
-  bool test_crash_txn_after_commit = false;    // X committed, intents not yet resolved
+  bool test_crash_create_after_inode = false;      // inode written, no entry, no parent change
+  bool test_crash_txn_after_intents = false;       // intents attached, X still pending
+  bool test_crash_txn_after_commit = false;        // X committed, intents not yet resolved
+  bool test_crash_unlink_after_tombstone = false;  // last link's entry gone, counts not changed
 };
 
 struct Credentials {
@@ -234,8 +235,17 @@ class Namespace {
                              uint64_t lease_holder = 0);
   kj::Promise<Status> Rmdir(uint64_t parent, std::string name);
   kj::Promise<Result<Inode>> Link(uint64_t ino, uint64_t new_parent, std::string new_name);
+  // `open_here`, if set, says whether the caller's mount has a file open: a file the rename
+  // replaces and drops the last link of is then left unlinked-open under the holder's lease (as
+  // Unlink's `held_open`), and its inode is added to `left_open`.
+  struct OpenFiles {
+    std::function<bool(uint64_t ino)> is_open;
+    uint64_t lease_holder = 0;
+    std::vector<uint64_t> left_open;  // filled in by the call
+  };
   kj::Promise<Status> Rename(uint64_t parent, std::string name, uint64_t new_parent,
-                             std::string new_name, uint32_t flags = 0);
+                             std::string new_name, uint32_t flags = 0,
+                             std::shared_ptr<OpenFiles> open_here = nullptr);
   // Entries with offset > `offset` (0, 1 or 2: from the start), at most `limit`, ordered by
   // offset. An entry's offset is (64-bit name hash >> 1) + 3: stable across calls and
   // processes, positive as an off_t, never 0..2 (left for the caller's ".", ".."). Two names

@@ -1541,11 +1541,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> Unlink(fuse_req_t req, uint64_t parent, std::string name) {
     Changing();
     // Whether the file is open here matters only if some file is: otherwise no lookup first.
-    bool any_open = false;
-    for (const auto& [ino, fs] : files_) {
-      if (fs->open_count > 0) any_open = true;
-    }
-    if (!any_open) {
+    if (!OpenHere()) {
       return ns().Unlink(parent, name).then([this, req](Status s) { ReplyStatus(req, s); });
     }
     return ns()
@@ -1559,15 +1555,37 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           return ns()
               .Unlink(parent, name, held, lease_holder_)
               .then([this, req, ino, held](Status s) {
-                if (s.ok() && held) {
-                  if (FileState* f = Find(ino)) {
-                    f->unlinked_held = true;
-                    EnsureLeaseLoop();
-                  }
-                }
+                if (s.ok() && held) HoldUnlinked({ino});
                 ReplyStatus(req, s);
               });
         });
+  }
+
+  // For a change that may drop the last link of a file open here (a rename over it): says
+  // which files are open; nullptr when none is.
+  std::shared_ptr<Namespace::OpenFiles> OpenHere() {
+    bool any_open = false;
+    for (const auto& [ino, fs] : files_) {
+      if (fs->open_count > 0) any_open = true;
+    }
+    if (!any_open) return nullptr;
+    auto open_here = std::make_shared<Namespace::OpenFiles>();
+    open_here->is_open = [this](uint64_t ino) {
+      FileState* fs = Find(ino);
+      return fs && fs->open_count > 0;
+    };
+    open_here->lease_holder = lease_holder_;
+    return open_here;
+  }
+  // Files left unlinked-open under this mount's lease: renewed while open, released at the
+  // last close.
+  void HoldUnlinked(const std::vector<uint64_t>& inos) {
+    for (uint64_t ino : inos) {
+      if (FileState* f = Find(ino)) {
+        f->unlinked_held = true;
+        EnsureLeaseLoop();
+      }
+    }
   }
 
   void EnsureLeaseLoop() {
@@ -2873,9 +2891,13 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
         // An exchange puts an inode at both names.
         bool both = f & kRenameExchange;
         if (both) impl->Adding(parent, n);
+        auto open_here = impl->OpenHere();
         return impl->Adding(newparent, nn, /*changing=*/true)
-            .Rename(parent, n, newparent, nn, f)
-            .then([=](Status s) { impl->ReplyStatus(req, s); })
+            .Rename(parent, n, newparent, nn, f, open_here)
+            .then([=](Status s) {
+              if (s.ok() && open_here) impl->HoldUnlinked(open_here->left_open);
+              impl->ReplyStatus(req, s);
+            })
             .attach(impl->AddedWhenDone(newparent, nn),
                     both ? impl->AddedWhenDone(parent, n) : kj::Own<void>());
       });

@@ -753,6 +753,49 @@ TEST_F(FailureTest, FullDisksAnswerEnospcAndRecoverOnceSpaceIsFreed) {
   ::close(kept);
 }
 
+// A file renamed over while this mount has it open (an editor's save, a package upgrade
+// replacing a running binary) lives on through its descriptor as an unlinked file does: its
+// inode stays unlinked-open under the mount's lease, so `fsck --gc` keeps its chunks, and
+// reads through the descriptor still return its bytes after the GC. (It used to be marked
+// dying at once, and the GC took its chunks.)
+TEST_F(FailureTest, AFileRenamedOverWhileOpenKeepsItsDataThroughGc) {
+  TestCluster cluster;
+  TestMountOptions mo;
+  mo.extra_opts = {"cache_size=0"};  // reads through the descriptor go to the servers
+  TestMount mount(cluster.cluster_file(), cluster.dir() + "/mnt", mo);
+  ASSERT_TRUE(mount.ok());
+  ASSERT_EQ(ErrName(WriteBlocks(mount.path("victim"), 0, 3)), ErrName(0));
+  ASSERT_EQ(ErrName(WriteBlocks(mount.path("new"), 10, 1)), ErrName(0));
+  int fd = ::open(mount.path("victim").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::rename(mount.path("new").c_str(), mount.path("victim").c_str()), 0)
+      << std::strerror(errno);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_nlink, 0u);
+  CliResult gc = RunCli({"fsck", "--cluster", cluster.cluster_file(), "--timeout", "3", "--gc",
+                         "--grace", "0", "--no-writers"},
+                        cluster.dir(), 60);
+  EXPECT_LE(gc.code, 1) << gc.All();
+  // Nothing of the old file may come from the kernel's cache either.
+  ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  std::string got, block;
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < 3; ++i) {
+    block.assign(kMiB, '\0');
+    ASSERT_EQ(::pread(fd, block.data(), kMiB, static_cast<off_t>(i) * kMiB),
+              static_cast<ssize_t>(kMiB))
+        << "block " << i << ": " << std::strerror(errno);
+    h = Mix(h, block);
+  }
+  EXPECT_EQ(h, BlocksChecksum(0, 3)) << "the replaced file's bytes changed under its descriptor";
+  EXPECT_EQ(::close(fd), 0);
+  uint64_t size = 0;
+  int err = 0;
+  EXPECT_EQ(FileChecksum(mount.path("victim"), &size, &err), BlocksChecksum(10, 1));
+  EXPECT_EQ(err, 0) << std::strerror(err);
+}
+
 TEST_F(FailureTest, ServersKilledOperationsFailFastAndRecover) { NoQuorum(Outage::kKilled); }
 
 TEST_F(FailureTest, ServersFrozenOperationsTimeOutAndRecover) { NoQuorum(Outage::kFrozen); }

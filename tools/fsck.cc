@@ -656,6 +656,10 @@ class Fsck {
           i.detail += ": " + r.status().ToString();
         } else if (in->is_dir()) {
           i.detail += "; marked dying";
+        } else if (auto after = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
+                   after.ok() && after->state == InodeState::kDying) {
+          // Its name was removed or reused since its birth: an unlink that stopped midway.
+          i.detail += "; its name was removed since its birth: unlink finished (marked dying)";
         } else {
           i.detail += "; adopted as /lost+found/#" + std::to_string(ino);
         }
@@ -693,9 +697,22 @@ class Fsck {
     std::map<ChunkId, PageOf> pages;
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'I') continue;
+      bool undecodable = false;
       for (const auto& [node, r] : copies.by_node) {
         auto rec = Decode(r);
-        if (!rec) continue;
+        if (!rec) {
+          // A copy this fsck cannot read (damaged, or written by a newer version) may name
+          // chunks: nothing can be collected until it is understood.
+          if (r.value && !undecodable) {
+            undecodable = true;
+            unknown_references_ = true;
+            Report(Issue{"record_undecodable", DescribeKey(key), "",
+                         "a copy on " + node +
+                             " cannot be decoded by this fsck; --gc will not "
+                             "run while it may name chunks"});
+          }
+          continue;
+        }
         // A dying inode (no entry names it, no mount holds it open) references nothing: its
         // chunks go once no live copy of any inode references them.
         auto mark = [&](const RecordBody& body) {
@@ -916,7 +933,8 @@ class Fsck {
     // The mark must have seen every record and every stored chunk.
     if (!operational_.empty()) return;
     if (unknown_references_) {
-      operational_ = "--gc needs every layout page read, and some could not be (see above)";
+      operational_ =
+          "--gc needs every inode record and layout page read, and some could not be (see above)";
       return;
     }
     int64_t grace_ns = static_cast<int64_t>(o_.grace_s * 1e9);
