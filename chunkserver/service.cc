@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "common/gc_rules.h"
+#include "common/record.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -16,7 +17,6 @@ namespace {
 
 constexpr uint32_t kMaxPage = 4096;
 constexpr size_t kMaxIdsPerCall = 65536;
-constexpr size_t kMaxRecordValue = 1024 * 1024;
 constexpr size_t kMaxBatchReplyBytes = 8 * 1024 * 1024;  // readAcceptedBatch, scanRecords pages
 constexpr int64_t kMaxMarkAheadNs = 60LL * 1000000000;   // deleteChunk's mark start
 

@@ -40,8 +40,12 @@ kj::Promise<Status> ChunkClient::Put(ChunkId id, std::shared_ptr<const std::stri
   st->spec = QuorumSpec::FromGroups(groups);
   st->votes.assign(st->spec.targets.size(), Vote::kPending);
   st->need = config_->write_quorum;
+  // Only current nodes stand in for a home replica: a leaving node's copy would go with it,
+  // and a rebalance that has already listed its chunks would not move a hinted one.
+  const std::vector<std::string> current = config_->NodeIds();
   for (const auto& n : FullRanking(*config_, id.view())) {
-    if (std::find(st->spec.targets.begin(), st->spec.targets.end(), n) == st->spec.targets.end()) {
+    if (std::find(st->spec.targets.begin(), st->spec.targets.end(), n) == st->spec.targets.end() &&
+        std::find(current.begin(), current.end(), n) != current.end()) {
       st->fallbacks.push_back(n);
     }
   }

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/placement.h"
+#include "common/record.h"
 #include "common/record_key.h"
 
 namespace quorumfs {
@@ -813,7 +814,9 @@ class Namespace::Impl {
             marked](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
       const Inode* d = rec.inode();
       *marked = false;
-      if (!d || !d->is_dir()) return Conflict("directory changed");
+      // Gone or not a directory (types never change): damage a retry cannot mend (fsck's).
+      if (!d) return NotFound("the directory's inode is missing");
+      if (!d->is_dir()) return Status(StatusCode::kNotDirectory, "not a directory");
       if (!d->rename_marks.empty()) {
         *marked = true;
         return Conflict("renames pending in the directory");
@@ -1501,8 +1504,14 @@ class Namespace::Impl {
     for (;;) {
       auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256).wait(ws);
       if (!keys.ok()) return keys.status();
-      for (const auto& key : *keys) {
-        QFS_ASSIGN_OR_RETURN(MetaRecord raw, ReadRaw(ws, key));
+      // One batched read per page (a directory with many tombstones took one round trip per
+      // key, holding the rmdir's intents for seconds).
+      auto values = ReadMany(ws, *keys);
+      for (size_t i = 0; i < keys->size(); ++i) {
+        const std::string& key = (*keys)[i];
+        if (i >= values.size()) return Internal("batched read answered too few keys");
+        if (!values[i].ok()) return values[i].status();
+        QFS_ASSIGN_OR_RETURN(MetaRecord raw, MetaRecord::DecodeOptional(values[i]->payload));
         if (raw.intent) {
           // An intent left by a decided transaction (e.g. a rename whose client crashed, aborted
           // once past its deadline) is not a pending change: resolve it and judge the entry by
@@ -1552,8 +1561,10 @@ class Namespace::Impl {
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
-      fns[InodeKey(ino)] = [new_parent, new_name,
-                            now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      const size_t max_bytes =
+          o_.max_linked_inode_bytes > 0 ? o_.max_linked_inode_bytes : kMaxRecordValue / 2 - 8192;
+      fns[InodeKey(ino)] = [new_parent, new_name, now,
+                            max_bytes](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         const Inode* in = rec.inode();
         if (!in || in->state != InodeState::kLive || in->nlink == 0)
           return NotFound("inode is unlinked");
@@ -1562,6 +1573,13 @@ class Namespace::Impl {
         out.inode()->nlink += 1;
         out.inode()->parents.push_back(BackPointer{new_parent, new_name});
         out.inode()->ctime_ns = now;
+        // Each link adds a back-pointer: the record must stay small enough to carry as an
+        // intent beside itself.
+        MetaRecord body_only = out;
+        body_only.intent.reset();
+        if (body_only.Encode().size() > max_bytes) {
+          return Status(StatusCode::kTooManyLinks, "too many links for one inode record");
+        }
         return std::optional<MetaRecord>(std::move(out));
       };
       QFS_ASSIGN_OR_RETURN(TxnCtx ctx, BeginTxn(ws, {DirEntryKey(new_parent, new_name),
@@ -1763,7 +1781,7 @@ class Namespace::Impl {
       auto move_inode = [now](uint64_t from_p, std::string from_n, uint64_t to_p,
                               std::string to_n) {
         return [=](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
-          if (!rec.inode()) return Conflict("inode vanished");
+          if (!rec.inode()) return NotFound("the entry's inode is missing");
           MetaRecord out = rec;
           RemoveBackPointer(*out.inode(), from_p, from_n);
           out.inode()->parents.push_back(BackPointer{to_p, to_n});
@@ -2266,6 +2284,18 @@ class Namespace::Impl {
     }
     bool adopt = named.empty() && in.state == InodeState::kLive &&
                  now > in.birth_deadline_ns + o_.clock_skew_ns && !in.is_dir() && !name_gone;
+    // A directory no entry names is dropped only when empty: one that still holds entries (its
+    // own entry lost to damage) is adopted, or the whole tree under it would be lost.
+    bool adopt_dir = false;
+    if (in.is_dir() && named.empty() && in.state == InodeState::kLive &&
+        now > in.birth_deadline_ns + o_.clock_skew_ns) {
+      Status empty = CheckEmpty(ws, ino);
+      if (empty.code() == StatusCode::kNotEmpty) {
+        adopt_dir = true;
+      } else if (!empty.ok()) {
+        return empty;
+      }
+    }
     auto r =
         Change(ws, InodeKey(ino), [&](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
           changed = false;
@@ -2281,10 +2311,14 @@ class Namespace::Impl {
           if (cur.is_dir()) {
             if (named.empty() && cur.state == InodeState::kLive &&
                 now > cur.birth_deadline_ns + o_.clock_skew_ns) {
-              cur.state = InodeState::kDying;
-              cur.ctime_ns = now;
-              cur.nlink = 0;
-              changed = true;
+              if (adopt_dir) {
+                if (!cur.parents.empty()) cur.parents.clear(), changed = true;  // adopted below
+              } else {
+                cur.state = InodeState::kDying;
+                cur.ctime_ns = now;
+                cur.nlink = 0;
+                changed = true;
+              }
             }
             if (!changed) return std::optional<MetaRecord>();
             return std::optional<MetaRecord>(std::move(out));
@@ -2307,7 +2341,7 @@ class Namespace::Impl {
           return std::optional<MetaRecord>(std::move(out));
         });
     if (!r.ok()) return r.status();
-    if (adopt) {
+    if (adopt || adopt_dir) {
       QFS_ASSIGN_OR_RETURN(uint64_t lf, EnsureLostFound(ws));
       std::string name = "#" + std::to_string(ino);
       auto linked = DoAdopt(ws, ino, lf, name, in.type);
@@ -2348,18 +2382,21 @@ class Namespace::Impl {
         }
         return std::optional<MetaRecord>(WithBody(DirEntry{ino, type}));
       };
-      fns[InodeKey(dir)] = DirChange([now](Inode& d) -> Status {
+      const bool is_dir = type == FileType::kDirectory;
+      fns[InodeKey(dir)] = DirChange([now, is_dir](Inode& d) -> Status {
         d.entry_count += 1;
+        if (is_dir) d.nlink += 1;  // the adopted directory's ".."
         d.mtime_ns = d.ctime_ns = now;
         return Status::Ok();
       });
-      fns[InodeKey(ino)] = [dir, name,
-                            now](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
+      fns[InodeKey(ino)] = [dir, name, now,
+                            is_dir](const MetaRecord& rec) -> Result<std::optional<MetaRecord>> {
         if (!rec.inode()) return NotFound("inode vanished");
         if (!rec.inode()->parents.empty())
           return Status(StatusCode::kAlreadyExists, "named meanwhile");
         MetaRecord out = rec;
-        out.inode()->nlink = 1;
+        if (!is_dir) out.inode()->nlink = 1;  // a directory's stays 2 + its subdirectories'
+        if (is_dir && out.inode()->nlink < 2) out.inode()->nlink = 2;
         out.inode()->parents = {BackPointer{dir, name}};
         out.inode()->ctime_ns = now;
         return std::optional<MetaRecord>(std::move(out));

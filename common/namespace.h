@@ -122,6 +122,11 @@ struct NamespaceOptions {
   // (a crashed create's entry accepted on one replica can be adopted later).
   bool unsafe_recount_skips_settling = false;
 
+  // A link that would make the file's inode record larger than this answers EMLINK: a
+  // transaction's intent carries a second copy of the record, and an acceptor takes values of
+  // kMaxRecordValue at most (0: kMaxRecordValue / 2 less 8 KiB of headroom).
+  size_t max_linked_inode_bytes = 0;
+
   // Clients an inode's `applied` list remembers (0: kAppliedClients). The simulator makes it
   // small so that a client's entry is dropped while its change's outcome is unknown.
   size_t applied_clients = 0;

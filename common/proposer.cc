@@ -120,24 +120,51 @@ bool AnyFailedWith(const std::vector<std::optional<Result<Reply>>>& replies, Sta
 // joint-set proposer's round-0 write reached only the new node d, and its prepare adopted its
 // own value for its higher id: two creates of one entry both succeeded). Null if none is.
 template <typename Reply>
+const Reply* Round0HeldBy(const std::vector<size_t>& group, const std::vector<Vote>& votes,
+                          const std::vector<std::optional<Result<Reply>>>& replies) {
+  const Reply* held = nullptr;
+  for (size_t i : group) {
+    if (votes[i] != Vote::kYes) continue;
+    const Reply& r = **replies[i];
+    if (!r.value || r.accepted_ballot.counter != 0 ||
+        (held && !(r.accepted_ballot == held->accepted_ballot && r.value == held->value))) {
+      return nullptr;
+    }
+    if (!held) held = &r;
+  }
+  return held;
+}
+template <typename Reply>
 const Reply* Round0HeldByAGroup(const QuorumSpec& spec, const std::vector<Vote>& votes,
                                 const std::vector<std::optional<Result<Reply>>>& replies) {
   for (const auto& group : spec.groups) {
-    const Reply* held = nullptr;
-    bool unanimous = true;
-    for (size_t i : group) {
-      if (votes[i] != Vote::kYes) continue;
-      const Reply& r = **replies[i];
-      if (!r.value || r.accepted_ballot.counter != 0 ||
-          (held && !(r.accepted_ballot == held->accepted_ballot && r.value == held->value))) {
-        unanimous = false;
-        break;
-      }
-      if (!held) held = &r;
-    }
-    if (unanimous && held) return held;
+    if (const Reply* held = Round0HeldBy(group, votes, replies)) return held;
   }
   return nullptr;
+}
+
+// ... but two groups' answers can each hold one round-0 value, different ones, while no member
+// of both has answered (a change that adds or removes two nodes at once leaves a key's old and
+// new sets one node in common). At most one of the two was chosen, since a member of both holds
+// one round-0 value at most, and only such a member can tell which: taking the first group's
+// (the new set's) let a joint-set proposer replace an entry an old-set proposer had created on
+// all of a, b and c with its own round-0 value on d and e (seed 28 of
+// Simulation.MembershipChangeOfTwoNodes: both creates succeeded). The round then waits for more
+// answers, and fails if they never settle it.
+template <typename Reply>
+bool Round0GroupsDisagree(const QuorumSpec& spec, const std::string& key,
+                          const std::vector<Vote>& votes,
+                          const std::vector<std::optional<Result<Reply>>>& replies) {
+  if (spec.groups.size() < 2 || !SharedFirstWriteKey(key)) return false;
+  const Reply* first = nullptr;
+  for (const auto& group : spec.groups) {
+    const Reply* held = Round0HeldBy(group, votes, replies);
+    if (!held) continue;
+    if (first && !(held->accepted_ballot == first->accepted_ballot && held->value == first->value))
+      return true;
+    if (!first) first = held;
+  }
+  return false;
 }
 
 // The reply whose value a prepare (or a read of every replica) adopts among the kYes votes: the
@@ -315,6 +342,14 @@ bool Proposer::ObserveRefusals(const std::vector<std::optional<Result<AcceptRepl
   return refused_everywhere;
 }
 
+// A write no acceptor would take (over kMaxRecordValue): refused here, not sent to be refused
+// by every replica and retried until the operation's deadline.
+static Status ValueTooLarge(const std::string& key, size_t bytes) {
+  return Status(StatusCode::kTooLarge, DescribeKey(key) + ": record value of " +
+                                           std::to_string(bytes) + " bytes over the " +
+                                           std::to_string(kMaxRecordValue) + "-byte limit");
+}
+
 kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op, Prepared p) {
   auto env_r = RecordEnvelope::Decode(*p.value);
   if (!env_r.ok()) return RunChange(op);
@@ -322,13 +357,17 @@ kj::Promise<Result<RecordValue>> Proposer::OneRound(std::shared_ptr<ChangeOp> op
   Decision decision = op->f(env.payload);
   if (decision.kind != Decision::kWrite) return RunChange(op);
   env.Apply(rng_() | 1, std::move(decision.payload));
+  auto value = std::make_shared<std::string>(env.Encode());
+  if (value->size() > kMaxRecordValue) {
+    if (!op->sent.empty()) return RunChange(op);  // the full protocol settles the earlier write
+    return Result<RecordValue>(ValueTooLarge(op->key, value->size()));
+  }
   op->sent.push_back({env.recent.back(), env.version, env.payload});
   RecordValue result;
   result.payload = env.payload;
   result.version = env.version;
   Observe(p.next);
   auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
-  auto value = std::make_shared<std::string>(env.Encode());
   const int R = config_->read_quorum;
   const int W = config_->write_quorum;
   Ballot ballot = p.next;
@@ -376,9 +415,12 @@ QuorumSpec Proposer::SpecFor(const std::string& key) const {
 Ballot Proposer::NextBallot() { return Ballot{++max_counter_, options_.proposer_id}; }
 
 void Proposer::Observe(const Ballot& b) {
-  // A counter out of acceptors' range comes only from a garbled reply: ignored, so that the
-  // next ballot stays one every acceptor takes.
-  if (b.InRange()) max_counter_ = std::max(max_counter_, b.counter);
+  // A counter out of acceptors' range comes only from a garbled reply, and one within a few of
+  // its end only from a hostile or broken client (honest counters grow by one a round): both
+  // ignored, so that this proposer's next ballot, and that ballot's successor, stay ones every
+  // acceptor takes. Taking them froze every full-protocol change of this process, on every key.
+  // (The key such a promise sits on stays frozen: no ballot in range beats it.)
+  if (b.counter < Ballot::kMaxCounter - 4) max_counter_ = std::max(max_counter_, b.counter);
 }
 
 kj::Duration Proposer::Backoff(int attempt) {
@@ -432,9 +474,19 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
   auto send = [this, spec, op, ballot](size_t i) {
     return transport_.Prepare(spec->targets[i], op->key, ballot);
   };
-  auto decide = [spec, R](const std::vector<std::optional<Result<PrepareReply>>>& replies) {
+  const bool unsafe_first_group = options_.unsafe_round0_first_group;
+  auto decide = [spec, R, op, unsafe_first_group](
+                    const std::vector<std::optional<Result<PrepareReply>>>& replies) {
     auto votes = VotesOf(replies, &PromiseYes);
-    return spec->Satisfied(votes, R) || spec->Hopeless(votes, R);
+    if (spec->Hopeless(votes, R)) return true;
+    if (!spec->Satisfied(votes, R)) return false;
+    // Round-0 values that two groups' answers disagree on: wait for a member of both.
+    if (!unsafe_first_group && Round0GroupsDisagree(*spec, op->key, votes, replies)) {
+      for (const auto& r : replies) {
+        if (!r) return false;
+      }
+    }
+    return true;
   };
   auto refused = [](const auto& replies) { return AnyRefusal(replies, &PromiseYes); };
   return Gather<PrepareReply>(timer_, options_.round_timeout, spec->targets.size(), send, decide,
@@ -450,8 +502,12 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
             if ((*r)->voting && !(*r)->promised) conflict = true;
           }
         }
-        if (!spec->Satisfied(votes, R)) {
-          if (conflict) {
+        // Every answer in, or the round over, and still no member of both groups settles
+        // whose round-0 value may be chosen: not a quorum to decide on.
+        const bool undecided = !options_.unsafe_round0_first_group && spec->Satisfied(votes, R) &&
+                               Round0GroupsDisagree(*spec, op->key, votes, g.replies);
+        if (!spec->Satisfied(votes, R) || undecided) {
+          if (conflict && !undecided) {
             ++counters_.conflicts;
             return timer_.afterDelay(Backoff(op->attempt++)).then([this, op]() {
               return Attempt(op);
@@ -466,18 +522,20 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
                                                                    : StatusCode::kNoQuorum;
           // Too few answered: wait for a quorum while the operation has time (the mount's
           // op_timeout is "how long an operation waits for a quorum").
+          std::string why =
+              undecided ? "the two configurations' replicas hold different round-0 values and "
+                          "no replica of both answered"
+                        : "prepare reached fewer than " + std::to_string(R) +
+                              " replicas: " + DescribeFailures(*spec, g.replies);
           if (code == StatusCode::kNoQuorum && options_.no_quorum_retry > 0 * kj::NANOSECONDS &&
               timer_.now() + options_.no_quorum_retry < op->deadline) {
             ++counters_.no_quorum_retries;
-            op->last_error = Status(code, "prepare reached fewer than " + std::to_string(R) +
-                                              " replicas: " + DescribeFailures(*spec, g.replies));
+            op->last_error = Status(code, why);
             return timer_.afterDelay(options_.no_quorum_retry).then([this, op]() {
               return Attempt(op);
             });
           }
-          return Result<RecordValue>(
-              fail_status(code, "prepare reached fewer than " + std::to_string(R) +
-                                    " replicas: " + DescribeFailures(*spec, g.replies)));
+          return Result<RecordValue>(fail_status(code, why));
         }
         op->last_error = Status::Ok();  // this round reached a quorum
         // The value the promises carry (the highest accepted ballot; see Adopted).
@@ -557,6 +615,10 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
           return Result<RecordValue>(std::move(result));
         }
         auto value = std::make_shared<std::string>(env.Encode());
+        if (value->size() > kMaxRecordValue) {
+          Status too_large = ValueTooLarge(op->key, value->size());
+          return Result<RecordValue>(fail_status(too_large.code(), too_large.message()));
+        }
         if (decision.kind == Decision::kWrite) {
           op->sent.push_back({env.recent.back(), env.version, env.payload});
         }
@@ -602,6 +664,7 @@ kj::Promise<Result<RecordValue>> Proposer::Attempt(std::shared_ptr<ChangeOp> op)
 }
 
 kj::Promise<Result<RecordValue>> Proposer::Read(std::string key) {
+  ++counters_.reads;
   Status valid = ValidateRecordKey(key);
   if (!valid.ok()) return Result<RecordValue>(valid);
   auto spec = std::make_shared<QuorumSpec>(SpecFor(key));
@@ -803,6 +866,12 @@ kj::Promise<Result<RecordValue>> Proposer::ReadWithoutWrite(std::string key) {
           return Status(StatusCode::kNoQuorum,
                         DescribeKey(*skey) + ": fewer than read_quorum replicas answered");
         }
+        if (Round0GroupsDisagree(*spec, *skey, votes, g.replies)) {
+          return Status(StatusCode::kNoQuorum,
+                        DescribeKey(*skey) +
+                            ": the two configurations' replicas hold different round-0 values "
+                            "and no replica of both answered");
+        }
         const ReadAcceptedReply* best =
             Adopted(*spec, *skey, votes, g.replies, options_.unsafe_round0_highest_wins);
         RecordValue v;
@@ -849,9 +918,11 @@ kj::Promise<Result<RecordValue>> Proposer::FirstWrite(std::string key, std::stri
   if (known_written_.erase(op->key) > 0) return RunChange(std::move(op));
   RecordEnvelope env;
   env.Apply(rng_() | 1, payload);
+  auto value = std::make_shared<std::string>(env.Encode());
+  if (value->size() > kMaxRecordValue)
+    return Result<RecordValue>(ValueTooLarge(op->key, value->size()));
   op->sent.push_back({env.recent.back(), env.version, env.payload});
   auto spec = std::make_shared<QuorumSpec>(SpecFor(op->key));
-  auto value = std::make_shared<std::string>(env.Encode());
   Ballot ballot{0, options_.proposer_id};
   const int R = config_->read_quorum;
   const int W = config_->write_quorum;

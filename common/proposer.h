@@ -77,6 +77,8 @@ struct ProposerOptions {
   bool unsafe_shared_first_write_at_w = false;  // CreateShared done at W, not all N, replies
   bool unsafe_trust_any_refusal = false;        // refused everywhere = stored nowhere, any ballot
   bool unsafe_round0_highest_wins = false;      // adopt the highest round-0 value (see .cc)
+  // Adopt the first group's round-0 value when two groups' answers disagree (see .cc).
+  bool unsafe_round0_first_group = false;
 };
 
 // What a change function decides after seeing the current payload.
@@ -157,6 +159,7 @@ class Proposer {
     uint64_t first_writes_failed = 0;  // round-0 writes that fell back to the full protocol
     uint64_t batch_fallbacks = 0;      // keys of a ReadMany that took Read on their own
     uint64_t no_quorum_retries = 0;    // prepare rounds tried again for want of replies
+    uint64_t reads = 0;                // Read calls (a ReadMany's fallbacks included)
   };
   const Counters& counters() const { return counters_; }
 

@@ -28,6 +28,10 @@ struct AcceptorState {
   }
 };
 
+// The largest encoded record value (envelope and payload) an acceptor takes; a proposer
+// refuses a larger write itself instead of sending it.
+constexpr size_t kMaxRecordValue = 1024 * 1024;
+
 struct RecordEnvelope {
   static constexpr size_t kRecentChanges = 32;
 

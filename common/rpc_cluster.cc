@@ -11,6 +11,10 @@ struct RpcCluster::Node {
   kj::Maybe<rpc::Chunkserver::Client> client;
   kj::Maybe<kj::ForkedPromise<void>> connecting;
   kj::Promise<void> watch = nullptr;
+  // The server's own word that it is this node (its stats' node id), asked first on each new
+  // connection; calls wait for it (identity_ok once it came). See Connected.
+  kj::Maybe<kj::ForkedPromise<void>> verified;
+  bool identity_ok = false;
   kj::TimePoint retry_at = kj::origin<kj::TimePoint>();
   int failures = 0;
   std::string last_error;
@@ -123,8 +127,20 @@ void RpcCluster::Log(const std::string& message) {
   if (options_.log) options_.log(message);
 }
 
+size_t RpcCluster::OpenConnections() const {
+  size_t open = 0;
+  for (const auto& [id, node] : nodes_) open += node->conn.get() != nullptr;
+  return open;
+}
+
+void RpcCluster::taskFailed(kj::Exception&& e) {
+  Log(std::string("connection bookkeeping failed: ") + e.getDescription().cStr());
+}
+
 void RpcCluster::Disconnect(Node& node, const std::string& why) {
   node.client = nullptr;
+  node.verified = nullptr;
+  node.identity_ok = false;
   node.watch = nullptr;
   node.conn = nullptr;
   node.last_error = why;
@@ -159,6 +175,77 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
   return Connect(node);
 }
 
+void RpcCluster::DropLater(Node& node, uint64_t generation, std::string why) {
+  Node* n = &node;
+  // Not from inside the callback of a promise the node holds (see the watch in Connected).
+  tasks_->add(kj::evalLater([this, n, generation, why]() {
+    if (n->generation != generation || n->conn.get() == nullptr) return;
+    Disconnect(*n, why);
+    ++n->failures;
+    n->down = true;
+    auto backoff =
+        std::min<int64_t>(options_.reconnect_max / kj::NANOSECONDS,
+                          (options_.reconnect_min / kj::NANOSECONDS) << std::min(n->failures, 16));
+    n->retry_at = timer_.now() + backoff * kj::NANOSECONDS;
+  }));
+}
+
+void RpcCluster::Connected(Node& node, kj::Own<RpcConnection> conn,
+                           rpc::Chunkserver::Client client) {
+  Node* n = &node;
+  auto identity = client.statsRequest().send();
+  n->conn = kj::mv(conn);
+  n->client = kj::mv(client);
+  if (n->down) Log("node " + n->id + " (" + n->address + ") reachable again");
+  n->failures = 0;
+  n->down = false;
+  ++n->generation;
+  n->last_reply = timer_.now();
+  // The watch must not destroy itself from its own callback (kj throws from the firing
+  // event's destructor, then uses it freed), so the disconnect runs a turn later, if this
+  // connection is still open.
+  uint64_t generation = n->generation;
+  auto later = [this, n, generation](std::string why) {
+    tasks_->add(kj::evalLater([this, n, generation, why]() {
+      if (n->generation == generation && n->conn.get() != nullptr) Disconnect(*n, why);
+    }));
+  };
+  n->watch = n->conn->OnDisconnect()
+                 .then([later]() { later("connection closed"); },
+                       [later](kj::Exception&& e) { later(e.getDescription().cStr()); })
+                 .eagerlyEvaluate(nullptr);
+  // The server must be the node this address names: two ids whose addresses reach one server
+  // (a host name and its IP, two names of one host) would count its one copy twice towards a
+  // quorum. Its stats name it. They are asked first, and calls on the connection wait for the
+  // answer within their own deadlines (a frozen server holds them no longer than before); on a
+  // mismatch the connection is dropped and the node marked unreachable.
+  n->verified = kj::mv(identity)
+                    .then(
+                        [this, n, generation](capnp::Response<rpc::Chunkserver::StatsResults>&& r) {
+                          std::string answered = r.getStats().getNodeId();
+                          if (n->generation != generation) return;
+                          if (answered == n->id) {
+                            n->identity_ok = true;
+                            return;
+                          }
+                          std::string why = "the server at " + n->address + " is node '" +
+                                            answered + "', not '" + n->id +
+                                            "': check the cluster file";
+                          Log("node " + n->id + ": " + why);
+                          DropLater(*n, generation, why);
+                          KJ_FAIL_REQUIRE("wrong node", why) { break; }
+                        },
+                        [this, n, generation](kj::Exception&& e) {
+                          // No answer to the check (the connection broke, or the call failed): the
+                          // connection is dropped, so calls waiting on it reconnect instead of
+                          // failing on it until TCP gives up.
+                          if (n->generation == generation)
+                            DropLater(*n, generation, e.getDescription().cStr());
+                          kj::throwFatalException(kj::mv(e));
+                        })
+                    .fork();
+}
+
 void RpcCluster::StartConnect(Node& node) {
   Node* n = &node;
   uint64_t token = ++node.attempt;
@@ -169,19 +256,9 @@ void RpcCluster::StartConnect(Node& node) {
                      })
                      .then([this, n, token](kj::Own<kj::AsyncIoStream> stream) {
                        if (n->attempt != token) return;  // the address changed meanwhile
-                       n->conn = kj::heap<RpcConnection>(kj::mv(stream));
-                       n->client = n->conn->Bootstrap().castAs<rpc::Chunkserver>();
-                       if (n->down) Log("node " + n->id + " (" + n->address + ") reachable again");
-                       n->failures = 0;
-                       n->down = false;
-                       ++n->generation;
-                       n->last_reply = timer_.now();
-                       n->watch = n->conn->OnDisconnect()
-                                      .then([this, n]() { Disconnect(*n, "connection closed"); },
-                                            [this, n](kj::Exception&& e) {
-                                              Disconnect(*n, e.getDescription().cStr());
-                                            })
-                                      .eagerlyEvaluate(nullptr);
+                       auto conn = kj::heap<RpcConnection>(kj::mv(stream));
+                       auto client = conn->Bootstrap().castAs<rpc::Chunkserver>();
+                       Connected(*n, kj::mv(conn), kj::mv(client));
                      });
   auto bounded = timer_.timeoutAfter(options_.connect_timeout, kj::mv(attempt))
                      .catch_([this, n, token](kj::Exception&& e) {
@@ -218,15 +295,21 @@ kj::Promise<Result<T>> RpcCluster::CallUntil(const std::string& node_id, std::sh
   std::string id = node_id;
   kj::TimePoint start = timer_.now();
   auto sent_on = std::make_shared<uint64_t>(0);  // the connection the call went out on
-  auto work = Connect(node)
-                  .then([fn, n, sent_on](rpc::Chunkserver::Client client) {
-                    *sent_on = n->generation;
-                    return (*fn)(client);
-                  })
-                  .then([this, n, sent_on](Result<T>&& r) {
-                    if (*sent_on == n->generation) n->last_reply = timer_.now();
-                    return kj::mv(r);
-                  });
+  auto work =
+      Connect(node)
+          .then([fn, n, sent_on](rpc::Chunkserver::Client client) -> kj::Promise<Result<T>> {
+            *sent_on = n->generation;
+            if (!n->identity_ok) {
+              KJ_IF_MAYBE (v, n->verified) {
+                return v->addBranch().then([fn, client]() mutable { return (*fn)(client); });
+              }
+            }
+            return (*fn)(client);
+          })
+          .then([this, n, sent_on](Result<T>&& r) {
+            if (*sent_on == n->generation) n->last_reply = timer_.now();
+            return kj::mv(r);
+          });
   kj::Duration left = deadline > start ? deadline - start : 0 * kj::NANOSECONDS;
   return timer_.timeoutAfter(left, kj::mv(work))
       .catch_([this, n, id, start, sent_on, fn, deadline,

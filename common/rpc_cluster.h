@@ -65,7 +65,9 @@ struct ListedChunk {
   std::string hint;
 };
 
-class RpcCluster : public RecordTransport, public ChunkTransport {
+class RpcCluster : public RecordTransport,
+                   public ChunkTransport,
+                   private kj::TaskSet::ErrorHandler {
  public:
   RpcCluster(kj::AsyncIoProvider& io, kj::Timer& timer, RpcClusterOptions options);
   ~RpcCluster() override;
@@ -107,7 +109,11 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
                                          Ballot ballot, Ballot promised, Ballot fence);
   kj::Promise<Status> FinishRejoin(const std::string& node);
 
+  // Nodes with a connection open (for tests: a closed connection is let go).
+  size_t OpenConnections() const;
+
  private:
+  void taskFailed(kj::Exception&& e) override;
   // One readAcceptedBatch call: the states of a prefix of `keys` (see the schema).
   kj::Promise<Result<std::vector<ReadAcceptedReply>>> ReadAcceptedBatchOnce(
       const std::string& node, const std::vector<std::string>& keys);
@@ -115,6 +121,12 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   Node& NodeFor(const std::string& id);
   kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);
   void StartConnect(Node& node);  // a connect attempt, kept in node.connecting
+  // Drops node's connection `generation` (if still its current one) a turn later, marking the
+  // node unreachable until a reconnect works.
+  void DropLater(Node& node, uint64_t generation, std::string why);
+  // A new connection to `node`: used from now on (calls wait for its identity check), and
+  // watched.
+  void Connected(Node& node, kj::Own<RpcConnection> conn, rpc::Chunkserver::Client client);
   void Disconnect(Node& node, const std::string& why);
   void Log(const std::string& message);
 
@@ -133,6 +145,9 @@ class RpcCluster : public RecordTransport, public ChunkTransport {
   RpcClusterOptions options_;
   std::shared_ptr<const ClusterConfig> config_;
   std::map<std::string, kj::Own<Node>> nodes_;
+  // Disconnects deferred out of a connection's watch (destroyed first).
+  std::unique_ptr<kj::TaskSet> tasks_ =
+      std::make_unique<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this));
 };
 
 // Maps an rpc::Error to a Status (Ok when code is ok).

@@ -1581,9 +1581,13 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   // last close.
   void HoldUnlinked(const std::vector<uint64_t>& inos) {
     for (uint64_t ino : inos) {
-      if (FileState* f = Find(ino)) {
+      FileState* f = Find(ino);
+      if (f && f->open_count > 0) {
         f->unlinked_held = true;
         EnsureLeaseLoop();
+      } else {
+        // Closed while the change ran: nothing holds it any more.
+        Add(ns().ReleaseLease(ino, lease_holder_).then([](Status) {}));
       }
     }
   }

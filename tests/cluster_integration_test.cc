@@ -16,6 +16,7 @@
 
 #include "common/cluster_client.h"
 #include "common/placement.h"
+#include "common/record.h"
 #include "common/record_key.h"
 #include "common/rpc_record_lister.h"
 #include "tests/test_cluster.h"
@@ -529,6 +530,144 @@ TEST(ClusterIntegration, SigtermIsCleanAndIncarnationPersists) {
   auto r = client.Read(InodeKey(5));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->payload, "kept");
+}
+
+// A connection the server closes while no call is on it (a restart, a SIGTERM) is let go when
+// its watch fires, and the node is reached again afterwards. The watch used to run the
+// disconnect from its own callback, which destroyed it while it fired: kj threw from the
+// destructor, the disconnect stopped halfway and the closed connection stayed held.
+TEST(ClusterIntegration, AConnectionClosedWhileIdleIsLetGo) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  auto open = [&] {
+    return client.RunSync<size_t>(
+        [&] { return kj::Promise<size_t>(client.rpc().OpenConnections()); });
+  };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.Stats(cluster.node_id(i)).ok());
+  EXPECT_EQ(open(), 3u);
+  EXPECT_EQ(cluster.Terminate(0), 0) << cluster.Log(0);
+  for (int i = 0; i < 100 && open() != 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(open(), 2u) << "the closed connection is still held";
+  cluster.Start(0);
+  auto stats = client.Stats(cluster.node_id(0));
+  for (int i = 0; i < 50 && !stats.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stats = client.Stats(cluster.node_id(0));
+  }
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(open(), 3u);
+}
+
+// While node d is being removed (`leaving`), it never stands in for a home replica of a chunk:
+// a hinted copy there would leave with it. With b and c down, a chunk homed on a, b, c in both
+// memberships has one home up: its put fails instead of counting d's copy as the second.
+TEST(ClusterIntegration, ALeavingNodeNeverStandsInForAHomeReplica) {
+  TestClusterOptions o;
+  o.nodes = 4;
+  TestCluster cluster(o);
+  std::string text = "epoch = 2\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+  for (int i = 0; i < 3; ++i) text += cluster.NodeLine(i) + "\n";
+  text += "leaving" + cluster.NodeLine(3).substr(4) + "\nprevious a b c d\n";
+  cluster.Reconfigure(text);
+  ASSERT_TRUE(cluster.config()->InTransition());
+  cluster.Kill(1);
+  cluster.Kill(2);
+  std::string data;
+  std::mt19937_64 rng(7);
+  while (true) {
+    data = RandomBytes(rng, 4096);
+    auto groups = ReplicaGroupsFor(*cluster.config(), ChunkId::Of(data).view());
+    ASSERT_EQ(groups.size(), 2u);
+    const auto& old_set = groups[1].members;
+    if (std::find(old_set.begin(), old_set.end(), "d") == old_set.end()) break;
+  }
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  auto put = client.PutChunk(data);
+  ASSERT_FALSE(put.ok()) << "acknowledged with a copy on the leaving node";
+  EXPECT_EQ(put.status().code(), StatusCode::kNoQuorum) << put.status().ToString();
+}
+
+// A record value no acceptor takes (over 1 MiB) is refused by the proposer at once, as too
+// large, for every kind of write; before, it was sent, refused by every replica, and resent
+// until the operation's deadline, which then reported an unknown outcome.
+TEST(ClusterIntegration, ARecordValueOverTheLimitIsRefusedAtOnce) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  const std::string big(kMaxRecordValue + 1, 'v');
+  auto start = std::chrono::steady_clock::now();
+  auto changed = client.Change(
+      InodeKey(77), [&](const std::optional<std::string>&) { return Decision::Write(big); });
+  EXPECT_EQ(changed.status().code(), StatusCode::kTooLarge) << changed.status().ToString();
+  auto fresh = client.CreateFresh(InodeKey(78), big);
+  EXPECT_EQ(fresh.status().code(), StatusCode::kTooLarge) << fresh.status().ToString();
+  // After a write of its own, a change's next write is one round: refused the same way.
+  ASSERT_TRUE(
+      client
+          .Change(InodeKey(79),
+                  [](const std::optional<std::string>&) { return Decision::Write("small"); })
+          .ok());
+  auto grown = client.Change(
+      InodeKey(79), [&](const std::optional<std::string>&) { return Decision::Write(big); });
+  EXPECT_EQ(grown.status().code(), StatusCode::kTooLarge) << grown.status().ToString();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  auto kept = client.Read(InodeKey(79));
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(kept->payload, "small");
+}
+
+// A promise at the top of the counter range, which only a broken or hostile client makes,
+// freezes its key (nothing in range beats it), but must not freeze the client that meets it:
+// that client's changes of other keys go on.
+TEST(ClusterIntegration, APromiseAtTheCounterLimitFreezesOnlyItsKey) {
+  TestCluster cluster;
+  ClusterClient client(cluster.config(), ShortDeadlines());
+  const std::string frozen = InodeKey(91), other = InodeKey(92);
+  Ballot rogue{Ballot::kMaxCounter - 1, 12345};
+  for (int i = 0; i < 3; ++i) {
+    auto p = client.RunSync<Result<PrepareReply>>(
+        [&] { return client.rpc().Prepare(cluster.node_id(i), frozen, rogue); });
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    EXPECT_TRUE(p->promised);
+  }
+  auto stuck =
+      client.Change(frozen, [](const std::optional<std::string>&) { return Decision::Write("x"); });
+  EXPECT_FALSE(stuck.ok());
+  auto fine =
+      client.Change(other, [](const std::optional<std::string>&) { return Decision::Write("y"); });
+  ASSERT_TRUE(fine.ok()) << fine.status().ToString();
+  // A second write of the other key by a fresh client takes the full protocol too.
+  ClusterClient fresh(cluster.config(), ShortDeadlines());
+  auto again =
+      fresh.Change(other, [](const std::optional<std::string>&) { return Decision::Write("z"); });
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto third =
+      client.Change(other, [](const std::optional<std::string>&) { return Decision::Write("w"); });
+  EXPECT_TRUE(third.ok()) << third.status().ToString();
+}
+
+// Two ids whose addresses reach one server (here b is written as localhost and a's port) must
+// not count that server twice: a connection is used only once the server's stats name the node
+// it was meant for. With c down, a put must fail, not be acknowledged with a's one copy twice.
+TEST(ClusterIntegration, TwoIdsThatReachOneServerDoNotCountTwice) {
+  TestCluster cluster;
+  std::string text = "epoch = 1\nreplicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+  text += "node a 127.0.0.1:" + std::to_string(cluster.port(0)) + "\n";
+  text += "node b localhost:" + std::to_string(cluster.port(0)) + "\n";
+  text += "node c 127.0.0.1:" + std::to_string(cluster.port(2)) + "\n";
+  auto parsed = ClusterConfig::Parse(text, "aliased");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  auto config = std::make_shared<const ClusterConfig>(std::move(parsed).value());
+  cluster.Kill(2);
+  ClusterClient client(config, ShortDeadlines());
+  auto stats = client.Stats("b");
+  ASSERT_FALSE(stats.ok()) << "b's address answered as b";
+  EXPECT_NE(stats.status().message().find("is node 'a'"), std::string::npos)
+      << stats.status().ToString();
+  auto put = client.PutChunk(std::string(4096, 'q'));
+  ASSERT_FALSE(put.ok()) << "acknowledged with one server's copy counted twice";
+  EXPECT_EQ(put.status().code(), StatusCode::kNoQuorum) << put.status().ToString();
 }
 
 TEST(ClusterIntegration, RejoiningNodeDoesNotVoteUntilRefilled) {

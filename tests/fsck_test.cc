@@ -3,11 +3,13 @@
 // fsck --repair fixes it (exit 1), a second fsck is clean (exit 0), and every file still reads
 // back byte for byte.
 #include <gtest/gtest.h>
+#include <kj/async.h>
 #include <sys/stat.h>
 
 #include <atomic>
 #include <set>
 
+#include "chunkserver/record_store.h"
 #include "common/placement.h"
 #include "common/record_key.h"
 #include "tests/admin_test_util.h"
@@ -41,6 +43,15 @@ class FsckTest : public ::testing::Test {
     fs_ = std::make_unique<TestFs>(*client_);
     auto root = fs_->EnsureRoot();
     ASSERT_TRUE(root.ok()) << root.status().ToString();
+  }
+
+  // A client whose inodes pass their birth deadline, plus fsck's skew bound (1 s), within
+  // 1.5 s: what it creates and leaves unnamed is adoptable soon.
+  static ClusterClientOptions QuickBirthOptions() {
+    ClusterClientOptions o = testing::ShortDeadlines();
+    o.ns.birth_grace_ns = 300'000'000;
+    o.ns.clock_skew_ns = 50'000'000;
+    return o;
   }
 
   // A few directories and files of 0 bytes to several chunks.
@@ -387,6 +398,70 @@ TEST_F(FsckTest, RecordsLeftByWritesOnFullDisksAreSettled) {
   EXPECT_EQ(again.code, 0) << again.All();
 }
 
+// A cluster no mount has used yet (no root inode: the first mount makes it) is clean, not an
+// unreadable root; it used to exit 4 with unreadable_directory, which --repair could not fix.
+TEST_F(FsckTest, AClusterNoMountHasUsedIsClean) {
+  cluster_ = std::make_unique<TestCluster>();
+  // A read of the root (as a mount's first lookup) leaves at most a promise, no value.
+  {
+    ClusterClient reader(cluster_->config(), testing::ShortDeadlines());
+    auto root = reader.Change(InodeKey(kRootIno),
+                              [](const std::optional<std::string>&) { return Decision::Keep(); });
+    ASSERT_TRUE(root.ok()) << root.status().ToString();
+  }
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 0) << check.All();
+  EXPECT_NE(check.out.find("no file system yet"), std::string::npos) << check.All();
+  CliResult gc = Fsck({"--gc", "--grace", "0", "--no-writers"});
+  EXPECT_EQ(gc.code, 0) << gc.All();
+  // Chunks with no metadata at all are a lost metadata store, not garbage: --gc refuses.
+  {
+    ClusterClient writer(cluster_->config(), testing::ShortDeadlines());
+    auto put = writer.PutChunk(std::string(5000, 'c'));
+    ASSERT_TRUE(put.ok()) << put.status().ToString();
+    CliResult refused = Fsck({"--gc", "--grace", "0", "--no-writers"});
+    EXPECT_EQ(refused.code, 8) << refused.All();
+    EXPECT_EQ(Holders(*put).size(), 3u);
+  }
+  // Once a mount made the root, fsck walks it as usual.
+  client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
+  fs_ = std::make_unique<TestFs>(*client_);
+  ASSERT_TRUE(fs_->EnsureRoot().ok());
+  CliResult after = Fsck({});
+  EXPECT_EQ(after.code, 0) << after.All();
+  EXPECT_EQ(after.out.find("no file system yet"), std::string::npos) << after.All();
+}
+
+// A row whose key is no record key (a damaged store, or a broken server) is reported, and no
+// later check takes it apart as a well-formed key: fsck used to die on "I" (out_of_range).
+TEST_F(FsckTest, AMalformedRecordKeyIsReportedNotFatal) {
+  StartCluster();
+  WriteFiles();
+  ASSERT_EQ(cluster_->Terminate(0), 0);
+  {
+    kj::EventLoop loop;
+    kj::WaitScope ws(loop);
+    auto store = RecordStore::Open(cluster_->data_dir(0) + "/meta");
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    AcceptorState st;
+    st.promised = st.accepted = Ballot{1, 7};
+    st.value = std::string("x");
+    AcceptorWrite w;
+    w.rows.emplace_back("I", st);
+    w.rows.emplace_back("I/x", st);
+    Status committed = (*store)->Commit(std::move(w)).wait(ws);
+    ASSERT_TRUE(committed.ok()) << committed.ToString();
+  }
+  cluster_->Start(0);
+  CliResult check = Fsck({});
+  EXPECT_EQ(check.code, 4) << check.All();
+  EXPECT_NE(check.out.find("malformed_record_key"), std::string::npos) << check.All();
+  // Such a row's value may name chunks nobody else does: --gc refuses (and does not crash).
+  CliResult gc = Fsck({"--gc", "--grace", "0", "--no-writers"});
+  EXPECT_EQ(gc.code, 8) << gc.All();
+  ExpectFilesIntact();
+}
+
 TEST_F(FsckTest, OrphanInodeIsAdoptedOnlyAfterItsBirthDeadline) {
   StartCluster();
   WriteFiles();
@@ -434,9 +509,7 @@ TEST_F(FsckTest, OrphanInodeIsAdoptedOnlyAfterItsBirthDeadline) {
 TEST_F(FsckTest, AnUnlinkThatStoppedAfterItsTombstoneIsFinishedNotAdopted) {
   StartCluster();
   WriteFiles();
-  ClusterClientOptions o = testing::ShortDeadlines();
-  o.ns.birth_grace_ns = 300'000'000;
-  o.ns.clock_skew_ns = 50'000'000;
+  ClusterClientOptions o = QuickBirthOptions();
   ClusterClient young(cluster_->config(), o);
   TestFs young_fs(young);
   for (const char* path : {"/d/gone", "/d/reused"}) {
@@ -457,6 +530,10 @@ TEST_F(FsckTest, AnUnlinkThatStoppedAfterItsTombstoneIsFinishedNotAdopted) {
     EXPECT_FALSE(fs_->Resolve(path).ok()) << path << " is still named";
   }
   Write("/d/reused", "a new file under the old name");
+  // A GC before the repair keeps the tombstone the inode's back-pointer names: the repair must
+  // still see that the name was removed.
+  CliResult gc = Fsck({"--gc", "--grace", "0", "--no-writers"});
+  EXPECT_LE(gc.code, 4) << gc.All();
   ExpectRepairCycle({"--recount-quiet", "1"}, {"orphan_inode"});
   EXPECT_FALSE(fs_->Resolve("/lost+found").ok()) << "an unlinked file was adopted";
   for (uint64_t ino : {*gone, *reused}) {
@@ -486,6 +563,48 @@ TEST_F(FsckTest, GcRefusesWhileAnInodeRecordCannotBeDecoded) {
   EXPECT_EQ(gc.code, 8) << gc.All();
   EXPECT_NE(gc.out.find("record_undecodable"), std::string::npos) << gc.All();
   for (const auto& id : ids) EXPECT_EQ(Holders(id).size(), 3u) << id.ToHex();
+}
+
+// A directory whose own entry was lost, but which still holds files, is adopted into
+// /lost+found with everything under it; it used to be marked dying, and the tree under it was
+// lost for good (its files named by entries in a dead directory, never adopted).
+TEST_F(FsckTest, AnOrphanedDirectoryThatHoldsFilesIsAdoptedWithThem) {
+  StartCluster();
+  WriteFiles();
+  ClusterClientOptions o = QuickBirthOptions();
+  ClusterClient young(cluster_->config(), o);
+  TestFs young_fs(young);
+  ASSERT_TRUE(young_fs.Create("/d/sub", FileType::kDirectory).ok());
+  ASSERT_TRUE(young_fs.Create("/d/empty_sub", FileType::kDirectory).ok());
+  const std::string data = testing::RandomBytes(77, kMiB + 3);
+  ASSERT_TRUE(young_fs.WriteFile("/d/sub/f", data).ok());
+  auto d = fs_->Resolve("/d");
+  auto sub = fs_->Resolve("/d/sub");
+  auto empty_sub = fs_->Resolve("/d/empty_sub");
+  ASSERT_TRUE(d.ok() && sub.ok() && empty_sub.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));  // past birth + fsck's skew
+  // Damage: both directories' entries are lost.
+  for (const char* name : {"sub", "empty_sub"}) {
+    auto r = client_->Change(DirEntryKey(*d, name), [](const std::optional<std::string>&) {
+      return Decision::Write(MetaRecord{}.Encode());
+    });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  ExpectRepairCycle({"--recount-quiet", "1"}, {"orphan_inode"});
+  auto f = fs_->Resolve("/lost+found/#" + std::to_string(*sub) + "/f");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  auto got = fs_->ReadFile(*f);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == data);
+  auto lf = fs_->Resolve("/lost+found");
+  ASSERT_TRUE(lf.ok());
+  auto lf_attr = fs_->GetAttr(*lf);
+  ASSERT_TRUE(lf_attr.ok());
+  EXPECT_EQ(lf_attr->nlink, 3u);  // 2 + the adopted directory
+  EXPECT_FALSE(fs_->Resolve("/lost+found/#" + std::to_string(*empty_sub)).ok());
+  auto gone = fs_->GetAttr(*empty_sub);
+  ASSERT_TRUE(gone.ok()) << gone.status().ToString();
+  EXPECT_EQ(gone->state, InodeState::kDying);
 }
 
 TEST_F(FsckTest, InterruptedRenamesAreResolved) {
@@ -835,7 +954,8 @@ TEST_F(FsckTest, LayoutPagesAndTheChunksTheyNameAreReferenced) {
   EXPECT_EQ(lost.code, 8) << lost.All();
   EXPECT_NE(lost.out.find("chunk_lost"), std::string::npos) << lost.out;
   EXPECT_NE(lost.out.find("/paged"), std::string::npos) << lost.out;
-  EXPECT_NE(lost.out.find("layout page read, and some could not be"), std::string::npos) << lost.out;
+  EXPECT_NE(lost.out.find("layout page read, and some could not be"), std::string::npos)
+      << lost.out;
   EXPECT_EQ(Holders(*data).size(), 3u);
   EXPECT_FALSE(Holders(*old2).empty());
 }

@@ -198,12 +198,18 @@ class Fsck {
           operational_ = "scanning records on " + node + ": " + page.status().ToString();
           break;
         }
+        const std::string before = after;
         for (auto& rec : page->records) {
           after = rec.key;
           records_[rec.key].by_node[node] = std::move(rec);
         }
         progress_.Tick(page->records.size());
         if (!page->more) break;
+        if (after <= before) {  // a page that does not move on would be asked for forever
+          operational_ = "scanning records on " + node + ": a page did not advance past '" +
+                         DescribeKey(before) + "'";
+          break;
+        }
       }
     }
   }
@@ -316,10 +322,16 @@ class Fsck {
 
   void CheckRecordReplicas() {
     progress_.Phase("checking records", records_.size());
+    std::vector<std::string> malformed;
     for (const auto& [key, copies] : records_) {
       progress_.Tick();
       if (!ValidateRecordKey(key).ok()) {
         Report(Issue{"malformed_record_key", DescribeKey(key), "", "unknown key format"});
+        malformed.push_back(key);
+        // Its value may name chunks this fsck cannot see: --gc must not run.
+        for (const auto& [node, copy] : copies.by_node) {
+          if (copy.value) unknown_references_ = true;
+        }
         continue;
       }
       const ScannedRecord* best = Latest(copies);
@@ -377,6 +389,8 @@ class Fsck {
         if (!who.empty() || !i.fixed) Report(i);
       }
     }
+    // Reported once; no later check may take such a key apart as a well-formed one.
+    for (const auto& key : malformed) records_.erase(key);
   }
 
   // ---- transactions ------------------------------------------------------------------------
@@ -448,6 +462,21 @@ class Fsck {
   }
 
   void WalkNamespace() {
+    // A cluster no mount has used yet holds no inode, not even the root's (the first mount
+    // makes it): nothing to walk, and nothing wrong.
+    // (A read of the root may have left a promise on I/1, which holds no value.)
+    auto holds_value = [](const auto& r) {
+      for (const auto& [node, copy] : r.second.by_node) {
+        if (copy.value) return true;
+      }
+      return false;
+    };
+    if ((o_.path.empty() || o_.path == "/") &&
+        std::none_of(records_.begin(), records_.end(), holds_value)) {
+      if (!o_.json) std::printf("no file system yet: no mount has used this cluster\n");
+      no_file_system_ = true;
+      return;
+    }
     auto root = ResolvePath(o_.path);
     if (!root.ok()) {
       operational_ = "cannot resolve " + o_.path + ": " + root.status().ToString();
@@ -654,12 +683,14 @@ class Fsck {
         if (r.ok() && !*r) continue;
         if (!r.ok()) {
           i.detail += ": " + r.status().ToString();
-        } else if (in->is_dir()) {
-          i.detail += "; marked dying";
         } else if (auto after = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
                    after.ok() && after->state == InodeState::kDying) {
-          // Its name was removed or reused since its birth: an unlink that stopped midway.
-          i.detail += "; its name was removed since its birth: unlink finished (marked dying)";
+          // An empty directory, or a file whose name was removed or reused since its birth (an
+          // unlink that stopped midway).
+          i.detail +=
+              in->is_dir()
+                  ? "; empty: marked dying"
+                  : "; its name was removed since its birth: unlink finished (marked dying)";
         } else {
           i.detail += "; adopted as /lost+found/#" + std::to_string(ino);
         }
@@ -932,6 +963,11 @@ class Fsck {
     }
     // The mark must have seen every record and every stored chunk.
     if (!operational_.empty()) return;
+    if (no_file_system_ && !stored_.empty()) {
+      // No metadata at all, yet chunks: a lost or misplaced metadata store, not garbage.
+      operational_ = "--gc: chunks are stored but no node holds any metadata record";
+      return;
+    }
     if (unknown_references_) {
       operational_ =
           "--gc needs every inode record and layout page read, and some could not be (see above)";
@@ -992,10 +1028,24 @@ class Fsck {
       if (!resolved || !DeleteEverywhere(key, best->accepted)) continue;
       ++gc_records_;
     }
+    // Entries a live inode's back-pointer names: such a tombstone is kept, since it is how
+    // FixInode tells an unlink that stopped midway (finished: dying) from a create that never
+    // named its inode (adopted). Without it a deleted file would come back in lost+found.
+    std::set<std::string> named_by_live;
+    for (const auto& [key, copies] : records_) {
+      if (key[0] != 'I') continue;
+      for (const auto& [node, copy] : copies.by_node) {
+        auto rec = Decode(copy);
+        const Inode* in = rec ? rec->inode() : nullptr;
+        if (!in || in->state == InodeState::kDying) continue;
+        for (const auto& bp : in->parents) named_by_live.insert(DirEntryKey(bp.parent, bp.name));
+      }
+    }
     // Tombstones (entries removed) and dead inodes (dying, no entry found by the walk) older
     // than the grace period. Dead inodes need the whole namespace walked.
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'D' && key[0] != 'I') continue;
+      if (key[0] == 'D' && named_by_live.count(key)) continue;
       const ScannedRecord* best = Latest(copies);
       if (!best->value) continue;  // a promise only
       auto rec = Decode(*best);
@@ -1250,6 +1300,7 @@ class Fsck {
   bool walked_whole_ = false;
   std::map<ChunkId, std::map<std::string, ListedChunk>> stored_;
   std::map<ChunkId, std::set<uint64_t>> referenced_;
+  bool no_file_system_ = false;      // no record holds a value: nothing was ever mounted
   bool unknown_references_ = false;  // a layout page could not be read: --gc must not run
   std::map<ChunkId, std::set<std::string>> deep_corrupt_;  // --deep: replicas that fail the hash
   std::vector<Issue> issues_;

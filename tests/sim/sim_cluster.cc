@@ -351,7 +351,8 @@ std::shared_ptr<const ClusterConfig> Sim::MakeConfig(const std::vector<std::stri
 void Sim::Setup() {
   const int n = options_.replicas;
   std::vector<std::string> ids;
-  for (int i = 0; i < n + (options_.membership_change ? 1 : 0); ++i) {
+  const int added = options_.membership_change ? options_.nodes_changed : 0;
+  for (int i = 0; i < n + added; ++i) {
     ids.push_back(std::string(1, static_cast<char>('a' + i)));
   }
   for (const auto& id : ids) network_->AddNode(id);
@@ -365,7 +366,7 @@ void Sim::Setup() {
     // to its replica set under those nodes. (Going from {a,b,c,d | a,b,c} straight to {b,c,d}
     // leaves keys whose rebalanced copies sit on a, and loses writes.)
     std::vector<std::string> grown = ids;
-    std::vector<std::string> shrunk(ids.begin() + 1, ids.end());
+    std::vector<std::string> shrunk(ids.begin() + added, ids.end());
     stages_.push_back(MakeConfig(grown, initial, 2));
     joint_.push_back(true);
     stages_.push_back(MakeConfig(grown, {}, 3));
@@ -418,6 +419,7 @@ void Sim::Setup() {
     po.one_round_changes = options_.one_round_changes;
     po.unsafe_trust_any_refusal = options_.unsafe_trust_any_refusal;
     po.unsafe_round0_highest_wins = options_.unsafe_round0_highest_wins;
+    po.unsafe_round0_first_group = options_.unsafe_round0_first_group;
     po.unsafe_ignore_joint_quorum = options_.unsafe_ignore_joint_quorum;
     po.no_quorum_retry = options_.no_quorum_retry_ms * kj::MILLISECONDS;
     return po;

@@ -48,12 +48,14 @@ struct SimOptions {
   int max_think_us = 3000;  // a client waits uniform [0, max_think_us] between operations
   FaultOptions faults;
   bool membership_change = false;
+  int nodes_changed = 1;  // nodes added at once by the membership change, then removed at once
 
   // Negative controls: each must make the checker find violations.
   ClientKind client_kind = ClientKind::kProposer;
   bool unsafe_reply_before_durable = false;    // acceptor replies before its write is synced
   bool unsafe_read_unsynced = false;           // readAccepted reports writes not yet synced
   bool unsafe_wiped_node_votes = false;        // a wiped node comes back voting (no --rejoin)
+  bool unsafe_round0_first_group = false;      // ProposerOptions knob
   bool unsafe_fast_read_single_reply = false;  // ProposerOptions knob
   // Acceptors accept without promising the proposer's next ballot, while proposers still make
   // one-round changes (AcceptorCore::UnsafeNoNextPromiseForTesting).
