@@ -175,12 +175,14 @@ kj::Promise<rpc::Chunkserver::Client> RpcCluster::Connect(Node& node) {
   return Connect(node);
 }
 
-void RpcCluster::DropLater(Node& node, uint64_t generation, std::string why) {
+void RpcCluster::DropLater(Node& node, uint64_t generation, std::string why, bool mark_down) {
   Node* n = &node;
-  // Not from inside the callback of a promise the node holds (see the watch in Connected).
-  tasks_->add(kj::evalLater([this, n, generation, why]() {
+  // Not from inside the callback of a promise the node holds: kj throws from the firing
+  // event's destructor, then uses it freed.
+  tasks_->add(kj::evalLater([this, n, generation, why, mark_down]() {
     if (n->generation != generation || n->conn.get() == nullptr) return;
     Disconnect(*n, why);
+    if (!mark_down) return;
     ++n->failures;
     n->down = true;
     auto backoff =
@@ -201,14 +203,10 @@ void RpcCluster::Connected(Node& node, kj::Own<RpcConnection> conn,
   n->down = false;
   ++n->generation;
   n->last_reply = timer_.now();
-  // The watch must not destroy itself from its own callback (kj throws from the firing
-  // event's destructor, then uses it freed), so the disconnect runs a turn later, if this
-  // connection is still open.
+  // The watch drops the connection a turn later (DropLater), not from its own callback.
   uint64_t generation = n->generation;
   auto later = [this, n, generation](std::string why) {
-    tasks_->add(kj::evalLater([this, n, generation, why]() {
-      if (n->generation == generation && n->conn.get() != nullptr) Disconnect(*n, why);
-    }));
+    DropLater(*n, generation, why, /*mark_down=*/false);
   };
   n->watch = n->conn->OnDisconnect()
                  .then([later]() { later("connection closed"); },
@@ -219,31 +217,31 @@ void RpcCluster::Connected(Node& node, kj::Own<RpcConnection> conn,
   // quorum. Its stats name it. They are asked first, and calls on the connection wait for the
   // answer within their own deadlines (a frozen server holds them no longer than before); on a
   // mismatch the connection is dropped and the node marked unreachable.
-  n->verified = kj::mv(identity)
-                    .then(
-                        [this, n, generation](capnp::Response<rpc::Chunkserver::StatsResults>&& r) {
-                          std::string answered = r.getStats().getNodeId();
-                          if (n->generation != generation) return;
-                          if (answered == n->id) {
-                            n->identity_ok = true;
-                            return;
-                          }
-                          std::string why = "the server at " + n->address + " is node '" +
-                                            answered + "', not '" + n->id +
-                                            "': check the cluster file";
-                          Log("node " + n->id + ": " + why);
-                          DropLater(*n, generation, why);
-                          KJ_FAIL_REQUIRE("wrong node", why) { break; }
-                        },
-                        [this, n, generation](kj::Exception&& e) {
-                          // No answer to the check (the connection broke, or the call failed): the
-                          // connection is dropped, so calls waiting on it reconnect instead of
-                          // failing on it until TCP gives up.
-                          if (n->generation == generation)
-                            DropLater(*n, generation, e.getDescription().cStr());
-                          kj::throwFatalException(kj::mv(e));
-                        })
-                    .fork();
+  n->verified =
+      kj::mv(identity)
+          .then(
+              [this, n, generation](capnp::Response<rpc::Chunkserver::StatsResults>&& r) {
+                std::string answered = r.getStats().getNodeId();
+                if (n->generation != generation) return;
+                if (answered == n->id) {
+                  n->identity_ok = true;
+                  return;
+                }
+                std::string why = "the server at " + n->address + " is node '" + answered +
+                                  "', not '" + n->id + "': check the cluster file";
+                Log("node " + n->id + ": " + why);
+                DropLater(*n, generation, why, /*mark_down=*/true);
+                KJ_FAIL_REQUIRE("wrong node", why) { break; }
+              },
+              [this, n, generation](kj::Exception&& e) {
+                // No answer to the check (the connection broke, or the call failed): the
+                // connection is dropped, so calls waiting on it reconnect instead of
+                // failing on it until TCP gives up.
+                if (n->generation == generation)
+                  DropLater(*n, generation, e.getDescription().cStr(), /*mark_down=*/true);
+                kj::throwFatalException(kj::mv(e));
+              })
+          .fork();
 }
 
 void RpcCluster::StartConnect(Node& node) {

@@ -121,9 +121,9 @@ class RpcCluster : public RecordTransport,
   Node& NodeFor(const std::string& id);
   kj::Promise<rpc::Chunkserver::Client> Connect(Node& node);
   void StartConnect(Node& node);  // a connect attempt, kept in node.connecting
-  // Drops node's connection `generation` (if still its current one) a turn later, marking the
-  // node unreachable until a reconnect works.
-  void DropLater(Node& node, uint64_t generation, std::string why);
+  // Drops node's connection `generation` (if still its current one) a turn later; with
+  // `mark_down`, the node counts as unreachable until a reconnect works.
+  void DropLater(Node& node, uint64_t generation, std::string why, bool mark_down);
   // A new connection to `node`: used from now on (calls wait for its identity check), and
   // watched.
   void Connected(Node& node, kj::Own<RpcConnection> conn, rpc::Chunkserver::Client client);

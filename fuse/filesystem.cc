@@ -1541,7 +1541,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> Unlink(fuse_req_t req, uint64_t parent, std::string name) {
     Changing();
     // Whether the file is open here matters only if some file is: otherwise no lookup first.
-    if (!OpenHere()) {
+    if (!AnyOpen()) {
       return ns().Unlink(parent, name).then([this, req](Status s) { ReplyStatus(req, s); });
     }
     return ns()
@@ -1563,12 +1563,14 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
 
   // For a change that may drop the last link of a file open here (a rename over it): says
   // which files are open; nullptr when none is.
-  std::shared_ptr<Namespace::OpenFiles> OpenHere() {
-    bool any_open = false;
+  bool AnyOpen() const {
     for (const auto& [ino, fs] : files_) {
-      if (fs->open_count > 0) any_open = true;
+      if (fs->open_count > 0) return true;
     }
-    if (!any_open) return nullptr;
+    return false;
+  }
+  std::shared_ptr<Namespace::OpenFiles> OpenHere() {
+    if (!AnyOpen()) return nullptr;
     auto open_here = std::make_shared<Namespace::OpenFiles>();
     open_here->is_open = [this](uint64_t ino) {
       FileState* fs = Find(ino);

@@ -652,14 +652,19 @@ TEST(SimulationNegativeControl, RefusalOfARedeliveredAcceptTrusted) {
 // proposer's reached only the new node d, and that proposer's prepare adopted its own value as
 // the higher round-0 ballot: both creates succeeded. Adopting a round-0 value every answering
 // member of some group holds (Round0HeldByAGroup in common/proposer.cc) keeps the first.
-TEST(SimulationNegativeControl, Round0ValueOfTheHighestProposerIdAdopted) {
-  SimOptions o = OptionsFor(Scenario::kMembership, 28);
+// Seed 28 of `scenario` passes, and breaks once `knob` of its options is set.
+void ExpectSeed28BrokenOnlyBy(Scenario scenario, bool SimOptions::*knob) {
+  SimOptions o = OptionsFor(scenario, 28);
   ASSERT_GT(o.shared_keys, 0);
   SimResult fixed = RunSimulation(o);
   EXPECT_TRUE(fixed.ok()) << fixed.Report();
-  o.unsafe_round0_highest_wins = true;
+  o.*knob = true;
   SimResult broken = RunSimulation(o);
   EXPECT_FALSE(broken.violations.empty()) << "the control no longer breaks seed 28";
+}
+
+TEST(SimulationNegativeControl, Round0ValueOfTheHighestProposerIdAdopted) {
+  ExpectSeed28BrokenOnlyBy(Scenario::kMembership, &SimOptions::unsafe_round0_highest_wins);
 }
 
 // Seed 28 of the two-node change: an old-set proposer created an entry on a, b and c, a
@@ -668,13 +673,7 @@ TEST(SimulationNegativeControl, Round0ValueOfTheHighestProposerIdAdopted) {
 // its own, and both creates succeeded. Waiting for a member of both groups (here a) keeps the
 // first (Round0GroupsDisagree in common/proposer.cc).
 TEST(SimulationNegativeControl, Round0ValueOfTheFirstGroupAdopted) {
-  SimOptions o = OptionsFor(Scenario::kMembershipTwoNodes, 28);
-  ASSERT_GT(o.shared_keys, 0);
-  SimResult fixed = RunSimulation(o);
-  EXPECT_TRUE(fixed.ok()) << fixed.Report();
-  o.unsafe_round0_first_group = true;
-  SimResult broken = RunSimulation(o);
-  EXPECT_FALSE(broken.violations.empty()) << "the control no longer breaks seed 28";
+  ExpectSeed28BrokenOnlyBy(Scenario::kMembershipTwoNodes, &SimOptions::unsafe_round0_first_group);
 }
 
 TEST(SimulationNegativeControl, WipedNodeVotesWithoutRejoin) {
