@@ -1,8 +1,14 @@
 // `quorumfs status` and `quorumfs quorum` (issue: admin CLI), and tools/quorum_math.h.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <set>
 
 #include "tests/admin_test_util.h"
 #include "tests/test_cluster.h"
@@ -276,6 +282,65 @@ TEST(StatusCli, ReportsDownNodesAndLostQuorums) {
   CliResult bad =
       testing::RunCli({"status", "--cluster", cluster.dir() + "/nope.conf"}, cluster.dir());
   EXPECT_EQ(bad.code, 8) << bad.All();
+}
+
+// status counts the replica sets that lack a quorum instead of listing every N-subset: 40
+// nodes at N = 20 are C(40, 20) = 137846528820 sets, which took hours to list. Three nodes
+// answer; the other 37 addresses are loopback sockets bound but not listening (refused).
+TEST(StatusCli, CountsReplicaSetsItCouldNotList) {
+  TestCluster cluster;
+  std::vector<int> closed;
+  std::string nodes;
+  for (int i = 0; i < 3; ++i) nodes += cluster.NodeLine(i) + "\n";
+  for (int i = 3; i < 40; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    closed.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    nodes +=
+        "node n" + std::to_string(i) + " 127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "\n";
+  }
+  auto status = [&](const std::string& quorums) {
+    std::string path = cluster.dir() + "/forty.conf";
+    std::ofstream(path) << "epoch = 1\n" << quorums << nodes;
+    auto start = std::chrono::steady_clock::now();
+    CliResult r =
+        testing::RunCli({"status", "--cluster", path, "--timeout", "2"}, cluster.dir(), 60);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("---- status (%.1f s) -> exit %d\n%s%s", s, r.code, r.out.c_str(), r.err.c_str());
+    EXPECT_LT(s, 30);
+    return r;
+  };
+  // N = 3 with a, b, c up: a set has its quorums iff it holds two of them:
+  // C(3,2) * 37 + 1 = 112 of C(40,3) = 9880.
+  CliResult small = status("replicas = 3\nwrite_quorum = 2\nread_quorum = 2\n");
+  EXPECT_EQ(small.code, 2) << small.All();
+  EXPECT_NE(small.out.find("UNAVAILABLE: 9768 of 9880 replica sets lack a quorum (e.g. "
+                           "{a,n3,n4} {a,n3,n5} {a,n3,n6} {a,n3,n7} {a,n3,n8})"),
+            std::string::npos)
+      << small.out;
+  EXPECT_NE(small.out.find("with read and write quorum: 112 of 9880"), std::string::npos)
+      << small.out;
+  CliResult big = status("replicas = 20\nwrite_quorum = 11\nread_quorum = 10\n");
+  EXPECT_EQ(big.code, 2) << big.All();
+  EXPECT_NE(big.out.find("UNAVAILABLE: 137846528820 of 137846528820 replica sets"),
+            std::string::npos)
+      << big.out;
+  // Five different examples, each with 20 - 11 + 1 = 10 unusable nodes.
+  size_t from = big.out.find("(e.g. {");
+  ASSERT_NE(from, std::string::npos) << big.out;
+  std::string examples = big.out.substr(from + 6, big.out.find(')', from) - from - 6);
+  std::set<std::string> sets;
+  for (size_t at = 0; (at = examples.find('{', at)) != std::string::npos; ++at) {
+    sets.insert(examples.substr(at, examples.find('}', at) - at + 1));
+  }
+  EXPECT_EQ(sets.size(), 5u) << examples;
+  for (int fd : closed) ::close(fd);
 }
 
 }  // namespace

@@ -189,6 +189,73 @@ class FsckTest : public ::testing::Test {
     return out;
   }
 
+  // The nodes (indices) holding a value of each record, listed through client_.
+  std::map<std::string, std::set<int>> RecordHolders() {
+    std::map<std::string, std::set<int>> out;
+    for (int i = 0; i < cluster_->nodes(); ++i) {
+      if (!cluster_->Running(i)) continue;
+      std::string after;
+      for (;;) {
+        auto page = client_->RunSync<Result<ScanPage>>(
+            [&]() { return client_->rpc().ScanRecords(cluster_->node_id(i), "", after, 4096); });
+        if (!page.ok()) {
+          ADD_FAILURE() << cluster_->node_id(i) << ": " << page.status().ToString();
+          break;
+        }
+        for (const auto& r : page->records) {
+          after = r.key;
+          if (r.value) out[r.key].insert(i);
+        }
+        if (!page->more) break;
+      }
+    }
+    return out;
+  }
+
+  // Indices of the nodes of every replica set of record `key` under the current config.
+  std::set<int> RecordHomes(const std::string& key) {
+    std::set<int> out;
+    for (const auto& n :
+         ReplicaUnion(ReplicaGroupsFor(*cluster_->config(), RecordPlacementKey(key)))) {
+      for (int i = 0; i < cluster_->nodes(); ++i) {
+        if (cluster_->node_id(i) == n) out.insert(i);
+      }
+    }
+    return out;
+  }
+
+  // Keys with a copy on a node outside their replica sets.
+  std::set<std::string> KeysAwayFromHome() {
+    std::set<std::string> out;
+    for (const auto& [key, holders] : RecordHolders()) {
+      std::set<int> homes = RecordHomes(key);
+      for (int h : holders) {
+        if (!homes.count(h)) out.insert(key);
+      }
+    }
+    return out;
+  }
+
+  // Installs a joint membership (`text` plus `previous`), rebalances it while a client of it
+  // reads every file, and installs the next file fsck wrote; client_ and fs_ then use it.
+  void ChangeMembership(const std::string& text) {
+    client_.reset();
+    fs_.reset();
+    ::unlink((cluster_->cluster_file() + ".next").c_str());  // the last change's
+    cluster_->Reconfigure(text);
+    ASSERT_TRUE(cluster_->config()->InTransition());
+    {
+      ClusterClient joint(cluster_->config(), testing::ShortDeadlines());
+      TestFs joint_fs(joint);
+      std::string next_path = RebalanceWhileReading(joint_fs);
+      ASSERT_FALSE(next_path.empty());
+      cluster_->Reconfigure(testing::ReadWholeFile(next_path));
+      ASSERT_FALSE(cluster_->config()->InTransition());
+    }
+    client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
+    fs_ = std::make_unique<TestFs>(*client_);
+  }
+
   // Runs `fsck --rebalance` while a thread reads every file through `fs` (a client of the
   // joint configuration) and checks each read; returns the next cluster file fsck wrote.
   std::string RebalanceWhileReading(TestFs& fs) {
@@ -999,6 +1066,12 @@ TEST_F(FsckTest, RebalanceMovesDataToANewNodeWhileReadsContinue) {
   client_ = std::make_unique<ClusterClient>(cluster_->config(), testing::ShortDeadlines());
   fs_ = std::make_unique<TestFs>(*client_);
   ExpectFilesIntact();
+  // The keys that moved to d keep a copy on the node they left: reported, then dropped.
+  CliResult left = Fsck({});
+  EXPECT_EQ(left.code, 4) << left.All();
+  EXPECT_NE(left.out.find("record_away_from_home"), std::string::npos) << left.out;
+  CliResult dropped = Fsck({"--repair"});
+  EXPECT_EQ(dropped.code, 1) << dropped.All();
   CliResult after = Fsck({});
   EXPECT_EQ(after.code, 0) << after.All();
   int on_d = 0;
@@ -1094,6 +1167,75 @@ TEST_F(FsckTest, RebalanceAfterRemovingANodeWhileReadsContinue) {
   CliResult after = Fsck({});
   EXPECT_EQ(after.code, 0) << after.All();
   for (const auto& id : AllChunks()) EXPECT_EQ(Holders(id), (std::set<int>{0, 1, 2})) << id.ToHex();
+}
+
+// A rebalance writes every key to its old and new replica sets; the nodes of the old set only
+// keep their copies. Once the next epoch is installed, fsck reports them, --repair drops them,
+// and --gc removes them along with the keys it collects. Before, they stayed for good: pinning
+// the chunks they named, and bringing back a file deleted and collected between two changes
+// when the second one made such a node a replica of its name again.
+TEST_F(FsckTest, CopiesLeftOutsideTheirReplicaSetsAreDroppedAndNeverComeBack) {
+  StartCluster();
+  WriteFiles();
+  // Names in many directories, so that some land on replica sets the new node joins.
+  std::map<std::string, std::string> victims;  // path -> entry key
+  for (int i = 0; i < 12; ++i) {
+    std::string dir = "/v" + std::to_string(i);
+    auto dino = fs_->Create(dir, FileType::kDirectory);
+    ASSERT_TRUE(dino.ok()) << dino.status().ToString();
+    auto in = fs_->WriteFile(dir + "/gone", testing::RandomBytes(900 + i, 1000 + i));
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    victims[dir + "/gone"] = DirEntryKey(dino->ino, "gone");
+  }
+  const std::string head = "replicas = 3\nwrite_quorum = 2\nread_quorum = 2\n";
+  int d = cluster_->AddNode();
+  std::string add = "epoch = 2\n" + head;
+  for (int i = 0; i <= d; ++i) add += cluster_->NodeLine(i) + "\n";
+  ASSERT_NO_FATAL_FAILURE(ChangeMembership(add + "previous a b c\n"));
+  ExpectFilesIntact();
+  std::set<std::string> away = KeysAwayFromHome();
+  ASSERT_FALSE(away.empty());
+  int victims_away = 0;
+  for (const auto& [path, key] : victims) victims_away += away.count(key);
+  ASSERT_GT(victims_away, 0) << "no victim's name moved: the test shows nothing";
+
+  // A check names them and changes nothing.
+  CliResult left = Fsck({});
+  EXPECT_EQ(left.code, 4) << left.All();
+  EXPECT_NE(left.out.find("record_away_from_home"), std::string::npos) << left.out;
+  EXPECT_EQ(KeysAwayFromHome(), away);
+
+  // Delete the victims and collect them: every copy of their names goes, away ones included.
+  for (const auto& [path, key] : victims) {
+    Status s = fs_->Unlink(path);
+    ASSERT_TRUE(s.ok()) << path << ": " << s.ToString();
+  }
+  CliResult gc = Fsck({"--gc", "--grace", "0", "--no-writers"});
+  EXPECT_NE(gc.code, 8) << gc.All();
+  auto held = RecordHolders();
+  for (const auto& [path, key] : victims) {
+    EXPECT_EQ(held.count(key), 0u) << path << " is still held on " << held[key].size() << " nodes";
+  }
+
+  // --repair drops the rest; then every copy sits on its replica sets and the check is clean.
+  CliResult repair = Fsck({"--repair"});
+  EXPECT_EQ(repair.code, 1) << repair.All();
+  EXPECT_TRUE(KeysAwayFromHome().empty());
+  CliResult clean = Fsck({});
+  EXPECT_EQ(clean.code, 0) << clean.All();
+
+  // Remove d again: every key goes back to a, b and c. No victim comes back.
+  std::string remove = "epoch = 4\n" + head;
+  for (int i = 0; i < d; ++i) remove += cluster_->NodeLine(i) + "\n";
+  remove += "leaving" + cluster_->NodeLine(d).substr(4) + "\nprevious a b c d\n";
+  ASSERT_NO_FATAL_FAILURE(ChangeMembership(remove));
+  for (const auto& [path, key] : victims) {
+    auto ino = fs_->Resolve(path);
+    EXPECT_FALSE(ino.ok()) << path << " came back as inode " << *ino;
+  }
+  ExpectFilesIntact();
+  CliResult after = Fsck({});
+  EXPECT_EQ(after.code, 0) << after.All();
 }
 
 // The grammar of a removal: a leaving node must belong to `previous`, and a `previous` id needs

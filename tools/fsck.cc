@@ -388,9 +388,81 @@ class Fsck {
         // Routine copies to new or refilled replicas are counted, not listed, once done.
         if (!who.empty() || !i.fixed) Report(i);
       }
+      CheckAwayCopies(key, copies, members);
     }
     // Reported once; no later check may take such a key apart as a well-formed one.
     for (const auto& key : malformed) records_.erase(key);
+    for (const auto& [key, node] : away_dropped_) records_[key].by_node.erase(node);
+    ReportAwayCopies();
+  }
+
+  // Copies on nodes outside the key's replica sets. A rebalance writes every key to its old and
+  // new sets; once the next epoch is installed, the nodes of the old set only keep theirs. They
+  // pin the chunks they name, and a later change that makes such a node a replica again would
+  // offer a copy the replicas have since removed as the key's latest value.
+  struct AwayTally {
+    int found = 0, dropped = 0, kept = 0, changed = 0;
+    std::string error;
+  };
+
+  void CheckAwayCopies(const std::string& key, const RecordCopies& copies,
+                       const std::vector<std::string>& members) {
+    std::optional<Ballot> newest_home;
+    for (const auto& m : members) {
+      auto it = copies.by_node.find(m);
+      if (it == copies.by_node.end() || !it->second.value) continue;
+      newest_home =
+          newest_home ? MaxBallot(*newest_home, it->second.accepted) : it->second.accepted;
+    }
+    for (const auto& [node, copy] : copies.by_node) {
+      if (!copy.value || std::find(members.begin(), members.end(), node) != members.end()) {
+        continue;
+      }
+      AwayTally& t = away_[node];
+      ++t.found;
+      // Dropped only where a replica accepted a ballot at least as high. A newer away copy may be
+      // the only one of a key that a membership change never moved: kept, and reported.
+      if (!newest_home || *newest_home < copy.accepted) {
+        ++t.kept;
+        continue;
+      }
+      if (!o_.repair && !o_.rebalance) continue;
+      auto r = Sync<Result<bool>>([&]() {
+        return client_->rpc().DeleteRecord(node, key, copy.accepted, copy.promised, copy.promised);
+      });
+      if (!r.ok()) {
+        if (t.error.empty()) t.error = r.status().ToString();
+      } else if (*r) {
+        ++t.dropped;
+        away_dropped_.emplace_back(key, node);
+      } else {
+        ++t.changed;  // written since it was scanned
+      }
+    }
+  }
+
+  // One issue per node: after a membership change there is one such copy per key that moved.
+  void ReportAwayCopies() {
+    for (const auto& [node, t] : away_) {
+      Issue i{"record_away_from_home", node, "",
+              std::to_string(t.found) + " record copies on a node outside their replica sets"};
+      if (t.kept > 0) {
+        i.detail += "; " + std::to_string(t.kept) +
+                    " kept: newer than every replica's copy (a membership change that was "
+                    "never rebalanced? install the old list as `previous` and run "
+                    "fsck --rebalance)";
+      }
+      if (t.changed > 0) {
+        i.detail += "; " + std::to_string(t.changed) + " changed while checked (run again)";
+      }
+      if (!t.error.empty()) i.detail += "; dropping failed: " + t.error;
+      if ((o_.repair || o_.rebalance) && t.kept == 0) {
+        i.fixed = t.dropped == t.found;
+      } else if (!o_.repair && !o_.rebalance && t.kept < t.found) {
+        i.detail += "; fsck --repair drops the ones a replica holds as new";
+      }
+      Report(i);
+    }
   }
 
   // ---- transactions ------------------------------------------------------------------------
@@ -1031,10 +1103,14 @@ class Fsck {
     // Entries a live inode's back-pointer names: such a tombstone is kept, since it is how
     // FixInode tells an unlink that stopped midway (finished: dying) from a create that never
     // named its inode (adopted). Without it a deleted file would come back in lost+found.
+    // (Copies outside the inode's replica sets count not: no read hears them, and they go
+    // with the inode below.)
     std::set<std::string> named_by_live;
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'I') continue;
+      auto members = ReplicaUnion(ReplicaGroupsFor(*config_, RecordPlacementKey(key)));
       for (const auto& [node, copy] : copies.by_node) {
+        if (std::find(members.begin(), members.end(), node) == members.end()) continue;
         auto rec = Decode(copy);
         const Inode* in = rec ? rec->inode() : nullptr;
         if (!in || in->state == InodeState::kDying) continue;
@@ -1089,6 +1165,23 @@ class Fsck {
       auto c = it->second.by_node.find(m);
       if (c == it->second.by_node.end() || c->second.accepted != ballot) return false;
       fence = MaxBallot(fence, c->second.promised);
+    }
+    // Copies outside the key's replica sets go first (CheckAwayCopies): left behind, such a copy
+    // would be the key's only one, and the rebalance of a change that makes its node a replica
+    // again would bring the removed key back. One newer than the replicas' is not this GC's.
+    std::vector<std::pair<std::string, const ScannedRecord*>> away;
+    for (const auto& [node, c] : it->second.by_node) {
+      if (std::find(members.begin(), members.end(), node) != members.end()) continue;
+      if (ballot < c.accepted) return false;
+      fence = MaxBallot(fence, c.promised);
+      away.emplace_back(node, &c);
+    }
+    for (const auto& [node, c] : away) {
+      auto r = Sync<Result<bool>>([&]() {
+        return client_->rpc().DeleteRecord(node, key, c->accepted, c->promised, fence);
+      });
+      if (!r.ok()) GcFailed("deleting record " + DescribeKey(key) + " on " + node, r.status());
+      if (!r.ok() || !*r) return false;
     }
     bool ok = true;
     for (const auto& m : members) {
@@ -1294,6 +1387,8 @@ class Fsck {
   std::set<std::string> down_, rejoining_;
   std::string operational_;
   std::map<std::string, RecordCopies> records_;
+  std::map<std::string, AwayTally> away_;                          // by node
+  std::vector<std::pair<std::string, std::string>> away_dropped_;  // (key, node)
   std::map<uint64_t, std::string> paths_;
   std::map<uint64_t, uint32_t> refs_;
   std::map<uint64_t, Inode> files_;

@@ -7,6 +7,7 @@
 
 #include "common/cluster_client.h"
 #include "tools/json.h"
+#include "tools/quorum_math.h"
 
 namespace quorumfs {
 
@@ -22,18 +23,25 @@ std::string Human(uint64_t bytes) {
   return buf;
 }
 
-// Calls f(subset) for every k-subset of {0..m-1}.
-void ForEachSubset(int m, int k, const std::function<void(const std::vector<int>&)>& f) {
+// Calls f(subset) for k-subsets of {0..m-1} in order, until f returns false.
+void ForEachSubset(int m, int k, const std::function<bool(const std::vector<int>&)>& f) {
   std::vector<int> idx(k);
   for (int i = 0; i < k; ++i) idx[i] = i;
   while (true) {
-    f(idx);
+    if (!f(idx)) return;
     int i = k - 1;
     while (i >= 0 && idx[i] == m - k + i) --i;
     if (i < 0) return;
     ++idx[i];
     for (int j = i + 1; j < k; ++j) idx[j] = idx[j - 1] + 1;
   }
+}
+
+// A count of replica sets: exact up to 2^53, then in three figures.
+std::string FormatCount(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), v < 9007199254740992.0 ? "%.0f" : "%.3g", v);
+  return buf;
 }
 
 }  // namespace
@@ -94,30 +102,47 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
   // old membership's sets count as well.
   std::vector<std::vector<std::string>> memberships = {config->NodeIds()};
   if (config->InTransition()) memberships.push_back(config->previous);
-  int64_t sets = 0, sets_ok = 0;
+  // Counted, not enumerated (C(M, N) sets: 40 nodes at N = 20 are 1.4e11): a set lacks a
+  // quorum iff it holds fewer than `need` usable nodes.
+  double sets = 0, sets_broken = 0;
   std::vector<std::string> broken;
   int worst_down = 0;  // unusable nodes in the membership with the most
   for (size_t k = 0; k < memberships.size(); ++k) {
     const auto& members = memberships[k];
     int size = static_cast<int>(members.size());
     if (size < n) continue;
-    int down = 0;
-    for (const auto& id : members) down += !usable_id(id);
+    std::vector<int> down_idx;
+    for (int i = 0; i < size; ++i) {
+      if (!usable_id(members[i])) down_idx.push_back(i);
+    }
+    int down = static_cast<int>(down_idx.size());
     worst_down = std::max(worst_down, down);
-    ForEachSubset(size, n, [&](const std::vector<int>& set) {
-      int up = 0;
-      for (int i : set) up += usable_id(members[i]);
-      ++sets;
-      if (up >= need) {
-        ++sets_ok;
-      } else if (broken.size() < 5) {
-        std::string name;
-        for (int i : set) name += (name.empty() ? "" : ",") + members[i];
-        broken.push_back("{" + name + "}" + (k == 0 ? "" : " (previous membership)"));
+    sets += Binomial(size, n);
+    for (int j = 0; j < need; ++j) sets_broken += Binomial(size - down, j) * Binomial(down, n - j);
+    // Examples: n - need + 1 unusable nodes, the set filled up in membership order.
+    int t = n - need + 1;
+    if (down < t) continue;
+    int tries = 0;
+    ForEachSubset(down, t, [&](const std::vector<int>& pick) {
+      std::vector<bool> in(size, false);
+      for (int p : pick) in[down_idx[p]] = true;
+      for (int i = 0, more = n - t; i < size && more > 0; ++i) {
+        if (!in[i]) {
+          in[i] = true;
+          --more;
+        }
       }
+      std::string name;
+      for (int i = 0; i < size; ++i) {
+        if (in[i]) name += (name.empty() ? "" : ",") + members[i];
+      }
+      name = "{" + name + "}" + (k == 0 ? "" : " (previous membership)");
+      // Different picks can fill up to one set: each is named once, and the search is bounded.
+      if (std::find(broken.begin(), broken.end(), name) == broken.end()) broken.push_back(name);
+      return broken.size() < 5 && ++tries < 10000;
     });
   }
-  bool healthy = sets_ok == sets;
+  bool healthy = sets_broken == 0;
   std::string verdict;
   if (healthy && worst_down == 0) {
     verdict = "HEALTHY: all " + std::to_string(m) + " nodes up; every replica set has its quorums";
@@ -130,7 +155,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
               " nodes unusable; every replica set still has its quorums (the worst one tolerates " +
               std::to_string(more) + " more failure" + (more == 1 ? "" : "s") + ")";
   } else {
-    verdict = "UNAVAILABLE: " + std::to_string(sets - sets_ok) + " of " + std::to_string(sets) +
+    verdict = "UNAVAILABLE: " + FormatCount(sets_broken) + " of " + FormatCount(sets) +
               " replica sets lack a quorum (e.g. ";
     for (size_t i = 0; i < broken.size(); ++i) verdict += (i ? " " : "") + broken[i];
     verdict += "); data on them cannot be changed";
@@ -172,8 +197,8 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
       j.EndObject();
     }
     j.EndArray();
-    j.Key("replica_sets").Number(static_cast<double>(sets));
-    j.Key("replica_sets_with_quorum").Number(static_cast<double>(sets_ok));
+    j.Key("replica_sets").Number(sets);
+    j.Key("replica_sets_with_quorum").Number(sets - sets_broken);
     j.Key("healthy").Bool(healthy);
     j.Key("verdict").String(verdict);
     j.EndObject();
@@ -207,8 +232,8 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
                     r.stats.status().message().c_str());
       }
     }
-    std::printf("\nreplica sets with read and write quorum: %lld of %lld\n",
-                static_cast<long long>(sets_ok), static_cast<long long>(sets));
+    std::printf("\nreplica sets with read and write quorum: %s of %s\n",
+                FormatCount(sets - sets_broken).c_str(), FormatCount(sets).c_str());
     std::printf("%s\n", verdict.c_str());
   }
   return healthy ? 0 : 2;
