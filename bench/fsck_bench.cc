@@ -2,11 +2,15 @@
 // --bytes in total (default 10,000 files / 2 GiB, in 100 directories) on three local
 // chunkservers (N=3, W=2, R=2). Prints the median (min-max) of --runs checks and of --runs
 // `--deep` checks (every replica read and hashed), with the data rate of the deep check.
+#include <sys/resource.h>
+#include <sys/wait.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "bench/local_cluster.h"
 
@@ -25,9 +29,9 @@ std::string FileBytes(uint64_t seed, size_t size) {
 }
 
 // Runs fsck in a child process (as an operator would: its own client, its own threads), with
-// its output discarded; returns (seconds, exit code).
-std::pair<double, int> TimeFsck(const std::string& cli, const std::string& cluster_file,
-                                bool deep) {
+// its output discarded; returns (seconds, exit code, peak resident set in MiB).
+std::tuple<double, int, double> TimeFsck(const std::string& cli, const std::string& cluster_file,
+                                         bool deep) {
   auto t0 = Clock::now();
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -43,14 +47,17 @@ std::pair<double, int> TimeFsck(const std::string& cli, const std::string& clust
     ::_exit(127);
   }
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  return {Seconds(Clock::now() - t0), WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+  struct rusage ru {};
+  ::wait4(pid, &status, 0, &ru);
+  return {Seconds(Clock::now() - t0), WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+          static_cast<double>(ru.ru_maxrss) / 1024.0};
 }
 
 int Run(int argc, char** argv) {
   CLI::App app{"quorumfs-bench-fsck"};
   std::string bin, cli, dir = "/tmp";
   int files = 10000, runs = 3, dirs = 100;
+  bool no_deep = false;
   uint64_t bytes = 2ull << 30;
   app.add_option("--chunkserver", bin, "path of quorumfs-chunkserver");
   app.add_option("--cli", cli, "path of the quorumfs CLI");
@@ -59,6 +66,7 @@ int Run(int argc, char** argv) {
   app.add_option("--dirs", dirs, "directories they are spread over");
   app.add_option("--bytes", bytes, "total bytes of the files");
   app.add_option("--runs", runs, "runs per measurement");
+  app.add_flag("--no-deep", no_deep, "time the check only");
   CLI11_PARSE(app, argc, argv);
   std::string self = argv[0];
   std::string here = self.substr(0, self.rfind('/') + 1);
@@ -111,22 +119,30 @@ int Run(int argc, char** argv) {
         },
         nullptr);
     std::printf("filled in %.1f s\n", fill);
-    std::vector<double> check, deep;
+    std::vector<double> check, deep, rss;
     for (int r = 0; r < runs; ++r) {
-      auto [s, c] = TimeFsck(cli, servers.cluster_file(), false);
+      auto [s, c, m] = TimeFsck(cli, servers.cluster_file(), false);
       check.push_back(s);
+      rss.push_back(m);
       if (c != 0) code = 1, std::fprintf(stderr, "fsck exited %d\n", c);
-      auto [ds, dc] = TimeFsck(cli, servers.cluster_file(), true);
+      if (no_deep) continue;
+      auto [ds, dc, dm] = TimeFsck(cli, servers.cluster_file(), true);
       deep.push_back(ds);
       if (dc != 0) code = 1, std::fprintf(stderr, "fsck --deep exited %d\n", dc);
     }
-    Stat c = Summarize(check), d = Summarize(deep);
-    double replica_bytes = 3.0 * static_cast<double>(per_file) * files;
+    Stat c = Summarize(check), m = Summarize(rss);
     std::printf("\n%-44s %10s %16s\n", "measurement", "median", "min-max");
     std::printf("%-44s %9.2fs %7.2f-%-7.2fs\n", "fsck (check)", c.median, c.min, c.max);
-    std::printf("%-44s %9.2fs %7.2f-%-7.2fs  (%.0f MB/s of replicas)\n",
-                "fsck --deep (every replica read and hashed)", d.median, d.min, d.max,
-                replica_bytes / d.median / 1e6);
+    std::printf("%-44s %7.0fMiB %7.0f-%-7.0fMiB  (%.1f KiB per file)\n",
+                "fsck (check): peak resident memory", m.median, m.min, m.max,
+                m.median * 1024.0 / files);
+    if (!no_deep) {
+      Stat d = Summarize(deep);
+      double replica_bytes = 3.0 * static_cast<double>(per_file) * files;
+      std::printf("%-44s %9.2fs %7.2f-%-7.2fs  (%.0f MB/s of replicas)\n",
+                  "fsck --deep (every replica read and hashed)", d.median, d.min, d.max,
+                  replica_bytes / d.median / 1e6);
+    }
   }
   std::string rm = "rm -rf '" + root + "'";
   if (std::system(rm.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", root.c_str());

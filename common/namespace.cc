@@ -2144,11 +2144,13 @@ class Namespace::Impl {
     }
   }
 
-  Result<bool> DoFixDirectoryCounts(kj::WaitScope& ws, uint64_t dir) {
+  // `write` false (fsck's check): the same count, reading only (no marks settled, no keys
+  // settled); returns whether the counts are wrong.
+  Result<bool> DoFixDirectoryCounts(kj::WaitScope& ws, uint64_t dir, bool write = true) {
     size_t settled = 0;
     for (int attempt = 0;; ++attempt) {
       // Marks of decided renames first: their count changes are the renames', not errors.
-      QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dir, &settled).status());
+      if (write) QFS_RETURN_IF_ERROR(ResolveRenameMarks(ws, dir, &settled).status());
       QFS_ASSIGN_OR_RETURN(Inode d, ReadInode(ws, dir));
       if (!d.is_dir()) return false;
       // Only a directory quiet for longer than any create or unlink may take between its two
@@ -2179,7 +2181,7 @@ class Namespace::Impl {
       for (;;) {
         // Settling (below) needs every key any replica holds, chosen or not: every replica of
         // the directory's set must answer the listing.
-        const bool settle = careful && !o_.unsafe_recount_skips_settling;
+        const bool settle = careful && !o_.unsafe_recount_skips_settling && write;
         auto keys = lister_.ListKeys(InoPlacementKey(dir), prefix, after, 256, settle).wait(ws);
         if (!keys.ok()) return keys.status();
         for (const auto& key : *keys) {
@@ -2216,6 +2218,23 @@ class Namespace::Impl {
       for (const auto& m : pending) {
         QFS_ASSIGN_OR_RETURN(TxnState fate, TxnFate(ws, m.txn, false));
         if (fate != TxnState::kPending) marks_moved = true;
+      }
+      if (!write) {
+        // A renamer settles its marks right after its commit: one still there after several
+        // looks outlived its renamer, and counts as wrong (only --repair settles it).
+        if (marks_moved && attempt < 8) {
+          Backoff(ws, attempt);
+          continue;
+        }
+        if (marks_moved) return true;
+        QFS_ASSIGN_OR_RETURN(Inode now, ReadInode(ws, dir));
+        if (now.rename_marks != pending || now.ctime_ns != d.ctime_ns ||
+            now.entry_count != d.entry_count || now.nlink != d.nlink || now.state != d.state) {
+          return busy("the directory changed during the count");
+        }
+        uint32_t want_links =
+            now.state == InodeState::kLive ? static_cast<uint32_t>(2 + subdirs) : 0;
+        return now.entry_count != entries + raises || now.nlink != want_links;
       }
       bool changed = false;
       auto r = Change(
@@ -2457,6 +2476,14 @@ kj::Promise<Result<Inode>> Namespace::Lookup(uint64_t parent, std::string name,
                                              bool parent_is_dir) {
   return QFS_FIBER(Result<Inode>, { return impl->DoLookup(ws, parent, name, parent_is_dir); });
 }
+kj::Promise<Result<std::optional<uint64_t>>> Namespace::EntryTarget(uint64_t parent,
+                                                                    std::string name) {
+  return QFS_FIBER(Result<std::optional<uint64_t>>, {
+    QFS_ASSIGN_OR_RETURN(MetaRecord e, impl->ReadVisible(ws, DirEntryKey(parent, name)));
+    if (!e.entry()) return std::optional<uint64_t>();
+    return std::optional<uint64_t>(e.entry()->ino);
+  });
+}
 kj::Promise<Result<Inode>> Namespace::GetAttr(uint64_t ino) {
   return QFS_FIBER(Result<Inode>, { return impl->DoGetAttr(ws, ino); });
 }
@@ -2564,6 +2591,9 @@ kj::Promise<Result<int>> Namespace::ResolveTransactions() {
 }
 kj::Promise<Result<bool>> Namespace::FixDirectoryCounts(uint64_t dir) {
   return QFS_FIBER(Result<bool>, { return impl->DoFixDirectoryCounts(ws, dir); });
+}
+kj::Promise<Result<bool>> Namespace::CheckDirectoryCounts(uint64_t dir) {
+  return QFS_FIBER(Result<bool>, { return impl->DoFixDirectoryCounts(ws, dir, false); });
 }
 kj::Promise<Result<bool>> Namespace::RemoveEntry(uint64_t parent, std::string name, uint64_t ino) {
   return QFS_FIBER(Result<bool>, {

@@ -230,6 +230,9 @@ class Namespace {
   // in directories), so a missing name is ENOENT without reading the parent to tell ENOTDIR.
   kj::Promise<Result<Inode>> Lookup(uint64_t parent, std::string name, bool parent_is_dir = false);
   kj::Promise<Result<Inode>> GetAttr(uint64_t ino);
+  // The inode entry (parent, name) names now, read through a quorum; nullopt if none. Unlike
+  // Lookup, it does not read the inode (fsck tells a dangling entry from a removed one).
+  kj::Promise<Result<std::optional<uint64_t>>> EntryTarget(uint64_t parent, std::string name);
   kj::Promise<Result<Inode>> SetAttr(uint64_t ino, SetAttrRequest request);
   // O_EXCL semantics: EEXIST if the name exists.
   kj::Promise<Result<Inode>> Create(uint64_t parent, std::string name, CreateRequest request);
@@ -310,6 +313,9 @@ class Namespace {
   // otherwise); every entry key is settled by an identity write (README, "fsck recounts only
   // a quiet directory").
   kj::Promise<Result<bool>> FixDirectoryCounts(uint64_t dir);
+  // The same count, reading only (fsck's check): whether entry_count or nlink is wrong (or a
+  // decided rename's mark stays unsettled). Busy under the same rules.
+  kj::Promise<Result<bool>> CheckDirectoryCounts(uint64_t dir);
   // Brings an inode's nlink and back-pointers in line with the entries that name it, finishes
   // an interrupted unlink (nlink 0 -> dying), and adopts an inode no entry names once past its
   // birth deadline (into /lost+found). Returns whether it changed anything.

@@ -302,6 +302,29 @@ class Fsck {
     return false;
   }
 
+  // Of the replicas the scan saw behind `best`, those still behind it a moment later (or with
+  // another value at its ballot). Accepted ballots only rise: a replica whose accept was in
+  // flight, or that took a newer change since (a key mounts keep changing, where the replicas
+  // never agree at one instant), has caught up; a stale one has not.
+  std::vector<std::string> StillBehind(const std::string& key,
+                                       const std::vector<std::string>& lagging,
+                                       const ScannedRecord& best) {
+    if (!settle_waited_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // once per run
+      settle_waited_ = true;
+    }
+    std::vector<std::string> out;
+    for (const auto& node : lagging) {
+      auto r =
+          Sync<Result<ReadAcceptedReply>>([&]() { return client_->rpc().ReadAccepted(node, key); });
+      if (!r.ok() || r->accepted_ballot < best.accepted ||
+          (r->accepted_ballot == best.accepted && r->value != best.value)) {
+        out.push_back(node);
+      }
+    }
+    return out;
+  }
+
   bool ReplicasAgree(const std::string& key) {
     auto groups = ReplicaGroupsFor(*config_, RecordPlacementKey(key));
     std::optional<std::pair<Ballot, std::optional<std::string>>> first;
@@ -349,6 +372,7 @@ class Fsck {
       // A change in flight while the nodes were scanned (its last accepts land after its
       // quorum): ask the replicas again before calling them divergent.
       if (!lagging.empty() && ReplicasAgree(key)) lagging.clear();
+      if (!lagging.empty()) lagging = StillBehind(key, lagging, *best);
       bool needs_refill = false;
       for (const auto& m : members) needs_refill |= rejoining_.count(m) > 0;
       if (best->value && (!lagging.empty() || (o_.repair && needs_refill) ||
@@ -492,7 +516,7 @@ class Fsck {
           if (prec && HasRenameMark(*prec, t.id)) unresolved = marks_left = true;
         }
       }
-      if (expired || unresolved) {
+      if ((expired || unresolved) && StillStuck(key)) {
         ++stuck;
         // Paths are known only after the walk (FillPaths).
         Issue i{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key), "",
@@ -510,6 +534,46 @@ class Fsck {
         for (size_t i : txn_issue_indices_) issues_[i].fixed = true;
       }
     }
+  }
+
+  // Whether transaction `key` is still stuck, read again through every replica that answers:
+  // pending past its deadline (by a fresh clock), or decided with an intent or a rename mark of
+  // it still in place. The scan read X and its participants at different moments, and a
+  // transaction's intents and marks go right after its decision: three looks, 300 ms apart.
+  // A read that fails keeps it reported.
+  bool StillStuck(const std::string& key) {
+    bool failed = false;
+    auto read = [&](const std::string& k) -> std::optional<MetaRecord> {
+      auto r = Sync<Result<RecordValue>>([&]() { return client_->proposer().ReadWithoutWrite(k); });
+      if (!r.ok()) failed = true;
+      if (!r.ok() || !r->payload) return std::nullopt;
+      auto m = MetaRecord::Decode(*r->payload);
+      if (!m.ok()) return std::nullopt;
+      return *m;
+    };
+    for (int look = 0; look < 3; ++look) {
+      if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      auto x = read(key);
+      if (failed) return true;
+      if (!x || !x->txn()) return false;
+      const Txn& t = *x->txn();
+      if (t.state == TxnState::kPending) {
+        if (WallNs() > t.deadline_ns) return true;  // crashed: no look will change that
+        return false;
+      }
+      bool left = false;
+      for (const auto& p : t.participants) {
+        auto rec = read(p);
+        left |= rec && rec->intent && rec->intent->txn == t.id;
+      }
+      for (uint64_t dir : t.marked_dirs) {
+        auto rec = read(InodeKey(dir));
+        left |= rec && HasRenameMark(*rec, t.id);
+      }
+      if (failed) return true;
+      if (!left) return false;
+    }
+    return true;
   }
 
   // ---- namespace ---------------------------------------------------------------------------
@@ -606,6 +670,25 @@ class Fsck {
           continue;
         }
         if (!inodes[k].ok() || inodes[k]->state == InodeState::kDying) {
+          // An unlink or a replacing rename in flight: its entry was listed before it went, and
+          // its inode read after it was marked dying. Read the entry again: only one that still
+          // names a dying or missing inode dangles.
+          // (One renamed over names another inode now: that one is walked instead.)
+          auto now = Sync<Result<std::optional<uint64_t>>>(
+              [&]() { return client_->ns().EntryTarget(dir, e.name); });
+          if (now.ok() && !*now) continue;  // removed meanwhile
+          if (now.ok()) {
+            entries[k].ino = **now;
+            inodes[k] = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(e.ino); });
+          }
+          if (!inodes[k].ok() && inodes[k].status().code() != StatusCode::kNotFound) {
+            Report(Issue{"unreadable_inode", child, child,
+                         "inode " + std::to_string(e.ino) + ": " + inodes[k].status().ToString()});
+            uncertain = true;
+            continue;
+          }
+        }
+        if (!inodes[k].ok() || inodes[k]->state == InodeState::kDying) {
           Issue i{"dangling_entry", child, child,
                   "entry names inode " + std::to_string(e.ino) +
                       (inodes[k].ok() ? ", which was removed" : ", which does not exist")};
@@ -613,6 +696,7 @@ class Fsck {
             auto r =
                 Sync<Result<bool>>([&]() { return client_->ns().RemoveEntry(dir, e.name, e.ino); });
             i.fixed = r.ok();
+            if (r.ok() && !*r) continue;  // gone or renamed meanwhile: it did not dangle
           }
           Report(i);
           continue;
@@ -649,9 +733,12 @@ class Fsck {
                                              : ", " + std::to_string(d->rename_marks.size()) +
                                                    " rename(s) not yet settled")};
         bool right_after_all = false;
-        if (o_.repair) {
-          auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
-          i.fixed = r.ok();
+        {
+          // The walk read the listing and the record at different moments, so a create, unlink
+          // or rename in flight shows as a wrong count: counted again under the recount's rules
+          // (a check only reads), and if changed lately, once it has been quiet (below).
+          auto r = Sync<Result<bool>>([&]() { return Recount(dir); });
+          i.fixed = o_.repair && r.ok();
           if (!r.ok() && r.status().code() == StatusCode::kBusy) {
             // Changed lately: counted again once it has been quiet long enough (below).
             last_deferred_ = std::chrono::steady_clock::now();
@@ -683,6 +770,13 @@ class Fsck {
     }
   }
 
+  // --repair recounts and fixes; a check counts the same way and only reads. Either answers
+  // whether the counts were wrong.
+  kj::Promise<Result<bool>> Recount(uint64_t dir) {
+    return o_.repair ? client_->ns().FixDirectoryCounts(dir)
+                     : client_->ns().CheckDirectoryCounts(dir);
+  }
+
   // Directories whose recount was refused because they changed lately (a create or unlink
   // might be between its two rounds): once the quiet period has passed since the last such
   // refusal (after a crash, about a minute), each is counted again, once. One still changing
@@ -704,11 +798,17 @@ class Fsck {
       std::this_thread::sleep_until(until);
     }
     for (const auto& [dir, index] : deferred_) {
-      auto r = Sync<Result<bool>>([&]() { return client_->ns().FixDirectoryCounts(dir); });
-      issues_[index].fixed = r.ok();
+      auto r = Sync<Result<bool>>([&]() { return Recount(dir); });
+      issues_[index].fixed = o_.repair && r.ok();
       if (!r.ok()) issues_[index].detail += "; " + r.status().message();
       // Right when counted: the walk had seen it mid-change.
       issues_[index].withdrawn = r.ok() && !*r;
+      if (!o_.repair && !r.ok() && r.status().code() == StatusCode::kBusy) {
+        // A check found nothing wrong: it saw a directory mounts kept changing and could not
+        // count it. Said so, but not as an error (--repair reports it, as it cannot fix it).
+        issues_[index].withdrawn = true;
+        unverified_.push_back(issues_[index].path);
+      }
     }
     issues_.erase(
         std::remove_if(issues_.begin(), issues_.end(), [](const Issue& i) { return i.withdrawn; }),
@@ -1311,6 +1411,9 @@ class Fsck {
         j.EndObject();
       }
       j.EndArray();
+      j.Key("unverified_directories").BeginArray();
+      for (const auto& p : unverified_) j.String(p);
+      j.EndArray();
       j.Key("summary").BeginObject();
       j.Key("records").Number(static_cast<double>(records_.size()));
       j.Key("files").Number(static_cast<double>(files_.size()));
@@ -1339,6 +1442,12 @@ class Fsck {
                   i.detail.empty() ? "" : ": ", i.detail.c_str());
     }
     if (!operational_.empty()) std::printf("OPERATIONAL ERROR: %s\n", operational_.c_str());
+    for (const auto& p : unverified_) {
+      std::printf(
+          "NOTE     %-24s %s: changed throughout the check (mounts at work in it); its "
+          "counts were not verified\n",
+          "unverified_directory", p.c_str());
+    }
     std::printf("\n%-28s %8s %8s %8s\n", "check", "found", "fixed", "left");
     for (const auto& [kind, fx] : by_kind) {
       std::printf("%-28s %8d %8d %8d\n", kind.c_str(), fx.first, fx.second, fx.first - fx.second);
@@ -1387,7 +1496,9 @@ class Fsck {
   std::set<std::string> down_, rejoining_;
   std::string operational_;
   std::map<std::string, RecordCopies> records_;
-  std::map<std::string, AwayTally> away_;                          // by node
+  bool settle_waited_ = false;             // StillBehind's pause, taken once
+  std::vector<std::string> unverified_;    // directories a check could not count (changing)
+  std::map<std::string, AwayTally> away_;  // by node
   std::vector<std::pair<std::string, std::string>> away_dropped_;  // (key, node)
   std::map<uint64_t, std::string> paths_;
   std::map<uint64_t, uint32_t> refs_;
