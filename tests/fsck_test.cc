@@ -236,6 +236,34 @@ class FsckTest : public ::testing::Test {
     return out;
   }
 
+  // Runs `fsck flags` again and again for 5 s (6 runs at least) while a thread of its own
+  // client calls `step(fs, i)` for i = 0, 1, ...; expects every step to succeed and every check
+  // to find nothing (exit 0, no ERROR line).
+  void ExpectCleanChecksWhile(const std::function<Status(TestFs&, int)>& step,
+                              const std::vector<std::string>& flags) {
+    std::atomic<bool> stop{false};
+    std::atomic<int> ops{0};
+    Status failed;
+    std::thread worker([&]() {
+      ClusterClient c(cluster_->config(), testing::ShortDeadlines());
+      TestFs fs(c);
+      for (int i = 0; !stop && failed.ok(); ++i, ++ops) failed = step(fs, i);
+    });
+    std::vector<CliResult> checks;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (checks.size() < 6 || std::chrono::steady_clock::now() < until) {
+      checks.push_back(Fsck(flags));
+    }
+    stop = true;
+    worker.join();
+    EXPECT_GT(ops.load(), 100);
+    EXPECT_TRUE(failed.ok()) << failed.ToString();
+    for (const auto& c : checks) {
+      EXPECT_EQ(c.code, 0) << c.All();
+      EXPECT_EQ(c.out.find("ERROR"), std::string::npos) << c.out;
+    }
+  }
+
   // Installs a joint membership (`text` plus `previous`), rebalances it while a client of it
   // reads every file, and installs the next file fsck wrote; client_ and fs_ then use it.
   void ChangeMembership(const std::string& text) {
@@ -1183,34 +1211,16 @@ TEST_F(FsckTest, ACheckWhileMountsWorkReportsNothing) {
     auto r = fs_->Create("/busy" + std::to_string(d), FileType::kDirectory);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
-  std::atomic<bool> stop{false};
-  std::atomic<int> ops{0}, failures{0};
-  std::thread worker([&]() {
-    ClusterClient c(cluster_->config(), testing::ShortDeadlines());
-    TestFs fs(c);
-    for (int i = 0; !stop; ++i) {
-      std::string dir = "/busy" + std::to_string(i % 4);
-      if (!fs.WriteFile(dir + "/f" + std::to_string(i), "x").ok()) ++failures;
-      if (i >= 8 &&
-          !fs.Unlink("/busy" + std::to_string((i - 8) % 4) + "/f" + std::to_string(i - 8)).ok()) {
-        ++failures;
-      }
-      ++ops;
-    }
-  });
-  std::vector<CliResult> checks;
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (checks.size() < 6 || std::chrono::steady_clock::now() < until) {
-    checks.push_back(Fsck({"--recount-quiet", "1"}));
-  }
-  stop = true;
-  worker.join();
-  EXPECT_GT(ops.load(), 100);
-  EXPECT_EQ(failures.load(), 0);
-  for (const auto& c : checks) {
-    EXPECT_EQ(c.code, 0) << c.All();
-    EXPECT_EQ(c.out.find("ERROR"), std::string::npos) << c.out;
-  }
+  ExpectCleanChecksWhile(
+      [](TestFs& fs, int i) {
+        Status s =
+            fs.WriteFile("/busy" + std::to_string(i % 4) + "/f" + std::to_string(i), "x").status();
+        if (s.ok() && i >= 8) {
+          s = fs.Unlink("/busy" + std::to_string((i - 8) % 4) + "/f" + std::to_string(i - 8));
+        }
+        return s;
+      },
+      {"--recount-quiet", "1"});
   // Quiet again: nothing to note, and the cluster is clean.
   CliResult after = Fsck({});
   EXPECT_EQ(after.code, 0) << after.All();
@@ -1235,39 +1245,20 @@ TEST_F(FsckTest, ACheckWhileMountsRenameReportsNoTransactionInFlight) {
     auto w = fs_->WriteFile("/busy" + std::to_string(f % 2) + "/" + at.back().second, "x");
     ASSERT_TRUE(w.ok()) << w.status().ToString();
   }
-  std::atomic<bool> stop{false};
-  std::atomic<int> ops{0}, failures{0};
-  std::thread worker([&]() {
-    ClusterClient c(cluster_->config(), testing::ShortDeadlines());
-    TestFs fs(c);
-    for (int i = 0; !stop; ++i) {
-      auto& [dir, name] = at[i % 4];
-      int to = i % 8 < 4 ? 1 - dir : dir;  // across the two directories, then within one
-      std::string next = "n" + std::to_string(i);
-      Status s = fs.Rename("/busy" + std::to_string(dir) + "/" + name,
-                           "/busy" + std::to_string(to) + "/" + next);
-      if (s.ok()) {
-        dir = to;
-        name = next;
-      } else {
-        ++failures;
-      }
-      ++ops;
-    }
-  });
-  std::vector<CliResult> checks;
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (checks.size() < 6 || std::chrono::steady_clock::now() < until) {
-    checks.push_back(Fsck({"--path", "/d"}));
-  }
-  stop = true;
-  worker.join();
-  EXPECT_GT(ops.load(), 100);
-  EXPECT_EQ(failures.load(), 0);
-  for (const auto& c : checks) {
-    EXPECT_EQ(c.code, 0) << c.All();
-    EXPECT_EQ(c.out.find("ERROR"), std::string::npos) << c.out;
-  }
+  ExpectCleanChecksWhile(
+      [&at](TestFs& fs, int i) {
+        auto& [dir, name] = at[i % 4];
+        int to = i % 8 < 4 ? 1 - dir : dir;  // across the two directories, then within one
+        std::string next = "n" + std::to_string(i);
+        Status s = fs.Rename("/busy" + std::to_string(dir) + "/" + name,
+                             "/busy" + std::to_string(to) + "/" + next);
+        if (s.ok()) {
+          dir = to;
+          name = next;
+        }
+        return s;
+      },
+      {"--path", "/d"});
 }
 
 // A rebalance writes every key to its old and new replica sets; the nodes of the old set only
