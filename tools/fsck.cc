@@ -757,6 +757,12 @@ class Fsck {
     if (!walked_whole_) return;
     for (const auto& [ino, in] : files_) {
       if (in.nlink == refs_[ino]) continue;
+      if (!o_.repair) {
+        // Counted again as FixInode counts, which --repair does below before it changes
+        // anything: a check finds wrong what a repair would fix, and nothing else.
+        auto now = NamesNow(ino);
+        if (now.ok() && now->first.nlink == now->second.size()) continue;
+      }
       Issue i{"wrong_link_count", paths_[ino], paths_[ino],
               "file has " + std::to_string(refs_[ino]) + " names; nlink says " +
                   std::to_string(in.nlink)};
@@ -768,6 +774,36 @@ class Fsck {
       }
       Report(i);
     }
+  }
+
+  // The names that really name inode `ino` now, among its back-pointers (as FixInode counts
+  // them), read through a quorum; with the inode as read first. The walk read names and inodes
+  // at different moments: a link, an unlink or a move during it showed as a wrong count.
+  Result<std::pair<Inode, std::vector<BackPointer>>> NamesNow(uint64_t ino) {
+    auto in = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
+    if (!in.ok()) return in.status();
+    std::vector<BackPointer> named;
+    for (const auto& bp : in->parents) {
+      if (std::find(named.begin(), named.end(), bp) != named.end()) continue;
+      auto e = Sync<Result<std::optional<uint64_t>>>(
+          [&]() { return client_->ns().EntryTarget(bp.parent, bp.name); });
+      if (!e.ok()) return e.status();
+      if (*e == std::optional<uint64_t>(ino)) named.push_back(bp);
+    }
+    return std::make_pair(std::move(*in), std::move(named));
+  }
+
+  // Whether inode `ino` is named now by an entry whose directory the walk reached, or is named
+  // so itself (a directory moved from a part not yet walked into one already walked): the walk
+  // missed it in passing. A subtree no walked directory leads to stays an orphan.
+  bool NamedUnderWalked(uint64_t ino, int depth = 0) {
+    if (depth > 64) return false;
+    auto now = NamesNow(ino);
+    if (!now.ok()) return false;
+    for (const auto& bp : now->second) {
+      if (paths_.count(bp.parent) || NamedUnderWalked(bp.parent, depth + 1)) return true;
+    }
+    return false;
   }
 
   // --repair recounts and fixes; a check counts the same way and only reads. Either answers
@@ -837,6 +873,7 @@ class Fsck {
         continue;
       }
       if (now <= in->birth_deadline_ns + skew) continue;  // a client may still be creating it
+      if (!o_.repair && NamedUnderWalked(ino)) continue;  // moved past the walk (FixInode: same)
       // The name its creator meant to give it (its back-pointer).
       std::string meant;
       for (const auto& bp : in->parents) {
