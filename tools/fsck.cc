@@ -706,12 +706,22 @@ class Fsck {
         if (in.is_dir()) {
           ++subdirs;
           if (paths_.count(in.ino)) {
+            // Moved from where the walk first found it to here, not yet walked: seen twice
+            // in passing. Only a directory its first entry still names is reached twice.
+            auto first = first_seen_.find(in.ino);
+            if (first != first_seen_.end()) {
+              auto then = Sync<Result<std::optional<uint64_t>>>([&]() {
+                return client_->ns().EntryTarget(first->second.first, first->second.second);
+              });
+              if (then.ok() && *then != std::optional<uint64_t>(in.ino)) continue;
+            }
             Report(Issue{"directory_cycle", child, child,
                          "directory " + std::to_string(in.ino) + " reached again (also at " +
                              paths_[in.ino] + ")"});
             continue;
           }
           paths_[in.ino] = child;
+          first_seen_[in.ino] = {dir, e.name};
           queue.emplace_back(in.ino, child);
         } else {
           refs_[in.ino] += 1;
@@ -760,8 +770,14 @@ class Fsck {
       if (!o_.repair) {
         // Counted again as FixInode counts, which --repair does below before it changes
         // anything: a check finds wrong what a repair would fix, and nothing else.
-        auto now = NamesNow(ino);
-        if (now.ok() && now->first.nlink == now->second.size()) continue;
+        // (Three looks: a move between the reads of the inode and of its entries.)
+        bool agree = false;
+        for (int look = 0; look < 3 && !agree; ++look) {
+          if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          auto now = NamesNow(ino);
+          agree = now.ok() && now->first.nlink == now->second.size();
+        }
+        if (agree) continue;
       }
       Issue i{"wrong_link_count", paths_[ino], paths_[ino],
               "file has " + std::to_string(refs_[ino]) + " names; nlink says " +
@@ -802,6 +818,17 @@ class Fsck {
     if (!now.ok()) return false;
     for (const auto& bp : now->second) {
       if (paths_.count(bp.parent) || NamedUnderWalked(bp.parent, depth + 1)) return true;
+    }
+    return false;
+  }
+
+  // NamedUnderWalked, looked at up to three times 300 ms apart: a move in flight between the
+  // read of the inode's back-pointers and that of their entries is settled by the next look.
+  // (--repair's FixInode finds such an inode named, and leaves it.)
+  bool NamedNowUnderWalked(uint64_t ino) {
+    for (int look = 0; look < 3; ++look) {
+      if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      if (NamedUnderWalked(ino)) return true;
     }
     return false;
   }
@@ -872,8 +899,8 @@ class Fsck {
         Report(i);
         continue;
       }
-      if (now <= in->birth_deadline_ns + skew) continue;  // a client may still be creating it
-      if (!o_.repair && NamedUnderWalked(ino)) continue;  // moved past the walk (FixInode: same)
+      if (now <= in->birth_deadline_ns + skew) continue;     // a client may still be creating it
+      if (!o_.repair && NamedNowUnderWalked(ino)) continue;  // moved past the walk
       // The name its creator meant to give it (its back-pointer).
       std::string meant;
       for (const auto& bp : in->parents) {
@@ -1538,6 +1565,7 @@ class Fsck {
   std::map<std::string, AwayTally> away_;  // by node
   std::vector<std::pair<std::string, std::string>> away_dropped_;  // (key, node)
   std::map<uint64_t, std::string> paths_;
+  std::map<uint64_t, std::pair<uint64_t, std::string>> first_seen_;  // directory -> its entry
   std::map<uint64_t, uint32_t> refs_;
   std::map<uint64_t, Inode> files_;
   bool walked_whole_ = false;
