@@ -494,6 +494,12 @@ class Fsck {
   void CheckTransactions() {
     int64_t now = WallNs();
     int stuck = 0;
+    struct StuckTxn {
+      std::string key;
+      bool expired, marks_left;
+      std::vector<std::string> participants;
+    };
+    std::vector<StuckTxn> suspects;
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'X') continue;
       auto rec = Decode(*Latest(copies));
@@ -516,17 +522,21 @@ class Fsck {
           if (prec && HasRenameMark(*prec, t.id)) unresolved = marks_left = true;
         }
       }
-      if ((expired || unresolved) && StillStuck(key)) {
-        ++stuck;
-        // Paths are known only after the walk (FillPaths).
-        Issue i{expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(key), "",
-                expired      ? "pending past its deadline"
-                : marks_left ? "decided, intents or rename marks not settled"
+      if (expired || unresolved) suspects.push_back({key, expired, marks_left, t.participants});
+    }
+    // The scan read X and its participants at different moments, and a transaction's intents
+    // and marks go right after its decision: reported only if still stuck when read again.
+    suspects = AfterLooks<StuckTxn>(suspects, [&](const StuckTxn& x) { return !StuckNow(x.key); });
+    for (const auto& x : suspects) {
+      ++stuck;
+      // Paths are known only after the walk (FillPaths).
+      Issue i{x.expired ? "transaction_expired" : "transaction_unresolved", DescribeKey(x.key), "",
+              x.expired      ? "pending past its deadline"
+              : x.marks_left ? "decided, intents or rename marks not settled"
                              : "decided, intents not resolved"};
-        i.keys = t.participants;
-        Report(i);
-        txn_issue_indices_.push_back(issues_.size() - 1);
-      }
+      i.keys = x.participants;
+      Report(i);
+      txn_issue_indices_.push_back(issues_.size() - 1);
     }
     if (stuck && o_.repair) {
       auto r = Sync<Result<int>>([&]() { return client_->ns().ResolveTransactions(); });
@@ -536,12 +546,10 @@ class Fsck {
     }
   }
 
-  // Whether transaction `key` is still stuck, read again through every replica that answers:
+  // Whether transaction `key` is stuck now, read again through every replica that answers:
   // pending past its deadline (by a fresh clock), or decided with an intent or a rename mark of
-  // it still in place. The scan read X and its participants at different moments, and a
-  // transaction's intents and marks go right after its decision: three looks, 300 ms apart.
-  // A read that fails keeps it reported.
-  bool StillStuck(const std::string& key) {
+  // it still in place. A read that fails keeps it stuck.
+  bool StuckNow(const std::string& key) {
     bool failed = false;
     auto read = [&](const std::string& k) -> std::optional<MetaRecord> {
       auto r = Sync<Result<RecordValue>>([&]() { return client_->proposer().ReadWithoutWrite(k); });
@@ -551,29 +559,21 @@ class Fsck {
       if (!m.ok()) return std::nullopt;
       return *m;
     };
-    for (int look = 0; look < 3; ++look) {
-      if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      auto x = read(key);
-      if (failed) return true;
-      if (!x || !x->txn()) return false;
-      const Txn& t = *x->txn();
-      if (t.state == TxnState::kPending) {
-        if (WallNs() > t.deadline_ns) return true;  // crashed: no look will change that
-        return false;
-      }
-      bool left = false;
-      for (const auto& p : t.participants) {
-        auto rec = read(p);
-        left |= rec && rec->intent && rec->intent->txn == t.id;
-      }
-      for (uint64_t dir : t.marked_dirs) {
-        auto rec = read(InodeKey(dir));
-        left |= rec && HasRenameMark(*rec, t.id);
-      }
-      if (failed) return true;
-      if (!left) return false;
+    auto x = read(key);
+    if (failed) return true;
+    if (!x || !x->txn()) return false;
+    const Txn& t = *x->txn();
+    if (t.state == TxnState::kPending) return WallNs() > t.deadline_ns;
+    bool left = false;
+    for (const auto& p : t.participants) {
+      auto rec = read(p);
+      left |= rec && rec->intent && rec->intent->txn == t.id;
     }
-    return true;
+    for (uint64_t dir : t.marked_dirs) {
+      auto rec = read(InodeKey(dir));
+      left |= rec && HasRenameMark(*rec, t.id);
+    }
+    return failed || left;
   }
 
   // ---- namespace ---------------------------------------------------------------------------
@@ -765,20 +765,20 @@ class Fsck {
     }
     walked_whole_ = root_path == "/";
     if (!walked_whole_) return;
+    // A check counts the names again as FixInode counts them, which --repair does below before
+    // it changes anything: a check finds wrong what a repair would fix, and nothing else.
+    std::vector<uint64_t> suspects;
     for (const auto& [ino, in] : files_) {
-      if (in.nlink == refs_[ino]) continue;
-      if (!o_.repair) {
-        // Counted again as FixInode counts, which --repair does below before it changes
-        // anything: a check finds wrong what a repair would fix, and nothing else.
-        // (Three looks: a move between the reads of the inode and of its entries.)
-        bool agree = false;
-        for (int look = 0; look < 3 && !agree; ++look) {
-          if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-          auto now = NamesNow(ino);
-          agree = now.ok() && now->first.nlink == now->second.size();
-        }
-        if (agree) continue;
-      }
+      if (in.nlink != refs_[ino]) suspects.push_back(ino);
+    }
+    if (!o_.repair) {
+      suspects = AfterLooks<uint64_t>(suspects, [&](const uint64_t& ino) {
+        auto now = NamesNow(ino);
+        return now.ok() && now->first.nlink == now->second.size();
+      });
+    }
+    for (uint64_t ino : suspects) {
+      const Inode& in = files_[ino];
       Issue i{"wrong_link_count", paths_[ino], paths_[ino],
               "file has " + std::to_string(refs_[ino]) + " names; nlink says " +
                   std::to_string(in.nlink)};
@@ -822,15 +822,29 @@ class Fsck {
     return false;
   }
 
-  // NamedUnderWalked, looked at up to three times 300 ms apart: a move in flight between the
-  // read of the inode's back-pointers and that of their entries is settled by the next look.
-  // (--repair's FixInode finds such an inode named, and leaves it.)
-  bool NamedNowUnderWalked(uint64_t ino) {
-    for (int look = 0; look < 3; ++look) {
+  // Whether a live inode the walk did not reach is no orphan after all: no longer live (an
+  // unlink between its entry's removal and the inode's change), or named under a walked
+  // directory (NamedUnderWalked). (--repair's FixInode leaves such an inode as it finds it.)
+  bool NoOrphan(uint64_t ino) {
+    auto in = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
+    if (in.ok() && in->state != InodeState::kLive) return true;
+    return NamedUnderWalked(ino);
+  }
+
+  // Of `suspects`, those `cleared` does not clear in any of three looks, 300 ms apart (one
+  // pause per look for all of them): what a check saw may be an operation in flight, and a
+  // move can fall between two reads of one look.
+  template <typename T>
+  std::vector<T> AfterLooks(std::vector<T> suspects, const std::function<bool(const T&)>& cleared) {
+    for (int look = 0; look < 3 && !suspects.empty(); ++look) {
       if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      if (NamedUnderWalked(ino)) return true;
+      std::vector<T> left;
+      for (auto& x : suspects) {
+        if (!cleared(x)) left.push_back(std::move(x));
+      }
+      suspects = std::move(left);
     }
-    return false;
+    return suspects;
   }
 
   // --repair recounts and fixes; a check counts the same way and only reads. Either answers
@@ -882,6 +896,7 @@ class Fsck {
     if (!walked_whole_) return;
     int64_t now = WallNs();
     int64_t skew = client_->ns().options().clock_skew_ns;
+    std::vector<std::pair<std::string, Inode>> suspects;  // key, inode as read
     for (const auto& [key, copies] : records_) {
       if (key[0] != 'I') continue;
       uint64_t ino = DecodeU64(std::string_view(key).substr(2, 8));
@@ -899,8 +914,16 @@ class Fsck {
         Report(i);
         continue;
       }
-      if (now <= in->birth_deadline_ns + skew) continue;     // a client may still be creating it
-      if (!o_.repair && NamedNowUnderWalked(ino)) continue;  // moved past the walk
+      if (now <= in->birth_deadline_ns + skew) continue;  // a client may still be creating it
+      suspects.emplace_back(key, std::move(*in));
+    }
+    if (!o_.repair) {  // moved or unlinked past the walk
+      suspects = AfterLooks<std::pair<std::string, Inode>>(
+          suspects, [&](const std::pair<std::string, Inode>& s) { return NoOrphan(s.second.ino); });
+    }
+    for (auto& [key, in_now] : suspects) {
+      const Inode* in = &in_now;
+      uint64_t ino = in->ino;
       // The name its creator meant to give it (its back-pointer).
       std::string meant;
       for (const auto& bp : in->parents) {
