@@ -24,6 +24,7 @@ using testing::TestClusterOptions;
 using testing::TestFs;
 
 constexpr size_t kMiB = 1024 * 1024;
+using namespace std::chrono_literals;
 
 int64_t WallNowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -236,22 +237,25 @@ class FsckTest : public ::testing::Test {
     return out;
   }
 
-  // Runs `fsck flags` again and again for 5 s (6 runs at least) while a thread of its own
-  // client calls `step(fs, i)` for i = 0, 1, ...; expects every step to succeed and every check
+  // Runs `fsck flags` again and again for 5 s (6 runs and 100 steps at least) while a thread of its
+  // own client calls `step(fs, i)` for i = 0, 1, ...; expects every step to succeed and every check
   // to find nothing (exit 0, no ERROR line).
   void ExpectCleanChecksWhile(const std::function<Status(TestFs&, int)>& step,
                               const std::vector<std::string>& flags) {
     std::atomic<bool> stop{false};
     std::atomic<int> ops{0};
+    std::atomic<bool> worker_done{false};  // it stops at its first failure
     Status failed;
     std::thread worker([&]() {
       ClusterClient c(cluster_->config(), testing::ShortDeadlines());
       TestFs fs(c);
       for (int i = 0; !stop && failed.ok(); ++i, ++ops) failed = step(fs, i);
+      worker_done = true;
     });
     std::vector<CliResult> checks;
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (checks.size() < 6 || std::chrono::steady_clock::now() < until) {
+    while (checks.size() < 6 || std::chrono::steady_clock::now() < until ||
+           (ops < 100 && !worker_done && std::chrono::steady_clock::now() < until + 55s)) {
       checks.push_back(Fsck(flags));
     }
     stop = true;
@@ -790,6 +794,27 @@ TEST_F(FsckTest, UnsettledRenameMarksAreReportedAndKeepTheirTransaction) {
   EXPECT_EQ(gc2.code, 0) << gc2.All();
   EXPECT_EQ(gc2.out.find("\"gc_records_deleted\":0"), std::string::npos) << gc2.out;
   ExpectFilesIntact();
+}
+
+// An entry that names a file without a back-pointer in it (damage: the file's nlink and
+// back-pointers say one name, two entries name it) is a link an unlink of the other name would
+// not count: a check reports it. Its re-read of the names (a link or move during the walk)
+// counted only those with a back-pointer, which FixInode sees, and called it clean.
+TEST_F(FsckTest, ANameWithoutABackPointerIsStillReported) {
+  StartCluster();
+  WriteFiles();
+  auto d = fs_->Resolve("/d");
+  auto small = fs_->Resolve("/d/small");
+  ASSERT_TRUE(d.ok() && small.ok());
+  MetaRecord extra;
+  extra.body = DirEntry{*small, FileType::kRegular};
+  auto r = client_->Change(DirEntryKey(*d, "extra"), [&](const std::optional<std::string>&) {
+    return Decision::Write(extra.Encode());
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  CliResult check = Fsck({"--recount-quiet", "1"});
+  EXPECT_EQ(check.code, 4) << check.All();
+  EXPECT_NE(check.out.find("file has 2 names; nlink says 1"), std::string::npos) << check.out;
 }
 
 TEST_F(FsckTest, WrongLinkCountsAreRecounted) {
@@ -1343,6 +1368,32 @@ TEST_F(FsckTest, CopiesLeftOutsideTheirReplicaSetsAreDroppedAndNeverComeBack) {
   EXPECT_NE(left.out.find("record_away_from_home"), std::string::npos) << left.out;
   EXPECT_EQ(KeysAwayFromHome(), away);
 
+  // One away copy made newer than its replicas' (as a change installed without its rebalance
+  // would leave it): no --repair or --gc may drop it; only --drop-stale-copies does.
+  std::string newer;
+  for (const auto& key : away) {
+    bool victim = false;
+    for (const auto& [path, k] : victims) victim |= k == key;
+    if (!victim && key[0] == 'D') newer = key;
+  }
+  ASSERT_FALSE(newer.empty());
+  int newer_on = -1;
+  std::set<int> homes = RecordHomes(newer);
+  for (int h : RecordHolders()[newer]) {
+    if (!homes.count(h)) newer_on = h;
+  }
+  ASSERT_GE(newer_on, 0);
+  {
+    std::string node = cluster_->node_id(newer_on);
+    auto cur = client_->RunSync<Result<ReadAcceptedReply>>(
+        [&]() { return client_->rpc().ReadAccepted(node, newer); });
+    ASSERT_TRUE(cur.ok() && cur->value) << cur.status().ToString();
+    Ballot b{cur->accepted_ballot.counter + 1000, cur->accepted_ballot.proposer};
+    auto acc = client_->RunSync<Result<AcceptReply>>(
+        [&]() { return client_->rpc().Accept(node, newer, b, *cur->value); });
+    ASSERT_TRUE(acc.ok() && acc->accepted) << acc.status().ToString();
+  }
+
   // Delete the victims and collect them: every copy of their names goes, away ones included.
   for (const auto& [path, key] : victims) {
     Status s = fs_->Unlink(path);
@@ -1355,9 +1406,15 @@ TEST_F(FsckTest, CopiesLeftOutsideTheirReplicaSetsAreDroppedAndNeverComeBack) {
     EXPECT_EQ(held.count(key), 0u) << path << " is still held on " << held[key].size() << " nodes";
   }
 
-  // --repair drops the rest; then every copy sits on its replica sets and the check is clean.
+  // --repair drops the rest but the newer copy; --drop-stale-copies drops that one too. Then
+  // every copy sits on its replica sets and the check is clean.
   CliResult repair = Fsck({"--repair"});
-  EXPECT_EQ(repair.code, 1) << repair.All();
+  EXPECT_EQ(repair.code, 4) << repair.All();
+  EXPECT_NE(repair.out.find("1 kept: no replica holds the key as new"), std::string::npos)
+      << repair.out;
+  EXPECT_EQ(KeysAwayFromHome(), std::set<std::string>{newer});
+  CliResult drop = Fsck({"--repair", "--drop-stale-copies"});
+  EXPECT_EQ(drop.code, 1) << drop.All();
   EXPECT_TRUE(KeysAwayFromHome().empty());
   CliResult clean = Fsck({});
   EXPECT_EQ(clean.code, 0) << clean.All();

@@ -310,7 +310,7 @@ class Fsck {
                                        const std::vector<std::string>& lagging,
                                        const ScannedRecord& best) {
     if (!settle_waited_) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // once per run
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // once per run
       settle_waited_ = true;
     }
     std::vector<std::string> out;
@@ -446,7 +446,7 @@ class Fsck {
       ++t.found;
       // Dropped only where a replica accepted a ballot at least as high. A newer away copy may be
       // the only one of a key that a membership change never moved: kept, and reported.
-      if (!newest_home || *newest_home < copy.accepted) {
+      if ((!newest_home || *newest_home < copy.accepted) && !(o_.repair && o_.drop_stale_copies)) {
         ++t.kept;
         continue;
       }
@@ -472,9 +472,10 @@ class Fsck {
               std::to_string(t.found) + " record copies on a node outside their replica sets"};
       if (t.kept > 0) {
         i.detail += "; " + std::to_string(t.kept) +
-                    " kept: newer than every replica's copy (a membership change that was "
-                    "never rebalanced? install the old list as `previous` and run "
-                    "fsck --rebalance)";
+                    " kept: no replica holds the key as new (left by a --gc of an older fsck, "
+                    "or a membership change installed without its rebalance); a change that "
+                    "makes this node their replica again would bring them back: unless a "
+                    "change skipped its rebalance, drop them with --repair --drop-stale-copies";
       }
       if (t.changed > 0) {
         i.detail += "; " + std::to_string(t.changed) + " changed while checked (run again)";
@@ -725,6 +726,7 @@ class Fsck {
           queue.emplace_back(in.ino, child);
         } else {
           refs_[in.ino] += 1;
+          walk_names_[in.ino].push_back({dir, e.name});
           if (!paths_.count(in.ino)) paths_[in.ino] = child;
           files_[in.ino] = in;
         }
@@ -774,7 +776,18 @@ class Fsck {
     if (!o_.repair) {
       suspects = AfterLooks<uint64_t>(suspects, [&](const uint64_t& ino) {
         auto now = NamesNow(ino);
-        return now.ok() && now->first.nlink == now->second.size();
+        if (!now.ok()) return false;
+        // Plus the names the walk found that still name it without a back-pointer: a name
+        // FixInode cannot see is still a link an unlink of another name would not count.
+        std::vector<BackPointer> names = now->second;
+        for (const auto& bp : walk_names_[ino]) {
+          if (std::find(names.begin(), names.end(), bp) != names.end()) continue;
+          auto e = Sync<Result<std::optional<uint64_t>>>(
+              [&]() { return client_->ns().EntryTarget(bp.parent, bp.name); });
+          if (!e.ok()) return false;
+          if (*e == std::optional<uint64_t>(ino)) names.push_back(bp);
+        }
+        return now->first.nlink == names.size();
       });
     }
     for (uint64_t ino : suspects) {
@@ -812,12 +825,16 @@ class Fsck {
   // Whether inode `ino` is named now by an entry whose directory the walk reached, or is named
   // so itself (a directory moved from a part not yet walked into one already walked): the walk
   // missed it in passing. A subtree no walked directory leads to stays an orphan.
-  bool NamedUnderWalked(uint64_t ino, int depth = 0) {
-    if (depth > 64) return false;
+  bool NamedUnderWalked(uint64_t ino) {
+    std::set<uint64_t> visited;  // each directory asked once: damage can loop or fan out
+    return NamedUnderWalked(ino, &visited);
+  }
+  bool NamedUnderWalked(uint64_t ino, std::set<uint64_t>* visited) {
+    if (!visited->insert(ino).second || visited->size() > 256) return false;
     auto now = NamesNow(ino);
     if (!now.ok()) return false;
     for (const auto& bp : now->second) {
-      if (paths_.count(bp.parent) || NamedUnderWalked(bp.parent, depth + 1)) return true;
+      if (paths_.count(bp.parent) || NamedUnderWalked(bp.parent, visited)) return true;
     }
     return false;
   }
@@ -831,13 +848,13 @@ class Fsck {
     return NamedUnderWalked(ino);
   }
 
-  // Of `suspects`, those `cleared` does not clear in any of three looks, 300 ms apart (one
+  // Of `suspects`, those `cleared` does not clear in any of four looks, 500 ms apart (one
   // pause per look for all of them): what a check saw may be an operation in flight, and a
   // move can fall between two reads of one look.
   template <typename T>
   std::vector<T> AfterLooks(std::vector<T> suspects, const std::function<bool(const T&)>& cleared) {
-    for (int look = 0; look < 3 && !suspects.empty(); ++look) {
-      if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (int look = 0; look < 4 && !suspects.empty(); ++look) {
+      if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
       std::vector<T> left;
       for (auto& x : suspects) {
         if (!cleared(x)) left.push_back(std::move(x));
@@ -1398,7 +1415,9 @@ class Fsck {
       // Only after a run that saw everything: a node whose records or chunks could not be
       // listed may hold copies the rejoining node was never given.
       bool clean = operational_.empty() && !unknown_references_;
-      for (const auto& is : issues_) clean &= is.fixed || is.kind == "node_rejoining";
+      for (const auto& is : issues_) {
+        clean &= is.fixed || is.kind == "node_rejoining" || is.kind == "record_away_from_home";
+      }
       if (!clean) i.detail += "; not finished: the run left errors (see above)";
       if (clean) {
         Status s = Sync<Status>([&]() { return client_->rpc().FinishRejoin(node); });
@@ -1419,7 +1438,8 @@ class Fsck {
     // Only after a run that listed every record and chunk and moved all of them: a chunk a
     // failed listing hid may live only on a leaving node.
     bool clean = operational_.empty() && !unknown_references_;
-    for (const auto& is : issues_) clean &= is.fixed;
+    // (Copies kept on nodes outside every replica set of both memberships move nowhere.)
+    for (const auto& is : issues_) clean &= is.fixed || is.kind == "record_away_from_home";
     if (!clean) return;
     ClusterConfig next = *config_;
     next.epoch += 1;
@@ -1589,6 +1609,7 @@ class Fsck {
   std::vector<std::pair<std::string, std::string>> away_dropped_;  // (key, node)
   std::map<uint64_t, std::string> paths_;
   std::map<uint64_t, std::pair<uint64_t, std::string>> first_seen_;  // directory -> its entry
+  std::map<uint64_t, std::vector<BackPointer>> walk_names_;  // file -> the names the walk found
   std::map<uint64_t, uint32_t> refs_;
   std::map<uint64_t, Inode> files_;
   bool walked_whole_ = false;

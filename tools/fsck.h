@@ -23,6 +23,9 @@ struct FsckOptions {
   // The operator confirms no mount is writing, which allows a --grace below kMinGcGraceNs
   // (common/gc_rules.h): mounts refresh only chunks older than half of that.
   bool no_writers = false;
+  // With --repair: also drop record copies outside their replica sets that no replica holds as
+  // new (README, "Record copies outside their replica sets are dropped").
+  bool drop_stale_copies = false;
   double timeout_s = 10;
   // How long a directory must have been unchanged before --repair rewrites its counts; 0: the
   // birth grace plus twice the skew bound (62 s), which no create or unlink outlasts between

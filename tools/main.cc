@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
       ->check(FiniteBetween(0, 1e9));
   fsck->add_flag("--no-writers", fo.no_writers,
                  "confirm that no mount is writing (needed for --grace under 1200 s)");
+  fsck->add_flag("--drop-stale-copies", fo.drop_stale_copies,
+                 "with --repair: also drop record copies on nodes outside their replica sets "
+                 "that no replica holds as new (only if no membership change was installed "
+                 "without its rebalance)");
   fsck->add_option("--recount-quiet", fo.recount_quiet_s,
                    "seconds a directory must be unchanged before --repair rewrites its counts "
                    "(default 62: the birth grace and twice the clock-skew bound; less only if "

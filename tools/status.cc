@@ -121,7 +121,7 @@ int RunStatus(const std::string& cluster_file, bool json, double timeout_s) {
     for (int j = 0; j < need; ++j) sets_broken += Binomial(size - down, j) * Binomial(down, n - j);
     // Examples: n - need + 1 unusable nodes, the set filled up in membership order.
     int t = n - need + 1;
-    if (down < t) continue;
+    if (down < t || broken.size() >= 5) continue;
     int tries = 0;
     ForEachSubset(down, t, [&](const std::vector<int>& pick) {
       std::vector<bool> in(size, false);
