@@ -675,8 +675,7 @@ class Fsck {
           // its inode read after it was marked dying. Read the entry again: only one that still
           // names a dying or missing inode dangles.
           // (One renamed over names another inode now: that one is walked instead.)
-          auto now = Sync<Result<std::optional<uint64_t>>>(
-              [&]() { return client_->ns().EntryTarget(dir, e.name); });
+          auto now = EntryNow(dir, e.name);
           if (now.ok() && !*now) continue;  // removed meanwhile
           if (now.ok()) {
             entries[k].ino = **now;
@@ -711,9 +710,7 @@ class Fsck {
             // in passing. Only a directory its first entry still names is reached twice.
             auto first = first_seen_.find(in.ino);
             if (first != first_seen_.end()) {
-              auto then = Sync<Result<std::optional<uint64_t>>>([&]() {
-                return client_->ns().EntryTarget(first->second.first, first->second.second);
-              });
+              auto then = EntryNow(first->second.first, first->second.second);
               if (then.ok() && *then != std::optional<uint64_t>(in.ino)) continue;
             }
             Report(Issue{"directory_cycle", child, child,
@@ -775,19 +772,10 @@ class Fsck {
     }
     if (!o_.repair) {
       suspects = AfterLooks<uint64_t>(suspects, [&](const uint64_t& ino) {
-        auto now = NamesNow(ino);
-        if (!now.ok()) return false;
         // Plus the names the walk found that still name it without a back-pointer: a name
         // FixInode cannot see is still a link an unlink of another name would not count.
-        std::vector<BackPointer> names = now->second;
-        for (const auto& bp : walk_names_[ino]) {
-          if (std::find(names.begin(), names.end(), bp) != names.end()) continue;
-          auto e = Sync<Result<std::optional<uint64_t>>>(
-              [&]() { return client_->ns().EntryTarget(bp.parent, bp.name); });
-          if (!e.ok()) return false;
-          if (*e == std::optional<uint64_t>(ino)) names.push_back(bp);
-        }
-        return now->first.nlink == names.size();
+        auto now = NamesNow(ino, walk_names_[ino]);
+        return now.ok() && now->first.nlink == now->second.size();
       });
     }
     for (uint64_t ino : suspects) {
@@ -805,17 +793,25 @@ class Fsck {
     }
   }
 
+  // The inode entry (parent, name) names now, read through a quorum; nullopt if none.
+  Result<std::optional<uint64_t>> EntryNow(uint64_t parent, const std::string& name) {
+    return Sync<Result<std::optional<uint64_t>>>(
+        [&]() { return client_->ns().EntryTarget(parent, name); });
+  }
+
   // The names that really name inode `ino` now, among its back-pointers (as FixInode counts
-  // them), read through a quorum; with the inode as read first. The walk read names and inodes
-  // at different moments: a link, an unlink or a move during it showed as a wrong count.
-  Result<std::pair<Inode, std::vector<BackPointer>>> NamesNow(uint64_t ino) {
+  // them) and `also`, read through a quorum; with the inode as read first. The walk read names
+  // and inodes at different moments: a link, an unlink or a move during it showed as a wrong
+  // count.
+  Result<std::pair<Inode, std::vector<BackPointer>>> NamesNow(
+      uint64_t ino, const std::vector<BackPointer>& also = {}) {
     auto in = Sync<Result<Inode>>([&]() { return client_->ns().GetAttr(ino); });
     if (!in.ok()) return in.status();
-    std::vector<BackPointer> named;
-    for (const auto& bp : in->parents) {
+    std::vector<BackPointer> candidates = in->parents, named;
+    candidates.insert(candidates.end(), also.begin(), also.end());
+    for (const auto& bp : candidates) {
       if (std::find(named.begin(), named.end(), bp) != named.end()) continue;
-      auto e = Sync<Result<std::optional<uint64_t>>>(
-          [&]() { return client_->ns().EntryTarget(bp.parent, bp.name); });
+      auto e = EntryNow(bp.parent, bp.name);
       if (!e.ok()) return e.status();
       if (*e == std::optional<uint64_t>(ino)) named.push_back(bp);
     }
