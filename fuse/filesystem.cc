@@ -77,6 +77,9 @@ struct DirtySlot {
   struct Range {
     uint32_t begin, end;
     uint64_t gen;
+    // Zeroed, not written (fallocate): the buffer holds none of it, a rebase zeroes only the
+    // bytes the current chunk has there, and it does not extend the file.
+    bool zero = false;
   };
   std::vector<Range> ranges;
   uint64_t gen = 0;           // bumped by every write (and rebase)
@@ -475,6 +478,15 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     auto data = std::make_shared<const std::string>(ds.data);
     uint64_t ino = fs.ino;
     int64_t sent_ns = SystemWallClock().NowNs();
+    if (data->empty()) {
+      // No byte holds data (a slot punched whole, fallocate): published as a hole, no put.
+      ds.upload_error = Status::Ok();
+      ds.uploaded_gen = gen;
+      ds.uploaded = Slot{};
+      ds.uploaded_at_ns = sent_ns;
+      ds.upload = kj::Promise<void>(kj::READY_NOW).fork();
+      return;
+    }
     auto p =
         hashers_.Run<ChunkId>([data]() { return ChunkId::Of(*data); })
             .then([this, data](ChunkId id) {
@@ -777,6 +789,172 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
         });
   }
 
+  // Zeroes bytes [off, end) of the file as this mount sees it (fallocate's PUNCH_HOLE and
+  // ZERO_RANGE; the caller clips `end` to the file's size). Buffered like a write until the next
+  // flush. A slot zeroed up to its end or the file's is held as no bytes at all and published as
+  // a hole (no chunk); the at most two slots zeroed in part, and a slot holding bytes past the
+  // range (another mount's, merged by a rebase), are written with zeros where they hold data.
+  // One layout page at a time (a mount keeps only so many decoded), skipping pages that hold
+  // nothing; past kMaxPunchedSlots slots held, the file is published before the next page.
+  static constexpr size_t kMaxPunchedSlots = 4096;
+  kj::Promise<Status> ZeroRange(uint64_t ino, uint64_t off, uint64_t end) {
+    FileState* fs = Find(ino);
+    if (!fs) return Status(StatusCode::kNotFound, "file not open");
+    const uint64_t cs = fs->chunk_size();
+    const uint64_t page_bytes = kSlotsPerPage * cs;
+    uint64_t stop = 0;  // the end of this page's part of the range
+    for (;; off = stop) {
+      if (off >= end) return Status::Ok();
+      stop = std::min(end, (off / page_bytes + 1) * page_bytes);
+      bool empty_page =
+          !fs->inode.SlotIsInline(off / cs) && !fs->inode.FindPage(off / page_bytes) &&
+          fs->dirty.lower_bound(off / cs) == fs->dirty.lower_bound((stop - 1) / cs + 1);
+      if (!empty_page) break;
+    }
+    if (!PagesLoaded(fs->inode, off / cs, (stop - 1) / cs)) {
+      return LoadPages(fs->inode, off / cs, (stop - 1) / cs)
+          .then([this, ino, off, end](Status s) -> kj::Promise<Status> {
+            if (!s.ok()) return s;
+            return ZeroRange(ino, off, end);
+          });
+    }
+    const uint64_t size = fs->Size();
+    kj::Vector<std::pair<uint64_t, uint64_t>> partial;  // [from, to) to write zeros over
+    for (uint64_t idx = off / cs; idx * cs < stop; ++idx) {
+      const uint64_t start = idx * cs;
+      const uint32_t a = static_cast<uint32_t>(std::max(off, start) - start);
+      const uint32_t b = static_cast<uint32_t>(std::min(stop, start + cs) - start);
+      auto d = fs->dirty.find(idx);
+      uint64_t held;  // bytes of the slot that may hold data
+      Slot base;
+      if (d != fs->dirty.end()) {
+        held = d->second.data.size();
+      } else {
+        base = KnownSlot(fs->inode, idx).value_or(Slot{});
+        if (fs->truncated_to && start >= *fs->truncated_to) base = Slot{};
+        held = base.hole() ? 0 : base.length;
+      }
+      if (held <= a) continue;  // only zeros there already
+      if (a > 0 || (b < cs && start + b < size) || held > b) {
+        partial.add(start + a, start + std::min<uint64_t>(b, held));
+        continue;
+      }
+      DirtySlot& ds = fs->dirty[idx];
+      if (d == fs->dirty.end()) ds.base = base;
+      Unquiet(ino);
+      dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, ds.data.size());
+      ds.data.clear();
+      ++ds.gen;
+      // If a publish has to rebase, zeroes another mount's bytes in [0, b) (Rebase).
+      ds.ranges.clear();
+      ds.ranges.push_back(DirtySlot::Range{0, b, ds.gen, /*zero=*/true});
+      fs->local_mtime_ns = SystemWallClock().NowNs();
+      std::lock_guard<std::mutex> lock(stage_mu_);
+      auto& stage = stageable_[ino];
+      stage.first = cs;
+      stage.second.insert(idx);
+      dirty_mirror_ = dirty_bytes_;
+    }
+    kj::Promise<Status> done = Status::Ok();
+    for (const auto& [from, to] : partial) {
+      done = done.then([this, ino, from = from, to = to](Status s) -> kj::Promise<Status> {
+        if (!s.ok()) return s;
+        return WriteFrom(ino, from, std::make_shared<std::string>(to - from, '\0'), 0);
+      });
+    }
+    return done.then([this, ino, stop, end](Status s) -> kj::Promise<Status> {
+      if (!s.ok() || stop >= end) return s;
+      FileState* f = Find(ino);
+      if (f && f->dirty.size() > kMaxPunchedSlots) {
+        return Flush(ino).then([this, ino, stop, end](Status s) -> kj::Promise<Status> {
+          if (!s.ok()) return s;
+          return ZeroRange(ino, stop, end);
+        });
+      }
+      return ZeroRange(ino, stop, end);
+    });
+  }
+
+  // Extends the file to at least `end` bytes (fallocate without KEEP_SIZE): its buffered writes
+  // are published first, then the size is raised in a record change of its own.
+  kj::Promise<Status> Extend(uint64_t ino, uint64_t end) {
+    FileState* fs = Find(ino);
+    // Within what this mount has written and not yet published: nothing to extend.
+    if (fs && fs->written_end >= end) return Status::Ok();
+    return Flush(ino).then([this, ino, end](Status s) -> kj::Promise<Status> {
+      if (!s.ok()) return s;
+      // Extended in the record change itself: a size read first could be stale by then
+      // (another mount appending), and setting it would cut the file.
+      SetAttrRequest r;
+      r.size = end;
+      r.size_grow_only = true;
+      return Changing().SetAttr(ino, r).then([this, ino](Result<Inode>&& res) -> Status {
+        if (!res.ok()) return res.status();
+        if (FileState* f = Find(ino); f && f->dirty.empty()) f->inode = *res;
+        return Status::Ok();
+      });
+    });
+  }
+
+  // fallocate(2): mode 0 and KEEP_SIZE reserve nothing (chunks are written when data is) and
+  // only extend; PUNCH_HOLE (always with KEEP_SIZE) and ZERO_RANGE zero the range first.
+  kj::Promise<void> Fallocate(fuse_req_t req, uint64_t ino, int mode, uint64_t off, uint64_t end) {
+    const bool keep = mode & FALLOC_FL_KEEP_SIZE;
+    kj::Promise<Status> zeroed = Status::Ok();
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+      FileState* fs = Find(ino);
+      if (!fs) return fuse_reply_err(req, EBADF), kj::READY_NOW;
+      zeroed = ZeroRange(ino, off, std::min(end, fs->Size()));
+    }
+    return zeroed
+        .then([this, ino, end, keep](Status s) -> kj::Promise<Status> {
+          if (!s.ok() || keep) return s;
+          return Extend(ino, end);
+        })
+        .then([req](Status s) { fuse_reply_err(req, s.ok() ? 0 : ErrnoOf(s)); });
+  }
+
+  // copy_file_range(2) within the mount: the source's bytes as this mount reads them (its own
+  // unpublished writes included), written into the destination as a write of them would be,
+  // one source chunk at a time, without the trips through the kernel a read and a write of each
+  // piece take. At most kMaxCopy bytes per call (the reply's count is 32 bits; cp loops); fewer
+  // at the source's end. Identical chunks are stored once (content addressed), so the copy's
+  // full chunks cost the servers no new space: their puts only refresh the chunks already there.
+  static constexpr size_t kMaxCopy = 256ull << 20;
+  kj::Promise<void> CopyRange(fuse_req_t req, uint64_t in, uint64_t off_in, uint64_t out,
+                              uint64_t off_out, size_t len) {
+    return CopyFrom(in, off_in, out, off_out, std::min(len, kMaxCopy), 0)
+        .then([req](Result<size_t>&& r) {
+          if (!r.ok()) return fuse_reply_err(req, ErrnoOf(r.status())), void();
+          fuse_reply_write(req, *r);
+        });
+  }
+  // The rest of a copy after `done` bytes; an error after some bytes were copied ends the copy
+  // short (as a short write), the next call reports it.
+  kj::Promise<Result<size_t>> CopyFrom(uint64_t in, uint64_t off_in, uint64_t out, uint64_t off_out,
+                                       size_t len, size_t done) {
+    FileState* src = Find(in);
+    if (done >= len) return Result<size_t>(done);
+    if (!src || !Find(out)) return Result<size_t>(Status(StatusCode::kNotFound, "file not open"));
+    const uint64_t cs = src->chunk_size();
+    const uint64_t at = off_in + done;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len - done, cs - at % cs));
+    auto stop = [done](Status s) { return done > 0 ? Result<size_t>(done) : Result<size_t>(s); };
+    return Read(in, at, n).then([this, in, off_in, out, off_out, len, done,
+                                 stop](Result<ReadBytes>&& r) -> kj::Promise<Result<size_t>> {
+      if (!r.ok()) return stop(r.status());
+      const size_t got = r->size();
+      if (got == 0) return Result<size_t>(done);  // the source's end
+      auto buf = std::make_shared<std::string>(r->data(), got);
+      return WriteFrom(out, off_out + done, buf, 0)
+          .then([this, in, off_in, out, off_out, len, done, got,
+                 stop](Status s) -> kj::Promise<Result<size_t>> {
+            if (!s.ok()) return stop(s);
+            return CopyFrom(in, off_in, out, off_out, len, done + got);
+          });
+    });
+  }
+
   // A setattr that a flush publishes in the same record change as the layout (LayoutUpdate::
   // attrs); `applied` holds the inode that change left, if a publish carried it.
   struct AttrCarry {
@@ -1026,6 +1204,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     u.written_end = snap->written_end;
     const uint64_t cs = fs->chunk_size();
     for (const auto& [idx, sn] : snap->slots) {
+      if (sn.uploaded.hole()) continue;  // a punched slot publishes no bytes
       u.written_end = std::max<uint64_t>(u.written_end, idx * cs + sn.uploaded.length);
     }
     u.truncated_to = snap->truncated_to;
@@ -1073,6 +1252,7 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             fs->written_end = 0;
             for (const auto& [idx, ds] : fs->dirty) {
               for (const auto& w : ds.ranges) {
+                if (w.zero) continue;  // zeroing never extends the file
                 fs->written_end =
                     std::max<uint64_t>(fs->written_end, idx * fs->chunk_size() + w.end);
               }
@@ -1169,9 +1349,20 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
       if (it == fs->dirty.end()) return Status::Ok();
       DirtySlot& ds = it->second;
       std::string merged = **r;
+      bool zeroed = false;
       for (const auto& w : ds.ranges) {
+        if (w.zero) {
+          zeroed = true;
+          size_t to = std::min<size_t>(w.end, merged.size());
+          if (w.begin < to) std::memset(&merged[w.begin], 0, to - w.begin);
+          continue;
+        }
         if (merged.size() < w.end) merged.resize(w.end, '\0');
         std::memcpy(&merged[w.begin], ds.data.data() + w.begin, w.end - w.begin);
+      }
+      // A punched slot whose current bytes are all zeroed stays a hole.
+      if (zeroed && std::all_of(merged.begin(), merged.end(), [](char c) { return c == 0; })) {
+        merged.clear();
       }
       dirty_bytes_ += merged.size();
       dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, ds.data.size());
@@ -3140,31 +3331,27 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                      fuse_file_info*) {
       QFS_IMPL(req);
-      if (mode & ~FALLOC_FL_KEEP_SIZE) {
+      // COLLAPSE_RANGE and INSERT_RANGE move bytes between chunks: not supported (as on XFS
+      // without them, programs fall back to copying).
+      if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) ||
+          ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE))) {
         fuse_reply_err(req, EOPNOTSUPP);
         return;
       }
-      uint64_t end = static_cast<uint64_t>(offset + length);
-      bool keep = mode & FALLOC_FL_KEEP_SIZE;
-      Fs(req)->Submit([=]() -> kj::Promise<void> {
-        FileState* fs = impl->Find(ino);
-        // Within what this mount has written and not yet published: nothing to extend.
-        if (keep || (fs && fs->written_end >= end)) return fuse_reply_err(req, 0), kj::READY_NOW;
-        return impl->Flush(ino).then([=](Status s) -> kj::Promise<void> {
-          if (!s.ok()) return fuse_reply_err(req, ErrnoOf(s)), kj::READY_NOW;
-          // Extended in the record change itself: a size read first could be stale by then
-          // (another mount appending), and setting it would cut the file.
-          SetAttrRequest r;
-          r.size = end;
-          r.size_grow_only = true;
-          return impl->Changing().SetAttr(ino, r).then([=](Result<Inode>&& res) {
-            if (res.ok()) {
-              if (FileState* f = impl->Find(ino); f && f->dirty.empty()) f->inode = *res;
-            }
-            fuse_reply_err(req, res.ok() ? 0 : ErrnoOf(res.status()));
-          });
-        });
-      });
+      if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) {
+        fuse_reply_err(req, EOPNOTSUPP);  // as the kernel says before asking any file system
+        return;
+      }
+      uint64_t off = static_cast<uint64_t>(offset), end = static_cast<uint64_t>(offset + length);
+      Fs(req)->Submit([=]() { return impl->Fallocate(req, ino, mode, off, end); });
+    };
+    o.copy_file_range = [](fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                           fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len,
+                           int flags) {
+      QFS_IMPL(req);
+      if (flags != 0) return fuse_reply_err(req, EINVAL), void();
+      uint64_t from = static_cast<uint64_t>(off_in), to = static_cast<uint64_t>(off_out);
+      Fs(req)->Submit([=]() { return impl->CopyRange(req, ino_in, from, ino_out, to, len); });
     };
     o.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
       QFS_IMPL(req);

@@ -1,9 +1,11 @@
 // fsx-style randomized test of the mount's data path: random writes (crossing 1 MiB chunk
-// boundaries), appends, truncates, reads, mmap reads, fallocate, fsync, page-cache drops,
-// futimens (its times must show at once) and close/reopen, on a file in the mount and on a
-// reference file in a local directory. After every operation the returned bytes and the file size
-// must agree; a difference fails with the seed and the last 30 operations. (A seed replays the
-// operations of the mix it ran with: futimens, added 2026-12-07, changed every seed's sequence.)
+// boundaries), appends, truncates, reads, mmap reads, fallocate (extending, KEEP_SIZE,
+// PUNCH_HOLE, ZERO_RANGE), fsync, page-cache drops, futimens (its times must show at once) and
+// close/reopen, on a file in the mount and on a reference file in a local directory. After every
+// operation the returned bytes and the file size must agree; a difference fails with the seed
+// and the last 30 operations. (A seed replays the operations of the mix it ran with: futimens,
+// added 2026-12-07, and the fallocate modes, added 2026-12-08, each changed every seed's
+// sequence.)
 //
 // Reproduce one run: QUORUMFS_FSX_SEED=<seed> QUORUMFS_FSX_OPS=<n> fuse_fsx_test
 //
@@ -338,16 +340,29 @@ class Fsx {
     } else if (r < 91) {  // drop the page cache of the file: later reads reach the daemon
       Log("drop page cache");
       ::posix_fadvise(m_.fd, 0, 0, POSIX_FADV_DONTNEED);
-    } else if (r < 95) {  // fallocate, mode 0 (extends) or KEEP_SIZE
-      uint64_t off = RandOffset(kMaxOffset);
-      uint64_t len = 1 + Rand(kMaxWrite);
-      bool keep = Rand(2) == 0;
-      d << "fallocate " << (keep ? "KEEP_SIZE " : "") << off << " +" << len;
+    } else if (r < 95) {  // fallocate: extend, reserve, punch a hole or zero a range
+      static constexpr struct {
+        int mode;
+        const char* name;
+      } kModes[] = {{0, ""},
+                    {FALLOC_FL_KEEP_SIZE, "KEEP_SIZE "},
+                    {FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, "PUNCH_HOLE|KEEP_SIZE "},
+                    {FALLOC_FL_ZERO_RANGE, "ZERO_RANGE "},
+                    {FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, "ZERO_RANGE|KEEP_SIZE "}};
+      const auto& m = kModes[Rand(5)];
+      // Punches and zeroes land inside the file mostly, and now and then span whole chunks.
+      uint64_t off = m.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) && Rand(3) != 0
+                         ? Rand(size + 1)
+                         : RandOffset(kMaxOffset);
+      uint64_t len = 1 + Rand(Rand(4) == 0 ? 3 * kMiB : kMaxWrite);
+      d << "fallocate " << m.name << off << " +" << len << " (size " << size << ")";
       Log(d.str());
-      int mode = keep ? FALLOC_FL_KEEP_SIZE : 0;
-      int a = ::fallocate(m_.fd, mode, static_cast<off_t>(off), static_cast<off_t>(len));
+      // The reference first: a local file system without the mode (tmpfs has no ZERO_RANGE)
+      // leaves the step out on both sides.
+      int b = ::fallocate(l_.fd, m.mode, static_cast<off_t>(off), static_cast<off_t>(len));
+      if (b != 0 && errno == EOPNOTSUPP && m.mode != 0) return "";
+      int a = ::fallocate(m_.fd, m.mode, static_cast<off_t>(off), static_cast<off_t>(len));
       int ea = errno;
-      int b = ::fallocate(l_.fd, mode, static_cast<off_t>(off), static_cast<off_t>(len));
       if (a != b) return "fallocate returned " + Rc(a, ea, b);
     } else if (r < 98) {  // a hole: seek past the end and write a little
       uint64_t off = size + Rand(2 * kMiB);

@@ -1070,6 +1070,71 @@ TEST_F(MultiMountTest, SeekingThroughMoreLayoutPagesThanTheMountKeeps) {
   EXPECT_TRUE(Same(ReadRange(B("many"), 377 * kGiB + 377, 4096), Pattern(4096, 377)));
 }
 
+// A punch over a file of 600 layout pages (more than a mount keeps decoded at once) finishes,
+// one page at a time, and leaves only the bytes before it: on the other mount every block is
+// gone but the first's head, and the size stays.
+TEST_F(MultiMountTest, PunchingThroughMoreLayoutPagesThanTheMountKeeps) {
+  const int pages = 600;
+  int fd = ::open(A("many").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  for (int k = 1; k <= pages; ++k) {
+    std::string block = Pattern(4096, static_cast<uint64_t>(k));
+    ASSERT_EQ(::pwrite(fd, block.data(), block.size(), static_cast<off_t>(k * kGiB + k)), 4096)
+        << k << ": " << std::strerror(errno);
+  }
+  ASSERT_EQ(::fsync(fd), 0) << std::strerror(errno);
+  const off_t size = static_cast<off_t>(pages * kGiB + pages + 4096);
+  const off_t from = static_cast<off_t>(kGiB + 1 + 100);
+  ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, size - from), 0)
+      << std::strerror(errno);
+  ASSERT_EQ(::close(fd), 0) << std::strerror(errno);
+  struct stat st;
+  ASSERT_EQ(::stat(B("many").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, size);
+  EXPECT_TRUE(Same(ReadRange(B("many"), kGiB + 1, 100), Pattern(4096, 1).substr(0, 100)));
+  EXPECT_TRUE(Same(ReadRange(B("many"), kGiB + 101, 4000), std::string(4000, '\0')));
+  EXPECT_TRUE(Same(ReadRange(B("many"), 377 * kGiB + 377, 4096), std::string(4096, '\0')));
+  fd = ::open(B("many").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::lseek(fd, static_cast<off_t>(2 * kGiB), SEEK_DATA), -1);
+  EXPECT_EQ(errno, ENXIO);
+  ::close(fd);
+}
+
+// A punch this mount has not published yet, when another mount changed those chunks first: the
+// publish rebases it as it rebases a write, zeroing just the punched bytes over the other
+// mount's (they came first), and a punch over chunks another mount meanwhile cut off does not
+// bring them back: the file keeps the size the other mount left (a KEEP_SIZE punch never grows
+// a file).
+TEST_F(MultiMountTest, APunchPublishedAfterAnotherMountsChangesZeroesOnlyItsRange) {
+  const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  std::string data = Pattern(3 * kMiB, 77);
+  ASSERT_TRUE(WriteFile(A("p"), data));
+  int fa = ::open(A("p").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  ASSERT_EQ(::fallocate(fa, punch, kMiB, kMiB), 0) << std::strerror(errno);  // a whole chunk
+  ASSERT_EQ(::fallocate(fa, punch, 2 * kMiB + 10, 20), 0) << std::strerror(errno);
+  ASSERT_TRUE(WriteAt(B("p"), kMiB + 100, "BBBB"));
+  ASSERT_TRUE(WriteAt(B("p"), 2 * kMiB + 500, "CCCC"));
+  ASSERT_EQ(::close(fa), 0) << std::strerror(errno);
+  std::string want = data;
+  std::memset(&want[kMiB], 0, kMiB);
+  std::memset(&want[2 * kMiB + 10], 0, 20);
+  want.replace(2 * kMiB + 500, 4, "CCCC");
+  EXPECT_TRUE(Same(ReadFile(B("p")), want));
+  EXPECT_TRUE(Same(ReadFile(A("p")), want));
+
+  fa = ::open(A("p").c_str(), O_RDWR);
+  ASSERT_GE(fa, 0);
+  ASSERT_EQ(::fallocate(fa, punch, 0, 3 * kMiB), 0) << std::strerror(errno);
+  ASSERT_EQ(::truncate(B("p").c_str(), 0), 0) << std::strerror(errno);
+  ASSERT_EQ(::close(fa), 0) << std::strerror(errno);
+  struct stat st;
+  ASSERT_EQ(::stat(B("p").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 0);
+  EXPECT_TRUE(Same(ReadFile(B("p")), ""));
+}
+
 // A dense file over several layout pages: 64 KiB chunks (a page is 64 MiB) and a mount that
 // may hold only 16 MiB unpublished, so writing 200 MiB publishes a dozen times midway, each
 // building its last page on the one published before. Read back whole on a second mount,

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -868,6 +869,162 @@ TEST_F(PosixTest, Fallocate) {
     R(::fallocate(fd, 0, 0, 10));
     R(::close(fd));
   });
+}
+
+// PUNCH_HOLE and ZERO_RANGE: inside one chunk, across a chunk boundary, over whole chunks (which
+// become holes: SEEK_HOLE finds them, and st_blocks falls once published), past the end (the
+// size stays, or grows without KEEP_SIZE), then read back through the open file and after close.
+TEST_F(PosixTest, PunchHoleAndZeroRange) {
+  {
+    std::string probe = local_ + "/zero-range-probe";
+    int fd = ::open(probe.c_str(), O_CREAT | O_RDWR, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    bool supported = ::fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, 4096) == 0;
+    ::close(fd);
+    ::unlink(probe.c_str());
+    if (!supported) {
+      GTEST_SKIP() << "the local reference directory " << local_
+                   << " has no FALLOC_FL_ZERO_RANGE (tmpfs?) to compare with";
+    }
+  }
+  Compare([](Ops& o) {
+    const off_t mib = 1024 * 1024;
+    const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    std::string data = Pattern(4 * mib + 1000, 9);
+    int fd = F(::open(PATH("p"), O_CREAT | O_RDWR, 0644));
+    R(::pwrite(fd, data.data(), data.size(), 0));
+    R(::fsync(fd));
+    struct stat before;
+    ::fstat(fd, &before);
+    R(::fallocate(fd, punch, 100, 5000));
+    R(::fallocate(fd, punch, mib - 10, 20));
+    R(::fallocate(fd, punch, mib, 2 * mib));
+    o.Fstat(fd, "p");
+    o.Data("after punches", o.ReadFd(fd));
+    R(::lseek(fd, mib, SEEK_HOLE));
+    R(::lseek(fd, mib + 77, SEEK_DATA));
+    R(::lseek(fd, 0, SEEK_HOLE) <= mib);
+    R(::fallocate(fd, punch, 4 * mib, 10 * mib));  // the tail and past it: the size stays
+    o.Fstat(fd, "p");
+    R(::fallocate(fd, punch, 20 * mib, 5));  // all past the end
+    R(::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 3 * mib + 5, 100));
+    o.Fstat(fd, "p");
+    R(::fallocate(fd, FALLOC_FL_ZERO_RANGE, 4 * mib - 500, mib));  // zeroes and extends
+    o.Fstat(fd, "p");
+    R(::fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, 10));  // PUNCH_HOLE needs KEEP_SIZE
+    std::string expect = data;
+    std::memset(&expect[100], 0, 5000);
+    std::memset(&expect[mib - 10], 0, 2 * mib + 10);
+    std::memset(&expect[3 * mib + 5], 0, 100);
+    expect.resize(5 * mib - 500, '\0');
+    std::memset(&expect[4 * mib - 500], 0, mib);
+    o.Note("the open file reads as expected", o.ReadFd(fd) == expect);
+    R(::pwrite(fd, "xyz", 3, mib + 5));  // a write into a punched chunk
+    expect.replace(mib + 5, 3, "xyz");
+    R(::close(fd));
+    o.Content("p");
+    struct stat after;
+    ::stat(PATH("p"), &after);
+    o.Note("blocks fell", after.st_blocks < before.st_blocks);
+    fd = F(::open(PATH("p"), O_RDONLY));
+    o.Note("reads as expected after close", o.ReadFd(fd) == expect);
+    R(::lseek(fd, 2 * mib, SEEK_HOLE));
+    R(::fallocate(fd, punch, 0, 10));  // not open for writing
+    R(::close(fd));
+  });
+}
+
+// copy_file_range(2): whole files and unaligned pieces, at and past the source's end, into the
+// same file, a source with unpublished writes, and the calls the kernel refuses.
+TEST_F(PosixTest, CopyFileRange) {
+  Compare([](Ops& o) {
+    const off_t mib = 1024 * 1024;
+    std::string data = Pattern(3 * mib + 1000, 11);
+    int fd = F(::open(PATH("src"), O_CREAT | O_WRONLY, 0644));
+    R(::write(fd, data.data(), data.size()));
+    R(::close(fd));
+    int in = F(::open(PATH("src"), O_RDONLY));
+    int out = F(::open(PATH("dst"), O_CREAT | O_RDWR, 0644));
+    R(::copy_file_range(in, nullptr, out, nullptr, data.size() + 500, 0));
+    R(::lseek(in, 0, SEEK_CUR));
+    R(::lseek(out, 0, SEEK_CUR));
+    R(::copy_file_range(in, nullptr, out, nullptr, 10, 0));  // at the source's end
+    o.Fstat(out, "dst");
+    int out2 = F(::open(PATH("dst2"), O_CREAT | O_RDWR, 0644));
+    R(::pwrite(out2, "head", 4, 0));
+    loff_t from = 100, to = 5000;
+    R(::copy_file_range(in, &from, out2, &to, 2 * mib, 0));
+    o.Note("offsets after", std::to_string(from) + " " + std::to_string(to));
+    from = 3 * mib + 900, to = 10;
+    R(::copy_file_range(in, &from, out2, &to, mib, 0));  // short: the source ends
+    from = 4 * mib, to = 0;
+    R(::copy_file_range(in, &from, out2, &to, mib, 0));  // past the source's end
+    from = 0, to = 2 * mib + 5000;
+    R(::copy_file_range(out2, &from, out2, &to, 5000, 0));  // within one file, apart
+    from = 0, to = 100;
+    R(::copy_file_range(out2, &from, out2, &to, 5000, 0));  // overlapping: refused
+    from = 0, to = 0;
+    R(::copy_file_range(in, &from, out2, &to, 10, 1));  // flags: refused
+    R(::copy_file_range(out, &from, in, &to, 10, 0));   // into a read-only descriptor
+    int app = F(::open(PATH("dst2"), O_WRONLY | O_APPEND));
+    R(::copy_file_range(in, &from, app, &to, 10, 0));  // into an O_APPEND one
+    o.Fstat(out2, "dst2");
+    // A source with bytes this mount has not published yet.
+    int w = F(::open(PATH("w"), O_CREAT | O_RDWR, 0644));
+    R(::pwrite(w, data.data() + 7, mib + 3, 0));
+    from = 1000, to = 0;
+    R(::copy_file_range(w, &from, out, &to, mib, 0));
+    R(::close(w));
+    R(::close(out));
+    R(::close(out2));
+    R(::close(in));
+    o.Content("dst");
+    o.Content("dst2");
+    std::string dst = data;
+    std::memcpy(&dst[0], data.data() + 7 + 1000, mib);
+    int fd2 = F(::open(PATH("dst"), O_RDONLY));
+    o.Note("dst as expected", o.ReadFd(fd2) == dst);
+  });
+}
+
+// The mount answers copy_file_range itself (the kernel would otherwise fall back to reading and
+// writing every byte through it): a mount run with libfuse's debug log shows the request
+// answered with success, not ENOSYS.
+TEST_F(PosixTest, CopyFileRangeIsAnsweredByTheMount) {
+  TestMountOptions opts;
+  opts.extra_opts = {"debug"};
+  TestMount m(cluster_->cluster_file(), cluster_->dir() + "/debug-mnt", opts);
+  ASSERT_TRUE(m.ok()) << m.Log();
+  std::string data = Pattern(100000, 12);
+  { std::ofstream(m.path("a")) << data; }
+  int in = ::open(m.path("a").c_str(), O_RDONLY);
+  int out = ::open(m.path("b").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(in, 0);
+  ASSERT_GE(out, 0);
+  EXPECT_EQ(::copy_file_range(in, nullptr, out, nullptr, data.size(), 0),
+            static_cast<ssize_t>(data.size()))
+      << std::strerror(errno);
+  ::close(in);
+  EXPECT_EQ(::close(out), 0);
+  std::ifstream b(m.path("b"));
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(b), {}), data);
+  // libfuse's log: "unique: N, opcode: COPY_FILE_RANGE (47), ..." then "unique: N, success, ...".
+  // (A newer kernel may ask COPY_FILE_RANGE_64 first; any of them answered with success counts.)
+  std::string log = m.Log();
+  std::vector<std::string> replies;
+  for (size_t at = log.find("opcode: COPY_FILE_RANGE"); at != std::string::npos;
+       at = log.find("opcode: COPY_FILE_RANGE", at + 1)) {
+    size_t u = log.rfind("unique: ", at);
+    std::string unique = log.substr(u, log.find(',', u) - u);
+    size_t reply = log.find(unique + ", ", at);
+    if (reply == std::string::npos) continue;
+    replies.push_back(log.substr(reply, log.find('\n', reply) - reply));
+  }
+  ASSERT_FALSE(replies.empty()) << "the kernel never sent copy_file_range, or it had no reply";
+  bool answered = std::any_of(replies.begin(), replies.end(), [](const std::string& r) {
+    return r.find(", success") != std::string::npos;
+  });
+  EXPECT_TRUE(answered) << replies.front();
 }
 
 TEST_F(PosixTest, SeekDataHole) {
