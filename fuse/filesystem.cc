@@ -764,38 +764,67 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
     if (base.hole() || covers) {
       DirtySlot& ds = fs->dirty[idx];
       ds.base = base;
-      if (!base.hole() && !covers) {
-        // unreachable: covered above
-      }
       return apply();
     }
-    return SlotBytes(base).then(
-        [this, ino, idx, base, apply](Result<Bytes>&& r) -> kj::Promise<Status> {
-          if (!r.ok()) return r.status();
-          FileState* f = Find(ino);
-          if (!f) return Status(StatusCode::kNotFound, "file not open");
-          if (!f->dirty.count(idx)) {
-            DirtySlot& ds = f->dirty[idx];
-            ds.base = base;
-            ds.data = **r;
-            uint64_t limit = f->truncated_to ? *f->truncated_to : UINT64_MAX;
-            uint64_t cs = f->chunk_size();
-            if (limit != UINT64_MAX && limit < idx * cs + ds.data.size()) {
-              ds.data.resize(limit > idx * cs ? limit - idx * cs : 0);
-            }
-            dirty_bytes_ += ds.data.size();
-          }
-          return apply();
-        });
+    return HoldSlotBytes(ino, idx, base).then([apply](Status s) -> kj::Promise<Status> {
+      if (!s.ok()) return s;
+      return apply();
+    });
+  }
+
+  // Starts holding slot idx in memory with every byte of `base`, its published slot (unless
+  // the mount holds it by the time the bytes arrive).
+  kj::Promise<Status> HoldSlotBytes(uint64_t ino, uint64_t idx, Slot base) {
+    return SlotBytes(base).then([this, ino, idx, base](Result<Bytes>&& r) -> Status {
+      if (!r.ok()) return r.status();
+      FileState* f = Find(ino);
+      if (!f) return Status(StatusCode::kNotFound, "file not open");
+      if (!f->dirty.count(idx)) {
+        DirtySlot& ds = f->dirty[idx];
+        ds.base = base;
+        ds.data = **r;
+        uint64_t limit = f->truncated_to ? *f->truncated_to : UINT64_MAX;
+        uint64_t cs = f->chunk_size();
+        if (limit != UINT64_MAX && limit < idx * cs + ds.data.size()) {
+          ds.data.resize(limit > idx * cs ? limit - idx * cs : 0);
+        }
+        dirty_bytes_ += ds.data.size();
+      }
+      return Status::Ok();
+    });
+  }
+
+  // Zeroes bytes [a, b) of slot idx, which the mount holds with every byte of its base: bytes
+  // it holds up to b are zeroed, or dropped if none it holds follow (a slot holding no bytes is
+  // published as a hole). Recorded as a zero range (DirtySlot::Range::zero): it never extends
+  // the file, and a rebase zeroes only the bytes another mount's chunk has there.
+  void ZeroHeld(FileState& f, uint64_t idx, uint32_t a, uint32_t b) {
+    Unquiet(f.ino);
+    DirtySlot& ds = f.dirty[idx];
+    const size_t before = ds.data.size();
+    if (b >= ds.data.size()) {
+      ds.data.resize(std::min<size_t>(a, ds.data.size()));
+    } else if (a < b) {
+      std::memset(&ds.data[a], 0, b - a);
+    }
+    dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, before - ds.data.size());
+    ++ds.gen;
+    ds.ranges.push_back(DirtySlot::Range{a, b, ds.gen, /*zero=*/true});
+    f.local_mtime_ns = SystemWallClock().NowNs();
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    auto& stage = stageable_[f.ino];
+    stage.first = f.chunk_size();
+    stage.second.insert(idx);
+    dirty_mirror_ = dirty_bytes_;
   }
 
   // Zeroes bytes [off, end) of the file as this mount sees it (fallocate's PUNCH_HOLE and
   // ZERO_RANGE; the caller clips `end` to the file's size). Buffered like a write until the next
-  // flush. A slot zeroed up to its end or the file's is held as no bytes at all and published as
-  // a hole (no chunk); the at most two slots zeroed in part, and a slot holding bytes past the
-  // range (another mount's, merged by a rebase), are written with zeros where they hold data.
-  // One layout page at a time (a mount keeps only so many decoded), skipping pages that hold
-  // nothing; past kMaxPunchedSlots slots held, the file is published before the next page.
+  // flush (ZeroHeld): a slot zeroed to its end or the file's holds no bytes and is published as a
+  // hole (no chunk); a slot zeroed in part is read first, as for a write. Slots this mount sees
+  // as holes and does not hold are left alone. One layout page at a time (a mount keeps only so
+  // many decoded), skipping pages that hold nothing; past kMaxPunchedSlots slots held, the file
+  // is published before the next page.
   static constexpr size_t kMaxPunchedSlots = 4096;
   kj::Promise<Status> ZeroRange(uint64_t ino, uint64_t off, uint64_t end) {
     FileState* fs = Find(ino);
@@ -818,48 +847,42 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
             return ZeroRange(ino, off, end);
           });
     }
-    const uint64_t size = fs->Size();
-    kj::Vector<std::pair<uint64_t, uint64_t>> partial;  // [from, to) to write zeros over
+    // Slots to zero whose published bytes must be read first: (index, a, b, base).
+    struct Partial {
+      uint64_t idx;
+      uint32_t a, b;
+      Slot base;
+    };
+    kj::Vector<Partial> partial;
     for (uint64_t idx = off / cs; idx * cs < stop; ++idx) {
       const uint64_t start = idx * cs;
       const uint32_t a = static_cast<uint32_t>(std::max(off, start) - start);
       const uint32_t b = static_cast<uint32_t>(std::min(stop, start + cs) - start);
       auto d = fs->dirty.find(idx);
-      uint64_t held;  // bytes of the slot that may hold data
-      Slot base;
       if (d != fs->dirty.end()) {
-        held = d->second.data.size();
-      } else {
-        base = KnownSlot(fs->inode, idx).value_or(Slot{});
-        if (fs->truncated_to && start >= *fs->truncated_to) base = Slot{};
-        held = base.hole() ? 0 : base.length;
-      }
-      if (held <= a) continue;  // only zeros there already
-      if (a > 0 || (b < cs && start + b < size) || held > b) {
-        partial.add(start + a, start + std::min<uint64_t>(b, held));
+        ZeroHeld(*fs, idx, a, b);  // even over zeros held: a rebase zeroes the range
         continue;
       }
-      DirtySlot& ds = fs->dirty[idx];
-      if (d == fs->dirty.end()) ds.base = base;
-      Unquiet(ino);
-      dirty_bytes_ -= std::min<uint64_t>(dirty_bytes_, ds.data.size());
-      ds.data.clear();
-      ++ds.gen;
-      // If a publish has to rebase, zeroes another mount's bytes in [0, b) (Rebase).
-      ds.ranges.clear();
-      ds.ranges.push_back(DirtySlot::Range{0, b, ds.gen, /*zero=*/true});
-      fs->local_mtime_ns = SystemWallClock().NowNs();
-      std::lock_guard<std::mutex> lock(stage_mu_);
-      auto& stage = stageable_[ino];
-      stage.first = cs;
-      stage.second.insert(idx);
-      dirty_mirror_ = dirty_bytes_;
+      Slot base = KnownSlot(fs->inode, idx).value_or(Slot{});
+      if (fs->truncated_to && start >= *fs->truncated_to) base = Slot{};
+      const uint64_t held = base.hole() ? 0 : base.length;  // bytes that may hold data
+      if (held <= a) continue;                              // only zeros there already
+      if (a == 0 && held <= b) {                            // none of the published bytes stays
+        fs->dirty[idx].base = base;
+        ZeroHeld(*fs, idx, a, b);
+        continue;
+      }
+      partial.add(Partial{idx, a, b, base});
     }
     kj::Promise<Status> done = Status::Ok();
-    for (const auto& [from, to] : partial) {
-      done = done.then([this, ino, from = from, to = to](Status s) -> kj::Promise<Status> {
+    for (const Partial& p : partial) {
+      done = done.then([this, ino, p](Status s) -> kj::Promise<Status> {
         if (!s.ok()) return s;
-        return WriteFrom(ino, from, std::make_shared<std::string>(to - from, '\0'), 0);
+        return HoldSlotBytes(ino, p.idx, p.base).then([this, ino, p](Status s) {
+          FileState* f = Find(ino);
+          if (s.ok() && f) ZeroHeld(*f, p.idx, p.a, p.b);
+          return s;
+        });
       });
     }
     return done.then([this, ino, stop, end](Status s) -> kj::Promise<Status> {
@@ -1358,7 +1381,11 @@ class QuorumFs::Impl : private kj::TaskSet::ErrorHandler {
           continue;
         }
         if (merged.size() < w.end) merged.resize(w.end, '\0');
-        std::memcpy(&merged[w.begin], ds.data.data() + w.begin, w.end - w.begin);
+        // The buffer may end before a write's range: its bytes were zeroed since.
+        size_t have =
+            ds.data.size() > w.begin ? std::min<size_t>(w.end, ds.data.size()) - w.begin : 0;
+        if (have > 0) std::memcpy(&merged[w.begin], ds.data.data() + w.begin, have);
+        std::memset(&merged[w.begin + have], 0, w.end - w.begin - have);
       }
       // A punched slot whose current bytes are all zeroed stays a hole.
       if (zeroed && std::all_of(merged.begin(), merged.end(), [](char c) { return c == 0; })) {

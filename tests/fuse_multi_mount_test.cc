@@ -1126,7 +1126,8 @@ TEST_F(MultiMountTest, APunchPublishedAfterAnotherMountsChangesZeroesOnlyItsRang
 
   fa = ::open(A("p").c_str(), O_RDWR);
   ASSERT_GE(fa, 0);
-  ASSERT_EQ(::fallocate(fa, punch, 0, 3 * kMiB), 0) << std::strerror(errno);
+  // From byte 10: the first chunk is zeroed in part, the others whole.
+  ASSERT_EQ(::fallocate(fa, punch, 10, 3 * kMiB), 0) << std::strerror(errno);
   ASSERT_EQ(::truncate(B("p").c_str(), 0), 0) << std::strerror(errno);
   ASSERT_EQ(::close(fa), 0) << std::strerror(errno);
   struct stat st;
