@@ -3358,8 +3358,8 @@ const fuse_lowlevel_ops& QuorumFs::Ops() {
     o.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                      fuse_file_info*) {
       QFS_IMPL(req);
-      // COLLAPSE_RANGE and INSERT_RANGE move bytes between chunks: not supported (as on XFS
-      // without them, programs fall back to copying).
+      // COLLAPSE_RANGE and INSERT_RANGE move bytes between chunks: not supported (as on tmpfs
+      // or NFS; programs fall back to copying).
       if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) ||
           ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE))) {
         fuse_reply_err(req, EOPNOTSUPP);
