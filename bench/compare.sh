@@ -46,19 +46,6 @@ echo "disk write+fsync: $budget_raw (budget = that / 3)" | tee "$RESULTS/budget.
 # quorumfs: 3 chunkservers and one mount.
 start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$BUILD/quorumfs-mount" || true
 
-# A peer's Debian packages, installed when missing (as ../shared/peers/README.md lists them);
-# a peer whose packages cannot be installed is skipped with a message.
-peer_packages() {  # peer_packages PKG...
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing for the peers: ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
-}
-
 run() {  # run LABEL DIR [env]
   local label=$1 dir=$2
   echo "== $label" >&2

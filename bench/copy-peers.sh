@@ -15,10 +15,7 @@ QFS=$PEERS_DIR/qfs-copy
 SRC=$PEERS_DIR/copy-src
 PIDS=()
 teardown() {
-  mountpoint -q "$QFS/mnt" 2>/dev/null && { fusermount3 -u "$QFS/mnt" || umount -l "$QFS/mnt"; }
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  stop_local_cluster "$QFS" || true  # (errexit off inside: a gone process is fine)
   rm -rf "$QFS" "$SRC"
   (cd "$PEERS_SCRIPTS" && ./gluster-down.sh --purge) > /dev/null 2>&1 || true
   (cd "$PEERS_SCRIPTS" && ./moosefs-down.sh --purge) > /dev/null 2>&1 || true
@@ -26,17 +23,6 @@ teardown() {
 trap teardown EXIT
 source "$ROOT/bench/local-cluster.sh"
 mkdir -p "$PEERS_DIR" "$QFS"
-
-peer_packages() {  # as bench/compare.sh
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing for the peers: ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
-}
 
 start_local_cluster "$QFS" 7201 "$BUILD/quorumfs-chunkserver" "$BUILD/quorumfs-mount"
 QFS_PID=$MOUNT_PID

@@ -62,3 +62,17 @@ write_wrapper() {
   printf '\n' >> "$file"
   chmod +x "$file"
 }
+
+# peer_packages PKG...: installs a peer's Debian packages when missing (as
+# ../shared/peers/README.md lists them); fails if they cannot be installed (the caller skips
+# that peer with a message).
+peer_packages() {  # peer_packages PKG...
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing for the peers: ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+}

@@ -1035,19 +1035,28 @@ TEST_F(MultiMountTest, LargeSparseFilesKeepTheirLayoutInPages) {
   EXPECT_EQ(ReadRange(B("sparse"), max - 1, 10), "x");
 }
 
+// Writes block k (4096 bytes of Pattern(4096, k)) at k GiB + k for k = 1..pages, one block in
+// each of `pages` layout pages (1 MiB chunks), and closes the file.
+::testing::AssertionResult WriteBlockInEveryPage(const std::string& path, int pages) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+  if (fd < 0) return ::testing::AssertionFailure() << path << ": " << std::strerror(errno);
+  for (int k = 1; k <= pages; ++k) {
+    std::string block = Pattern(4096, static_cast<uint64_t>(k));
+    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>(k * kGiB + k)) != 4096) {
+      ::close(fd);
+      return ::testing::AssertionFailure() << "block " << k << ": " << std::strerror(errno);
+    }
+  }
+  if (::close(fd) != 0) return ::testing::AssertionFailure() << "close: " << std::strerror(errno);
+  return ::testing::AssertionSuccess();
+}
+
 // SEEK_DATA and SEEK_HOLE walk a file of 600 layout pages (more than a mount keeps decoded at
 // once), fetching each page as they reach it: every block is found, once.
 TEST_F(MultiMountTest, SeekingThroughMoreLayoutPagesThanTheMountKeeps) {
   const int pages = 600;
-  int fd = ::open(A("many").c_str(), O_WRONLY | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
-  for (int k = 1; k <= pages; ++k) {
-    std::string block = Pattern(4096, static_cast<uint64_t>(k));
-    ASSERT_EQ(::pwrite(fd, block.data(), block.size(), static_cast<off_t>(k * kGiB + k)), 4096)
-        << k << ": " << std::strerror(errno);
-  }
-  ASSERT_EQ(::close(fd), 0) << std::strerror(errno);
-  fd = ::open(B("many").c_str(), O_RDONLY);
+  ASSERT_TRUE(WriteBlockInEveryPage(A("many"), pages));
+  int fd = ::open(B("many").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
   std::vector<std::pair<off_t, off_t>> regions;
   for (off_t pos = 0;;) {
@@ -1075,14 +1084,9 @@ TEST_F(MultiMountTest, SeekingThroughMoreLayoutPagesThanTheMountKeeps) {
 // gone but the first's head, and the size stays.
 TEST_F(MultiMountTest, PunchingThroughMoreLayoutPagesThanTheMountKeeps) {
   const int pages = 600;
-  int fd = ::open(A("many").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_TRUE(WriteBlockInEveryPage(A("many"), pages));
+  int fd = ::open(A("many").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  for (int k = 1; k <= pages; ++k) {
-    std::string block = Pattern(4096, static_cast<uint64_t>(k));
-    ASSERT_EQ(::pwrite(fd, block.data(), block.size(), static_cast<off_t>(k * kGiB + k)), 4096)
-        << k << ": " << std::strerror(errno);
-  }
-  ASSERT_EQ(::fsync(fd), 0) << std::strerror(errno);
   const off_t size = static_cast<off_t>(pages * kGiB + pages + 4096);
   const off_t from = static_cast<off_t>(kGiB + 1 + 100);
   ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, size - from), 0)
